@@ -1,0 +1,22 @@
+"""The RNN baselines of Table 1 (RNN-Gauss, RNN-GMM) as a Pyro program with no latent variables.
+
+    x_t | h_{t-1}  ~ emission(theta_t),   theta_t = phi_dec(h_{t-1})
+    h_t            = f(phi_x(x_t), h_{t-1})
+
+All randomness is in the emission, so log p(x) = sum_t log p(x_t | x_{<t}) is exact, the ELBO with
+the empty guide equals it, and no guide is needed.
+"""
+import torch
+import pyro
+import pyro.poutine as poutine
+
+
+def rnn_model(vrnn, x, mask, num_sequences=None, kl_scale=1.0):
+    """Same arguments as `models.vrnn.vrnn_model`; kl_scale is accepted and unused (no KL term)."""
+    batch, steps, _ = x.shape
+    h, c = vrnn.initial_state(batch, x.device)
+    with pyro.plate("sequences", num_sequences or batch, subsample=torch.arange(batch, device=x.device)):
+        for t in pyro.markov(range(steps)):
+            with poutine.mask(mask=mask[:, t]):
+                x_t = pyro.sample(f"x_{t + 1}", vrnn.emission(None, h), obs=x[:, t])
+            h, c = vrnn.step(vrnn.phi_x(x_t), None, (h, c))

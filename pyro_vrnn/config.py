@@ -1,0 +1,85 @@
+"""The run configuration: every size and setting of a run, readable in one screen.
+
+`Config` holds the defaults; `PRESETS` overrides them per dataset (`iam` and `blizzard` are the
+authors' released configurations from PAPER.md; `hershey`, the embedded default, is sized to learn
+visibly in a few minutes on a laptop CPU); command-line flags override both. The resolved config is
+saved in every checkpoint, so a run can always be rebuilt from its checkpoint alone.
+"""
+from dataclasses import asdict, dataclass, fields
+from typing import Optional
+
+MODEL_NAMES = ("rnn-gauss", "rnn-gmm", "vrnn-i-gauss", "vrnn-gauss", "vrnn-gmm")
+
+
+@dataclass
+class Config:
+    # what to train
+    dataset: str = "hershey"
+    model: str = "vrnn-gmm"
+    data_dir: Optional[str] = None
+    out: Optional[str] = None  # run directory; default runs/<dataset>-<model>-<time>
+    # sizes (PAPER.md: phi_x, phi_z, phi_enc, phi_prior, phi_dec are ReLU MLPs; f is an LSTM)
+    hidden: int = 128  # LSTM units
+    z_dim: int = 16
+    x_features: int = 64  # phi_x
+    z_features: int = 64  # phi_z
+    enc_hidden: int = 64  # phi_enc
+    prior_hidden: int = 64  # phi_prior
+    dec_hidden: int = 64  # phi_dec
+    mlp_layers: int = 1
+    components: int = 20  # mixture components of the GMM emissions
+    min_scale: float = 1e-4  # sigma = softplus(.) + min_scale
+    # optimisation (PAPER.md: Adam 3e-4, gradient norm clipped at 5, early stopping on validation)
+    batch_size: int = 32
+    lr: float = 3e-4
+    clip: float = 5.0
+    epochs: int = 100
+    max_steps: Optional[int] = None
+    patience: int = 10  # epochs without a better validation bound before stopping
+    elbo: str = "trace"  # "trace": Trace_ELBO; "meanfield": TraceMeanField_ELBO (analytic KL)
+    kl_anneal_epochs: float = 0.0  # KL weight rises linearly from 0 to 1 over this many epochs
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0  # CPU intra-op threads; 0 = PyTorch's default. Small models run best on 1
+    checkpoint_every: int = 500  # steps between mid-epoch checkpoints (last.pt)
+    log_every: int = 10  # steps between training log lines
+    num_samples_figure: int = 6  # lines drawn in the end-of-run figure
+
+
+PRESETS = {
+    # Small enough to train in minutes on a 2-core CPU, large enough to write legibly.
+    "hershey": dict(hidden=128, z_dim=16, x_features=64, z_features=64, enc_hidden=64,
+                    prior_hidden=64, dec_hidden=64, components=10, batch_size=32, lr=3e-3,
+                    epochs=4, threads=1),
+    # The authors' released IAM-OnDB configuration (PAPER.md).
+    "iam": dict(hidden=1200, z_dim=50, x_features=250, z_features=150, enc_hidden=150,
+                prior_hidden=150, dec_hidden=250, mlp_layers=1, components=20, batch_size=20),
+    # The authors' released Blizzard configuration (PAPER.md).
+    "blizzard": dict(hidden=4000, z_dim=200, x_features=500, z_features=500, enc_hidden=500,
+                     prior_hidden=500, dec_hidden=500, mlp_layers=4, components=20,
+                     batch_size=128),
+}
+
+
+def make_config(dataset="hershey", **overrides):
+    """Defaults, then the dataset's preset, then explicit overrides (None means 'not given')."""
+    unknown = set(overrides) - {f.name for f in fields(Config)}
+    if unknown:
+        raise ValueError(f"unknown config fields: {sorted(unknown)}")
+    values = dict(PRESETS.get(dataset, {}))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    config = Config(dataset=dataset, **values)
+    if config.model not in MODEL_NAMES:
+        raise ValueError(f"unknown --model {config.model!r}; choose one of {', '.join(MODEL_NAMES)}")
+    if config.elbo not in ("trace", "meanfield"):
+        raise ValueError(f"unknown --elbo {config.elbo!r}; choose 'trace' or 'meanfield'")
+    return config
+
+
+def config_to_dict(config):
+    return asdict(config)
+
+
+def config_from_dict(values):
+    known = {f.name for f in fields(Config)}
+    return Config(**{k: v for k, v in values.items() if k in known})

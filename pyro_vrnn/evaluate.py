@@ -1,0 +1,253 @@
+"""Per-sequence evaluation: the ELBO and the importance-sampled log p(x) of Table 1 (Chung et al. 2015).
+
+The ELBO of one sequence (PAPER.md) is
+
+    E_q [ sum_t log p(x_t | z_{<=t}, x_{<t})  -  sum_t ( log q(z_t | x_{<=t}, z_{<t}) - log p(z_t | x_{<t}, z_{<t}) ) ]
+
+A guide trace and the model replayed on it hold every term at its sample site, already masked at
+padding steps, with the shape of the plates around it (sequences, and particles when vectorized).
+Summing the sites and keeping those dimensions gives one number per sequence, which is what the
+paper reports; Pyro's own ELBO objects only give the sum over the batch.
+
+Table 1's "~" rows estimate log p(x) itself by importance sampling with the guide as proposal:
+
+    log p(x) ~ log (1/K) sum_k w_k,    w_k = p(x, z^k) / q(z^k | x),   z^k ~ q(z | x)
+
+Pyro's `vectorized_importance_weights` draws the K particles in one pass (a particle plate at dim -2
+over the sequence plate at dim -1); its traces give log w as a [K, B] tensor, so every sequence gets
+its own estimate. The same particles give the K-sample ELBO estimate mean_k log w_k, and by Jensen's
+inequality log mean_k w_k >= mean_k log w_k for every sequence: the "~" number is never below the ">="
+one. K is drawn in chunks so that memory stays bounded. Models without latent variables (the RNN
+baselines) have an exact log p(x) = sum_t log p(x_t | x_{<t}): no sampling, reported as exact.
+"""
+import math
+import os
+import time
+
+import numpy as np
+import torch
+import pyro
+import pyro.poutine as poutine
+from pyro.infer.importance import vectorized_importance_weights
+from pyro.poutine.util import site_is_subsample
+
+import models
+
+# Memory for the traces of one vectorized pass over K particles; K is drawn in chunks that fit it.
+CPU_MEMORY_BUDGET = 2 ** 29  # 512 MiB; on a GPU, a quarter of its free memory
+
+
+def site_log_prob_sum(trace, observed, dtype=None):
+    """Sum of the masked log-densities of the sample sites (observed or latent) of a trace, per sequence.
+
+    dtype: accumulate in this dtype (float64 for long sequences), default the sites' own.
+    """
+    trace.compute_log_prob()
+    total = 0.0
+    for site in trace.nodes.values():
+        if site["type"] == "sample" and site["is_observed"] == observed and not site_is_subsample(site):
+            log_prob = site["log_prob"]
+            total = total + (log_prob if dtype is None else log_prob.to(dtype))
+    return total
+
+
+@torch.no_grad()
+def elbo_terms(model, guide, vrnn, x, mask):
+    """One-sample estimates, per sequence, of the reconstruction term and of the KL term.
+
+    Returns (log_likelihood [B], kl [B]) with ELBO = log_likelihood - kl. For models without
+    latent variables kl is zero and log_likelihood is the exact log p(x).
+    """
+    guide_trace = poutine.trace(guide).get_trace(vrnn, x, mask)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(vrnn, x, mask)
+    log_likelihood = site_log_prob_sum(model_trace, observed=True)
+    kl = site_log_prob_sum(guide_trace, observed=False) - site_log_prob_sum(model_trace, observed=False)
+    zeros = x.new_zeros(x.shape[0])
+    return zeros + log_likelihood, zeros + kl
+
+
+@torch.no_grad()
+def exact_log_likelihood(model, vrnn, x, mask):
+    """log p(x) [B] of a model without latent variables: the sum of its observed sites, exactly."""
+    trace = poutine.trace(model).get_trace(vrnn, x, mask)
+    return x.new_zeros(x.shape[0], dtype=torch.float64) + site_log_prob_sum(trace, True, torch.float64)
+
+
+@torch.no_grad()
+def particle_log_weights(model, guide, vrnn, x, mask, num_samples):
+    """log w [K, B] = log p(x, z^k) - log q(z^k | x) for K particles drawn in one vectorized pass.
+
+    Pyro pools the weights over the batch; its traces keep them apart: every site's log-prob has
+    the particles at dim -2 and the sequences at dim -1 (padding steps are masked to zero).
+    """
+    _, model_trace, guide_trace = vectorized_importance_weights(
+        model, guide, vrnn, x, mask, num_samples=num_samples, max_plate_nesting=1)
+    shape = (num_samples, x.shape[0])
+    for trace in (model_trace, guide_trace):
+        for name, site in trace.nodes.items():
+            if site["type"] == "sample" and not site_is_subsample(site) and site["log_prob"].shape != shape:
+                raise RuntimeError(f"site {name} has log-densities of shape {tuple(site['log_prob'].shape)}, "
+                                   f"expected {shape} (particles x sequences)")
+    log_p = site_log_prob_sum(model_trace, True, torch.float64) + site_log_prob_sum(model_trace, False, torch.float64)
+    return log_p - site_log_prob_sum(guide_trace, False, torch.float64)
+
+
+def bytes_per_cell(vrnn):
+    """Rough memory the traces keep per particle x sequence x time step: z, the prior's, guide's and
+    emission's parameters and the log-densities (measured: ~1 kB with the hershey preset, ~3 kB with iam's)."""
+    try:
+        emission = vrnn.decoder[-1].linear.out_features
+    except (AttributeError, TypeError, IndexError):  # a decoder of another shape
+        emission = 2 * vrnn.x_dim
+    return 4 * (6 * vrnn.z_dim + 3 * emission + vrnn.hidden // 10 + 32)
+
+
+def memory_budget(device):
+    """Bytes the traces of one pass may take: CPU_MEMORY_BUDGET, or a quarter of a GPU's free memory."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free // 4
+    return CPU_MEMORY_BUDGET
+
+
+def default_chunk_size(num_samples, batch, steps, vrnn, budget):
+    """Particles per vectorized pass so that the traces of particles x sequences x steps fit `budget` bytes."""
+    return max(1, min(num_samples, budget // (bytes_per_cell(vrnn) * max(1, batch * steps))))
+
+
+@torch.no_grad()
+def importance_log_weights(model, guide, vrnn, x, mask, num_samples=100, chunk_size=None):
+    """log w [K, B] for K = num_samples particles, drawn `chunk_size` at a time (default: what fits memory)."""
+    chunk_size = chunk_size or default_chunk_size(num_samples, x.shape[0], x.shape[1], vrnn, memory_budget(x.device))
+    chunks = []
+    for start in range(0, num_samples, chunk_size):
+        chunks.append(particle_log_weights(model, guide, vrnn, x, mask, min(chunk_size, num_samples - start)))
+    return torch.cat(chunks, dim=0)
+
+
+def summarize_log_weights(log_w):
+    """Per-sequence figures from log w [K, B]: the K-sample ELBO mean_k log w_k, the IS estimate
+    log (1/K) sum_k w_k, and the effective sample size (sum_k w_k)^2 / sum_k w_k^2 (1 to K)."""
+    num_samples = log_w.shape[0]
+    log_sum = torch.logsumexp(log_w, dim=0)
+    return {"elbo": log_w.mean(0),
+            "log_px": log_sum - math.log(num_samples),
+            "ess": torch.exp(2 * log_sum - torch.logsumexp(2 * log_w, dim=0))}
+
+
+@torch.no_grad()
+def estimate_log_likelihood(model, guide, vrnn, x, mask, num_samples=100, chunk_size=None, latent=True):
+    """Per-sequence {"elbo", "log_px", "ess"} [B] tensors (float64) for one padded batch.
+
+    latent=False (the RNN baselines): exact log p(x), returned as both elbo and log_px, ess None.
+    """
+    if not latent:
+        exact = exact_log_likelihood(model, vrnn, x, mask)
+        return {"elbo": exact, "log_px": exact, "ess": None}
+    return summarize_log_weights(importance_log_weights(model, guide, vrnn, x, mask, num_samples, chunk_size))
+
+
+def mean_and_stderr(values):
+    """Mean across sequences and its standard error (None for a single sequence)."""
+    values = np.asarray(values, dtype=np.float64)
+    stderr = float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else None
+    return float(values.mean()), stderr
+
+
+def ratio_and_stderr(values, lengths):
+    """Per-time-step figure sum_i v_i / sum_i T_i and its standard error (ratio estimator, delta method)."""
+    values, lengths = np.asarray(values, dtype=np.float64), np.asarray(lengths, dtype=np.float64)
+    ratio = float(values.sum() / lengths.sum())
+    n = len(values)
+    if n < 2:
+        return ratio, None
+    residual = values - ratio * lengths
+    return ratio, float(math.sqrt((residual ** 2).sum() / (n * (n - 1))) / lengths.mean())
+
+
+def summarize(per_sequence, lengths, exact, num_samples):
+    """The report's figures from per-sequence arrays (elbo, log_px, ess) and the sequence lengths."""
+    elbo, elbo_se = mean_and_stderr(per_sequence["elbo"])
+    log_px, log_px_se = mean_and_stderr(per_sequence["log_px"])
+    elbo_step, elbo_step_se = ratio_and_stderr(per_sequence["elbo"], lengths)
+    log_px_step, log_px_step_se = ratio_and_stderr(per_sequence["log_px"], lengths)
+    ess = per_sequence.get("ess")
+    return {
+        "exact": exact, "num_samples": None if exact else num_samples,
+        "sequences": len(lengths), "steps": int(np.sum(lengths)),
+        "elbo_per_seq": elbo, "elbo_per_seq_stderr": elbo_se,
+        "log_px_per_seq": log_px, "log_px_per_seq_stderr": log_px_se,
+        "elbo_per_step": elbo_step, "elbo_per_step_stderr": elbo_step_se,
+        "log_px_per_step": log_px_step, "log_px_per_step_stderr": log_px_step_se,
+        "ess_mean": None if ess is None else float(np.mean(ess)),
+        "ess_min": None if ess is None else float(np.min(ess)),
+    }
+
+
+@torch.no_grad()
+def evaluate_dataset(model, guide, vrnn, dataset, latent, num_samples=100, batch_size=32, chunk_size=None,
+                     device="cpu", progress=False):
+    """Evaluate every sequence of a SequenceDataset; returns (summary dict, per-sequence dict of arrays
+    in the dataset's order). Batches hold sequences of similar length (sorted), so little is padded."""
+    from pyro_vrnn.data import pad_batch
+    from tqdm import tqdm
+
+    lengths = np.asarray(dataset.lengths)
+    order = np.argsort(lengths, kind="stable")
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    keys = ("elbo", "log_px", "ess") if latent else ("elbo", "log_px")
+    per_sequence = {key: np.zeros(len(lengths)) for key in keys}
+    start = time.time()
+    with pyro.validation_enabled(False):  # argument checks cost time and were done in training
+        for indices in tqdm(batches, disable=not progress, desc="evaluating", unit="batch", dynamic_ncols=True):
+            x, mask = pad_batch([dataset[int(i)] for i in indices])
+            x, mask = x.to(device), mask.to(device)
+            result = estimate_log_likelihood(model, guide, vrnn, x, mask, num_samples, chunk_size, latent)
+            for key in keys:
+                per_sequence[key][indices] = result[key].cpu().numpy()
+    summary = summarize(per_sequence, lengths, exact=not latent, num_samples=num_samples)
+    summary["seconds"] = time.time() - start
+    per_sequence["length"] = lengths
+    return summary, per_sequence
+
+
+def resolve_checkpoint(path):
+    """A .pt file as is; a run directory -> its best.pt, else its last.pt."""
+    if os.path.isdir(path):
+        for name in ("best.pt", "last.pt"):
+            if os.path.isfile(os.path.join(path, name)):
+                return os.path.join(path, name)
+        return os.path.join(path, "best.pt")  # load_checkpoint says it is missing
+    return path
+
+
+def evaluate_checkpoint(path, split="test", num_samples=100, batch_size=None, chunk_size=None, device="cpu",
+                        data_dir=None, seed=0, progress=False):
+    """Load a checkpoint (file or run directory), evaluate it on a split of its dataset; returns the
+    summary dict (with model, dataset, split, checkpoint) and the per-sequence arrays."""
+    # imported here: pyro_vrnn.train imports this module
+    from pyro_vrnn import data as datasets
+    from pyro_vrnn.train import TrainingError, load_checkpoint, rebuild, resolve_device
+
+    path = resolve_checkpoint(path)
+    state = load_checkpoint(path)
+    device = resolve_device(device) if isinstance(device, str) else device
+    config, model, guide, vrnn, info = rebuild(state, device)
+    splits = datasets.load(config.dataset, data_dir or config.data_dir, verbose=progress)
+    dataset = splits.get(split)
+    if dataset is None or len(dataset) == 0:
+        raise TrainingError(f"dataset {config.dataset!r} has no sequences in a split {split!r}")
+    if dataset.kind != info["kind"] or dataset.dim != info["dim"]:
+        raise TrainingError(f"the model was trained on {info['kind']} data of dimension {info['dim']}, but "
+                            f"{config.dataset} {split} is {dataset.kind} of dimension {dataset.dim}")
+    if not (np.allclose(dataset.mean, info["mean"]) and np.allclose(dataset.std, info["std"])):
+        raise TrainingError(f"the {config.dataset} data are normalized differently from the data the model was "
+                            "trained on (was the dataset rebuilt from other files?); log-likelihoods would not compare")
+    latent = models.MODELS[config.model].latent
+    pyro.set_rng_seed(seed)
+    summary, per_sequence = evaluate_dataset(model, guide, vrnn, dataset, latent, num_samples,
+                                             batch_size or config.batch_size, chunk_size, device, progress)
+    summary = {"checkpoint": path, "model": config.model, "dataset": config.dataset, "split": split,
+               "step": state["progress"]["step"], "device": str(device), **summary}
+    return summary, per_sequence

@@ -1,0 +1,96 @@
+"""Train a Table 1 model with SVI on the ELBO (Chung et al. 2015).
+
+    python run/svi.py                                   # VRNN-GMM on the embedded handwriting set
+    python run/svi.py --dataset iam --data-dir ~/iam    # the paper's IAM-OnDB setting
+    python run/svi.py --resume runs/RUN                 # continue a stopped or killed run
+    torchrun --nproc_per_node 4 run/svi.py ...          # the same training on 4 processes
+
+Writes to the run directory: log.jsonl, config.json, last.pt, best.pt, and at the end
+samples.png (generated lines) and curves.png (training curves).
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+
+from pyro_vrnn.config import MODEL_NAMES, Config, make_config, config_from_dict  # noqa: E402
+from pyro_vrnn.data import DATASETS, DataError  # noqa: E402
+from pyro_vrnn.train import TrainingError, load_checkpoint, train  # noqa: E402
+
+# Flags that may change when a run is resumed; everything else must match the checkpoint.
+RESUMABLE = {"epochs", "max_steps", "patience", "device", "threads", "checkpoint_every", "log_every",
+             "data_dir"}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--dataset", choices=sorted(DATASETS),
+                   help="data set (default hershey: embedded, no download)")
+    p.add_argument("--model", choices=MODEL_NAMES, help="Table 1 model (default vrnn-gmm)")
+    p.add_argument("--data-dir", help="where the dataset's files are (licensed sets)")
+    p.add_argument("--out", help="run directory (default runs/<dataset>-<model>-<time>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from last.pt")
+    g = p.add_argument_group("sizes (defaults: the dataset's preset, see pyro_vrnn/config.py)")
+    for name in ("hidden", "z_dim", "x_features", "z_features", "enc_hidden", "prior_hidden",
+                 "dec_hidden", "mlp_layers", "components"):
+        g.add_argument("--" + name.replace("_", "-"), type=int)
+    g.add_argument("--min-scale", type=float)
+    g = p.add_argument_group("training")
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--lr", type=float)
+    g.add_argument("--clip", type=float, help="gradient-norm clipping")
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    g.add_argument("--patience", type=int, help="early stopping: epochs without a better valid bound")
+    g.add_argument("--elbo", choices=("trace", "meanfield"),
+                   help="trace: Trace_ELBO; meanfield: TraceMeanField_ELBO (analytic KL, as the paper)")
+    g.add_argument("--kl-anneal-epochs", type=float, help="KL weight rises from 0 to 1 over this many epochs")
+    g.add_argument("--seed", type=int)
+    g.add_argument("--device", help="auto (cuda if available), cpu, cuda, cuda:1")
+    g.add_argument("--threads", type=int, help="CPU threads for PyTorch (0: its default)")
+    g.add_argument("--checkpoint-every", type=int, help="steps between mid-epoch checkpoints")
+    g.add_argument("--log-every", type=int)
+    return p.parse_args(argv)
+
+
+def config_for(args):
+    overrides = {k: v for k, v in vars(args).items()
+                 if k not in ("dataset", "resume") and v is not None and k in Config.__dataclass_fields__}
+    if args.resume is not None and args.dataset is not None:
+        overrides["dataset"] = args.dataset
+    if args.resume is None:
+        return make_config(args.dataset or "hershey", **overrides)
+    path = os.path.join(args.resume, "last.pt") if os.path.isdir(args.resume) else args.resume
+    config = config_from_dict(load_checkpoint(path)["config"])
+    for key, value in overrides.items():
+        if key in RESUMABLE:
+            setattr(config, key, value)
+        elif value != getattr(config, key):
+            raise TrainingError(f"--{key.replace('_', '-')} {value} differs from the resumed run's "
+                                f"{getattr(config, key)}; drop it or start a new run")
+    return config
+
+
+def after_training(run_dir):
+    """Pictures at the end of every run: generated samples and the training curves."""
+    from pyro_vrnn.report import end_of_run_figures
+    for path in end_of_run_figures(run_dir):
+        print(f"wrote {path}")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        try:
+            config = config_for(args)
+        except ValueError as error:  # a bad flag combination, said in one line
+            raise TrainingError(str(error)) from None
+        train(config, resume=args.resume, after_training=after_training)
+    except (DataError, TrainingError) as error:
+        sys.exit(f"error: {error}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,263 @@
+"""The Pyro programs compute the paper's ELBO: checked against a hand-written PyTorch computation.
+
+With fixed weights and a fixed noise draw (the same RNG seed, consumed in the same order: the
+guide draws z_1, ..., z_T), the Trace_ELBO loss equals
+
+    -sum_b sum_t mask_bt [ log p(x_t | z_t, h_{t-1}) + log p(z_t | h_{t-1}) - log q(z_t | x_t, h_{t-1}) ]
+
+written below with explicit LSTM gates and explicit log-density formulas, and the
+TraceMeanField_ELBO loss equals the same with the analytic Gaussian KL in place of the last two terms.
+"""
+import math
+
+import pyro
+import pyro.poutine as poutine
+import pytest
+import torch
+import torch.nn.functional as F
+from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+from pyro.poutine.util import site_is_subsample
+from pyro.util import check_model_guide_match
+
+import models
+from pyro_vrnn.config import make_config
+from pyro_vrnn.evaluate import elbo_terms
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def small_config(model, **kw):
+    return make_config("test", model=model, hidden=7, z_dim=3, x_features=5, z_features=4,
+                       enc_hidden=6, prior_hidden=6, dec_hidden=5, components=3, **kw)
+
+
+def make_data(kind, batch=4, steps=6, dim=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    if kind == "handwriting":
+        x = torch.cat([torch.bernoulli(torch.full((batch, steps, 1), 0.3), generator=g),
+                       torch.randn(batch, steps, 2, generator=g)], dim=-1)
+    elif kind == "binary":
+        x = torch.bernoulli(torch.full((batch, steps, dim), 0.4), generator=g)
+    else:
+        x = torch.randn(batch, steps, dim, generator=g)
+    lengths = torch.tensor([steps, steps - 2, 1, steps - 1][:batch])
+    mask = torch.arange(steps)[None, :] < lengths[:, None]
+    return x, mask
+
+
+def build(model_name, kind, dim, **kw):
+    torch.manual_seed(1)
+    config = small_config(model_name, **kw)
+    model, guide, vrnn = models.build(config, kind, dim)
+    for p in vrnn.parameters():  # larger weights than the default init: every term matters
+        p.data.normal_(0, 0.4)
+    return config, model, guide, vrnn
+
+
+# ---- the hand-written ELBO --------------------------------------------------------------
+
+def relu_linear(seq, inputs):
+    linear = seq[0]
+    return torch.relu(inputs @ linear.weight.T + linear.bias)
+
+
+def normal_params(head, features):
+    out = features @ head.linear.weight.T + head.linear.bias
+    d = out.shape[-1] // 2
+    return out[..., :d], F.softplus(out[..., d:]) + 1e-4
+
+
+def diag_normal_log_density(x, mu, sigma):
+    return (-0.5 * ((x - mu) / sigma) ** 2 - torch.log(sigma) - 0.5 * LOG_2PI).sum(-1)
+
+
+def lstm_cell(cell, inputs, h, c):
+    gates = inputs @ cell.weight_ih.T + cell.bias_ih + h @ cell.weight_hh.T + cell.bias_hh
+    i, f, g, o = gates.chunk(4, dim=-1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
+
+
+def emission_log_density(head, kind, mixture, k, features, x):
+    out = features @ head.linear.weight.T + head.linear.bias
+    if kind == "binary":
+        return (x * F.logsigmoid(out) + (1 - x) * F.logsigmoid(-out)).sum(-1)
+    if kind == "real":
+        d = x.shape[-1]
+        if not mixture:
+            return diag_normal_log_density(x, out[:, :d], F.softplus(out[:, d:]) + 1e-4)
+        logits, loc, raw = out[:, :k], out[:, k:k + k * d], out[:, k + k * d:]
+        loc, sigma = loc.reshape(-1, k, d), F.softplus(raw.reshape(-1, k, d)) + 1e-4
+        comp = diag_normal_log_density(x[:, None, :], loc, sigma)
+        return torch.logsumexp(torch.log_softmax(logits, -1) + comp, dim=-1)
+    # handwriting: Bernoulli pen bit + mixture of bivariate Gaussians (Graves 2013, eqs. 23-26)
+    k = k if mixture else 1
+    pen_logit, logits = out[:, 0], out[:, 1:1 + k]
+    loc = out[:, 1 + k:1 + 3 * k].reshape(-1, k, 2)
+    sigma = F.softplus(out[:, 1 + 3 * k:1 + 5 * k].reshape(-1, k, 2)) + 1e-4
+    rho = torch.tanh(out[:, 1 + 5 * k:1 + 6 * k]) * (1 - 1e-5)
+    pen = x[:, 0]
+    log_pen = pen * F.logsigmoid(pen_logit) + (1 - pen) * F.logsigmoid(-pen_logit)
+    n1 = (x[:, None, 1] - loc[..., 0]) / sigma[..., 0]
+    n2 = (x[:, None, 2] - loc[..., 1]) / sigma[..., 1]
+    zz = n1 ** 2 + n2 ** 2 - 2 * rho * n1 * n2
+    log_n = -zz / (2 * (1 - rho ** 2)) - torch.log(2 * math.pi * sigma[..., 0] * sigma[..., 1]
+                                                     * torch.sqrt(1 - rho ** 2))
+    return log_pen + torch.logsumexp(torch.log_softmax(logits, -1) + log_n, dim=-1)
+
+
+def hand_elbo(vrnn, spec, config, kind, x, mask, analytic_kl=False):
+    """Per-sequence ELBO, written out step by step."""
+    log_likelihood, kl = hand_elbo_parts(vrnn, spec, config, kind, x, mask, analytic_kl)
+    return log_likelihood - kl
+
+
+def hand_elbo_parts(vrnn, spec, config, kind, x, mask, analytic_kl=False):
+    """Per-sequence (sum_t log p(x_t | ...), sum_t KL_t or its one-sample estimate)."""
+    batch, steps, _ = x.shape
+    h = torch.zeros(batch, config.hidden)
+    c = torch.zeros(batch, config.hidden)
+    total, total_kl = torch.zeros(batch), torch.zeros(batch)
+    emission_head = vrnn.decoder[1]
+    for t in range(steps):
+        m = mask[:, t].float()
+        fx = relu_linear(vrnn.phi_x, x[:, t])
+        if not spec.latent:
+            dec = relu_linear(vrnn.decoder[0], h)
+            total = total + m * emission_log_density(emission_head, kind, spec.emission == "gmm",
+                                                     config.components, dec, x[:, t])
+            h, c = lstm_cell(vrnn.rnn, fx, h, c)
+            continue
+        mu_q, sigma_q = normal_params(vrnn.encoder[1], relu_linear(vrnn.encoder[0], torch.cat([fx, h], -1)))
+        z = mu_q + sigma_q * torch.normal(torch.zeros_like(mu_q), torch.ones_like(mu_q))
+        if spec.conditional_prior:
+            mu_p, sigma_p = normal_params(vrnn.prior_net[1], relu_linear(vrnn.prior_net[0], h))
+        else:
+            mu_p, sigma_p = torch.zeros_like(z), torch.ones_like(z)
+        fz = relu_linear(vrnn.phi_z, z)
+        dec = relu_linear(vrnn.decoder[0], torch.cat([fz, h], -1))
+        log_px = emission_log_density(emission_head, kind, spec.emission == "gmm", config.components, dec, x[:, t])
+        if analytic_kl:
+            kl = (torch.log(sigma_p / sigma_q) + (sigma_q ** 2 + (mu_q - mu_p) ** 2) / (2 * sigma_p ** 2) - 0.5).sum(-1)
+        else:
+            kl = diag_normal_log_density(z, mu_q, sigma_q) - diag_normal_log_density(z, mu_p, sigma_p)
+        total = total + m * log_px
+        total_kl = total_kl + m * kl
+        h, c = lstm_cell(vrnn.rnn, torch.cat([fx, fz], -1), h, c)
+    return total, total_kl
+
+
+CASES = [(name, kind) for name in models.MODELS for kind in ("handwriting", "real")] + [("vrnn-gauss", "binary")]
+
+
+@pytest.mark.parametrize("name,kind", CASES)
+@pytest.mark.parametrize("elbo_name", ["trace", "meanfield"])
+def test_elbo_equals_hand_computation(name, kind, elbo_name):
+    dim = 3 if kind == "handwriting" else 4
+    config, model, guide, vrnn = build(name, kind, dim)
+    spec = models.MODELS[name]
+    x, mask = make_data(kind, dim=dim)
+    elbo = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}[elbo_name](max_plate_nesting=1)
+    pyro.set_rng_seed(123)
+    loss = elbo.differentiable_loss(model, guide, vrnn, x, mask)
+    pyro.set_rng_seed(123)
+    expected = hand_elbo(vrnn, spec, config, kind, x, mask, analytic_kl=elbo_name == "meanfield")
+    assert torch.allclose(loss, -expected.sum(), rtol=1e-5, atol=1e-4), (loss, -expected.sum())
+
+    # Minibatch scaling: the plate over sequences scales the batch's ELBO to the data size.
+    pyro.set_rng_seed(123)
+    scaled = elbo.differentiable_loss(model, guide, vrnn, x, mask, num_sequences=40)
+    assert torch.allclose(scaled, loss * 40 / x.shape[0], rtol=1e-5)
+
+
+def test_gradients_match_hand_computation():
+    config, model, guide, vrnn = build("vrnn-gmm", "handwriting", 3)
+    x, mask = make_data("handwriting")
+    pyro.set_rng_seed(5)
+    loss = Trace_ELBO(max_plate_nesting=1).differentiable_loss(model, guide, vrnn, x, mask)
+    grads = torch.autograd.grad(loss, list(vrnn.parameters()))
+    pyro.set_rng_seed(5)
+    expected = -hand_elbo(vrnn, models.MODELS["vrnn-gmm"], config, "handwriting", x, mask).sum()
+    expected_grads = torch.autograd.grad(expected, list(vrnn.parameters()))
+    for g, e in zip(grads, expected_grads):
+        assert torch.allclose(g, e, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("elbo_class", [Trace_ELBO, TraceMeanField_ELBO])
+def test_kl_annealing_scales_only_the_kl_term(elbo_class):
+    """loss(kl_scale=s) = -(sum log p(x|z) - s * KL), as poutine.scale on the z sites should give."""
+    config, model, guide, vrnn = build("vrnn-gauss", "real", 4)
+    x, mask = make_data("real", dim=4)
+    analytic = elbo_class is TraceMeanField_ELBO
+    for s in (1.0, 0.3, 0.01):  # poutine.scale needs a positive weight
+        pyro.set_rng_seed(0)
+        loss = elbo_class(max_plate_nesting=1).loss(model, guide, vrnn, x, mask, kl_scale=s)
+        pyro.set_rng_seed(0)
+        ll, kl = hand_elbo_parts(vrnn, models.MODELS["vrnn-gauss"], config, "real", x, mask, analytic)
+        assert loss == pytest.approx(-(ll.sum() - s * kl.sum()).item(), rel=1e-5)
+    assert kl.sum().item() > 1.0  # the KL term is not negligible, so the check above has teeth
+
+
+@pytest.mark.parametrize("name", list(models.MODELS))
+def test_model_and_guide_sites_match(name):
+    config, model, guide, vrnn = build(name, "handwriting", 3)
+    x, mask = make_data("handwriting", steps=5)
+    guide_trace = poutine.trace(guide).get_trace(vrnn, x, mask)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(vrnn, x, mask)
+    check_model_guide_match(model_trace, guide_trace, max_plate_nesting=1)
+    latent = [n for n, s in model_trace.nodes.items()
+              if s["type"] == "sample" and not s["is_observed"] and not site_is_subsample(s)]
+    observed = [n for n, s in model_trace.nodes.items() if s["type"] == "sample" and s["is_observed"]]
+    assert observed == [f"x_{t}" for t in range(1, 6)]
+    if models.MODELS[name].latent:
+        assert latent == [f"z_{t}" for t in range(1, 6)]
+        guide_latent = [n for n, s in guide_trace.nodes.items()
+                        if s["type"] == "sample" and not site_is_subsample(s)]
+        assert guide_latent == latent
+        for n in latent:
+            assert model_trace.nodes[n]["value"].shape == (4, config.z_dim)
+            assert model_trace.nodes[n]["fn"].batch_shape == (4,)
+            assert model_trace.nodes[n]["fn"].event_shape == (config.z_dim,)
+    else:
+        assert latent == []
+    for n in observed:
+        assert model_trace.nodes[n]["fn"].batch_shape == (4,)
+        assert model_trace.nodes[n]["fn"].event_shape == (3,)
+
+
+@pytest.mark.parametrize("name", ["vrnn-gmm", "rnn-gmm", "vrnn-i-gauss"])
+def test_padding_does_not_change_any_sequence_elbo(name):
+    """Row i's ELBO in a padded batch equals the ELBO of the same batch cut at row i's length, and
+    does not change when the padding is longer or filled with garbage."""
+    config, model, guide, vrnn = build(name, "handwriting", 3)
+    x, mask = make_data("handwriting", steps=6)
+    lengths = mask.sum(1)
+    junk = torch.tensor([1.0, 1e3, -1e3])  # any value in the emission's support
+    garbage = torch.where(mask[..., None], x, junk)
+    longer_x = torch.cat([garbage, junk.expand(4, 5, 3)], dim=1)
+    longer_mask = torch.cat([mask, torch.zeros(4, 5, dtype=torch.bool)], dim=1)
+    pyro.set_rng_seed(9)
+    ll, kl = elbo_terms(model, guide, vrnn, x, mask)
+    pyro.set_rng_seed(9)
+    ll_long, kl_long = elbo_terms(model, guide, vrnn, longer_x, longer_mask)
+    assert torch.allclose(ll, ll_long) and torch.allclose(kl, kl_long)
+    for i, length in enumerate(lengths.tolist()):
+        pyro.set_rng_seed(9)  # the first `length` steps draw the same noise
+        ll_cut, kl_cut = elbo_terms(model, guide, vrnn, x[:, :length], mask[:, :length])
+        assert ll_cut[i].item() == pytest.approx(ll[i].item(), rel=1e-6, abs=1e-5)
+        assert kl_cut[i].item() == pytest.approx(kl[i].item(), rel=1e-6, abs=1e-5)
+    # The RNN baselines are deterministic: a sequence alone equals the sequence in the batch.
+    if not models.MODELS[name].latent:
+        for i, length in enumerate(lengths.tolist()):
+            alone, _ = elbo_terms(model, guide, vrnn, x[i:i + 1, :length], mask[i:i + 1, :length])
+            assert alone.item() == pytest.approx(ll[i].item(), rel=1e-5)
+
+
+def test_elbo_terms_sum_to_trace_elbo():
+    config, model, guide, vrnn = build("vrnn-gmm", "handwriting", 3)
+    x, mask = make_data("handwriting")
+    pyro.set_rng_seed(3)
+    loss = Trace_ELBO(max_plate_nesting=1).loss(model, guide, vrnn, x, mask)
+    pyro.set_rng_seed(3)
+    ll, kl = elbo_terms(model, guide, vrnn, x, mask)
+    assert (ll - kl).sum().item() == pytest.approx(-loss, rel=1e-5)
