@@ -34,7 +34,7 @@ from pyro.poutine.util import site_is_subsample
 import models
 
 # Memory for the traces of one vectorized pass over K particles; K is drawn in chunks that fit it.
-CPU_MEMORY_BUDGET = 2 ** 29  # 512 MiB; on a GPU, a quarter of its free memory
+CPU_MEMORY_BUDGET = 2 ** 28  # 256 MiB; on a GPU, a quarter of its free memory
 
 
 def site_log_prob_sum(trace, observed, dtype=None):
