@@ -79,6 +79,43 @@ def setup_distributed(device_name):
     return rank, world_size, device
 
 
+def svi_step(loss_module, optimizer, x, mask, num_sequences, kl_scale=1.0, clip=5.0, validate=False):
+    """One SVI step on the mean per-sequence -ELBO of a batch; returns (loss, gradient norm) as floats.
+
+    The plate over sequences scales the batch's -ELBO to `num_sequences` (the training set), and
+    dividing by it gives the mean over the batch; under DDP each rank holds part of the batch and
+    the gradient average over ranks is the gradient of the mean over the whole batch.
+    A non-finite loss or gradient leaves the parameters untouched.
+    """
+    with pyro.validation_enabled(validate):
+        loss = loss_module(x, mask, num_sequences=num_sequences, kl_scale=kl_scale) / num_sequences
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, clip).item()
+    loss_value = loss.item()
+    if math.isfinite(loss_value) and math.isfinite(grad_norm):
+        optimizer.step()
+    return loss_value, grad_norm
+
+
+def make_loss_module(config, model, guide, vrnn, world_size=1, device=None):
+    """Pyro's ELBOModule over the model and guide, wrapped in DDP when there are several processes."""
+    pyro.settings.set(module_local_params=True)
+    loss_module = make_elbo(config.elbo)(Program(model, vrnn), Program(guide, vrnn))
+    if world_size > 1:
+        loss_module = nn.parallel.DistributedDataParallel(
+            loss_module, device_ids=[device.index] if device is not None and device.type == "cuda" else None)
+    return loss_module
+
+
+def any_rank(flag, device):
+    """True on every rank if `flag` is True on any (a signal may reach the ranks at different steps)."""
+    tensor = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return bool(tensor.item())
+
+
 def all_reduce_sum(values, device):
     """Sum a list of floats over the process group (identity in a single process)."""
     tensor = torch.tensor(values, dtype=torch.float64, device=device)
@@ -225,11 +262,7 @@ def train(config, resume=None, quiet=False, after_training=None):
         raise TrainingError(f"dataset {config.dataset!r} has an empty train or valid split")
     model, guide, vrnn = models.build(config, train_set.kind, train_set.dim)
     vrnn.to(device)
-    pyro.settings.set(module_local_params=True)
-    loss_module = make_elbo(config.elbo)(Program(model, vrnn), Program(guide, vrnn))
-    if world_size > 1:
-        loss_module = nn.parallel.DistributedDataParallel(
-            loss_module, device_ids=[device.index] if device.type == "cuda" else None)
+    loss_module = make_loss_module(config, model, guide, vrnn, world_size, device)
     optimizer = torch.optim.Adam(vrnn.parameters(), lr=config.lr)
     num_train = len(train_set)
     data_info = {"kind": train_set.kind, "dim": train_set.dim, "name": train_set.name,
@@ -295,21 +328,16 @@ def train(config, resume=None, quiet=False, after_training=None):
                 kl_scale = kl_weight(config, epoch, i, batches_per_epoch)
                 # Pyro checks shapes and supports on the first step only: clear errors up front,
                 # no per-step cost after, and a NaN shows as a NaN loss (handled below).
-                with pyro.validation_enabled(first_step):
-                    loss = loss_module(x, mask, num_sequences=num_train, kl_scale=kl_scale) / num_train
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(vrnn.parameters(), config.clip)
-                loss_value = loss.item()
-                if not (math.isfinite(loss_value) and torch.isfinite(grad_norm)):
+                loss_value, grad_norm = svi_step(loss_module, optimizer, x, mask, num_train, kl_scale,
+                                                 config.clip, validate=first_step)
+                if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
                     stop_reason = "nan"
                     bar.close()
-                    say(f"\nthe loss or its gradient became {loss_value if not math.isfinite(loss_value) else 'nan'} "
-                        f"at step {progress['step'] + 1}; the last good checkpoint is kept in {run_dir}/last.pt. "
-                        f"Try a lower --lr, a smaller --clip, --kl-anneal-epochs 1, or --elbo meanfield, "
+                    say(f"\nthe loss or its gradient became non-finite at step {progress['step'] + 1}; "
+                        f"the last good checkpoint is kept in {run_dir}/last.pt. Try a lower --lr, "
+                        f"a smaller --clip, --kl-anneal-epochs 1, or --elbo meanfield, "
                         f"and resume with --resume {run_dir}")
                     break
-                optimizer.step()
                 first_step = False
                 progress["step"] += 1
                 progress["batch"] = i + 1
@@ -321,11 +349,12 @@ def train(config, resume=None, quiet=False, after_training=None):
                     log({"event": "train", "epoch": epoch + 1, "step": progress["step"],
                          "elbo_per_seq": -loss_value,
                          "elbo_per_step": -loss_value * len(indices) / mask.sum().item(), "kl_scale": kl_scale,
-                         "grad_norm": grad_norm.item(), "time": time.time() - start})
+                         "grad_norm": grad_norm, "time": time.time() - start})
                 last_batch = i + 1 == batches_per_epoch
                 out_of_steps = config.max_steps is not None and progress["step"] >= config.max_steps
-                if stop.requested or (out_of_steps and not last_batch):
-                    stop_reason = "signal" if stop.requested else "max_steps"
+                stop_now = any_rank(stop.requested, device) if world_size > 1 else stop.requested
+                if stop_now or (out_of_steps and not last_batch):
+                    stop_reason = "signal" if stop_now else "max_steps"
                     checkpoint("last.pt")
                     break
                 if progress["step"] % config.checkpoint_every == 0 and not last_batch:

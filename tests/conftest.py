@@ -25,3 +25,19 @@ def hershey_cache(tmp_path_factory):
         os.environ.pop("PYRO_VRNN_CACHE", None)
     else:
         os.environ["PYRO_VRNN_CACHE"] = previous
+
+
+@pytest.fixture(scope="session")
+def small_handwriting(hershey_cache, tmp_path_factory):
+    """A 96/16/16-line cut of the embedded set as a user HDF5 file (`--dataset hdf5 --data-dir FILE`):
+    runs that must cross epochs stay a few seconds long."""
+    from pyro_vrnn import data as datasets
+    from pyro_vrnn.data.schema import write_h5
+
+    splits = datasets.load("hershey", verbose=False)
+    sizes = {"train": 96, "valid": 16, "test": 16}
+    path = tmp_path_factory.mktemp("small") / "small-hershey.h5"
+    write_h5(str(path), {s: [splits[s][i].numpy() for i in range(n)] for s, n in sizes.items()},
+             kind="handwriting", name="small-hershey", mean=splits["train"].mean, std=splits["train"].std,
+             source="tests")
+    return str(path)
