@@ -58,7 +58,17 @@ PRESETS = {
     "blizzard": dict(hidden=4000, z_dim=200, x_features=500, z_features=500, enc_hidden=500,
                      prior_hidden=500, dec_hidden=500, mlp_layers=4, components=20,
                      batch_size=128),
+    # Embedded speech and music: sized for a CPU in tens of minutes.
+    "speech-demo": dict(hidden=256, z_dim=32, x_features=128, z_features=64, enc_hidden=64,
+                        prior_hidden=64, dec_hidden=128, components=10, batch_size=32, lr=1e-3,
+                        epochs=20, threads=1),
+    "chorales": dict(hidden=256, z_dim=32, x_features=64, z_features=64, enc_hidden=64,
+                     prior_hidden=64, dec_hidden=128, batch_size=16, lr=1e-3, epochs=200,
+                     patience=20, threads=1),
 }
+# The other speech sets take Blizzard's networks with the paper's 2000 LSTM units.
+for _name in ("timit", "timit-core", "accent", "onomatopoeia", "audio"):
+    PRESETS[_name] = dict(PRESETS["blizzard"], hidden=2000, batch_size=64)
 
 
 def make_config(dataset="hershey", **overrides):

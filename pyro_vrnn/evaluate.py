@@ -234,6 +234,8 @@ def evaluate_checkpoint(path, split="test", num_samples=100, batch_size=None, ch
     state = load_checkpoint(path)
     device = resolve_device(device) if isinstance(device, str) else device
     config, model, guide, vrnn, info = rebuild(state, device)
+    if config.threads > 0:  # as in training: tiny models run best on few threads
+        torch.set_num_threads(config.threads)
     splits = datasets.load(config.dataset, data_dir or config.data_dir, verbose=progress)
     dataset = splits.get(split)
     if dataset is None or len(dataset) == 0:

@@ -88,7 +88,7 @@ def test_missing_data_is_one_clear_line(tmp_path):
         assert str(where) in message and "registration" in message
         assert "fki.tic.heia-fr.ch/databases/iam-on-line-handwriting-database" in message
     with pytest.raises(DataError, match="hershey, iam"):
-        data.prepare("timit", cache_dir=str(tmp_path / "cache"))
+        data.prepare("no-such-set", cache_dir=str(tmp_path / "cache"))
 
 
 # ---------------------------------------------------------------------------------------------

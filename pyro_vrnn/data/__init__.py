@@ -3,11 +3,27 @@
     prepare(name, data_dir=None, cache_dir=None) -> path of the prepared .h5 (built or reused)
     load(name, data_dir=None, cache_dir=None)    -> {"train" | "valid" | "test": SequenceDataset}
 
-Datasets (DATASETS):
-    hershey  synthetic handwriting from the Hershey script fonts, generated here (the default;
-             no download). Same format and preparation as IAM-OnDB.
-    iam      IAM-OnDB lineStrokes XML files (the paper's handwriting set; needs registration).
-             data_dir default: ./data/iam-ondb
+Datasets (DATASETS); data_dir defaults in brackets. Nothing is ever downloaded.
+  handwriting (kind "handwriting": rows (pen, dx, dy))
+    hershey       synthetic handwriting from the Hershey script fonts, generated here (the default).
+                  Same format and preparation as IAM-OnDB.
+    iam           IAM-OnDB lineStrokes XML files (the paper's set; needs registration) [data/iam-ondb]
+  speech (kind "real": 16 kHz, 200-sample frames, one global mean/std from train; audio.py, speech.py)
+    timit         LDC TIMIT, TRAIN/ and TEST/ trees of SPHERE .WAV files [data/timit]: train in 0.5 s
+                  pieces, 5% of train utterances held out (seed 0) as valid, full test set (1680),
+                  valid/test whole utterances
+    timit-core    the same with the core test set (24 speakers, 192 SI/SX utterances)
+    blizzard      Blizzard Challenge 2013 audio files [data/blizzard]: 0.5 s pieces, 90/5/5 by file
+    accent        Speech Accent Archive recordings [data/accent]: 0.5 s pieces, 90/5/5 by file
+    onomatopoeia  the paper's non-verbal sounds [data/onomatopoeia]: whole sounds, 90/5/5 by file
+    audio         any folder of WAV/FLAC/MP3/SPHERE files (data_dir required): 0.5 s pieces;
+                  train/ valid/ test/ subfolders give the split, else 90/5/5 by file
+    speech-demo   multi-speaker speech synthesized here with espeak-ng (apt-get install espeak-ng),
+                  prepared like TIMIT (speech_demo.py)
+  music (kind "binary": 88-key piano rolls)
+    chorales      music21's Bach chorales at quarter-note steps, JSB proportions (pip install music21)
+  your own
+    hdf5          data_dir = FILE.h5 in the schema of schema.py (byo.py): validated, read in place
 
 The cache lives in $PYRO_VRNN_CACHE, or ~/.cache/pyro-vrnn. Preparation holds a file lock, so
 DDP ranks that call `load` together build the cache once and then share it.
@@ -16,10 +32,16 @@ import contextlib
 import hashlib
 import os
 
+from pyro_vrnn.data.audio import read_audio, resample, write_wav
+from pyro_vrnn.data.byo import prepare_hdf5, validate_h5
 from pyro_vrnn.data.hershey import prepare_hershey
 from pyro_vrnn.data.iam import parse_line_strokes, offsets_to_strokes, prepare_iam
-from pyro_vrnn.data.schema import (DataError, LengthBucketSampler, SequenceDataset, pad_batch,
-                                   write_h5)
+from pyro_vrnn.data.music import piano_roll, prepare_chorales, score_to_piano_roll
+from pyro_vrnn.data.schema import (DataError, LengthBucketSampler, SequenceDataset, StreamWriter,
+                                   pad_batch, write_h5)
+from pyro_vrnn.data.speech import (prepare_accent, prepare_audio_folder, prepare_blizzard,
+                                   prepare_onomatopoeia, prepare_timit)
+from pyro_vrnn.data.speech_demo import prepare_speech_demo
 
 DEFAULT_IAM_DIR = os.path.join("data", "iam-ondb")
 
@@ -40,8 +62,24 @@ def _prepare_iam(data_dir, cache_dir, verbose, seed=0):
                        verbose=verbose)
 
 
+def _prepare_timit_core(data_dir, cache_dir, verbose, **options):
+    return prepare_timit(data_dir, cache_dir, verbose, **{"test_set": "core", "name": "timit-core", **options})
+
+
 # name -> preparer(data_dir, cache_dir, verbose, **options) -> path of the .h5 file
-DATASETS = {"hershey": _prepare_hershey, "iam": _prepare_iam}
+DATASETS = {
+    "hershey": _prepare_hershey,
+    "iam": _prepare_iam,
+    "timit": prepare_timit,
+    "timit-core": _prepare_timit_core,
+    "blizzard": prepare_blizzard,
+    "accent": prepare_accent,
+    "onomatopoeia": prepare_onomatopoeia,
+    "audio": prepare_audio_folder,
+    "speech-demo": prepare_speech_demo,
+    "chorales": prepare_chorales,
+    "hdf5": prepare_hdf5,
+}
 
 
 @contextlib.contextmanager
@@ -63,8 +101,12 @@ def _lock(path):
 def prepare(name, data_dir=None, cache_dir=None, verbose=True, **options):
     """Prepare dataset `name` into the cache (or reuse it); returns the .h5 path.
 
-    Prints one summary line when it (re)builds. `options` go to the preparer (hershey:
-    num_lines, seed; iam: seed of the random split used when there are no split lists).
+    Prints one summary line when it (re)builds. `options` go to the preparer: hershey: num_lines,
+    seed; iam: seed of the random split used when there are no split lists; timit: test_set
+    ("full" | "core"), seed of the validation hold-out; blizzard, accent, onomatopoeia, audio: seed,
+    cut ("pieces" | "whole" | "train-pieces"), use_split_folders; every speech set: piece_frames
+    (40), frame_size (200), sample_rate (16000); speech-demo: num_sentences (400), seed; chorales:
+    seed, workers.
     """
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(sorted(DATASETS))}")
@@ -80,6 +122,8 @@ def load(name, data_dir=None, cache_dir=None, verbose=True, **options):
     return {split: SequenceDataset(path, split) for split in ("train", "valid", "test")}
 
 
-__all__ = ["DATASETS", "DataError", "LengthBucketSampler", "SequenceDataset", "load", "offsets_to_strokes",
-           "pad_batch", "parse_line_strokes", "prepare", "prepare_hershey", "prepare_iam", "write_h5",
-           "default_cache_dir"]
+__all__ = ["DATASETS", "DataError", "LengthBucketSampler", "SequenceDataset", "StreamWriter", "load",
+           "offsets_to_strokes", "pad_batch", "parse_line_strokes", "piano_roll", "prepare", "prepare_accent",
+           "prepare_audio_folder", "prepare_blizzard", "prepare_chorales", "prepare_hdf5", "prepare_hershey",
+           "prepare_iam", "prepare_onomatopoeia", "prepare_speech_demo", "prepare_timit", "read_audio", "resample",
+           "score_to_piano_roll", "validate_h5", "write_h5", "write_wav", "default_cache_dir"]

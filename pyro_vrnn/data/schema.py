@@ -1,19 +1,41 @@
 """The one on-disk schema every dataset is prepared into, and the one reader of it.
 
 The VRNN (Chung et al. 2015) is trained on sets of variable-length sequences x_{<=T}: handwritten
-lines of (pen, dx, dy) steps, speech frames, piano rolls. Every preparer (iam.py, hershey.py, ...)
-ends by calling `write_h5`, so the training code sees a single format:
+lines of (pen, dx, dy) steps, 200-sample frames of speech, 88-key piano rolls. Every preparer
+(iam.py, hershey.py, audio.py, music.py) writes this format, a user's own data comes in it
+(`--dataset hdf5 --data-dir FILE.h5`, byo.py), and the training code reads nothing else.
 
-    HDF5 file, root attrs  kind ("handwriting" | "real" | "binary"), dim (D), name,
-                           mean [D], std [D]  (the normalization already applied, TRAIN split only),
-                           source             (fingerprint of the inputs, for cache invalidation)
-    groups train/valid/test  data    float32 [total_steps, D]  (all sequences end to end)
-                             offsets int64   [num_sequences + 1]  (sequence i = data[offsets[i]:offsets[i+1]])
-                             names   utf-8   [num_sequences]      (optional, e.g. IAM line ids)
+The schema (the public contract)
+--------------------------------
+One HDF5 file::
+
+    root attributes
+      kind     required  "real"        real vectors: Gaussian / Gaussian-mixture emission
+                         "binary"      0/1 vectors (e.g. piano rolls): Bernoulli emission
+                         "handwriting" D = 3 rows (pen, dx, dy), pen 0/1: Bernoulli x bivariate GMM
+      dim      optional  D (checked against the data when present)
+      name     optional  a label for logs (default: the file name)
+      mean     optional  float [D] }  the normalization ALREADY APPLIED to `data`, i.e. stored =
+      std      optional  float [D] }  (x - mean) / std; used to map samples back. Default 0 / 1.
+                                     The built-in datasets take them from the train split only.
+      source   optional  fingerprint of the inputs (built-in caches: rebuilt when it changes)
+    groups "train", "valid", "test"  (all three; a group may hold zero sequences)
+      data     float [total_steps, D], or [total_steps] when D = 1: the split's sequences end to
+               end (float32 preferred; other float, integer or bool types are read as float32)
+      offsets  integer [num_sequences + 1], 0 = offsets[0] < offsets[1] < ... = len(data):
+               sequence i is data[offsets[i]:offsets[i+1]] (every sequence has >= 1 step)
+      names    optional utf-8 strings [num_sequences] (e.g. IAM line ids, source files)
+    every value finite; "binary" data and the pen column of "handwriting" data are 0 or 1.
+
+Reading is lazy: `SequenceDataset` keeps only the offsets in memory and reads one sequence's
+rows per `dataset[i]`, so a 300-hour speech corpus is never loaded. Writing streams:
+`StreamWriter` appends rows to resizable datasets in bounded chunks, accumulates the train
+split's moments on the way (float64, Chan et al.'s pairwise update), and normalizes in a second
+pass chunk by chunk; `write_h5` is the all-in-memory convenience on top of it.
 
 Sequences are padded only when a batch is formed (`pad_batch`): the mask marks the real steps,
-and the ELBO sums over them alone (PAPER.md: "padding + mask"). `LengthBucketSampler` puts lines
-of similar length together so that little of each batch is padding.
+and the ELBO sums over them alone (PAPER.md: "padding + mask"). `LengthBucketSampler` puts
+sequences of similar length together so that little of each batch is padding.
 """
 import os
 
@@ -30,15 +52,202 @@ class DataError(Exception):
     """A dataset is missing, malformed or inconsistent; the message says what to do."""
 
 
+def as_text(value):
+    """An HDF5 string attribute as str (h5py gives bytes for fixed-length strings)."""
+    return value.decode("utf-8") if isinstance(value, (bytes, np.bytes_)) else str(value)
+
+
 # ---------------------------------------------------------------------------------------------
 # Writing
 # ---------------------------------------------------------------------------------------------
+
+class RunningMoments:
+    """Count, mean and sum of squared deviations of each column, accumulated block by block.
+
+    Blocks are merged with Chan et al.'s pairwise update in float64, which stays accurate over
+    billions of values (a plain sum of squares would lose digits to cancellation).
+    """
+
+    def __init__(self, dim):
+        self.count = 0
+        self.mean = np.zeros(dim)
+        self.m2 = np.zeros(dim)
+
+    def update(self, rows):
+        rows = np.asarray(rows, dtype=np.float64).reshape(len(rows), -1)
+        n = len(rows)
+        if n == 0:
+            return
+        block_mean = rows.mean(axis=0)
+        block_m2 = ((rows - block_mean) ** 2).sum(axis=0)
+        total = self.count + n
+        delta = block_mean - self.mean
+        self.mean = self.mean + delta * (n / total)
+        self.m2 = self.m2 + block_m2 + delta ** 2 * (self.count * n / total)
+        self.count = total
+
+    def column_stats(self):
+        """(mean [D], std [D]) of each column (population std, as numpy's default)."""
+        return self.mean.copy(), np.sqrt(self.m2 / max(self.count, 1))
+
+    def pooled_stats(self, columns=None):
+        """(mean, std) of the chosen columns taken together as one variable (all by default)."""
+        columns = np.arange(len(self.mean)) if columns is None else np.asarray(columns)
+        mean = self.mean[columns].mean()
+        m2 = self.m2[columns].sum() + self.count * ((self.mean[columns] - mean) ** 2).sum()
+        return float(mean), float(np.sqrt(m2 / max(self.count * len(columns), 1)))
+
+
+class StreamWriter:
+    """Writes the schema sequence by sequence, in bounded memory; atomically (tmp file, then rename).
+
+        with StreamWriter(path, kind="real", name="timit", dim=200, source=fp) as writer:
+            for frames in ...:                     # any number of calls per sequence
+                writer.append("train", frames)     # [n, D] raw rows
+            writer.end_sequence("train", name)     # closes the current train sequence
+            mean, std = writer.moments["train"].pooled_stats()
+            writer.finish(mean, std)               # normalizes in place, writes attrs, renames
+
+    Rows wait in a buffer of at most `buffer_bytes` before they are appended to the file's
+    resizable datasets (`flushes` counts those writes; `peak_buffered_rows` the most rows ever
+    held). `finish(mean, std)` standardizes the stored rows in a second pass, chunk by chunk;
+    `finish(mean, std, normalize=False)` records stats of data that is already normalized.
+    """
+
+    def __init__(self, path, kind, name, dim, source, names=True, buffer_bytes=4 << 20):
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        self.path = os.fspath(path)
+        self.kind, self.name, self.dim, self.source = kind, name, int(dim), source
+        self.with_names = bool(names)
+        self.buffer_rows = max(1, int(buffer_bytes) // (4 * self.dim))  # float32 rows
+        self.moments = {split: RunningMoments(self.dim) for split in SPLITS}
+        self.lengths = {split: [] for split in SPLITS}  # finished sequences' lengths (int64 each)
+        self.flushes = 0
+        self.peak_buffered_rows = 0
+        self._rows = {split: [] for split in SPLITS}  # buffered row blocks
+        self._buffered = {split: 0 for split in SPLITS}
+        self._open_length = {split: 0 for split in SPLITS}  # rows of the sequence being written
+        self._ends = {split: [] for split in SPLITS}  # buffered offsets
+        self._names = {split: [] for split in SPLITS}  # buffered names
+        self._total = {split: 0 for split in SPLITS}  # rows written or buffered
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        self._tmp = f"{self.path}.tmp{os.getpid()}"
+        self._file = h5py.File(self._tmp, "w")
+        # Chunks of about 256 KB: a 0.5 s speech piece (40 x 200 floats) is one chunk read.
+        chunk_rows = max(1, min(self.buffer_rows, (256 << 10) // (4 * self.dim)))
+        for split in SPLITS:
+            group = self._file.create_group(split)
+            group.create_dataset("data", shape=(0, self.dim), maxshape=(None, self.dim), dtype=np.float32,
+                                 chunks=(chunk_rows, self.dim))
+            group.create_dataset("offsets", data=np.zeros(1, dtype=np.int64), maxshape=(None,), chunks=(4096,))
+            if self.with_names:
+                group.create_dataset("names", shape=(0,), maxshape=(None,), chunks=(4096,),
+                                     dtype=h5py.string_dtype("utf-8"))
+
+    # -- adding rows --------------------------------------------------------------------------
+
+    def append(self, split, rows):
+        """Add rows [n, D] (raw values) to the sequence being written in `split`."""
+        rows = np.asarray(rows, dtype=np.float32).reshape(-1, self.dim)
+        if len(rows) == 0:
+            return
+        self._rows[split].append(rows)
+        self._buffered[split] += len(rows)
+        self._open_length[split] += len(rows)
+        self._total[split] += len(rows)
+        self.moments[split].update(rows)
+        buffered = sum(self._buffered.values())
+        self.peak_buffered_rows = max(self.peak_buffered_rows, buffered)
+        if buffered >= self.buffer_rows:
+            self.flush()
+
+    def end_sequence(self, split, name=None):
+        """Close the sequence being written in `split` (its rows are those appended since the last end)."""
+        if self.with_names and name is None:
+            raise ValueError("this writer stores names: end_sequence needs one")
+        self.lengths[split].append(self._open_length[split])
+        self._open_length[split] = 0
+        self._ends[split].append(self._total[split])
+        if self.with_names:
+            self._names[split].append(str(name))
+
+    def add(self, split, rows, name=None):
+        """append + end_sequence: one whole sequence [T, D]."""
+        self.append(split, rows)
+        self.end_sequence(split, name)
+
+    def flush(self):
+        """Append the buffered rows, offsets and names to the file's datasets."""
+        for split in SPLITS:
+            group = self._file[split]
+            if self._rows[split]:
+                block = np.concatenate(self._rows[split])
+                data = group["data"]
+                start = data.shape[0]
+                data.resize(start + len(block), axis=0)
+                data[start:] = block
+                self._rows[split], self._buffered[split] = [], 0
+                self.flushes += 1
+            for key, buffer in (("offsets", self._ends[split]), ("names", self._names[split])):
+                if buffer:
+                    dataset = group[key]
+                    start = dataset.shape[0]
+                    dataset.resize(start + len(buffer), axis=0)
+                    dataset[start:] = buffer
+                    buffer.clear()
+
+    # -- finishing ----------------------------------------------------------------------------
+
+    def finish(self, mean=None, std=None, normalize=True):
+        """Flush, standardize the stored rows with (mean, std) unless normalize=False, write the
+        root attributes and move the file into place. Returns the path."""
+        for split in SPLITS:
+            if self._open_length[split]:
+                raise ValueError(f"{split}: {self._open_length[split]} rows appended after the last end_sequence")
+        self.flush()
+        mean = np.zeros(self.dim) if mean is None else np.broadcast_to(
+            np.asarray(mean, dtype=np.float64), (self.dim,)).copy()
+        std = np.ones(self.dim) if std is None else np.broadcast_to(
+            np.asarray(std, dtype=np.float64), (self.dim,)).copy()
+        if normalize and (np.any(mean != 0) or np.any(std != 1)):
+            rows_per_chunk = max(1, self.buffer_rows // 2)  # as float64: the size of the write buffer
+            for split in SPLITS:
+                data = self._file[split]["data"]
+                for start in range(0, data.shape[0], rows_per_chunk):
+                    block = data[start:start + rows_per_chunk].astype(np.float64)
+                    data[start:start + len(block)] = ((block - mean) / std).astype(np.float32)
+        attrs = self._file.attrs
+        attrs["kind"], attrs["dim"], attrs["name"] = self.kind, self.dim, self.name
+        attrs["mean"], attrs["std"], attrs["source"] = mean, std, self.source
+        self._file.close()
+        os.replace(self._tmp, self.path)
+        return self.path
+
+    def abort(self):
+        """Drop the half-written file (the previous cache, if any, stays as it was)."""
+        try:
+            if self._file.id.valid:
+                self._file.close()
+        finally:
+            if os.path.exists(self._tmp):
+                os.remove(self._tmp)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        if self._file.id.valid or os.path.exists(self._tmp):
+            self.abort()
+        return False
+
 
 def write_h5(path, splits, kind, name, mean, std, source, names=None):
     """Write `splits` (split -> list of [T_i, D] arrays, already normalized) to `path`, atomically.
 
     The file is written next to `path` and moved over it with `os.replace`, so a reader never
-    sees half a file, and a crash leaves the previous cache intact.
+    sees half a file, and a crash leaves the previous cache intact. `mean`/`std` record the
+    normalization that was applied.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -47,35 +256,17 @@ def write_h5(path, splits, kind, name, mean, std, source, names=None):
     dim = mean.shape[0]
     if std.shape != (dim,):
         raise ValueError(f"mean and std must both have shape [D], got {mean.shape} and {std.shape}")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["kind"] = kind
-            f.attrs["dim"] = dim
-            f.attrs["name"] = name
-            f.attrs["mean"] = mean
-            f.attrs["std"] = std
-            f.attrs["source"] = source
-            for split in SPLITS:
-                sequences = [np.asarray(s, dtype=np.float32).reshape(-1, dim)
-                             for s in splits.get(split, [])]
-                lengths = np.array([len(s) for s in sequences], dtype=np.int64)
-                offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-                data = (np.concatenate(sequences) if sequences
-                        else np.zeros((0, dim), dtype=np.float32))
-                group = f.create_group(split)
-                group.create_dataset("data", data=data)
-                group.create_dataset("offsets", data=offsets)
-                if names is not None:
-                    split_names = list(names.get(split, []))
-                    if len(split_names) != len(sequences):
-                        raise ValueError(f"{split}: {len(split_names)} names for {len(sequences)} sequences")
-                    group.create_dataset("names", data=split_names, dtype=h5py.string_dtype("utf-8"))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    if names is not None:
+        for split in SPLITS:
+            if len(list(names.get(split, []))) != len(splits.get(split, [])):
+                raise ValueError(f"{split}: {len(list(names.get(split, [])))} names for "
+                                 f"{len(splits.get(split, []))} sequences")
+    with StreamWriter(path, kind, name, dim, source, names=names is not None) as writer:
+        for split in SPLITS:
+            split_names = list(names.get(split, [])) if names is not None else None
+            for i, sequence in enumerate(splits.get(split, [])):
+                writer.add(split, sequence, split_names[i] if split_names is not None else None)
+        writer.finish(mean, std, normalize=False)
 
 
 def cached_source(path):
@@ -87,6 +278,27 @@ def cached_source(path):
             return str(f.attrs["source"])
     except (OSError, KeyError):
         return None
+
+
+def summary_line(path, verb="prepared", what="sequences", unit="steps", note=""):
+    """The one-line summary printed when a dataset is prepared: sequences per split, length range
+    per split, dimension, kind and path, e.g.
+
+        prepared timit: train 26018 / valid 231 / test 1680 sequences; length 40-40 / 61-385 / 54-390 frames;
+        dim 200 (real); /home/me/.cache/pyro-vrnn/timit-1a2b3c4d.h5 (5% of train held out, seed 0)
+    """
+    with h5py.File(path, "r") as f:
+        name = as_text(f.attrs.get("name", os.path.splitext(os.path.basename(path))[0]))
+        kind = as_text(f.attrs["kind"])
+        shape = f["train"]["data"].shape
+        dim = int(f.attrs["dim"]) if "dim" in f.attrs else (int(shape[1]) if len(shape) == 2 else 1)
+        counts, ranges = [], []
+        for split in SPLITS:
+            lengths = np.diff(np.asarray(f[split]["offsets"][:], dtype=np.int64))
+            counts.append(f"{split} {len(lengths)}")
+            ranges.append(f"{lengths.min()}-{lengths.max()}" if len(lengths) else "none")
+    return (f"{verb} {name}: {' / '.join(counts)} {what}; length {' / '.join(ranges)} {unit}; "
+            f"dim {dim} ({kind}); {path}{f' ({note})' if note else ''}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -111,19 +323,32 @@ class SequenceDataset(Dataset):
             raise DataError(f"no prepared dataset at {self.path}; run pyro_vrnn.data.prepare(name) first")
         try:
             with h5py.File(self.path, "r") as f:
-                self.kind = str(f.attrs["kind"])
-                self.dim = int(f.attrs["dim"])
-                self.name = str(f.attrs["name"])
-                self.mean = np.asarray(f.attrs["mean"], dtype=np.float64)
-                self.std = np.asarray(f.attrs["std"], dtype=np.float64)
-                self.offsets = np.asarray(f[split]["offsets"][:], dtype=np.int64)
-                self.names = ([n.decode("utf-8") if isinstance(n, bytes) else str(n)
-                               for n in f[split]["names"][:]] if "names" in f[split] else None)
+                group = f[split]
+                shape = group["data"].shape
+                self.kind = as_text(f.attrs["kind"])
+                self.dim = int(f.attrs["dim"]) if "dim" in f.attrs else (int(shape[1]) if len(shape) == 2 else 1)
+                self.name = as_text(f.attrs.get("name", os.path.splitext(os.path.basename(self.path))[0]))
+                self.mean = (np.asarray(f.attrs["mean"], dtype=np.float64).reshape(-1) if "mean" in f.attrs
+                             else np.zeros(self.dim))
+                self.std = (np.asarray(f.attrs["std"], dtype=np.float64).reshape(-1) if "std" in f.attrs
+                            else np.ones(self.dim))
+                self.offsets = np.asarray(group["offsets"][:], dtype=np.int64)
+                self._has_names = "names" in group
         except (OSError, KeyError) as error:
             raise DataError(f"{self.path} is not a prepared pyro-vrnn dataset ({error}); "
                             f"delete it and prepare the dataset again") from None
         self.lengths = np.diff(self.offsets)
+        self._names = None
         self._file = self._data = self._pid = None
+
+    @property
+    def names(self):
+        """The sequences' names (list of str), or None; read on first use (a big corpus has millions)."""
+        if self._has_names and self._names is None:
+            with h5py.File(self.path, "r") as f:
+                self._names = [n.decode("utf-8") if isinstance(n, bytes) else str(n)
+                               for n in f[self.split]["names"][:]]
+        return self._names
 
     def __len__(self):
         return len(self.lengths)
@@ -141,7 +366,10 @@ class SequenceDataset(Dataset):
             raise IndexError(f"sequence {i} out of range for the {self.split} split ({n} sequences)")
         i = int(i) % n
         self._open()
-        return torch.from_numpy(self._data[self.offsets[i]:self.offsets[i + 1]])
+        x = self._data[self.offsets[i]:self.offsets[i + 1]]
+        if x.ndim == 1:  # a one-dimensional series stored flat
+            x = x[:, None]
+        return torch.from_numpy(np.asarray(x, dtype=np.float32))
 
     def close(self):
         if self._file is not None and self._pid == os.getpid():

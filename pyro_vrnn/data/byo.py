@@ -1,0 +1,169 @@
+"""Bring your own data: `--dataset hdf5 --data-dir FILE.h5` trains the VRNN on any file in the schema.
+
+The schema (schema.py's docstring is the contract) is the one every built-in dataset is prepared
+into, so a user with new sequences writes one small converter to it and nothing else, e.g.::
+
+    import h5py, numpy as np
+
+    def write_sequences(path, splits, kind="real"):   # splits: {"train": [array [T_i, D], ...], ...}
+        with h5py.File(path, "w") as f:
+            f.attrs["kind"] = kind                       # "real", "binary" or "handwriting"
+            for split in ("train", "valid", "test"):
+                seqs = [np.asarray(s, np.float32).reshape(len(s), -1) for s in splits.get(split, [])]
+                dim = seqs[0].shape[1] if seqs else 1  # an empty split: data [0, D], offsets [0]
+                group = f.create_group(split)
+                group["data"] = np.concatenate(seqs) if seqs else np.zeros((0, dim), np.float32)
+                group["offsets"] = np.cumsum([0] + [len(s) for s in seqs])
+
+The file is checked once (and again whenever it changes: its size and modification time are
+remembered in the cache directory), then read in place, lazily, by the same SequenceDataset as
+every other dataset: nothing is copied. Data is used as stored: standardize real-valued data in
+the converter (statistics from the train split) and record them as the `mean` and `std`
+attributes so that samples can be mapped back.
+"""
+import hashlib
+import os
+
+import h5py
+import numpy as np
+
+from pyro_vrnn.data.schema import KINDS, SPLITS, DataError, as_text, summary_line
+
+VALIDATION_VERSION = 1
+SCHEMA_HINT = "see the schema in pyro_vrnn/data/schema.py (README: 'Bring your own data')"
+
+
+def _fail(path, what, fix):
+    raise DataError(f"{path}: {what}; {fix}")
+
+
+def _scan(path, split, data, offsets, kind, chunk_values=1 << 20):
+    """Check the values chunk by chunk (a big file is never read whole): finite; 0/1 where required."""
+    rows = len(data)
+    step = max(1, chunk_values // max(1, int(np.prod(data.shape[1:], dtype=np.int64))))
+    for start in range(0, rows, step):
+        block = np.asarray(data[start:start + step], dtype=np.float64)
+        block = block.reshape(len(block), -1)
+        bad = ~np.isfinite(block)
+        if bad.any():
+            row = start + int(np.flatnonzero(bad.any(axis=1))[0])
+            sequence = int(np.searchsorted(offsets, row, side="right") - 1)
+            _fail(path, f"{split}/data has a NaN or infinite value in sequence {sequence} (row {row})",
+                  "drop, interpolate or clip it in your converter")
+        check = (block if kind == "binary" else block[:, :1] if kind == "handwriting" else None)
+        if check is not None:
+            wrong = (check != 0) & (check != 1)
+            if wrong.any():
+                row = start + int(np.flatnonzero(wrong.any(axis=1))[0])
+                sequence = int(np.searchsorted(offsets, row, side="right") - 1)
+                value = check[row - start][wrong[row - start]][0]
+                what = "values" if kind == "binary" else "pen bits (column 0)"
+                _fail(path, f"kind '{kind}' needs {what} of 0 or 1, but {split} sequence {sequence} (row {row}) "
+                      f"has {value:g}", "threshold or fix these values, or set kind to 'real'")
+
+
+def validate_h5(path):
+    """Check a user's file against the schema; returns {"kind", "dim", "name", "sequences": {split: n}}.
+
+    Raises DataError naming what is wrong and how to fix it.
+    """
+    path = os.fspath(path)
+    try:
+        f = h5py.File(path, "r")
+    except OSError as error:
+        raise DataError(f"{path} is not a readable HDF5 file ({error}); write it with h5py, {SCHEMA_HINT}") from None
+    with f:
+        if "kind" not in f.attrs:
+            _fail(path, "no root attribute 'kind'",
+                  "set f.attrs['kind'] = 'real' (Gaussian emission), 'binary' (Bernoulli) or 'handwriting'")
+        kind = as_text(f.attrs["kind"])
+        if kind not in KINDS:
+            _fail(path, f"attribute kind is {kind!r}", f"it must be one of {', '.join(KINDS)}")
+        dims, counts, offsets_of = {}, {}, {}
+        for split in SPLITS:
+            if split not in f or not isinstance(f[split], h5py.Group):
+                _fail(path, f"no group '{split}'",
+                      "the file needs groups train, valid and test, each with 'data' [steps, D] and 'offsets' "
+                      "[sequences + 1] (an empty test split: data of shape [0, D], offsets [0])")
+            group = f[split]
+            for key in ("data", "offsets"):
+                if key not in group or not isinstance(group[key], h5py.Dataset):
+                    _fail(path, f"group '{split}' has no dataset '{key}'",
+                          f"{split}/data holds every sequence end to end [steps, D] and {split}/offsets "
+                          f"the start of each plus the end ([0, T_1, T_1 + T_2, ...])")
+            data, offsets = group["data"], group["offsets"]
+            if data.dtype.kind not in "fiub":
+                _fail(path, f"{split}/data has dtype {data.dtype}",
+                      "store numbers: np.asarray(x, dtype=np.float32)")
+            if data.ndim not in (1, 2):
+                _fail(path, f"{split}/data has shape {data.shape}",
+                      "it must be [steps, D] (or [steps] for D = 1): concatenate the sequences along time")
+            dims[split] = data.shape[1] if data.ndim == 2 else 1
+            if offsets.dtype.kind not in "iu" or offsets.ndim != 1:
+                _fail(path, f"{split}/offsets has dtype {offsets.dtype} and shape {offsets.shape}",
+                      "it must be a 1-D integer array: np.cumsum([0] + lengths)")
+            o = np.asarray(offsets[:], dtype=np.int64)
+            if len(o) == 0 or o[0] != 0:
+                _fail(path, f"{split}/offsets must start with 0 (found {o[:1].tolist() or 'no entries'})",
+                      "offsets = np.cumsum([0] + lengths)")
+            steps = np.diff(o)
+            if (steps <= 0).any():
+                i = int(np.flatnonzero(steps <= 0)[0])
+                _fail(path, f"{split}/offsets are not increasing: offsets[{i + 1}] = {o[i + 1]} <= offsets[{i}] = {o[i]} "
+                      f"(sequence {i} would have {steps[i]} steps)",
+                      "every sequence needs at least one step and offsets = np.cumsum([0] + lengths)")
+            if o[-1] != len(data):
+                _fail(path, f"{split}/offsets end at {o[-1]} but {split}/data has {len(data)} steps",
+                      "the last offset must equal the number of rows of data")
+            if "names" in group and len(group["names"]) != len(o) - 1:
+                _fail(path, f"{split}/names has {len(group['names'])} entries for {len(o) - 1} sequences",
+                      "give one name per sequence or drop the names dataset")
+            counts[split] = len(o) - 1
+            offsets_of[split] = o
+        if len(set(dims.values())) != 1:
+            _fail(path, f"the splits have different dimensions {dims}", "every sequence must have the same D")
+        dim = dims["train"]
+        if "dim" in f.attrs and int(f.attrs["dim"]) != dim:
+            _fail(path, f"attribute dim is {int(f.attrs['dim'])} but the data has D = {dim}", "fix or drop dim")
+        if kind == "handwriting" and dim != 3:
+            _fail(path, f"kind 'handwriting' needs D = 3 (pen, dx, dy), the data has D = {dim}",
+                  "use kind 'real' for other data")
+        for key in ("mean", "std"):
+            if key in f.attrs:
+                value = np.asarray(f.attrs[key], dtype=np.float64).reshape(-1)
+                if value.shape != (dim,) or not np.isfinite(value).all() or (key == "std" and (value <= 0).any()):
+                    _fail(path, f"attribute {key} is {value.tolist()[:6]}",
+                          f"it must be {dim} finite numbers{' > 0' if key == 'std' else ''} (the normalization "
+                          f"applied to the data: stored = (x - mean) / std), or absent")
+        for split in ("train", "valid"):
+            if counts[split] == 0:
+                _fail(path, f"the {split} split is empty",
+                      "training needs sequences in train and valid (early stopping); test may be empty")
+        for split in SPLITS:  # the values last: the one check that reads the whole file
+            _scan(path, split, f[split]["data"], offsets_of[split], kind)
+        name = as_text(f.attrs.get("name", os.path.splitext(os.path.basename(path))[0]))
+    return {"kind": kind, "dim": dim, "name": name, "sequences": counts}
+
+
+def prepare_hdf5(data_dir, cache_dir, verbose=True):
+    """Validate the user's file (once per version of it) and return its path: it is read in place."""
+    if data_dir is None:
+        raise DataError(f"--dataset hdf5 needs --data-dir FILE.h5, a file in the pyro-vrnn schema; {SCHEMA_HINT}")
+    path = os.path.abspath(os.path.expanduser(os.fspath(data_dir)))
+    if not os.path.isfile(path):
+        raise DataError(f"no such file {path}: --dataset hdf5 needs --data-dir FILE.h5; {SCHEMA_HINT}")
+    stat = os.stat(path)
+    stamp = f"{path}\n{stat.st_size} {stat.st_mtime_ns} v{VALIDATION_VERSION}\n"
+    marker = os.path.join(cache_dir, f"hdf5-{hashlib.sha256(path.encode()).hexdigest()[:8]}.validated")
+    try:
+        with open(marker) as f:
+            if f.read() == stamp:
+                return path
+    except OSError:
+        pass
+    validate_h5(path)
+    if verbose:
+        print(summary_line(path, verb="validated", note="your file, read in place"), flush=True)
+    with open(marker, "w") as f:
+        f.write(stamp)
+    return path

@@ -1,0 +1,128 @@
+"""Tests of bring-your-own data (byo.py): the README's converter writes a file that trains as is,
+and every way of getting the schema wrong fails with a message that says what and how to fix."""
+import h5py
+import numpy as np
+import pytest
+
+from pyro_vrnn import data
+from pyro_vrnn.data import DataError, SequenceDataset, validate_h5
+
+
+def write_sequences(path, splits, kind="real"):  # the converter of the README, verbatim
+    with h5py.File(path, "w") as f:
+        f.attrs["kind"] = kind  # "real", "binary" or "handwriting"
+        for split in ("train", "valid", "test"):
+            seqs = [np.asarray(s, np.float32).reshape(len(s), -1) for s in splits.get(split, [])]
+            dim = seqs[0].shape[1] if seqs else 1  # an empty split: data [0, D], offsets [0]
+            group = f.create_group(split)
+            group["data"] = np.concatenate(seqs) if seqs else np.zeros((0, dim), np.float32)
+            group["offsets"] = np.cumsum([0] + [len(s) for s in seqs])
+
+
+def toy_splits(rng, dim=2):
+    return {"train": [rng.normal(size=(n, dim)) for n in (5, 3, 8)], "valid": [rng.normal(size=(4, dim))],
+            "test": [rng.normal(size=(6, dim)), rng.normal(size=(2, dim))]}
+
+
+def test_converter_file_loads_in_place(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    splits = toy_splits(rng)
+    path = str(tmp_path / "mine.h5")
+    write_sequences(path, splits)
+    loaded = data.load("hdf5", data_dir=path, cache_dir=str(tmp_path / "cache"))
+    summary = capsys.readouterr().out
+    assert summary == (f"validated mine: train 3 / valid 1 / test 2 sequences; length 3-8 / 4-4 / 2-6 steps; "
+                       f"dim 2 (real); {path} (your file, read in place)\n")
+    train = loaded["train"]
+    assert train.path == path and (train.kind, train.dim, train.name) == ("real", 2, "mine")
+    np.testing.assert_array_equal(train.lengths, [5, 3, 8])
+    np.testing.assert_array_equal(train.mean, [0, 0])  # no mean/std attributes: used as stored
+    np.testing.assert_array_equal(train.std, [1, 1])
+    np.testing.assert_allclose(loaded["test"][1].numpy(), splits["test"][1], rtol=1e-6)
+    data.prepare("hdf5", data_dir=path, cache_dir=str(tmp_path / "cache"))
+    assert capsys.readouterr().out == ""  # validated once per version of the file
+
+
+def test_one_dimensional_integer_and_binary_data(tmp_path):
+    path = str(tmp_path / "flat.h5")
+    with h5py.File(path, "w") as f:
+        f.attrs["kind"], f.attrs["name"] = "binary", "coin flips"
+        for split, values in (("train", [1, 0, 1, 1, 0]), ("valid", [0, 1]), ("test", [1])):
+            f[f"{split}/data"] = np.array(values, dtype=np.uint8)  # [steps]: D = 1, integers
+            f[f"{split}/offsets"] = np.array([0, len(values)], dtype=np.int32)
+    assert validate_h5(path) == {"kind": "binary", "dim": 1, "name": "coin flips",
+                                 "sequences": {"train": 1, "valid": 1, "test": 1}}
+    train = SequenceDataset(path, "train")
+    x = train[0]
+    assert x.shape == (5, 1) and x.dtype.is_floating_point and x.flatten().tolist() == [1, 0, 1, 1, 0]
+
+
+def broken(tmp_path, change):
+    """A valid file, then `change(f)` applied to it; returns the message validate_h5 raises."""
+    path = str(tmp_path / "broken.h5")
+    write_sequences(path, toy_splits(np.random.default_rng(1)))
+    with h5py.File(path, "a") as f:
+        change(f)
+    with pytest.raises(DataError) as error:
+        validate_h5(path)
+    message = str(error.value)
+    assert "\n" not in message and path in message
+    return message
+
+
+def replace(f, name, value):
+    del f[name]
+    f[name] = value
+
+
+def test_schema_errors_say_what_and_how_to_fix(tmp_path):
+    message = broken(tmp_path, lambda f: f.attrs.__delitem__("kind"))
+    assert "no root attribute 'kind'" in message and "f.attrs['kind'] = 'real'" in message
+    assert "must be one of" in broken(tmp_path, lambda f: f.attrs.__setitem__("kind", "audio"))
+    message = broken(tmp_path, lambda f: f.__delitem__("valid"))
+    assert "no group 'valid'" in message and "offsets [0]" in message
+    assert "has no dataset 'offsets'" in broken(tmp_path, lambda f: f.__delitem__("test/offsets"))
+    message = broken(tmp_path, lambda f: replace(f, "train/data", np.array([["a", "b"]] * 16, dtype="S1")))
+    assert "dtype" in message and "np.float32" in message
+    message = broken(tmp_path, lambda f: replace(f, "train/data", np.zeros((16, 2, 2))))
+    assert "shape (16, 2, 2)" in message and "[steps, D]" in message
+    message = broken(tmp_path, lambda f: replace(f, "train/offsets", np.array([0, 5, 3, 16])))
+    assert "not increasing: offsets[2] = 3 <= offsets[1] = 5" in message and "np.cumsum" in message
+    assert "must start with 0" in broken(tmp_path, lambda f: replace(f, "train/offsets", np.array([1, 5, 16])))
+    message = broken(tmp_path, lambda f: replace(f, "train/offsets", np.array([0, 5, 8, 15])))
+    assert "end at 15 but train/data has 16 steps" in message
+    message = broken(tmp_path, lambda f: replace(f, "train/offsets", np.array([0.0, 5, 8, 16])))
+    assert "1-D integer array" in message
+
+    def nan(f):
+        f["test/data"][6, 1] = np.nan  # row 6 is the second test sequence's first step
+    message = broken(tmp_path, nan)
+    assert "NaN or infinite value in sequence 1 (row 6)" in message and "interpolate" in message
+    message = broken(tmp_path, lambda f: replace(f, "valid/data", np.zeros((4, 3), np.float32)))
+    assert "different dimensions" in message
+    message = broken(tmp_path, lambda f: f.attrs.__setitem__("kind", "binary"))
+    assert "needs values of 0 or 1" in message and "set kind to 'real'" in message
+    message = broken(tmp_path, lambda f: f.attrs.__setitem__("kind", "handwriting"))
+    assert "D = 3" in message
+    message = broken(tmp_path, lambda f: f.attrs.__setitem__("std", [1.0, 0.0]))
+    assert "attribute std" in message and "> 0" in message
+
+    def empty_valid(f):
+        replace(f, "valid/data", np.zeros((0, 2), np.float32))
+        replace(f, "valid/offsets", np.array([0]))
+    assert "the valid split is empty" in broken(tmp_path, empty_valid)
+
+
+def test_missing_or_unreadable_file(tmp_path):
+    with pytest.raises(DataError, match="needs --data-dir FILE.h5"):
+        data.prepare("hdf5", cache_dir=str(tmp_path))
+    with pytest.raises(DataError, match="no such file"):
+        data.prepare("hdf5", data_dir=str(tmp_path / "absent.h5"), cache_dir=str(tmp_path))
+    (tmp_path / "text.h5").write_text("not hdf5")
+    with pytest.raises(DataError, match="not a readable HDF5 file"):
+        data.prepare("hdf5", data_dir=str(tmp_path / "text.h5"), cache_dir=str(tmp_path))
+
+
+def test_every_dataset_is_registered():
+    assert {"hershey", "iam", "timit", "timit-core", "blizzard", "accent", "onomatopoeia", "audio",
+            "speech-demo", "chorales", "hdf5"} <= set(data.DATASETS)
