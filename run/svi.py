@@ -24,8 +24,7 @@ RESUMABLE = {"epochs", "max_steps", "patience", "device", "threads", "checkpoint
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", choices=sorted(DATASETS),
                    help="data set (default hershey: embedded, no download)")
     p.add_argument("--model", choices=MODEL_NAMES, help="Table 1 model (default vrnn-gmm)")
@@ -33,25 +32,28 @@ def parse_args(argv=None):
     p.add_argument("--out", help="run directory (default runs/<dataset>-<model>-<time>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from last.pt")
     g = p.add_argument_group("sizes (defaults: the dataset's preset, see pyro_vrnn/config.py)")
-    for name in ("hidden", "z_dim", "x_features", "z_features", "enc_hidden", "prior_hidden",
-                 "dec_hidden", "mlp_layers", "components"):
-        g.add_argument("--" + name.replace("_", "-"), type=int)
-    g.add_argument("--min-scale", type=float)
+    sizes = {"hidden": "LSTM units (f)", "z_dim": "latent dimension", "x_features": "phi_x width",
+             "z_features": "phi_z width", "enc_hidden": "phi_enc width", "prior_hidden": "phi_prior width",
+             "dec_hidden": "phi_dec width", "mlp_layers": "ReLU layers per MLP",
+             "components": "mixture components of the GMM emissions"}
+    for name, meaning in sizes.items():
+        g.add_argument("--" + name.replace("_", "-"), type=int, help=meaning)
+    g.add_argument("--min-scale", type=float, help="floor added to every softplus scale")
     g = p.add_argument_group("training")
-    g.add_argument("--batch-size", type=int)
-    g.add_argument("--lr", type=float)
+    g.add_argument("--batch-size", type=int, help="sequences per batch (per process under torchrun)")
+    g.add_argument("--lr", type=float, help="Adam learning rate")
     g.add_argument("--clip", type=float, help="gradient-norm clipping")
-    g.add_argument("--epochs", type=int)
+    g.add_argument("--epochs", type=int, help="passes over the training set")
     g.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
     g.add_argument("--patience", type=int, help="early stopping: epochs without a better valid bound")
     g.add_argument("--elbo", choices=("trace", "meanfield"),
                    help="trace: Trace_ELBO; meanfield: TraceMeanField_ELBO (analytic KL, as the paper)")
     g.add_argument("--kl-anneal-epochs", type=float, help="KL weight rises from 0 to 1 over this many epochs")
-    g.add_argument("--seed", type=int)
+    g.add_argument("--seed", type=int, help="random seed (weights, batches, samples)")
     g.add_argument("--device", help="auto (cuda if available), cpu, cuda, cuda:1")
     g.add_argument("--threads", type=int, help="CPU threads for PyTorch (0: its default)")
     g.add_argument("--checkpoint-every", type=int, help="steps between mid-epoch checkpoints")
-    g.add_argument("--log-every", type=int)
+    g.add_argument("--log-every", type=int, help="steps between training records in log.jsonl")
     return p.parse_args(argv)
 
 
