@@ -1,8 +1,17 @@
-"""Pictures: handwriting drawn as pen strokes, and training curves from a run's log.
+"""Pictures of data, samples and training, all with matplotlib and all written to files.
 
-Handwriting rows are (pen, dx, dy) with dx, dy standardized (PAPER.md); drawing undoes the
-standardization, integrates the offsets into pen positions and lifts the pen after every point
-whose pen bit is 1 (the last point of a stroke).
+    handwriting   (pen, dx, dy) rows drawn as pen strokes: the offsets are integrated into pen
+                  positions and the pen lifts after every point whose pen bit is 1
+                  (`pyro_vrnn.data.offsets_to_strokes`, the inverse of the data preparation)
+    speech        waveforms (frames of 200 samples put end to end)
+    piano rolls   [T, 88] images, time to the right, pitch up
+    Figure 2      (Chung et al. 2015) the posterior mean's change delta_t and KL_t per step,
+                  aligned in time above the signal they were computed on
+    Figure 3      real lines beside samples of several models, one column each
+    curves        training and validation ELBO from a run's log.jsonl
+
+Every function takes arrays in the data's own units (see `pyro_vrnn.generate.to_data_units`)
+and returns the path it wrote.
 """
 import json
 
@@ -12,38 +21,187 @@ matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from pyro_vrnn.data import offsets_to_strokes  # noqa: E402
 
-def strokes(sequence, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)):
-    """[T, 3] (pen, dx, dy) rows -> list of [n, 2] arrays of pen positions, one per stroke."""
-    seq = np.asarray(sequence, dtype=np.float64)
-    offsets = seq[:, 1:3] * np.asarray(std)[1:3] + np.asarray(mean)[1:3]
-    points = np.cumsum(offsets, axis=0)
-    ends = np.flatnonzero(seq[:, 0] > 0.5) + 1
-    return [s for s in np.split(points, ends) if len(s) > 0]
+PRIME_COLOR = "tab:blue"  # the real part of a primed sample
 
 
-def draw_lines(ax, sequence, mean, std, **style):
-    for stroke in strokes(sequence, mean, std):
-        ax.plot(stroke[:, 0], stroke[:, 1], "-", linewidth=1.2, color=style.get("color", "k"),
-                solid_capstyle="round")
+def save(fig, path, dpi=110):
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Handwriting
+# ---------------------------------------------------------------------------------------------
+
+def draw_handwriting(ax, sequence, prime_steps=0, color="k", linewidth=1.2):
+    """Draw one line of (pen, dx, dy) rows (data units) on `ax`, one polyline per stroke.
+
+    prime_steps: the first rows are real (a primed sample); they are drawn over in PRIME_COLOR.
+    The prefix's pen positions are the same whether or not the rest follows, so drawing it twice
+    is exact.
+    """
+    for stroke in offsets_to_strokes(sequence):
+        ax.plot(stroke[:, 0], stroke[:, 1], "-", color=color, linewidth=linewidth, solid_capstyle="round")
+    if prime_steps:
+        for stroke in offsets_to_strokes(np.asarray(sequence)[:prime_steps]):
+            ax.plot(stroke[:, 0], stroke[:, 1], "-", color=PRIME_COLOR, linewidth=linewidth,
+                    solid_capstyle="round")
     ax.set_aspect("equal")
     ax.axis("off")
 
 
-def plot_handwriting(sequences, path, mean, std, titles=None, suptitle=None):
-    """One row per sequence; writes a PNG at `path`."""
-    fig, axes = plt.subplots(len(sequences), 1, figsize=(10, 1.4 * len(sequences)), squeeze=False)
+def plot_handwriting(sequences, path, titles=None, suptitle=None, prime_steps=0):
+    """One row per line of (pen, dx, dy) rows in data units; writes a PNG at `path`."""
+    fig, axes = plt.subplots(len(sequences), 1, figsize=(10, 1.4 * len(sequences) + 0.4), squeeze=False)
     for i, (ax, seq) in enumerate(zip(axes[:, 0], sequences)):
-        draw_lines(ax, seq, mean, std)
+        draw_handwriting(ax, seq, prime_steps)
         if titles:
             ax.set_title(titles[i], fontsize=8, loc="left")
     if suptitle:
-        fig.suptitle(suptitle)
+        fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
+
+def plot_figure3(columns, path, suptitle=None):
+    """Chung et al. (2015), Figure 3: `columns` is a list of (title, list of lines), drawn side by side
+    (e.g. real lines, RNN-GMM samples, VRNN-GMM samples), one line per row."""
+    rows = max(len(lines) for _, lines in columns)
+    fig, axes = plt.subplots(rows, len(columns), figsize=(5 * len(columns), 1.3 * rows + 0.6), squeeze=False)
+    for c, (title, lines) in enumerate(columns):
+        axes[0, c].set_title(title, fontsize=11)
+        for r in range(rows):
+            if r < len(lines):
+                draw_handwriting(axes[r, c], lines[r])
+            else:
+                axes[r, c].axis("off")
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Speech and piano rolls
+# ---------------------------------------------------------------------------------------------
+
+def plot_waveforms(waves, path, sample_rate=16000, titles=None, suptitle=None, prime_samples=0):
+    """One row per waveform (1-d arrays, data units); time in seconds."""
+    fig, axes = plt.subplots(len(waves), 1, figsize=(10, 1.5 * len(waves) + 0.5), squeeze=False, sharex=True)
+    for i, (ax, wave) in enumerate(zip(axes[:, 0], waves)):
+        t = np.arange(len(wave)) / sample_rate
+        ax.plot(t, wave, color="k", linewidth=0.5)
+        if prime_samples:
+            ax.plot(t[:prime_samples], wave[:prime_samples], color=PRIME_COLOR, linewidth=0.5)
+        ax.set_xlim(0, max(len(wave), 1) / sample_rate)
+        if titles:
+            ax.set_title(titles[i], fontsize=8, loc="left")
+    axes[-1, 0].set_xlabel("time (s)")
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def draw_piano_roll(ax, roll, prime_steps=0):
+    """[T, P] bits: time to the right, key (lowest first) up."""
+    roll = np.asarray(roll)
+    ax.imshow(roll.T, origin="lower", aspect="auto", cmap="Greys", interpolation="nearest",
+              extent=(0, roll.shape[0], 0, roll.shape[1]), vmin=0, vmax=1)
+    if prime_steps:
+        ax.axvline(prime_steps, color=PRIME_COLOR, linewidth=1)
+    ax.set_ylabel("key")
+
+
+def plot_piano_rolls(rolls, path, titles=None, suptitle=None, prime_steps=0):
+    """One panel per [T, 88] piano roll; a vertical line marks the end of a prime."""
+    fig, axes = plt.subplots(len(rolls), 1, figsize=(10, 2.0 * len(rolls) + 0.5), squeeze=False)
+    for i, (ax, roll) in enumerate(zip(axes[:, 0], rolls)):
+        draw_piano_roll(ax, roll, prime_steps)
+        if titles:
+            ax.set_title(titles[i], fontsize=8, loc="left")
+    axes[-1, 0].set_xlabel("time step")
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Figure 2: what the latent variables do along one sequence
+# ---------------------------------------------------------------------------------------------
+
+def plot_figure2(path, delta, kl, kind, sequence, sample_rate=16000, title=None):
+    """Chung et al. (2015), Figure 2: delta_t and KL_t per step above the sequence they describe.
+
+    delta, kl: [T] per step; sequence: [T, D] in data units. Speech: time axis in seconds, each
+    step a frame of D samples, the waveform beneath. Handwriting: time axis in steps, the pen
+    offsets beneath with pen lifts marked, and the line itself drawn with each point coloured by
+    its KL. Piano rolls: the roll beneath.
+    """
+    delta, kl, sequence = np.asarray(delta), np.asarray(kl), np.asarray(sequence)
+    steps = len(delta)
+    if kind == "real":
+        frame = sequence.shape[1]
+        edges = np.arange(steps + 1) * frame / sample_rate
+        unit = "time (s)"
+    else:
+        edges = np.arange(steps + 1) + 0.5
+        unit = "time step t"
+    below = 2 if kind == "handwriting" else 1
+    heights = [1, 1, 1.2] + ([1.6] if kind == "handwriting" else [])
+    fig, axes = plt.subplots(2 + below, 1, figsize=(10, 2.0 * sum(heights) + 0.4),
+                             gridspec_kw={"height_ratios": heights})
+    axes[0].stairs(delta, edges, color="tab:red", baseline=None)
+    axes[0].set_ylabel("delta_t")
+    axes[0].set_title("change of the posterior mean  sum_j (mu_z,t^j - mu_z,t-1^j)^2", fontsize=9, loc="left")
+    axes[1].stairs(kl, edges, color="tab:purple", baseline=None)
+    axes[1].set_ylabel("KL_t (nats)")
+    axes[1].set_title("KL( q(z_t | x_<=t, z_<t) || p(z_t | x_<t, z_<t) )", fontsize=9, loc="left")
+    signal = axes[2]
+    if kind == "real":
+        wave = sequence.reshape(-1)
+        signal.plot(np.arange(len(wave)) / sample_rate, wave, color="k", linewidth=0.5)
+        signal.set_ylabel("waveform")
+    elif kind == "handwriting":
+        t = np.arange(1, steps + 1)
+        signal.plot(t, sequence[:, 1], color="tab:blue", linewidth=0.8, label="dx")
+        signal.plot(t, sequence[:, 2], color="tab:orange", linewidth=0.8, label="dy")
+        signal.legend(loc="upper right", fontsize=7)
+        signal.set_ylabel("pen offsets")
+        for ax in axes[:3]:
+            for lift in np.flatnonzero(sequence[:, 0] > 0.5) + 1:
+                ax.axvline(lift, color="0.8", linewidth=0.6, zorder=0)
+        signal.set_title("pen offsets; grey lines: the pen lifts after step t", fontsize=9, loc="left")
+    else:
+        draw_piano_roll(signal, sequence)
+        signal.set_xlim(0, steps)
+    for ax in axes[:3]:
+        ax.set_xlim(edges[0], edges[-1])
+        ax.margins(x=0)
+    signal.set_xlabel(unit)
+    if kind == "handwriting":
+        ax = axes[3]
+        for stroke in offsets_to_strokes(sequence):
+            ax.plot(stroke[:, 0], stroke[:, 1], "-", color="0.75", linewidth=1)
+        points = np.cumsum(sequence[:, 1:3], axis=0)  # the pen position after step t
+        dots = ax.scatter(points[:, 0], points[:, 1], c=kl, s=8, cmap="viridis", zorder=3)
+        fig.colorbar(dots, ax=ax, label="KL_t", fraction=0.03)
+        ax.set_aspect("equal")
+        ax.axis("off")
+        ax.set_title("the line, each point coloured by its KL_t", fontsize=9, loc="left")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training curves
+# ---------------------------------------------------------------------------------------------
 
 def read_log(log_path):
     with open(log_path) as f:
@@ -51,21 +209,44 @@ def read_log(log_path):
 
 
 def plot_training_curves(log_path, path):
-    """Train and validation ELBO per sequence per epoch, and the validation bound's two parts."""
-    epochs = [r for r in read_log(log_path) if r.get("event") == "epoch"]
-    if not epochs:
+    """The run's log.jsonl as four panels; returns None when the log has no records to plot yet.
+
+    (a) the training bound per time step at every logged step (batches are grouped by length, so
+        per step is the comparable unit), (b) train and validation ELBO per sequence per epoch,
+        (c) and (d) the validation bound's two parts per epoch: reconstruction E_q log p(x | z)
+        and KL(q || p) (zero for the RNNs, which have no latent variables).
+    """
+    records = read_log(log_path)
+    steps = [r for r in records if r.get("event") == "train"]
+    epochs = [r for r in records if r.get("event") == "epoch"]
+    if not steps and not epochs:
         return None
+    fig, axes = plt.subplots(2, 2, figsize=(11, 6.5))
+    (a, b), (c, d) = axes
+    if steps:
+        s = [r["step"] for r in steps]
+        a.plot(s, [r["elbo_per_step"] for r in steps], "-", color="tab:blue", linewidth=0.8, label="train batch")
+        # Epoch boundaries in optimizer steps, to read (a) against the other panels.
+        for r in epochs:
+            a.axvline(r["step"], color="0.8", linewidth=0.6, zorder=0)
+        a.legend(fontsize=8)
+    a.set(xlabel="optimizer step", ylabel="nats per time step", title="(a) training ELBO per time step")
     e = [r["epoch"] for r in epochs]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
-    left.plot(e, [r["train_elbo_per_seq"] for r in epochs], "o-", label="train")
-    left.plot(e, [r["valid_elbo_per_seq"] for r in epochs], "o-", label="valid")
-    left.set(xlabel="epoch", ylabel="ELBO per sequence (nats)", title="ELBO")
-    left.legend()
-    right.plot(e, [r["valid_log_likelihood_per_seq"] for r in epochs], "o-", label="E log p(x|z)")
-    right.plot(e, [r["valid_kl_per_seq"] for r in epochs], "o-", label="KL")
-    right.set(xlabel="epoch", ylabel="nats per sequence", title="validation: reconstruction and KL")
-    right.legend()
+    panels = [
+        (b, "(b) ELBO per sequence", [("train", "train_elbo_per_seq"), ("valid", "valid_elbo_per_seq")]),
+        (c, "(c) valid: reconstruction E_q log p(x|z)", [("valid", "valid_log_likelihood_per_seq")]),
+        (d, "(d) valid: KL(q || p)", [("valid", "valid_kl_per_seq")]),
+    ]
+    for ax, title, series in panels:
+        for label, key in series:
+            values = [r.get(key) for r in epochs]
+            if values and all(v is not None for v in values):
+                ax.plot(e, values, "o-", label=label)
+        if not epochs:
+            ax.text(0.5, 0.5, "no epoch finished yet", ha="center", va="center", transform=ax.transAxes,
+                    color="0.5")
+        elif len(series) > 1:
+            ax.legend(fontsize=8)
+        ax.set(xlabel="epoch", ylabel="nats per sequence", title=title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)

@@ -1,0 +1,58 @@
+"""The paper's Figure 3: real handwriting beside samples of an RNN-GMM and of a VRNN-GMM.
+
+    python run/figure3.py --rnn runs/RNN_RUN/best.pt --vrnn runs/VRNN_RUN/best.pt
+    python run/figure3.py --rnn runs/RNN_RUN --vrnn runs/VRNN_RUN --num 6 --temperature 0.8 --out fig3.png
+
+Three columns: `--num` real lines of the validation split (from --first on), then `--num`
+samples of each model, of the real lines' median length (or --length). Chung et al. (2015) point at
+style: within one VRNN line the slant, size and spacing stay the same, where the RNN's drift. The
+two checkpoints must come from the same handwriting data set.
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+
+from pyro_vrnn.data import DataError  # noqa: E402
+from pyro_vrnn.train import TrainingError  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--rnn", required=True, help="checkpoint (.pt or run directory) of the RNN (e.g. rnn-gmm)")
+    p.add_argument("--vrnn", required=True, help="checkpoint (.pt or run directory) of the VRNN (e.g. vrnn-gmm)")
+    p.add_argument("--num", type=int, default=4, help="lines per column (default 4)")
+    p.add_argument("--length", type=int, help="steps per sample (default: median length of the real lines shown)")
+    p.add_argument("--temperature", type=float, default=1.0, help="emission temperature (default 1: the models)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--split", default="valid", choices=("train", "valid", "test"),
+                   help="where the real lines come from (default valid)")
+    p.add_argument("--first", type=int, default=0, help="index of the first real line (default 0)")
+    p.add_argument("--data-dir", help="where the dataset's files are, if not where the runs found them")
+    p.add_argument("--out", default="figure3.png", help="the PNG to write (default figure3.png)")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from pyro_vrnn.report import Run, figure3
+    try:
+        if args.temperature <= 0 or args.num < 1 or (args.length is not None and args.length < 1):
+            raise TrainingError("--temperature must be > 0, and --num and --length at least 1")
+        for path in (args.rnn, args.vrnn):
+            if not os.path.exists(path):
+                raise TrainingError(f"no checkpoint at {path}")
+        runs = [Run(args.rnn), Run(args.vrnn)]
+        if os.path.dirname(args.out):
+            os.makedirs(os.path.dirname(args.out), exist_ok=True)
+        path = figure3(runs, args.out, args.num, args.length, args.split, args.seed, args.temperature,
+                       args.data_dir, args.first)
+    except (DataError, TrainingError, ValueError) as error:
+        sys.exit(f"error: {error}")
+    print(f"wrote {path}")
+    return path
+
+
+if __name__ == "__main__":
+    main()

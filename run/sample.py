@@ -1,0 +1,83 @@
+"""Generate from a trained model by ancestral sampling (Chung et al. 2015, eqs. 5-7).
+
+    python run/sample.py --checkpoint runs/RUN/best.pt                    # 6 samples of the data's median length
+    python run/sample.py --checkpoint runs/RUN --num 4 --length 300 --temperature 0.7 --seed 1
+    python run/sample.py --checkpoint runs/RUN --prime 3 --prime-steps 40  # continue valid sequence 3
+
+At every step z_t is drawn from the prior p(z_t | h_{t-1}), x_t from the emission p(x_t | z_t, h_{t-1}),
+and h_t = f(phi_x(x_t), phi_z(z_t), h_{t-1}) is updated: the model program of models/ run with its
+observations removed (pyro_vrnn/generate.py). Writes, into --out (default RUN/samples/):
+
+    handwriting   samples.png  the lines drawn as pen strokes (the pen lifts where the pen bit is 1)
+    speech        samples.png  waveforms, and samples-01.wav ... (16 kHz, 16-bit mono)
+    piano rolls   samples.png  one roll per sample
+    always        samples.npz  x [num, length, D] in the data's own units (prime_steps, kind)
+
+--temperature scales the emission only (mixture weights sharpened, scales narrowed, Graves 2013);
+--prime starts every sample with the first --prime-steps steps of a real sequence (drawn in blue).
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+
+from pyro_vrnn.data import DataError  # noqa: E402
+from pyro_vrnn.train import TrainingError, resolve_device  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--checkpoint", required=True, help="a .pt file or a run directory (its best.pt, else last.pt)")
+    p.add_argument("--num", type=int, default=None, help="how many samples (default: the run's num_samples_figure, 6)")
+    p.add_argument("--length", type=int, default=None,
+                   help="time steps to generate (default: the training data's median length)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="emission temperature: <1 cleaner and more probable, 1 the model itself (default 1)")
+    p.add_argument("--prime", type=int, metavar="INDEX",
+                   help="start every sample with sequence INDEX of --split (real data), then generate")
+    p.add_argument("--prime-steps", type=int, default=None,
+                   help="how many steps of the prime to keep (default: half of it)")
+    p.add_argument("--split", default="valid", choices=("train", "valid", "test"),
+                   help="split the prime comes from (default valid)")
+    p.add_argument("--data-dir", help="where the dataset's files are, if not where the run found them")
+    p.add_argument("--out", help="output directory (default: RUN/samples)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from pyro_vrnn.report import Run, sample_run, write_samples
+    try:
+        if args.temperature <= 0:
+            raise TrainingError("--temperature must be > 0")
+        if (args.num is not None and args.num < 1) or (args.length is not None and args.length < 1):
+            raise TrainingError("--num and --length must be at least 1")
+        if not os.path.exists(args.checkpoint):
+            raise TrainingError(f"no checkpoint at {args.checkpoint}")
+        run = Run(args.checkpoint, resolve_device(args.device))
+        num = args.num or run.config.num_samples_figure
+        length = args.length or run.info["median_length"]
+        prime, prime_steps = None, 0
+        if args.prime is not None:
+            sequence = run.sequence(args.split, args.prime, args.data_dir)
+            prime_steps = args.prime_steps if args.prime_steps is not None else max(1, len(sequence) // 2)
+            prime_steps = min(prime_steps, len(sequence))
+            prime = sequence[:prime_steps]
+        x = sample_run(run, num, prime_steps + length, args.seed, args.temperature, prime)
+        out = args.out or os.path.join(run.run_dir, "samples")
+        title = f"{run.describe()}: {num} samples of {length} steps"
+        title += f", temperature {args.temperature:g}" if args.temperature != 1 else ""
+        title += f", primed with {args.split} sequence {args.prime} ({prime_steps} steps)" if prime_steps else ""
+        written = write_samples(x, run.info, out, suptitle=title, prime_steps=prime_steps)
+    except (DataError, TrainingError, ValueError) as error:
+        sys.exit(f"error: {error}")
+    for path in written:
+        print(f"wrote {path}")
+    return written
+
+
+if __name__ == "__main__":
+    main()
