@@ -8,10 +8,16 @@ One program serves VRNN-Gauss, VRNN-GMM (the emission differs) and VRNN-I-Gauss 
 N(0, I)): the differences live in the network `vrnn`, not here. Padding steps (mask False) are
 masked out of every log-density, and because the recurrence only runs forward in time, what
 happens after a sequence's end cannot change any of its terms.
+
+Replayed on the guide's samples (every ELBO, importance sampling), the model's recurrence is the one
+the guide just ran: the network then reuses it rather than running it twice (pyro_vrnn/networks.py,
+`Recurrence`). The program and its numbers are the same either way; alone (generation) it runs its own.
 """
 import torch
 import pyro
 import pyro.poutine as poutine
+
+from pyro_vrnn.networks import step_masks
 
 
 def vrnn_model(vrnn, x, mask, num_sequences=None, kl_scale=1.0):
@@ -22,12 +28,12 @@ def vrnn_model(vrnn, x, mask, num_sequences=None, kl_scale=1.0):
     annealing (as in Pyro's examples/dmm.py); the guide applies the same weight.
     """
     batch, steps, _ = x.shape
-    h, c = vrnn.initial_state(batch, x.device)
+    masks = step_masks(mask)  # mask[:, t]: padding steps count for nothing
+    state = vrnn.initial_state(x)  # h_0 = 0
     with pyro.plate("sequences", num_sequences or batch, subsample=torch.arange(batch, device=x.device)):
         for t in pyro.markov(range(steps)):
-            with poutine.mask(mask=mask[:, t]):
+            with poutine.mask(mask=masks[t]):
                 with poutine.scale(scale=kl_scale):
-                    z_t = pyro.sample(f"z_{t + 1}", vrnn.prior(h))
-                phi_z_t = vrnn.phi_z(z_t)
-                x_t = pyro.sample(f"x_{t + 1}", vrnn.emission(phi_z_t, h), obs=x[:, t])
-            h, c = vrnn.step(vrnn.phi_x(x_t), phi_z_t, (h, c))
+                    z_t = pyro.sample(f"z_{t + 1}", vrnn.prior(state))  # p(z_t | h_{t-1})
+                x_t = pyro.sample(f"x_{t + 1}", vrnn.emission(z_t, state), obs=x[:, t])  # p(x_t | z_t, h_{t-1})
+            state = vrnn.step(x_t, z_t, state)  # h_t = f(phi_x(x_t), phi_z(z_t), h_{t-1})
