@@ -16,6 +16,8 @@ The second half of this file is a speed-up that changes no number (tests/test_re
 replayed on the guide's samples, reuses the recurrence the guide just ran instead of running it again,
 and scores all its steps with one batched call each (see "the model reusing the guide's pass").
 """
+import weakref
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -440,12 +442,15 @@ class VRNN(nn.Module):
         share=True (the guide): record this pass for the model. Otherwise, follow the pass just recorded
         on this very x with these parameters, if there is one (each recorded pass is followed once).
         """
-        if share:
+        if share and not torch.is_inference_mode_enabled():  # (inference tensors have no version to check)
             path = Recurrence(self, x, record=True)
-            self.__dict__["_shared_pass"] = path
+            # A weak reference: the guide's trace holds the pass (its sites do) for as long as a replay of
+            # the model on it is possible; a guide run alone leaves nothing behind on the module.
+            self.__dict__["_shared_pass"] = weakref.ref(path)
             return State(path.zeros, path.zeros, 0, path, shared=True)
-        path = self.__dict__.pop("_shared_pass", None)
-        if path is not None and path.x is x and path.key == self.pass_key(x):
+        recorded = self.__dict__.pop("_shared_pass", None)
+        path = recorded() if recorded is not None else None
+        if path is not None and path.x is x and not torch.is_inference_mode_enabled() and path.key == self.pass_key(x):
             path.recording = False  # complete: from now on it is only read
             return State(path.zeros, path.zeros, 0, path, shared=True)
         path = Recurrence(self, x, record=False)
@@ -453,7 +458,11 @@ class VRNN(nn.Module):
 
     def pass_key(self, x):
         """What a recorded pass depends on besides its z's: the data, every parameter and the grad mode.
-        (In-place updates such as an optimizer step bump a tensor's version.)"""
+        In-place updates such as an optimizer step bump a tensor's version. Writes through `p.data`
+        do not: whoever edits parameters that way between running the guide and replaying the model
+        on its trace must run the model on a copy of x (then nothing is reused)."""
+        if torch.is_inference_mode_enabled() or x.is_inference():
+            return None
         return (x._version, torch.is_grad_enabled(), tuple((id(p), p._version) for p in self.parameters()))
 
     def __getstate__(self):  # copies and pickles leave the recorded pass behind

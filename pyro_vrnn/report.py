@@ -59,11 +59,11 @@ class Run:
                                 "model was trained on (was the dataset rebuilt from other files?)")
         return data
 
-    def sequence(self, split, index, data_dir=None):
+    def sequence(self, split, index, data_dir=None, flag="--index"):
         """Sequence `index` of a split, normalized as the model saw it: float32 [T, D]."""
         data = self.dataset(split, data_dir)
         if not 0 <= index < len(data):
-            raise TrainingError(f"--index {index} is out of range: the {split} split has {len(data)} sequences")
+            raise TrainingError(f"{flag} {index} is out of range: the {split} split has {len(data)} sequences")
         return data[index]
 
 
@@ -209,6 +209,8 @@ def figure3(runs, path, num=4, steps=None, split="valid", seed=0, tau=1.0, data_
             raise TrainingError(f"{run.path} and {reference.path} were trained on different data "
                                 f"({run.config.dataset}, {reference.config.dataset}); compare models of one data set")
     data = reference.dataset(split, data_dir)
+    if not 0 <= first < len(data):
+        raise TrainingError(f"--first {first} is out of range: the {split} split has {len(data)} sequences")
     indices = range(first, min(first + num, len(data)))
     real = [to_data_units(data[i], reference.info) for i in indices]
     steps = steps or int(np.median([len(r) for r in real]))

@@ -25,7 +25,7 @@ from pyro_vrnn.train import TrainingError, resolve_device  # noqa: E402
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="a .pt file or a run directory (its best.pt, else last.pt)")
     p.add_argument("--split", default="valid", choices=("train", "valid", "test"), help="default: valid")
     p.add_argument("--index", type=int, default=0, help="which sequence of the split (default 0)")

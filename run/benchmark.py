@@ -43,7 +43,7 @@ from torch.distributions import Distribution  # noqa: E402
 import models  # noqa: E402
 from pyro_vrnn import evaluate, reference  # noqa: E402
 from pyro_vrnn.config import MODEL_NAMES, make_config  # noqa: E402
-from pyro_vrnn.train import Program, make_elbo, resolve_device  # noqa: E402
+from pyro_vrnn.train import Program, make_elbo, resolve_device, svi_step  # noqa: E402
 
 KINDS = {3: "handwriting", 200: "real"}  # data dimension -> kind: IAM-OnDB strokes, speech frames
 
@@ -159,22 +159,18 @@ def bench_training(name, dim, steps, args, device, clock):
     loss_module = make_elbo(args.elbo)(Program(model, vrnn), Program(guide, vrnn))
     optimizer = torch.optim.Adam(vrnn.parameters(), lr=1e-4)
 
-    def update(loss):
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vrnn.parameters(), 5.0)
-        loss.item()
-        optimizer.step()
+    def pyro_step(validate=False):  # the very step of pyro_vrnn/train.py
+        svi_step(loss_module, optimizer, x, mask, num_train, kl_scale=1.0, clip=5.0, validate=validate)
 
-    def pyro_step(validate=False):  # pyro_vrnn/train.py's step
-        with pyro.validation_enabled(validate):
-            loss = loss_module(x, mask, num_sequences=num_train, kl_scale=1.0) / num_train
-        update(loss)
-
-    def torch_step():
+    def torch_step():  # the same update around the plain-PyTorch loss
         with no_validation():
             loss = reference.elbo_loss(vrnn, x, mask, num_train, 1.0, analytic_kl=args.elbo == "meanfield")
-        update(loss / num_train)
+        loss = loss / num_train
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vrnn.parameters(), 5.0).item()
+        loss.item()
+        optimizer.step()
 
     pyro_step(validate=True)  # train.py validates the first step only; warms up both paths
     torch_step()
@@ -229,9 +225,8 @@ def bench_importance(name, dim, steps, args, device, clock):
     x, mask = make_batch(dim, args.is_batch, steps, device, args.seed + 1)
     k = args.num_samples
     chunk = args.chunk_size
-    if chunk is None and hasattr(evaluate, "default_chunk_size"):
+    if chunk is None:  # as evaluate_dataset chooses it
         chunk = evaluate.default_chunk_size(k, x.shape[0], steps, vrnn, evaluate.memory_budget(device))
-    chunk = chunk or k
 
     def pyro_estimate():
         with pyro.validation_enabled(False):  # as evaluate_dataset

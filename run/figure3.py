@@ -15,11 +15,11 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
 from pyro_vrnn.data import DataError  # noqa: E402
-from pyro_vrnn.train import TrainingError  # noqa: E402
+from pyro_vrnn.train import TrainingError, resolve_device  # noqa: E402
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rnn", required=True, help="checkpoint (.pt or run directory) of the RNN (e.g. rnn-gmm)")
     p.add_argument("--vrnn", required=True, help="checkpoint (.pt or run directory) of the VRNN (e.g. vrnn-gmm)")
     p.add_argument("--num", type=int, default=4, help="lines per column (default 4)")
@@ -31,6 +31,7 @@ def parse_args(argv=None):
     p.add_argument("--first", type=int, default=0, help="index of the first real line (default 0)")
     p.add_argument("--data-dir", help="where the dataset's files are, if not where the runs found them")
     p.add_argument("--out", default="figure3.png", help="the PNG to write (default figure3.png)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
     return p.parse_args(argv)
 
 
@@ -43,7 +44,8 @@ def main(argv=None):
         for path in (args.rnn, args.vrnn):
             if not os.path.exists(path):
                 raise TrainingError(f"no checkpoint at {path}")
-        runs = [Run(args.rnn), Run(args.vrnn)]
+        device = resolve_device(args.device)
+        runs = [Run(args.rnn, device), Run(args.vrnn, device)]
         if os.path.dirname(args.out):
             os.makedirs(os.path.dirname(args.out), exist_ok=True)
         path = figure3(runs, args.out, args.num, args.length, args.split, args.seed, args.temperature,

@@ -27,7 +27,7 @@ from pyro_vrnn.train import TrainingError, resolve_device  # noqa: E402
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="a .pt file or a run directory (its best.pt, else last.pt)")
     p.add_argument("--num", type=int, default=None, help="how many samples (default: the run's num_samples_figure, 6)")
     p.add_argument("--length", type=int, default=None,
@@ -55,6 +55,8 @@ def main(argv=None):
             raise TrainingError("--temperature must be > 0")
         if (args.num is not None and args.num < 1) or (args.length is not None and args.length < 1):
             raise TrainingError("--num and --length must be at least 1")
+        if args.prime_steps is not None and (args.prime is None or args.prime_steps < 1):
+            raise TrainingError("--prime-steps needs --prime INDEX and must be at least 1")
         if not os.path.exists(args.checkpoint):
             raise TrainingError(f"no checkpoint at {args.checkpoint}")
         run = Run(args.checkpoint, resolve_device(args.device))
@@ -62,7 +64,7 @@ def main(argv=None):
         length = args.length or run.info["median_length"]
         prime, prime_steps = None, 0
         if args.prime is not None:
-            sequence = run.sequence(args.split, args.prime, args.data_dir)
+            sequence = run.sequence(args.split, args.prime, args.data_dir, flag="--prime")
             prime_steps = args.prime_steps if args.prime_steps is not None else max(1, len(sequence) // 2)
             prime_steps = min(prime_steps, len(sequence))
             prime = sequence[:prime_steps]

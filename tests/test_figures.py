@@ -194,6 +194,11 @@ def test_bad_sampling_flags_are_one_line_errors(hershey_runs):
         script("sample").main(["--checkpoint", str(hershey_runs / "vrnn-gmm"), "--temperature", "0"])
     with pytest.raises(SystemExit, match="no checkpoint"):
         script("sample").main(["--checkpoint", str(hershey_runs / "missing")])
+    for flags in (["--prime-steps", "4"], ["--prime", "0", "--prime-steps", "-3"]):
+        with pytest.raises(SystemExit, match="--prime-steps needs --prime INDEX and must be at least 1"):
+            script("sample").main(["--checkpoint", str(hershey_runs / "vrnn-gmm"), *flags])
+    with pytest.raises(SystemExit, match="--prime 9999 is out of range"):
+        script("sample").main(["--checkpoint", str(hershey_runs / "vrnn-gmm"), "--prime", "9999"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,6 +312,12 @@ def test_figure3_refuses_other_data(hershey_runs, kind_runs, tmp_path):
     with pytest.raises(SystemExit, match="handwriting"):
         script("figure3").main(["--rnn", str(hershey_runs / "rnn-gmm"), "--vrnn", str(kind_runs / "tiny-speech"),
                                 "--out", str(tmp_path / "f.png")])
+
+
+def test_figure3_first_line_out_of_range_is_one_line(hershey_runs, tmp_path):
+    with pytest.raises(SystemExit, match="--first 9999 is out of range"):
+        script("figure3").main(["--rnn", str(hershey_runs / "rnn-gmm"), "--vrnn", str(hershey_runs / "vrnn-gmm"),
+                                "--first", "9999", "--out", str(tmp_path / "f.png")])
 
 
 def test_end_of_run_figures_can_be_redrawn(hershey_runs):

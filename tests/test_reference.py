@@ -124,11 +124,39 @@ def test_only_the_trace_of_the_recorded_pass_is_followed():
     config, model, guide, vrnn = build("vrnn-gauss", "real", 4)
     x, mask = make_data("real", dim=4)
     first = poutine.trace(guide).get_trace(vrnn, x, mask)
-    poutine.trace(guide).get_trace(vrnn, x, mask)
+    second = poutine.trace(guide).get_trace(vrnn, x, mask)  # kept: its pass stays the recorded one
     trace = poutine.trace(poutine.replay(model, trace=first)).get_trace(vrnn, x, mask)
     expected = poutine.trace(poutine.replay(model, trace=first)).get_trace(unshared_copy(vrnn), x, mask)
     # p(z_1 | h_0) is the same in every pass (h_0 = 0); from z_1 on, the replayed z's are not the pass's
     assert [name for name, site in trace.nodes.items() if isinstance(site.get("fn"), StepOf)] == ["z_1"]
+    assert_same_log_probs(trace, expected)
+    assert second.nodes["z_1"]["value"] is not first.nodes["z_1"]["value"]
+
+
+def test_a_guide_run_alone_leaves_no_pass_behind():
+    """The module refers to the recorded pass weakly: once the guide's trace is gone, so is the pass
+    (with its autograd graph), and the next model run computes its own recurrence."""
+    config, model, guide, vrnn = build("vrnn-gmm", "handwriting", 3)
+    x, mask = make_data("handwriting", dim=3)
+    trace = poutine.trace(guide).get_trace(vrnn, x, mask)
+    assert vrnn.__dict__["_shared_pass"]() is not None
+    del trace
+    assert vrnn.__dict__["_shared_pass"]() is None
+    model_trace = poutine.trace(model).get_trace(vrnn, x, mask)
+    assert not any(isinstance(site.get("fn"), StepOf) for site in model_trace.nodes.values())
+
+
+def test_inference_mode_runs_and_gives_the_same_numbers():
+    config, model, guide, vrnn = build("vrnn-gmm", "handwriting", 3)
+    x, mask = make_data("handwriting", dim=3)
+    pyro.set_rng_seed(0)
+    with torch.no_grad():
+        guide_trace = poutine.trace(guide).get_trace(vrnn, x, mask)
+        expected = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(vrnn, x, mask)
+    pyro.set_rng_seed(0)
+    with torch.inference_mode():
+        guide_trace = poutine.trace(guide).get_trace(vrnn, x, mask)
+        trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(vrnn, x, mask)
     assert_same_log_probs(trace, expected)
 
 
