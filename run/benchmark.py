@@ -285,6 +285,7 @@ def main(argv=None):
                 for name in args.models:
                     r = bench_training(name, dim, steps, args, device, clock)
                     results["train"].append({"model": name, "dim": dim, "steps": steps, **r})
+                    save(results, args.json)
                     print(f"{name:14s} {dim:4d} {steps:5d} {r['pyro_s']:14.4f} {r['torch_s']:15.4f} "
                           f"{r['ratio']:6.2f}", flush=True)
     latent = [m for m in args.models if models.MODELS[m].latent]
@@ -298,14 +299,21 @@ def main(argv=None):
                 for name in latent:
                     r = bench_importance(name, dim, steps, args, device, clock)
                     results["importance"].append({"model": name, "dim": dim, "steps": steps, **r})
+                    save(results, args.json)
                     print(f"{name:14s} {dim:4d} {steps:5d} {r['chunk_size']:5d} {r['pyro_s_per_seq']:11.4f} "
                           f"{r['torch_s_per_seq']:12.4f} {r['ratio']:6.2f} {mib(r.get('pyro_peak_bytes')):>9s} "
                           f"{mib(r.get('torch_peak_bytes')):>10s}", flush=True)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
         print(f"\nwrote {args.json}")
     return results
+
+
+def save(results, path):
+    """Write the figures so far (after every row: a long benchmark stopped early keeps what it measured)."""
+    if path:
+        with open(path + ".tmp", "w") as f:
+            json.dump(results, f, indent=2)
+        os.replace(path + ".tmp", path)
 
 
 if __name__ == "__main__":
