@@ -53,17 +53,25 @@ def draw_handwriting(ax, sequence, prime_steps=0, color="k", linewidth=1.2):
     ax.axis("off")
 
 
-def plot_handwriting(sequences, path, titles=None, suptitle=None, prime_steps=0):
-    """One row per line of (pen, dx, dy) rows in data units; writes a PNG at `path`."""
-    fig, axes = plt.subplots(len(sequences), 1, figsize=(10, 1.4 * len(sequences) + 0.4), squeeze=False)
-    for i, (ax, seq) in enumerate(zip(axes[:, 0], sequences)):
-        draw_handwriting(ax, seq, prime_steps)
+def plot_rows(items, path, draw, row_height, titles=None, suptitle=None, xlabel=None, sharex=False):
+    """One panel per item, stacked: draw(ax, item) fills each; writes a PNG at `path`."""
+    margin = 0.5 if xlabel else 0.4  # inches for the titles (and the x label)
+    fig, axes = plt.subplots(len(items), 1, figsize=(10, row_height * len(items) + margin), squeeze=False, sharex=sharex)
+    for i, (ax, item) in enumerate(zip(axes[:, 0], items)):
+        draw(ax, item)
         if titles:
             ax.set_title(titles[i], fontsize=8, loc="left")
+    if xlabel:
+        axes[-1, 0].set_xlabel(xlabel)
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout()
     return save(fig, path)
+
+
+def plot_handwriting(sequences, path, titles=None, suptitle=None, prime_steps=0):
+    """One row per line of (pen, dx, dy) rows in data units; writes a PNG at `path`."""
+    return plot_rows(sequences, path, lambda ax, seq: draw_handwriting(ax, seq, prime_steps), 1.4, titles, suptitle)
 
 
 def plot_figure3(columns, path, suptitle=None):
@@ -90,20 +98,13 @@ def plot_figure3(columns, path, suptitle=None):
 
 def plot_waveforms(waves, path, sample_rate=16000, titles=None, suptitle=None, prime_samples=0):
     """One row per waveform (1-d arrays, data units); time in seconds."""
-    fig, axes = plt.subplots(len(waves), 1, figsize=(10, 1.5 * len(waves) + 0.5), squeeze=False, sharex=True)
-    for i, (ax, wave) in enumerate(zip(axes[:, 0], waves)):
+    def draw(ax, wave):
         t = np.arange(len(wave)) / sample_rate
         ax.plot(t, wave, color="k", linewidth=0.5)
         if prime_samples:
             ax.plot(t[:prime_samples], wave[:prime_samples], color=PRIME_COLOR, linewidth=0.5)
         ax.set_xlim(0, max(len(wave), 1) / sample_rate)
-        if titles:
-            ax.set_title(titles[i], fontsize=8, loc="left")
-    axes[-1, 0].set_xlabel("time (s)")
-    if suptitle:
-        fig.suptitle(suptitle, fontsize=10)
-    fig.tight_layout()
-    return save(fig, path)
+    return plot_rows(waves, path, draw, 1.5, titles, suptitle, xlabel="time (s)", sharex=True)
 
 
 def draw_piano_roll(ax, roll, prime_steps=0):
@@ -118,16 +119,8 @@ def draw_piano_roll(ax, roll, prime_steps=0):
 
 def plot_piano_rolls(rolls, path, titles=None, suptitle=None, prime_steps=0):
     """One panel per [T, 88] piano roll; a vertical line marks the end of a prime."""
-    fig, axes = plt.subplots(len(rolls), 1, figsize=(10, 2.0 * len(rolls) + 0.5), squeeze=False)
-    for i, (ax, roll) in enumerate(zip(axes[:, 0], rolls)):
-        draw_piano_roll(ax, roll, prime_steps)
-        if titles:
-            ax.set_title(titles[i], fontsize=8, loc="left")
-    axes[-1, 0].set_xlabel("time step")
-    if suptitle:
-        fig.suptitle(suptitle, fontsize=10)
-    fig.tight_layout()
-    return save(fig, path)
+    return plot_rows(rolls, path, lambda ax, roll: draw_piano_roll(ax, roll, prime_steps), 2.0, titles, suptitle,
+                     xlabel="time step")
 
 
 # ---------------------------------------------------------------------------------------------
