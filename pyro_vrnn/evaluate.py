@@ -95,13 +95,10 @@ def particle_log_weights(model, guide, vrnn, x, mask, num_samples):
 
 
 def bytes_per_cell(vrnn):
-    """Rough memory the traces keep per particle x sequence x time step: z, the prior's, guide's and
-    emission's parameters and the log-densities (measured: ~1 kB with the hershey preset, ~3 kB with iam's)."""
-    try:
-        emission = vrnn.decoder[-1].linear.out_features
-    except (AttributeError, TypeError, IndexError):  # a decoder of another shape
-        emission = 2 * vrnn.x_dim
-    return 4 * (6 * vrnn.z_dim + 3 * emission + vrnn.hidden // 10 + 32)
+    """Rough memory that one pass keeps per particle x sequence x time step: h_t (as recorded and stacked),
+    z_t, the guide's and the prior's parameters, the sites' log-densities. The emission's parameters, the
+    largest for speech, exist for one block of steps at a time (networks.EMISSION_BLOCK_BYTES)."""
+    return 4 * (2 * vrnn.hidden + 8 * vrnn.z_dim + 16)
 
 
 def memory_budget(device):

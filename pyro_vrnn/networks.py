@@ -16,6 +16,7 @@ The second half of this file is a speed-up that changes no number (tests/test_re
 replayed on the guide's samples, reuses the recurrence the guide just ran instead of running it again,
 and scores all its steps with one batched call each (see "the model reusing the guide's pass").
 """
+import sys
 import weakref
 
 import torch
@@ -146,6 +147,25 @@ def step_masks(mask):
     return [True if full[t] else mask[:, t] for t in range(mask.shape[1])]
 
 
+# Bytes that the emission's parameters and its log-density's temporaries may take in one block of steps.
+# A speech frame's mixture has 20 x 200 means and scales per particle, sequence and step: for all T steps
+# at once those would bound how many particles one importance-sampling pass can hold.
+EMISSION_BLOCK_BYTES = 2 ** 28
+
+
+def emission_block_steps(vrnn, rows):
+    """Time steps per batched emission call for `rows` (particles x sequences) rows per step: all of them
+    when gradients are on (the graph keeps every block's intermediates anyway, so blocks would save no
+    memory), else as many as fit EMISSION_BLOCK_BYTES."""
+    if torch.is_grad_enabled():
+        return sys.maxsize
+    try:
+        width = vrnn.decoder[-1].linear.out_features  # the emission's parameters per row
+    except (AttributeError, TypeError, IndexError):  # a decoder of another shape
+        width = 2 * vrnn.x_dim
+    return max(1, EMISSION_BLOCK_BYTES // (4 * 8 * width * max(1, rows)))  # float32, ~8 copies in flight
+
+
 def stack_steps(tensors):
     """[T, ...] from T tensors whose batch dims broadcast (h_0 has no particle dim, h_1 on may have one)."""
     if any(t.shape != tensors[0].shape for t in tensors):
@@ -204,7 +224,7 @@ class Recurrence:
         self.h = [self.zeros]  # h[t] = h_t, t = 0 .. steps recorded
         self.z, self.q = [], []  # z[t] = z_{t+1}, sampled from q[t]
         self._phi_x = None
-        self._stacked, self._batched, self._steps, self._log_probs = {}, {}, {}, {}
+        self._stacked, self._batched, self._steps, self._log_probs, self._templates = {}, {}, {}, {}, {}
 
     def is_data(self, x_t, t):
         """Whether x_t is x[:, t] itself: the same memory, not merely equal values. An observed site returns
@@ -270,19 +290,48 @@ class Recurrence:
 
     def log_probs(self, site):
         """log q(z_t | ...) or log p(z_t | h_{t-1}) at the recorded z's, or log p(x_t | z_t, h_{t-1}) at x, for
-        every step in one call, then split (None: not stackable)."""
+        every step in one call (the emission: a block of steps per call), then split (None: not stackable)."""
         if site not in self._log_probs:
+            if site == "emission":
+                self._log_probs[site] = self.emission_log_probs()
+                return self._log_probs[site]
             batched = self.batched(site)
-            if batched is None:
-                self._log_probs[site] = None
-                return None
-            if site == "emission":  # [T, B, D], with a 1 for each particle dim of the batched emission
-                values = self.x.transpose(0, 1)[:len(self.z)]
-                values = values.reshape(values.shape[:1] + (1,) * (len(batched.batch_shape) - 2) + values.shape[1:])
-            else:
-                values = self.stacked("z")
-            self._log_probs[site] = batched.log_prob(values).unbind(0)
+            self._log_probs[site] = None if batched is None else batched.log_prob(self.stacked("z")).unbind(0)
         return self._log_probs[site]
+
+    def emission_log_probs(self):
+        """log p(x_t | z_t, h_{t-1}) at x for every recorded step, `emission_block_steps` steps per call: the
+        emission's parameters exist for one block at a time (same numbers as one call for all steps)."""
+        h = self.stacked("h")
+        z = self.stacked("z") if self.vrnn.latent else None
+        batch_shape = self.step_batch_shape("emission")  # (particles,) sequences
+        values = self.x.transpose(0, 1)[:len(self.z)]  # [T, B, D], with a 1 for each particle dim
+        values = values.reshape(values.shape[:1] + (1,) * (len(batch_shape) - 1) + values.shape[1:])
+        block = emission_block_steps(self.vrnn, batch_shape.numel())
+        log_probs = []
+        for start in range(0, len(self.z), block):
+            steps = slice(start, start + block)
+            features = h[steps] if z is None else cat(self.vrnn.phi_z(z[steps]), h[steps])
+            log_probs.append(self.vrnn.decoder(features).log_prob(values[steps]))
+        return (log_probs[0] if len(log_probs) == 1 else torch.cat(log_probs)).unbind(0)
+
+    def step_batch_shape(self, site):
+        """The batch shape of every step of a site: (particles,) sequences."""
+        if site != "emission":
+            return self.batched(site).batch_shape[1:]
+        shape = self.stacked("h").shape[1:-1]
+        return broadcast_shape(shape, self.stacked("z").shape[1:-1]) if self.vrnn.latent else shape
+
+    def template(self, site):
+        """A distribution with the event shape and support of every step of a site: the batched one for the
+        guide and the prior; for the emission, whose batched parameters can be large (EMISSION_BLOCK_BYTES),
+        that of step 1 alone."""
+        if site != "emission":
+            return self.batched(site)
+        if "emission" not in self._templates:
+            self._templates["emission"] = self.vrnn.decoder(
+                self.h[0] if self.z[0] is None else cat(self.vrnn.phi_z(self.z[0]), self.h[0]))
+        return self._templates["emission"]
 
     def kl(self):
         """KL(q(z_t | ...) || p(z_t | h_{t-1})) of every step in one call, then split (None: not stackable)."""
@@ -320,9 +369,9 @@ class StepOf(dist.TorchDistribution):
 
     def __init__(self, path, site, t, step=None, batch_shape=None):
         self.path, self.site, self.t, self._step = path, site, t, step
-        template = step if step is not None else path.batched(site)
+        template = step if step is not None else path.template(site)
         if batch_shape is None:
-            batch_shape = template.batch_shape if step is not None else template.batch_shape[1:]
+            batch_shape = template.batch_shape if step is not None else path.step_batch_shape(site)
         super().__init__(torch.Size(batch_shape), template.event_shape, validate_args=False)
 
     @property
@@ -334,7 +383,7 @@ class StepOf(dist.TorchDistribution):
 
     @property
     def _template(self):  # what the step shares with the batched distribution, without building the step
-        return self._step if self._step is not None else self.path.batched(self.site)
+        return self._step if self._step is not None else self.path.template(self.site)
 
     @property
     def has_rsample(self):  # Pyro's plates read this at every site

@@ -7,7 +7,8 @@ prior_net, decoder) with no Pyro inference machinery, written the way one would 
     1. one loop over time for the recurrence, sampling z_t ~ q(z_t | x_t, h_{t-1}) with rsample
        (the only part that is sequential: h_t needs z_t, which needs h_{t-1});
     2. then every step at once: the prior p(z_t | h_{t-1}), the emission p(x_t | z_t, h_{t-1}) and
-       their log-densities (or the analytic KL) as one batched call over [T, ..., B];
+       their log-densities (or the analytic KL) as one batched call over [T, ..., B] (the emission in
+       blocks of steps, as the Pyro path does, so that its parameters never exist for all steps at once);
     3. padding masked out, summed per sequence.
 
 The noise is drawn as the guide draws it (z_1, ..., z_T, one rsample each, particles included), so
@@ -16,6 +17,8 @@ with the same RNG seed the loss, its gradients and the log-weights equal the Pyr
 """
 import torch
 from torch.distributions import Independent, Normal, kl_divergence
+
+from pyro_vrnn.networks import emission_block_steps
 
 
 def filter_path(vrnn, x, num_particles=None):
@@ -56,21 +59,31 @@ def filter_path(vrnn, x, num_particles=None):
     return h_prev, unflatten(zs), q
 
 
-def step_terms(vrnn, x, h_prev, z, q, analytic_kl=False):
-    """Per step, all at once: (log p(x_t | z_t, h_{t-1}) [T, *S], KL_t or log q - log p [T, *S] or None)."""
+def emission_log_prob(vrnn, x, h_prev, z):
+    """log p(x_t | z_t, h_{t-1}) [T, *S], a block of steps per call (the emission's parameters for every
+    step at once can be large: 20 x 200 means and scales per particle, sequence and step for speech)."""
     x_steps = x.transpose(0, 1)  # [T, B, D]
     if h_prev.dim() > 3:  # particles: [T, 1, B, D] against [T, K, B, ...]
         x_steps = x_steps.unsqueeze(1)
+    block = emission_block_steps(vrnn, h_prev.shape[1:-1].numel())
+    log_probs = []
+    for start in range(0, h_prev.shape[0], block):
+        steps = slice(start, start + block)
+        features = h_prev[steps] if z is None else torch.cat([vrnn.phi_z(z[steps]), h_prev[steps]], dim=-1)
+        log_probs.append(vrnn.decoder(features).log_prob(x_steps[steps]))
+    return torch.cat(log_probs)
+
+
+def step_terms(vrnn, x, h_prev, z, q, analytic_kl=False):
+    """Per step, batched over time: (log p(x_t | z_t, h_{t-1}) [T, *S], KL_t or log q - log p [T, *S] or None)."""
     if not vrnn.latent:
-        return vrnn.decoder(h_prev).log_prob(x_steps), None
-    phi_z = vrnn.phi_z(z)
-    emission = vrnn.decoder(torch.cat([phi_z, h_prev], dim=-1))
+        return emission_log_prob(vrnn, x, h_prev, None), None
     if vrnn.conditional_prior:
         prior = vrnn.prior_net(h_prev)
     else:
         prior = Independent(Normal(torch.zeros_like(z), 1.0), 1)
     kl = kl_divergence(q, prior) if analytic_kl else q.log_prob(z) - prior.log_prob(z)
-    return emission.log_prob(x_steps), kl
+    return emission_log_prob(vrnn, x, h_prev, z), kl
 
 
 def per_sequence(terms, mask, dtype=None):
@@ -125,5 +138,5 @@ def log_px_estimate(log_w):
     return torch.logsumexp(log_w, dim=0) - torch.log(torch.tensor(float(log_w.shape[0]), dtype=log_w.dtype))
 
 
-__all__ = ["filter_path", "step_terms", "elbo_terms", "elbo_loss", "particle_log_weights",
+__all__ = ["filter_path", "emission_log_prob", "step_terms", "elbo_terms", "elbo_loss", "particle_log_weights",
            "importance_log_weights", "log_px_estimate"]

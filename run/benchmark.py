@@ -4,6 +4,8 @@
     python run/benchmark.py --steps 200 --models vrnn-gmm  # one row
     python run/benchmark.py --device cuda --json gpu.json  # on a GPU
     python run/benchmark.py --quick                        # tiny sizes: checks that it runs (the test suite)
+    python run/benchmark.py --hidden 1200 --z-dim 50 --features 250 --batch 20 --steps 200 --no-is
+                                                           # near the authors' IAM-OnDB sizes
 
 For each model of Table 1, data dimension (3: handwriting (pen, dx, dy); 200: speech frames) and
 sequence length T it measures, in one process and back to back:
@@ -61,7 +63,7 @@ def parse_args(argv=None):
     p.add_argument("--features", type=int, default=64, help="width of phi_x, phi_z, phi_enc, phi_prior, phi_dec")
     p.add_argument("--components", type=int, default=20, help="mixture components of the GMM emissions")
     p.add_argument("--elbo", choices=("trace", "meanfield"), default="trace")
-    p.add_argument("--repeats", type=int, default=5, help="timed training steps of each kind")
+    p.add_argument("--repeats", type=int, default=7, help="timed training steps of each kind")
     p.add_argument("--num-samples", type=int, default=100, help="K, particles of the importance-sampled estimate")
     p.add_argument("--is-batch", type=int, default=4, help="sequences per importance-sampling batch")
     p.add_argument("--is-steps", nargs="+", type=int, help="lengths for the IS rows (default: --steps)")
@@ -148,7 +150,7 @@ def compare(clock, first, second, repeats):
     med = statistics.median
     return {"pyro_s": med([t["time"] for t in a]), "torch_s": med([t["time"] for t in b]),
             "pyro_wall_s": med([t["wall"] for t in a]), "torch_wall_s": med([t["wall"] for t in b]),
-            "ratio": med(ratios), "ratios": ratios,
+            "ratio": med(ratios), "ratios": ratios, "ratio_low": min(ratios), "ratio_high": max(ratios),
             "ratio_of_fastest": min(t["time"] for t in a) / min(t["time"] for t in b)}
 
 
@@ -278,16 +280,20 @@ def main(argv=None):
     print(f"device {device}, batch {args.batch}, hidden {args.hidden}, z {args.z_dim}, features {args.features}, "
           f"{args.components} components, {args.elbo} ELBO, {torch.get_num_threads()} thread(s)")
     if not args.no_train:
-        print(f"\ntraining step ({args.repeats} repeats, medians; ratio = Pyro / plain PyTorch)")
-        print(f"{'model':14s} {'dim':>4s} {'T':>5s} {'pyro ' + unit:>14s} {'torch ' + unit:>15s} {'ratio':>6s}")
+        print(f"\ntraining step ({args.repeats} repeats, medians; ratio = Pyro / plain PyTorch, its lowest and highest "
+              f"over the repeats; extra = Pyro's extra time per time step)")
+        print(f"{'model':14s} {'dim':>4s} {'T':>5s} {'pyro ' + unit:>14s} {'torch ' + unit:>15s} {'ratio':>6s} "
+              f"{'range':>10s} {'extra ms/step':>14s}")
         for dim in args.dims:
             for steps in args.steps:
                 for name in args.models:
                     r = bench_training(name, dim, steps, args, device, clock)
+                    r["extra_s_per_step"] = (r["pyro_s"] - r["torch_s"]) / steps  # Pyro's cost per time step
                     results["train"].append({"model": name, "dim": dim, "steps": steps, **r})
                     save(results, args.json)
                     print(f"{name:14s} {dim:4d} {steps:5d} {r['pyro_s']:14.4f} {r['torch_s']:15.4f} "
-                          f"{r['ratio']:6.2f}", flush=True)
+                          f"{r['ratio']:6.2f} {r['ratio_low']:5.2f}-{r['ratio_high']:4.2f} "
+                          f"{1000 * r['extra_s_per_step']:14.3f}", flush=True)
     latent = [m for m in args.models if models.MODELS[m].latent]
     if not args.no_is and latent:
         print(f"\nimportance-sampled log p(x), K = {args.num_samples} ({args.is_repeats} repeats, "

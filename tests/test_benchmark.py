@@ -24,6 +24,8 @@ def test_benchmark_runs_at_a_tiny_size(tmp_path):
         (m, d, t) for m in ("rnn-gmm", "vrnn-i-gauss", "vrnn-gmm") for d in (3, 6) for t in (4, 7)}
     for row in train:
         assert row["pyro_s"] > 0 and row["torch_s"] > 0 and row["ratio"] > 0
+        assert row["ratio_low"] <= row["ratio"] <= row["ratio_high"]
+        assert abs(row["extra_s_per_step"] * row["steps"] - (row["pyro_s"] - row["torch_s"])) < 1e-9
     importance = figures["importance"]
     assert {r["model"] for r in importance} == {"vrnn-i-gauss", "vrnn-gmm"}  # the RNNs' log p(x) is exact
     for row in importance:

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import time
+import types
 
 import numpy as np
 import pyro
@@ -28,8 +29,8 @@ from pyro.infer import Trace_ELBO
 import models
 from pyro_vrnn import data as datasets
 from pyro_vrnn.config import make_config
-from pyro_vrnn.evaluate import (elbo_terms, estimate_log_likelihood, evaluate_checkpoint, exact_log_likelihood,
-                                importance_log_weights, particle_log_weights, ratio_and_stderr, summarize,
+from pyro_vrnn.evaluate import (default_chunk_size, elbo_terms, estimate_log_likelihood, evaluate_checkpoint,
+                                exact_log_likelihood, importance_log_weights, particle_log_weights, ratio_and_stderr, summarize,
                                 summarize_log_weights)
 from pyro_vrnn.train import load_checkpoint, rebuild, train, validate
 from test_elbo import build, make_data
@@ -204,6 +205,18 @@ def test_chunking_over_k_does_not_change_the_weights():
     # and a chunk size that does not divide K still gives K particles, of the same distribution
     pyro.set_rng_seed(1)
     assert importance_log_weights(model, guide, vrnn, x, mask, num_samples=7, chunk_size=4).shape == (7, 4)
+
+
+def test_speech_sized_mixture_emissions_do_not_shrink_the_particle_chunks():
+    """A mixture of 20 diagonal Gaussians over 200-dimensional frames has 8,020 parameters per particle,
+    sequence and step. Scored a block of steps at a time, they do not count against a pass's budget: K = 100
+    particles of 4 sequences of 800 steps fit one pass of 1 GiB (they went 3 at a time when the emission's
+    parameters were held for all steps). The recurrence still counts: Blizzard's 4000 LSTM units take less."""
+    config = make_config("test", model="vrnn-gmm", hidden=256, z_dim=32, components=20)
+    _, _, vrnn = models.build(config, "real", 200)
+    assert default_chunk_size(100, 4, 800, vrnn, 2 ** 30) == 100
+    blizzard = types.SimpleNamespace(hidden=4000, z_dim=200)
+    assert 1 <= default_chunk_size(100, 4, 800, blizzard, 2 ** 30) < 20
 
 
 @pytest.mark.parametrize("name", ["vrnn-gmm", "vrnn-i-gauss", "rnn-gmm"])

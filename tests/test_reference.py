@@ -16,8 +16,8 @@ import torch
 from pyro.infer import Trace_ELBO
 
 import models
-from pyro_vrnn import reference
-from pyro_vrnn.evaluate import particle_log_weights
+from pyro_vrnn import networks, reference
+from pyro_vrnn.evaluate import exact_log_likelihood, particle_log_weights
 from pyro_vrnn.networks import StepOf
 from pyro_vrnn.train import Program, make_elbo
 from test_elbo import build, make_data
@@ -66,6 +66,45 @@ def test_reference_gives_the_same_importance_weights(name, kind):
     assert torch.allclose(log_w, expected, rtol=1e-5, atol=1e-4), (log_w, expected)
     chunked = reference.importance_log_weights(vrnn, x, mask, num_samples=7, chunk_size=3)
     assert chunked.shape == (7, 4) and torch.isfinite(chunked).all()
+
+
+@pytest.mark.parametrize("name,kind", [("vrnn-gmm", "real"), ("vrnn-gauss", "binary"), ("rnn-gmm", "handwriting")])
+def test_the_emission_scored_a_step_at_a_time_gives_the_same_numbers(name, kind, monkeypatch):
+    """Without gradients the emission is scored a block of steps per call (networks.EMISSION_BLOCK_BYTES); with
+    blocks of one step the importance weights (or the RNN's exact log p(x)) are those of one call for all
+    steps, in the Pyro path and in the reference; the training loss and its gradients (one call) are as before."""
+    dim = 3 if kind == "handwriting" else 4
+    config, model, guide, vrnn = build(name, kind, dim)
+    x, mask = make_data(kind, dim=dim, steps=6)
+    params = list(vrnn.parameters())
+    decoder_calls = []
+    vrnn.decoder.register_forward_hook(lambda *args: decoder_calls.append(1))
+
+    def numbers():
+        pyro.set_rng_seed(3)
+        loss = pyro_loss(model, guide, vrnn, "trace", x, mask)
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        pyro.set_rng_seed(4)
+        if vrnn.latent:
+            weights = particle_log_weights(model, guide, vrnn, x, mask, 3)
+        else:
+            weights = exact_log_likelihood(model, vrnn, x, mask)
+        pyro.set_rng_seed(4)
+        expected = reference.particle_log_weights(vrnn, x, mask, 3)
+        return [loss, *grads, weights, expected]
+
+    whole, calls_whole = numbers(), len(decoder_calls)
+    monkeypatch.setattr(networks, "EMISSION_BLOCK_BYTES", 1)
+    with torch.no_grad():
+        assert networks.emission_block_steps(vrnn, 4) == 1
+    assert networks.emission_block_steps(vrnn, 4) >= 6  # with gradients: all steps in one call
+    decoder_calls.clear()
+    blocked = numbers()
+    assert len(decoder_calls) == calls_whole + 2 * 5  # six calls for six steps in each of the two weighings
+    for got, expected in zip(blocked, whole):
+        assert (got is None) == (expected is None)
+        if got is not None:
+            assert torch.allclose(got, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_the_model_reuses_the_guides_recurrence():
