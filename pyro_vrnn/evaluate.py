@@ -95,9 +95,9 @@ def particle_log_weights(model, guide, vrnn, x, mask, num_samples):
 
 
 def bytes_per_cell(vrnn):
-    """Rough memory that one pass keeps per particle x sequence x time step: h_t (as recorded and stacked),
-    z_t, the guide's and the prior's parameters, the sites' log-densities. The emission's parameters, the
-    largest for speech, exist for one block of steps at a time (networks.EMISSION_BLOCK_BYTES)."""
+    """Rough memory that one pass keeps per particle x sequence x time step: h_t (recorded, then stacked: both
+    exist while the stack is made), z_t, the guide's and the prior's parameters, the sites' log-densities. The
+    emission's parameters, the largest for speech, exist for one block at a time (networks.emission_blocks)."""
     return 4 * (2 * vrnn.hidden + 8 * vrnn.z_dim + 16)
 
 
@@ -195,6 +195,7 @@ def evaluate_dataset(model, guide, vrnn, dataset, latent, num_samples=100, batch
     """Evaluate every sequence of a SequenceDataset; returns (summary dict, per-sequence dict of arrays
     in the dataset's order). Batches hold sequences of similar length (sorted), so little is padded."""
     from pyro_vrnn.data import pad_batch
+    from pyro_vrnn.train import frozen_heap
     from tqdm import tqdm
 
     lengths = np.asarray(dataset.lengths)
@@ -203,7 +204,8 @@ def evaluate_dataset(model, guide, vrnn, dataset, latent, num_samples=100, batch
     keys = ("elbo", "log_px", "ess") if latent else ("elbo", "log_px")
     per_sequence = {key: np.zeros(len(lengths)) for key in keys}
     start = time.time()
-    with pyro.validation_enabled(False):  # argument checks cost time and were done in training
+    # argument checks cost time and were done in training; frozen_heap: see pyro_vrnn/train.py
+    with pyro.validation_enabled(False), frozen_heap():
         for indices in tqdm(batches, disable=not progress, desc="evaluating", unit="batch", dynamic_ncols=True):
             x, mask = pad_batch([dataset[int(i)] for i in indices])
             x, mask = x.to(device), mask.to(device)

@@ -16,7 +16,6 @@ The second half of this file is a speed-up that changes no number (tests/test_re
 replayed on the guide's samples, reuses the recurrence the guide just ran instead of running it again,
 and scores all its steps with one batched call each (see "the model reusing the guide's pass").
 """
-import sys
 import weakref
 
 import torch
@@ -147,23 +146,31 @@ def step_masks(mask):
     return [True if full[t] else mask[:, t] for t in range(mask.shape[1])]
 
 
-# Bytes that the emission's parameters and its log-density's temporaries may take in one block of steps.
-# A speech frame's mixture has 20 x 200 means and scales per particle, sequence and step: for all T steps
-# at once those would bound how many particles one importance-sampling pass can hold.
-EMISSION_BLOCK_BYTES = 2 ** 28
+# Bytes that the emission's parameters and its log-density's temporaries may take in one block. A speech
+# frame's mixture has 20 x 200 means and scales per particle, sequence and step: for all T steps at once
+# they would bound how many particles one importance-sampling pass can hold. Small blocks also stay clear
+# of glibc's heap trimming, which hands back and re-faults the memory of big temporaries at every block
+# (seen at 256 MiB blocks: twice the time, most of it in page faults).
+EMISSION_BLOCK_BYTES = 2 ** 24
 
 
-def emission_block_steps(vrnn, rows):
-    """Time steps per batched emission call for `rows` (particles x sequences) rows per step: all of them
-    when gradients are on (the graph keeps every block's intermediates anyway, so blocks would save no
-    memory), else as many as fit EMISSION_BLOCK_BYTES."""
-    if torch.is_grad_enabled():
-        return sys.maxsize
+def emission_blocks(vrnn, shape):
+    """(steps, rows) index pairs that cover a [T, *S] batch (rows: the first dim of S, particles if any): the
+    blocks in which the emission is scored without gradients, each within EMISSION_BLOCK_BYTES. With gradients,
+    one block (the graph keeps every block's intermediates anyway, so blocks would save no memory)."""
+    if torch.is_grad_enabled() or len(shape) < 2:
+        return [(slice(None), slice(None))]
     try:
         width = vrnn.decoder[-1].linear.out_features  # the emission's parameters per row
     except (AttributeError, TypeError, IndexError):  # a decoder of another shape
         width = 2 * vrnn.x_dim
-    return max(1, EMISSION_BLOCK_BYTES // (4 * 8 * width * max(1, rows)))  # float32, ~8 copies in flight
+    row_bytes = 4 * 8 * width * shape[2:].numel()  # one row of one step: float32, ~8 copies in flight
+    steps, rows = shape[0], shape[1]
+    if row_bytes * rows <= EMISSION_BLOCK_BYTES:  # whole steps
+        block = EMISSION_BLOCK_BYTES // (row_bytes * rows)
+        return [(slice(t, t + block), slice(None)) for t in range(0, steps, block)]
+    block = max(1, EMISSION_BLOCK_BYTES // row_bytes)  # a step at a time, in groups of rows
+    return [(slice(t, t + 1), slice(r, r + block)) for t in range(steps) for r in range(0, rows, block)]
 
 
 def stack_steps(tensors):
@@ -224,7 +231,7 @@ class Recurrence:
         self.h = [self.zeros]  # h[t] = h_t, t = 0 .. steps recorded
         self.z, self.q = [], []  # z[t] = z_{t+1}, sampled from q[t]
         self._phi_x = None
-        self._stacked, self._batched, self._steps, self._log_probs, self._templates = {}, {}, {}, {}, {}
+        self._stacked, self._batched, self._steps, self._log_probs, self._templates, self._shapes = {}, {}, {}, {}, {}, {}
 
     def is_data(self, x_t, t):
         """Whether x_t is x[:, t] itself: the same memory, not merely equal values. An observed site returns
@@ -266,7 +273,11 @@ class Recurrence:
     def stacked(self, name):
         """h_0 .. h_{T-1} ("h") or z_1 .. z_T ("z") as one [T, ...] tensor, stacked once."""
         if name not in self._stacked:
-            self._stacked[name] = stack_steps(self.h[:len(self.z)] if name == "h" else self.z)
+            steps = len(self.z)
+            self._stacked[name] = stacked = stack_steps(self.h[:steps] if name == "h" else self.z)
+            if name == "h" and not torch.is_grad_enabled():  # keep each h_t once (importance sampling at large T):
+                # the recorded tensors give way to views of the stack (under grad, autograd holds them anyway)
+                self.h[:steps] = [new if new.shape == old.shape else old for new, old in zip(stacked.unbind(0), self.h)]
         return self._stacked[name]
 
     def batched(self, site):
@@ -300,27 +311,22 @@ class Recurrence:
         return self._log_probs[site]
 
     def emission_log_probs(self):
-        """log p(x_t | z_t, h_{t-1}) at x for every recorded step, `emission_block_steps` steps per call: the
-        emission's parameters exist for one block at a time (same numbers as one call for all steps)."""
-        h = self.stacked("h")
+        """log p(x_t | z_t, h_{t-1}) at x for every recorded step, in blocks (VRNN.emission_log_prob)."""
         z = self.stacked("z") if self.vrnn.latent else None
-        batch_shape = self.step_batch_shape("emission")  # (particles,) sequences
-        values = self.x.transpose(0, 1)[:len(self.z)]  # [T, B, D], with a 1 for each particle dim
-        values = values.reshape(values.shape[:1] + (1,) * (len(batch_shape) - 1) + values.shape[1:])
-        block = emission_block_steps(self.vrnn, batch_shape.numel())
-        log_probs = []
-        for start in range(0, len(self.z), block):
-            steps = slice(start, start + block)
-            features = h[steps] if z is None else cat(self.vrnn.phi_z(z[steps]), h[steps])
-            log_probs.append(self.vrnn.decoder(features).log_prob(values[steps]))
-        return (log_probs[0] if len(log_probs) == 1 else torch.cat(log_probs)).unbind(0)
+        values = self.x.transpose(0, 1)[:len(self.z)]  # [T, B, D]
+        return self.vrnn.emission_log_prob(self.stacked("h"), z, values).unbind(0)
 
     def step_batch_shape(self, site):
-        """The batch shape of every step of a site: (particles,) sequences."""
-        if site != "emission":
-            return self.batched(site).batch_shape[1:]
-        shape = self.stacked("h").shape[1:-1]
-        return broadcast_shape(shape, self.stacked("z").shape[1:-1]) if self.vrnn.latent else shape
+        """The batch shape of every step of a site: (particles,) sequences (worked out once per site)."""
+        if site not in self._shapes:
+            if site != "emission":
+                shape = self.batched(site).batch_shape[1:]
+            else:
+                shape = self.stacked("h").shape[1:-1]
+                if self.vrnn.latent:
+                    shape = broadcast_shape(shape, self.stacked("z").shape[1:-1])
+            self._shapes[site] = shape
+        return self._shapes[site]
 
     def template(self, site):
         """A distribution with the event shape and support of every step of a site: the batched one for the
@@ -544,6 +550,28 @@ class VRNN(nn.Module):
         if state.shared and path.can_follow(t) and path.z[t] is z_t:
             return StepOf(path, "emission", t)
         return self.decoder(state.h if z_t is None else cat(self._phi_z(z_t, state), state.h))
+
+    def emission_log_prob(self, h_prev, z, x):
+        """log p(x_t | z_t, h_{t-1}) [T, *S] of every step: h_prev [T, *S, H], z [T, *S, Z] (None for RNNs) and
+        x [T, B, D] broadcast against each other (S: (particles,) sequences). One call with gradients; without,
+        the blocks of `emission_blocks`, so that the emission's parameters never exist for all steps at once."""
+        tensors = [h_prev, x] if z is None else [h_prev, z, x]
+        shape = h_prev.shape[:1] + broadcast_shape(*(t.shape[1:-1] for t in tensors))
+        full = [t.reshape(t.shape[:1] + (1,) * (len(shape) - t.dim() + 1) + t.shape[1:]).expand(shape + t.shape[-1:])
+                for t in tensors]  # views, [T, *S, ...]: every block is an index into all of them
+        h_prev, z, x = (full[0], None, full[1]) if z is None else full
+
+        def log_prob(index):
+            features = h_prev[index] if z is None else cat(self.phi_z(z[index]), h_prev[index])
+            return self.decoder(features).log_prob(x[index])
+
+        blocks = emission_blocks(self, shape)
+        if len(blocks) == 1:
+            return log_prob(blocks[0])
+        out = h_prev.new_empty(shape)
+        for index in blocks:
+            out[index] = log_prob(index)
+        return out
 
     def step(self, x_t, z_t, state):
         """The state after step t: h_t = f(phi_x(x_t), phi_z(z_t), h_{t-1}) (z_t = None for RNNs)."""

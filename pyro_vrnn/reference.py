@@ -18,7 +18,6 @@ with the same RNG seed the loss, its gradients and the log-weights equal the Pyr
 import torch
 from torch.distributions import Independent, Normal, kl_divergence
 
-from pyro_vrnn.networks import emission_block_steps
 
 
 def filter_path(vrnn, x, num_particles=None):
@@ -60,18 +59,10 @@ def filter_path(vrnn, x, num_particles=None):
 
 
 def emission_log_prob(vrnn, x, h_prev, z):
-    """log p(x_t | z_t, h_{t-1}) [T, *S], a block of steps per call (the emission's parameters for every
-    step at once can be large: 20 x 200 means and scales per particle, sequence and step for speech)."""
-    x_steps = x.transpose(0, 1)  # [T, B, D]
-    if h_prev.dim() > 3:  # particles: [T, 1, B, D] against [T, K, B, ...]
-        x_steps = x_steps.unsqueeze(1)
-    block = emission_block_steps(vrnn, h_prev.shape[1:-1].numel())
-    log_probs = []
-    for start in range(0, h_prev.shape[0], block):
-        steps = slice(start, start + block)
-        features = h_prev[steps] if z is None else torch.cat([vrnn.phi_z(z[steps]), h_prev[steps]], dim=-1)
-        log_probs.append(vrnn.decoder(features).log_prob(x_steps[steps]))
-    return torch.cat(log_probs)
+    """log p(x_t | z_t, h_{t-1}) [T, *S]: the decoder on every step at once, in blocks without gradients (the
+    emission's parameters for every step at once can be large: 20 x 200 means and scales per particle,
+    sequence and step for speech); VRNN.emission_log_prob is that call."""
+    return vrnn.emission_log_prob(h_prev, z, x.transpose(0, 1))
 
 
 def step_terms(vrnn, x, h_prev, z, q, analytic_kl=False):

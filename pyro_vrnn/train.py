@@ -14,6 +14,8 @@ over time steps of reconstruction minus KL; `--elbo meanfield` computes each KL 
 Checkpoints (`last.pt`, `best.pt`) hold the model, optimizer, config, data statistics, position in
 the data and every RNG state, and are written atomically, so a killed run resumes exactly.
 """
+import contextlib
+import gc
 import json
 import math
 import os
@@ -97,6 +99,23 @@ def svi_step(loss_module, optimizer, x, mask, num_sequences, kl_scale=1.0, clip=
     if math.isfinite(loss_value) and math.isfinite(grad_norm):
         optimizer.step()
     return loss_value, grad_norm
+
+
+@contextlib.contextmanager
+def frozen_heap():
+    """Leave the objects alive now (torch, Pyro, the networks, the data) out of Python's garbage collections.
+
+    Pyro's traces make many small Python objects at every step, and every so often they trigger a full
+    collection, which walks the whole heap: about 300,000 objects once torch and Pyro are imported,
+    ~0.15 s, some 5% of a training step. Frozen objects are skipped; those made inside are collected
+    as usual, and on the way out everything is handed back to the collector.
+    """
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def make_loss_module(config, model, guide, vrnn, world_size=1, device=None):
@@ -312,7 +331,7 @@ def train(config, resume=None, quiet=False, after_training=None):
     stop_reason = None
     first_step = True
     start = time.time()
-    with StopRequest() as stop:
+    with StopRequest() as stop, frozen_heap():
         while progress["epoch"] < config.epochs and stop_reason is None:
             epoch = progress["epoch"]
             sampler.set_epoch(epoch)

@@ -45,7 +45,7 @@ from torch.distributions import Distribution  # noqa: E402
 import models  # noqa: E402
 from pyro_vrnn import evaluate, reference  # noqa: E402
 from pyro_vrnn.config import MODEL_NAMES, make_config  # noqa: E402
-from pyro_vrnn.train import Program, make_elbo, resolve_device, svi_step  # noqa: E402
+from pyro_vrnn.train import Program, frozen_heap, make_elbo, resolve_device, svi_step  # noqa: E402
 
 KINDS = {3: "handwriting", 200: "real"}  # data dimension -> kind: IAM-OnDB strokes, speech frames
 
@@ -176,7 +176,8 @@ def bench_training(name, dim, steps, args, device, clock):
 
     pyro_step(validate=True)  # train.py validates the first step only; warms up both paths
     torch_step()
-    return compare(clock, pyro_step, torch_step, args.repeats)
+    with frozen_heap():  # as train.py's loop runs
+        return compare(clock, pyro_step, torch_step, args.repeats)
 
 
 def release_free_memory():
@@ -239,7 +240,8 @@ def bench_importance(name, dim, steps, args, device, clock):
             reference.log_px_estimate(reference.importance_log_weights(vrnn, x, mask, k, chunk)).sum().item()
 
     pyro_estimate(), torch_estimate()  # warm-up
-    result = compare(clock, pyro_estimate, torch_estimate, args.is_repeats)
+    with frozen_heap():  # as evaluate_dataset runs
+        result = compare(clock, pyro_estimate, torch_estimate, args.is_repeats)
     for key in ("pyro_s", "torch_s", "pyro_wall_s", "torch_wall_s"):
         result[key.replace("_s", "_s_per_seq")] = result.pop(key) / x.shape[0]
     result.update(num_samples=k, chunk_size=chunk, sequences=x.shape[0])

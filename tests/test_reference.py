@@ -19,6 +19,7 @@ import models
 from pyro_vrnn import networks, reference
 from pyro_vrnn.evaluate import exact_log_likelihood, particle_log_weights
 from pyro_vrnn.networks import StepOf
+from pyro_vrnn.config import make_config
 from pyro_vrnn.train import Program, make_elbo
 from test_elbo import build, make_data
 
@@ -70,8 +71,8 @@ def test_reference_gives_the_same_importance_weights(name, kind):
 
 @pytest.mark.parametrize("name,kind", [("vrnn-gmm", "real"), ("vrnn-gauss", "binary"), ("rnn-gmm", "handwriting")])
 def test_the_emission_scored_a_step_at_a_time_gives_the_same_numbers(name, kind, monkeypatch):
-    """Without gradients the emission is scored a block of steps per call (networks.EMISSION_BLOCK_BYTES); with
-    blocks of one step the importance weights (or the RNN's exact log p(x)) are those of one call for all
+    """Without gradients the emission is scored a block at a time (networks.EMISSION_BLOCK_BYTES); with blocks
+    of one step and one row the importance weights (or the RNN's exact log p(x)) are those of one call for all
     steps, in the Pyro path and in the reference; the training loss and its gradients (one call) are as before."""
     dim = 3 if kind == "handwriting" else 4
     config, model, guide, vrnn = build(name, kind, dim)
@@ -96,15 +97,35 @@ def test_the_emission_scored_a_step_at_a_time_gives_the_same_numbers(name, kind,
     whole, calls_whole = numbers(), len(decoder_calls)
     monkeypatch.setattr(networks, "EMISSION_BLOCK_BYTES", 1)
     with torch.no_grad():
-        assert networks.emission_block_steps(vrnn, 4) == 1
-    assert networks.emission_block_steps(vrnn, 4) >= 6  # with gradients: all steps in one call
+        assert len(networks.emission_blocks(vrnn, torch.Size((6, 3, 4)))) == 18  # a step and a row each
+    assert len(networks.emission_blocks(vrnn, torch.Size((6, 3, 4)))) == 1  # with gradients: all steps in one call
     decoder_calls.clear()
     blocked = numbers()
-    assert len(decoder_calls) == calls_whole + 2 * 5  # six calls for six steps in each of the two weighings
+    rows = 3 if vrnn.latent else x.shape[0]  # particles, or the sequences of the RNN's exact log p(x)
+    assert len(decoder_calls) == calls_whole + 2 * (6 * rows - 1)  # a call a step and row in each weighing
     for got, expected in zip(blocked, whole):
         assert (got is None) == (expected is None)
         if got is not None:
             assert torch.allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind,dim,steps_per_block,blocks_per_step", [("handwriting", 3, 10, 1), ("real", 200, 1, 7)])
+def test_emission_blocks_cover_every_step_and_row_once_within_the_budget(kind, dim, steps_per_block, blocks_per_step):
+    """K = 100 particles of 4 sequences of 800 steps: the handwriting mixture (121 parameters a row) goes ten
+    steps a block; the speech mixture (8,020) a step at a time, 16 particles a block, 16 MiB each."""
+    config = make_config("test", model="vrnn-gmm", hidden=256, z_dim=32, components=20)
+    _, _, vrnn = models.build(config, kind, dim)
+    shape = torch.Size((800, 100, 4))
+    with torch.no_grad():
+        blocks = networks.emission_blocks(vrnn, shape)
+    covered = torch.zeros(800, 100, dtype=torch.int)
+    for steps, rows in blocks:
+        covered[steps, rows] += 1
+        block = covered[steps, rows]
+        assert block.shape[0] == steps_per_block or steps.stop >= 800
+        assert 4 * 8 * vrnn.decoder[-1].linear.out_features * 4 * block.numel() <= networks.EMISSION_BLOCK_BYTES
+    assert (covered == 1).all()
+    assert len(blocks) == -(-800 // steps_per_block) * blocks_per_step
 
 
 def test_the_model_reuses_the_guides_recurrence():
