@@ -28,6 +28,7 @@ shared with other jobs that is far steadier than wall time, which is also record
 import argparse
 import contextlib
 import ctypes
+import gc
 import json
 import os
 import platform
@@ -206,6 +207,7 @@ def peak_memory(fn, device):
     if pid == 0:  # child: ru_maxrss starts at the resident set it inherits
         code = 1
         try:
+            gc.freeze()  # a collection would write to every inherited object, copying all their pages
             os.close(read_end)
             release_free_memory()  # or the child would reuse the parent's freed pages unseen
             rss = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
