@@ -8,7 +8,8 @@ prior_net, decoder) with no Pyro inference machinery, written the way one would 
        (the only part that is sequential: h_t needs z_t, which needs h_{t-1});
     2. then every step at once: the prior p(z_t | h_{t-1}), the emission p(x_t | z_t, h_{t-1}) and
        their log-densities (or the analytic KL) as one batched call over [T, ..., B] (the emission in
-       blocks of steps, as the Pyro path does, so that its parameters never exist for all steps at once);
+       blocks, through the call the Pyro path makes, so that its parameters never exist for all steps
+       at once);
     3. padding masked out, summed per sequence.
 
 The noise is drawn as the guide draws it (z_1, ..., z_T, one rsample each, particles included), so
@@ -17,7 +18,6 @@ with the same RNG seed the loss, its gradients and the log-weights equal the Pyr
 """
 import torch
 from torch.distributions import Independent, Normal, kl_divergence
-
 
 
 def filter_path(vrnn, x, num_particles=None):

@@ -62,9 +62,14 @@ class Run:
     def sequence(self, split, index, data_dir=None, flag="--index"):
         """Sequence `index` of a split, normalized as the model saw it: float32 [T, D]."""
         data = self.dataset(split, data_dir)
-        if not 0 <= index < len(data):
-            raise TrainingError(f"{flag} {index} is out of range: the {split} split has {len(data)} sequences")
+        check_index(data, index, split, flag)
         return data[index]
+
+
+def check_index(data, index, split, flag):
+    """One clear line when the command-line `flag` names a sequence the split does not have."""
+    if not 0 <= index < len(data):
+        raise TrainingError(f"{flag} {index} is out of range: the {split} split has {len(data)} sequences")
 
 
 def load_run(path, device="cpu"):
@@ -209,8 +214,7 @@ def figure3(runs, path, num=4, steps=None, split="valid", seed=0, tau=1.0, data_
             raise TrainingError(f"{run.path} and {reference.path} were trained on different data "
                                 f"({run.config.dataset}, {reference.config.dataset}); compare models of one data set")
     data = reference.dataset(split, data_dir)
-    if not 0 <= first < len(data):
-        raise TrainingError(f"--first {first} is out of range: the {split} split has {len(data)} sequences")
+    check_index(data, first, split, "--first")
     indices = range(first, min(first + num, len(data)))
     real = [to_data_units(data[i], reference.info) for i in indices]
     steps = steps or int(np.median([len(r) for r in real]))
