@@ -33,10 +33,11 @@ from pyro.poutine.util import site_is_subsample
 
 import models
 
-# Memory for the traces of one vectorized pass over K particles; K is drawn in chunks that fit it.
-# On a CPU: a sixteenth of the memory free now, between these bounds (the peak is about twice the
-# budget); on a GPU, a quarter of its free memory. Fewer, larger chunks amortize Pyro's per-site work.
-CPU_MEMORY_BUDGET = (2 ** 28, 2 ** 30)  # 256 MiB to 1 GiB
+# Peak memory of one vectorized pass over K particles; K is drawn in chunks that fit it. On a CPU: an
+# eighth of the memory free now, between these bounds; on a GPU, a quarter of its free memory. Fewer,
+# larger chunks amortize Pyro's per-site work.
+CPU_MEMORY_BUDGET = (2 ** 28, 2 ** 32)  # 256 MiB to 4 GiB
+PASS_RESERVE_BYTES = 2 ** 25  # what a pass takes whatever its size: an emission block, the allocator's slack
 
 
 def site_log_prob_sum(trace, observed, dtype=None):
@@ -95,14 +96,16 @@ def particle_log_weights(model, guide, vrnn, x, mask, num_samples):
 
 
 def bytes_per_cell(vrnn):
-    """Rough memory that one pass keeps per particle x sequence x time step: h_t (recorded, then stacked: both
-    exist while the stack is made), z_t, the guide's and the prior's parameters, the sites' log-densities. The
-    emission's parameters, the largest for speech, exist for one block at a time (networks.emission_blocks)."""
-    return 4 * (2 * vrnn.hidden + 8 * vrnn.z_dim + 16)
+    """Peak memory of one pass per particle x sequence x time step, above what run/benchmark.py measures
+    (peaks of passes of two sizes, for LSTMs of 64 to 1200 units and z of 8 to 128): h_t, the LSTM's cell
+    state and gates; z_t with the guide's and the prior's parameters and log-densities, in both traces; the
+    features. The emission's parameters, the largest for speech, exist for one block at a time
+    (networks.emission_blocks, within PASS_RESERVE_BYTES)."""
+    return 4 * (3 * vrnn.hidden + 16 * vrnn.z_dim + vrnn.rnn.input_size + 384)
 
 
 def memory_budget(device):
-    """Bytes the traces of one pass may take (see CPU_MEMORY_BUDGET)."""
+    """Bytes one pass may take at its peak (see CPU_MEMORY_BUDGET)."""
     device = torch.device(device)
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
@@ -112,12 +115,15 @@ def memory_budget(device):
         free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (AttributeError, ValueError, OSError):  # no sysconf (Windows) or no such name (macOS)
         return low
-    return max(low, min(high, free // 16))
+    return max(low, min(high, free // 8))
 
 
 def default_chunk_size(num_samples, batch, steps, vrnn, budget):
-    """Particles per vectorized pass so that the traces of particles x sequences x steps fit `budget` bytes."""
-    return max(1, min(num_samples, budget // (bytes_per_cell(vrnn) * max(1, batch * steps))))
+    """Particles per vectorized pass so that one pass over particles x sequences x steps peaks within `budget`
+    bytes; the passes are made as even as they can be (100 particles that need two passes go 50 and 50)."""
+    most = max(1, (budget - PASS_RESERVE_BYTES) // (bytes_per_cell(vrnn) * max(1, batch * steps)))
+    passes = -(-num_samples // most)
+    return max(1, -(-num_samples // passes))
 
 
 @torch.no_grad()

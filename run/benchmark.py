@@ -32,7 +32,6 @@ import gc
 import json
 import os
 import platform
-import resource
 import statistics
 import sys
 import time
@@ -190,6 +189,12 @@ def release_free_memory():
         pass
 
 
+def resident_kib(field):
+    """VmRSS (resident set now) or VmHWM (its high-water mark) of this process, in KiB."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
 def peak_memory(fn, device):
     """Peak memory (bytes) that fn adds: CUDA's allocator statistics, or on CPU the high-water mark of the
     resident set of a forked child that runs fn once (None where fork is not available)."""
@@ -200,20 +205,23 @@ def peak_memory(fn, device):
         fn()
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated(device) - before
-    if not hasattr(os, "fork") or not os.path.exists("/proc/self/statm"):
+    if not hasattr(os, "fork") or not os.path.exists("/proc/self/clear_refs"):
         return None
     read_end, write_end = os.pipe()
     pid = os.fork()
-    if pid == 0:  # child: ru_maxrss starts at the resident set it inherits
+    if pid == 0:  # child
         code = 1
         try:
             gc.freeze()  # a collection would write to every inherited object, copying all their pages
             os.close(read_end)
             release_free_memory()  # or the child would reuse the parent's freed pages unseen
-            rss = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            # The child's high-water mark starts at the resident set it inherits, free heap pages included;
+            # "5" resets it to the resident set now, after the trim (Linux 4.0+).
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            rss = resident_kib("VmRSS")
             fn()
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-            os.write(write_end, str(max(0, peak - rss)).encode())
+            os.write(write_end, str(max(0, resident_kib("VmHWM") - rss) * 1024).encode())
             code = 0
         finally:
             os._exit(code)

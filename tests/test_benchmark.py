@@ -8,7 +8,25 @@ import os
 import subprocess
 import sys
 
+import pyro
+import pytest
+import torch
+
+import models
+from pyro_vrnn import evaluate
+from pyro_vrnn.config import make_config
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_benchmark():
+    """run/benchmark.py as a module (run/ is not a package)."""
+    sys.path.insert(0, os.path.join(ROOT, "run"))
+    try:
+        import benchmark
+    finally:
+        sys.path.pop(0)
+    return benchmark
 
 
 def test_benchmark_runs_at_a_tiny_size(tmp_path):
@@ -32,3 +50,44 @@ def test_benchmark_runs_at_a_tiny_size(tmp_path):
         assert row["num_samples"] == 5 and 1 <= row["chunk_size"] <= 5
         assert row["pyro_s_per_seq"] > 0 and row["torch_s_per_seq"] > 0
         assert row["pyro_peak_bytes"] is None or row["pyro_peak_bytes"] >= 0
+
+
+def test_peak_memory_counts_what_the_function_allocates_not_the_heap_it_inherits():
+    benchmark = load_benchmark()
+    cpu = torch.device("cpu")
+    if benchmark.peak_memory(lambda: None, cpu) is None:
+        pytest.skip("no fork or /proc/self/clear_refs here")
+    # Leave ~200 MiB of freed pages in this process's C heap (64 KiB tensors sit below glibc's mmap threshold,
+    # and the last one pins the heap's top): a child inherits them resident, and a trim gives them back.
+    junk = [torch.ones(16_000) for _ in range(3_200)]
+    last = junk[-1]
+    del junk
+    mib = 2 ** 20
+    assert benchmark.peak_memory(lambda: None, cpu) < 16 * mib
+    assert 120 * mib < benchmark.peak_memory(lambda: torch.ones(32 * mib).sum(), cpu) < 150 * mib  # 128 MiB
+    del last
+
+
+@pytest.mark.parametrize("name,kind,dim", [("vrnn-gauss", "handwriting", 3), ("vrnn-gmm", "real", 200)])
+def test_importance_sampling_peaks_within_its_memory_budget(name, kind, dim):
+    """The particles are drawn in chunks sized from evaluate.bytes_per_cell; a pass's measured peak must stay
+    within the budget they were sized for, and use a fair part of it (or the estimate would be a waste)."""
+    benchmark = load_benchmark()
+    cpu = torch.device("cpu")
+    if benchmark.peak_memory(lambda: None, cpu) is None:
+        pytest.skip("no fork or /proc/self/clear_refs here")
+    torch.manual_seed(0)
+    model, guide, vrnn = models.build(make_config("test", model=name, hidden=256, z_dim=32), kind, dim)
+    vrnn.eval()
+    x, mask = benchmark.make_batch(dim, 4, 200, cpu, seed=0)
+    budget = 2 ** 27  # 128 MiB: 100 particles would need several passes; two are run
+    chunk = evaluate.default_chunk_size(100, 4, 200, vrnn, budget)
+    assert 1 < chunk < 50
+
+    def estimate():
+        with pyro.validation_enabled(False):
+            evaluate.estimate_log_likelihood(model, guide, vrnn, x, mask, num_samples=2 * chunk, chunk_size=chunk)
+
+    estimate()  # warm-up, as the benchmark does
+    peak = benchmark.peak_memory(estimate, cpu)
+    assert budget / 3 < peak <= budget

@@ -29,9 +29,9 @@ from pyro.infer import Trace_ELBO
 import models
 from pyro_vrnn import data as datasets
 from pyro_vrnn.config import make_config
-from pyro_vrnn.evaluate import (default_chunk_size, elbo_terms, estimate_log_likelihood, evaluate_checkpoint,
-                                exact_log_likelihood, importance_log_weights, particle_log_weights, ratio_and_stderr, summarize,
-                                summarize_log_weights)
+from pyro_vrnn.evaluate import (PASS_RESERVE_BYTES, bytes_per_cell, default_chunk_size, elbo_terms,
+                                estimate_log_likelihood, evaluate_checkpoint, exact_log_likelihood, importance_log_weights,
+                                particle_log_weights, ratio_and_stderr, summarize, summarize_log_weights)
 from pyro_vrnn.train import load_checkpoint, rebuild, train, validate
 from test_elbo import build, make_data
 
@@ -209,14 +209,30 @@ def test_chunking_over_k_does_not_change_the_weights():
 
 def test_speech_sized_mixture_emissions_do_not_shrink_the_particle_chunks():
     """A mixture of 20 diagonal Gaussians over 200-dimensional frames has 8,020 parameters per particle,
-    sequence and step. Scored a block of steps at a time, they do not count against a pass's budget: K = 100
-    particles of 4 sequences of 800 steps fit one pass of 1 GiB (they went 3 at a time when the emission's
-    parameters were held for all steps). The recurrence still counts: Blizzard's 4000 LSTM units take less."""
+    sequence and step. Scored a block of steps at a time, they do not count against a pass's budget: speech
+    frames get the chunks of handwriting, and K = 100 particles of 4 sequences of 800 steps fit one pass of
+    4 GiB (they went 3 at a time when the emission's parameters were held for all steps). The recurrence
+    still counts: Blizzard's 4000 LSTM units take five passes or more."""
     config = make_config("test", model="vrnn-gmm", hidden=256, z_dim=32, components=20)
-    _, _, vrnn = models.build(config, "real", 200)
-    assert default_chunk_size(100, 4, 800, vrnn, 2 ** 30) == 100
-    blizzard = types.SimpleNamespace(hidden=4000, z_dim=200)
-    assert 1 <= default_chunk_size(100, 4, 800, blizzard, 2 ** 30) < 20
+    _, _, speech = models.build(config, "real", 200)
+    _, _, handwriting = models.build(config, "handwriting", 3)
+    for budget in (2 ** 28, 2 ** 30, 2 ** 32):
+        assert default_chunk_size(100, 4, 800, speech, budget) == default_chunk_size(100, 4, 800, handwriting, budget)
+    assert default_chunk_size(100, 4, 800, speech, 2 ** 32) == 100
+    blizzard = types.SimpleNamespace(hidden=4000, z_dim=200, rnn=types.SimpleNamespace(input_size=1000))
+    assert 1 <= default_chunk_size(100, 4, 800, blizzard, 2 ** 32) <= 20  # five passes or more
+
+
+def test_particle_chunks_fit_the_budget_and_split_k_evenly():
+    config = make_config("test", model="vrnn-gauss", hidden=256, z_dim=32)
+    _, _, vrnn = models.build(config, "handwriting", 3)
+    per_particle = bytes_per_cell(vrnn) * 4 * 200
+    for fits in (1, 2, 17, 60, 99, 100, 250):
+        budget = PASS_RESERVE_BYTES + fits * per_particle
+        chunk = default_chunk_size(100, 4, 200, vrnn, budget)
+        assert chunk <= max(1, fits) and chunk == min(100, -(-100 // -(-100 // fits)))
+    assert default_chunk_size(100, 4, 200, vrnn, PASS_RESERVE_BYTES + 60 * per_particle) == 50  # 50 + 50, not 60 + 40
+    assert default_chunk_size(100, 4, 200, vrnn, PASS_RESERVE_BYTES // 2) == 1  # a budget too small still runs
 
 
 @pytest.mark.parametrize("name", ["vrnn-gmm", "vrnn-i-gauss", "rnn-gmm"])
