@@ -78,11 +78,28 @@ def make_config(dataset="hershey", **overrides):
         raise ValueError(f"unknown config fields: {sorted(unknown)}")
     values = dict(PRESETS.get(dataset, {}))
     values.update({k: v for k, v in overrides.items() if v is not None})
-    config = Config(dataset=dataset, **values)
+    return check_config(Config(dataset=dataset, **values))
+
+
+# The least each number may be: sizes and counts at least 1, rates and scales above 0.
+AT_LEAST_ONE = ("hidden", "z_dim", "x_features", "z_features", "enc_hidden", "prior_hidden", "dec_hidden",
+                "mlp_layers", "components", "batch_size", "max_steps", "patience", "checkpoint_every", "log_every")
+POSITIVE = ("lr", "clip")
+NOT_NEGATIVE = ("min_scale", "epochs", "kl_anneal_epochs", "threads")
+
+
+def check_config(config):
+    """Raise ValueError, one line naming the flag, for a setting no run can use; returns the config."""
     if config.model not in MODEL_NAMES:
         raise ValueError(f"unknown --model {config.model!r}; choose one of {', '.join(MODEL_NAMES)}")
     if config.elbo not in ("trace", "meanfield"):
         raise ValueError(f"unknown --elbo {config.elbo!r}; choose 'trace' or 'meanfield'")
+    for names, test, need in ((AT_LEAST_ONE, lambda v: v >= 1, "at least 1"), (POSITIVE, lambda v: v > 0, "above 0"),
+                              (NOT_NEGATIVE, lambda v: v >= 0, "0 or more")):
+        for name in names:
+            value = getattr(config, name)
+            if value is not None and not test(value):
+                raise ValueError(f"--{name.replace('_', '-')} is {value}; it must be {need}")
     return config
 
 

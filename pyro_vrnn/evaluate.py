@@ -240,8 +240,11 @@ def evaluate_checkpoint(path, split="test", num_samples=100, batch_size=None, ch
     summary dict (with model, dataset, split, checkpoint) and the per-sequence arrays."""
     # imported here: pyro_vrnn.train imports this module
     from pyro_vrnn import data as datasets
-    from pyro_vrnn.train import TrainingError, load_checkpoint, rebuild, resolve_device
+    from pyro_vrnn.train import TrainingError, check_same_data, load_checkpoint, rebuild, resolve_device
 
+    for flag, value in (("num-samples", num_samples), ("batch-size", batch_size), ("chunk-size", chunk_size)):
+        if value is not None and value < 1:
+            raise TrainingError(f"--{flag} is {value}; it must be at least 1")
     path = resolve_checkpoint(path)
     state = load_checkpoint(path)
     device = resolve_device(device) if isinstance(device, str) else device
@@ -252,12 +255,7 @@ def evaluate_checkpoint(path, split="test", num_samples=100, batch_size=None, ch
     dataset = splits.get(split)
     if dataset is None or len(dataset) == 0:
         raise TrainingError(f"dataset {config.dataset!r} has no sequences in a split {split!r}")
-    if dataset.kind != info["kind"] or dataset.dim != info["dim"]:
-        raise TrainingError(f"the model was trained on {info['kind']} data of dimension {info['dim']}, but "
-                            f"{config.dataset} {split} is {dataset.kind} of dimension {dataset.dim}")
-    if not (np.allclose(dataset.mean, info["mean"]) and np.allclose(dataset.std, info["std"])):
-        raise TrainingError(f"the {config.dataset} data are normalized differently from the data the model was "
-                            "trained on (was the dataset rebuilt from other files?); log-likelihoods would not compare")
+    check_same_data(info, dataset, f"{config.dataset} {split}")
     latent = models.MODELS[config.model].latent
     pyro.set_rng_seed(seed)
     summary, per_sequence = evaluate_dataset(model, guide, vrnn, dataset, latent, num_samples,

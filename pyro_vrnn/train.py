@@ -15,6 +15,7 @@ Checkpoints (`last.pt`, `best.pt`) hold the model, optimizer, config, data stati
 the data and every RNG state, and are written atomically, so a killed run resumes exactly.
 """
 import contextlib
+import dataclasses
 import gc
 import json
 import math
@@ -184,11 +185,26 @@ def rebuild(state, device="cpu"):
     config = config_from_dict(state["config"])
     info = state["data"]
     model, guide, vrnn = models.build(config, info["kind"], info["dim"])
+    load_weights(vrnn, state)
+    return config, model, guide, vrnn.to(device).eval(), info
+
+
+def load_weights(vrnn, state):
     try:
         vrnn.load_state_dict(state["model"])
     except RuntimeError as error:
         raise TrainingError(f"checkpoint weights do not fit the network its config describes: {error}") from None
-    return config, model, guide, vrnn.to(device).eval(), info
+
+
+def check_same_data(info, dataset, what):
+    """Raise TrainingError unless `dataset` is data of the kind, dimension and normalization that the
+    checkpoint's model (its data `info`) was trained on; `what` names the data in the message."""
+    if dataset.kind != info["kind"] or dataset.dim != info["dim"]:
+        raise TrainingError(f"the model was trained on {info['kind']} data of dimension {info['dim']}, but "
+                            f"{what} is {dataset.kind} of dimension {dataset.dim}")
+    if not (np.allclose(dataset.mean, info["mean"]) and np.allclose(dataset.std, info["std"])):
+        raise TrainingError(f"{what} is normalized differently from the data the model was trained on (was the "
+                            "dataset rebuilt from other files?); log-likelihoods would not compare")
 
 
 def kl_weight(config, epoch, batch, batches_per_epoch):
@@ -263,6 +279,8 @@ def train(config, resume=None, quiet=False, after_training=None):
     main = rank == 0
     say = (lambda *a: None) if (quiet or not main) else (lambda *a: print(*a, flush=True))
 
+    if config.data_dir is not None:  # saved in config.json and checkpoints: valid from any directory
+        config = dataclasses.replace(config, data_dir=os.path.abspath(os.path.expanduser(config.data_dir)))
     state = None
     if resume is not None:
         path = os.path.join(resume, "last.pt") if os.path.isdir(resume) else resume
@@ -286,15 +304,26 @@ def train(config, resume=None, quiet=False, after_training=None):
     num_train = len(train_set)
     data_info = {"kind": train_set.kind, "dim": train_set.dim, "name": train_set.name,
                  "mean": np.asarray(train_set.mean).tolist(), "std": np.asarray(train_set.std).tolist(),
-                 "median_length": int(np.median(train_set.lengths))}
+                 "median_length": int(np.median(train_set.lengths)), "train_sequences": num_train}
 
     # Where we are: epoch, batches done in it, global step, early-stopping memory, epoch sums.
     progress = {"epoch": 0, "batch": 0, "step": 0, "best_valid": -math.inf, "bad_epochs": 0,
                 "epoch_loss": 0.0, "epoch_sequences": 0.0}
     if state is not None:
-        vrnn.load_state_dict(state["model"])
+        check_same_data(state["data"], train_set, f"{config.dataset} train")
+        trained_on = state["data"].get("train_sequences", num_train)
+        if num_train != trained_on:
+            raise TrainingError(f"{config.dataset} train has {num_train} sequences, the run was trained on "
+                                f"{trained_on}; resume with the same data or start a new run")
+        load_weights(vrnn, state)
         optimizer.load_state_dict(state["optimizer"])
+        for group in optimizer.param_groups:  # --lr may change on resume (e.g. after a divergence)
+            group["lr"] = config.lr
         progress = dict(state["progress"])
+        done = finished(progress, config)
+        if done is not None:  # before the log and config.json are touched
+            say(f"nothing to do: {run_dir} {done}; pass a larger value with --resume to go on")
+            return run_dir
         set_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
         say(f"resuming {run_dir} at epoch {progress['epoch'] + 1}, step {progress['step']}")
     else:
@@ -319,6 +348,7 @@ def train(config, resume=None, quiet=False, after_training=None):
             gathered = [None] * world_size
             dist.all_gather_object(gathered, rng[0])
             rng = gathered
+        progress["elapsed"] = time.time() - start
         if main:
             save_checkpoint(os.path.join(run_dir, name), {
                 "version": CHECKPOINT_VERSION, "config": config_to_dict(config), "data": data_info,
@@ -330,7 +360,7 @@ def train(config, resume=None, quiet=False, after_training=None):
     batches_per_epoch = len(sampler)
     stop_reason = None
     first_step = True
-    start = time.time()
+    start = time.time() - progress.get("elapsed", 0.0)  # the log's "time" goes on across resumes
     with StopRequest() as stop, frozen_heap():
         while progress["epoch"] < config.epochs and stop_reason is None:
             epoch = progress["epoch"]
@@ -352,10 +382,14 @@ def train(config, resume=None, quiet=False, after_training=None):
                 if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
                     stop_reason = "nan"
                     bar.close()
-                    say(f"\nthe loss or its gradient became non-finite at step {progress['step'] + 1}; "
-                        f"the last good checkpoint is kept in {run_dir}/last.pt. Try a lower --lr, "
-                        f"a smaller --clip, --kl-anneal-epochs 1, or --elbo meanfield, "
-                        f"and resume with --resume {run_dir}")
+                    remedy = "a lower --lr, a smaller --clip, --kl-anneal-epochs 1 or --elbo meanfield"
+                    if os.path.isfile(os.path.join(run_dir, "last.pt")):
+                        say(f"\nthe loss or its gradient became non-finite at step {progress['step'] + 1}; "
+                            f"{run_dir}/last.pt holds the last good checkpoint. Resume it with {remedy} "
+                            f"(as is, it would diverge again): python run/svi.py --resume {run_dir} --lr ...")
+                    else:
+                        say(f"\nthe loss or its gradient became non-finite at step {progress['step'] + 1}, "
+                            f"before the first checkpoint; start again with {remedy}")
                     break
                 first_step = False
                 progress["step"] += 1
@@ -403,6 +437,8 @@ def train(config, resume=None, quiet=False, after_training=None):
                 say(f"no better validation bound for {config.patience} epochs: stopping early")
             elif config.max_steps is not None and progress["step"] >= config.max_steps:
                 stop_reason = "max_steps"
+            elif any_rank(stop.requested, device) if world_size > 1 else stop.requested:
+                stop_reason = "signal"  # a Ctrl-C during validation: last.pt is written
     stop_reason = stop_reason or "epochs"
     log({"event": "end", "reason": stop_reason, "step": progress["step"], "time": time.time() - start})
     if main and after_training is not None and stop_reason != "nan":
@@ -414,6 +450,17 @@ def train(config, resume=None, quiet=False, after_training=None):
     if stop_reason == "signal":
         say(f"stopped; resume with: python run/svi.py --resume {run_dir}")
     return run_dir
+
+
+def finished(progress, config):
+    """What a run has already reached that stops it, said for a message, or None if it can go on."""
+    if progress["epoch"] >= config.epochs:
+        return f"has trained its {progress['epoch']} epochs (--epochs)"
+    if config.max_steps is not None and progress["step"] >= config.max_steps:
+        return f"has taken its {progress['step']} steps (--max-steps)"
+    if progress["bad_epochs"] >= config.patience:
+        return f"stopped early after {progress['bad_epochs']} epochs without a better validation bound (--patience)"
+    return None
 
 
 def truncate_log(path, step):

@@ -78,8 +78,6 @@ def report(s):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        if args.num_samples < 1 or (args.chunk_size is not None and args.chunk_size < 1):
-            raise TrainingError("--num-samples and --chunk-size must be at least 1")
         checkpoint = args.checkpoint
         if checkpoint is None:
             checkpoint = newest_run()

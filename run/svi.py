@@ -14,13 +14,14 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
-from pyro_vrnn.config import MODEL_NAMES, Config, make_config, config_from_dict  # noqa: E402
+from pyro_vrnn.config import MODEL_NAMES, Config, check_config, config_from_dict, make_config  # noqa: E402
 from pyro_vrnn.data import DATASETS, DataError  # noqa: E402
 from pyro_vrnn.train import TrainingError, load_checkpoint, train  # noqa: E402
 
-# Flags that may change when a run is resumed; everything else must match the checkpoint.
+# Flags that may change when a run is resumed (the optimization's: e.g. a lower --lr after a
+# divergence); everything else must match the checkpoint.
 RESUMABLE = {"epochs", "max_steps", "patience", "device", "threads", "checkpoint_every", "log_every",
-             "data_dir"}
+             "data_dir", "lr", "clip", "kl_anneal_epochs", "elbo"}
 
 
 def parse_args(argv=None):
@@ -72,6 +73,7 @@ def config_for(args):
         elif value != getattr(config, key):
             raise TrainingError(f"--{key.replace('_', '-')} {value} differs from the resumed run's "
                                 f"{getattr(config, key)}; drop it or start a new run")
+    check_config(config)
     return config
 
 

@@ -9,11 +9,12 @@ from pyro_vrnn.data import DataError, SequenceDataset, validate_h5
 
 
 def write_sequences(path, splits, kind="real"):  # the converter of the README, verbatim
+    splits = {name: [np.asarray(s, np.float32).reshape(len(s), -1) for s in seqs] for name, seqs in splits.items()}
+    dim = splits["train"][0].shape[1]
     with h5py.File(path, "w") as f:
-        f.attrs["kind"] = kind  # "real", "binary" or "handwriting"
+        f.attrs["kind"] = kind                       # "real", "binary" or "handwriting"
         for split in ("train", "valid", "test"):
-            seqs = [np.asarray(s, np.float32).reshape(len(s), -1) for s in splits.get(split, [])]
-            dim = seqs[0].shape[1] if seqs else 1  # an empty split: data [0, D], offsets [0]
+            seqs = splits.get(split, [])             # an empty split: data [0, D], offsets [0]
             group = f.create_group(split)
             group["data"] = np.concatenate(seqs) if seqs else np.zeros((0, dim), np.float32)
             group["offsets"] = np.cumsum([0] + [len(s) for s in seqs])
@@ -111,6 +112,23 @@ def test_schema_errors_say_what_and_how_to_fix(tmp_path):
         replace(f, "valid/data", np.zeros((0, 2), np.float32))
         replace(f, "valid/offsets", np.array([0]))
     assert "the valid split is empty" in broken(tmp_path, empty_valid)
+
+
+def test_an_empty_test_split_and_a_dimension_of_zero(tmp_path):
+    rng = np.random.default_rng(2)
+    splits = toy_splits(rng, dim=3)
+    del splits["test"]  # "test may be empty": the converter writes data [0, 3]
+    path = str(tmp_path / "no-test.h5")
+    write_sequences(path, splits)
+    assert validate_h5(path)["sequences"] == {"train": 3, "valid": 1, "test": 0}
+    with h5py.File(path, "a") as f:  # an empty split written as [0, 1] (or [0]) says nothing about D
+        replace(f, "test/data", np.zeros((0, 1), np.float32))
+    assert validate_h5(path)["dim"] == 3
+    with h5py.File(path, "a") as f:
+        for split in ("train", "valid", "test"):
+            replace(f, f"{split}/data", np.zeros((len(f[split]["data"]), 0), np.float32))
+    with pytest.raises(DataError, match=r"D = 0 .*D >= 1"):
+        validate_h5(path)
 
 
 def test_missing_or_unreadable_file(tmp_path):

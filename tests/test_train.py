@@ -15,6 +15,7 @@ import torch
 import models
 from pyro_vrnn import data as datasets
 from pyro_vrnn.config import make_config
+from pyro_vrnn.data.schema import write_h5
 from pyro_vrnn.train import TrainingError, frozen_heap, load_checkpoint, train, validate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -107,28 +108,98 @@ def test_resume_with_a_different_size_is_refused(tmp_path, small_handwriting):
     assert bad.stderr.strip().splitlines()[-1].startswith("error: --hidden 99 differs")
 
 
-def test_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(tmp_path, hershey_cache, monkeypatch):
-    config = make_config("hershey", model="vrnn-gauss", out=str(tmp_path / "run"), max_steps=8,
-                         checkpoint_every=2, **TINY)
+def poison_adam(monkeypatch, at_update):
+    """The `at_update`-th Adam update writes a NaN into a weight."""
     adam_step = torch.optim.Adam.step
     steps = {"n": 0}
 
-    def poisoned_step(self, *args, **kwargs):  # the 5th update writes a NaN into a weight
+    def poisoned_step(self, *args, **kwargs):
         out = adam_step(self, *args, **kwargs)
         steps["n"] += 1
-        if steps["n"] == 5:
+        if steps["n"] == at_update:
             with torch.no_grad():
                 self.param_groups[0]["params"][0].view(-1)[0] = float("nan")
         return out
 
     monkeypatch.setattr(torch.optim.Adam, "step", poisoned_step)
+
+
+def test_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(tmp_path, hershey_cache, monkeypatch, capsys):
+    config = make_config("hershey", model="vrnn-gauss", out=str(tmp_path / "run"), max_steps=8,
+                         checkpoint_every=2, **TINY)
+    poison_adam(monkeypatch, 5)
     with pytest.raises(TrainingError, match="diverged"):
-        train(config, quiet=True)
+        train(config)
     state = load_checkpoint(str(tmp_path / "run" / "last.pt"))
     assert state["progress"]["step"] == 4  # the checkpoint before the NaN, not after
     assert all(torch.isfinite(v).all() for v in state["model"].values())
     log = read_log(str(tmp_path / "run"))
     assert log[-1] == {**log[-1], "event": "end", "reason": "nan"}
+    said = capsys.readouterr().out
+    assert "non-finite at step 6" in said and "last.pt holds the last good checkpoint" in said
+    assert f"--resume {tmp_path / 'run'} --lr" in said
+
+
+def test_nan_loss_before_any_checkpoint_says_to_start_again(tmp_path, hershey_cache, monkeypatch, capsys):
+    config = make_config("hershey", model="vrnn-gauss", out=str(tmp_path / "run"), max_steps=8, **TINY)
+    poison_adam(monkeypatch, 1)
+    with pytest.raises(TrainingError, match="diverged"):
+        train(config)
+    said = capsys.readouterr().out
+    assert "before the first checkpoint; start again with a lower --lr" in said and "--resume" not in said
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+@pytest.mark.parametrize("flag,value,need", [("batch_size", 0, "at least 1"), ("mlp_layers", 0, "at least 1"),
+                                             ("components", 0, "at least 1"), ("z_dim", 0, "at least 1"),
+                                             ("lr", -1e-3, "above 0"), ("lr", float("nan"), "above 0"),
+                                             ("kl_anneal_epochs", -1, "0 or more")])
+def test_settings_no_run_can_use_are_refused_in_one_line(flag, value, need):
+    with pytest.raises(ValueError, match=f"^--{flag.replace('_', '-')} is {value}; it must be {need}$"):
+        make_config("hershey", **{flag: value})
+
+
+def test_resume_checks_the_data_and_says_when_there_is_nothing_left(tmp_path, small_handwriting):
+    """A relative --data-dir is saved as an absolute path (the run resumes from anywhere); resuming with
+    data of another shape or size is refused; a run at its --max-steps takes no step; --lr may change."""
+    data = tmp_path / "data.h5"
+    data.write_bytes(open(small_handwriting, "rb").read())
+    first = subprocess.run([sys.executable, os.path.join(ROOT, "run", "svi.py"), "--dataset", "hdf5",
+                            "--data-dir", "data.h5", "--out", "r", "--max-steps", "2", "--log-every", "1",
+                            *tiny_flags()], capture_output=True, text=True, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    run_dir = tmp_path / "r"
+    with open(run_dir / "config.json") as f:
+        assert json.load(f)["data_dir"] == str(data)
+    log_before = read_log(str(run_dir))
+
+    again = run_cli("--resume", str(run_dir))  # from another directory
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "nothing to do" in again.stdout and "has taken its 2 steps (--max-steps)" in again.stdout
+    assert load_checkpoint(str(run_dir / "last.pt"))["progress"]["step"] == 2 and read_log(str(run_dir)) == log_before
+
+    more = run_cli("--resume", str(run_dir), "--max-steps", "4", "--lr", "1e-4")
+    assert more.returncode == 0, more.stderr[-2000:]
+    state = load_checkpoint(str(run_dir / "last.pt"))
+    assert state["progress"]["step"] == 4 and state["optimizer"]["param_groups"][0]["lr"] == 1e-4
+    times = [r["time"] for r in read_log(str(run_dir)) if r["event"] == "train"]
+    assert len(times) == 4 and times == sorted(times)  # the clock goes on across the resume
+
+    splits = datasets.load("hdf5", data_dir=str(data), verbose=False)
+    fewer = str(tmp_path / "fewer.h5")
+    write_h5(fewer, {s: [splits[s][i].numpy() for i in range(8)] for s in ("train", "valid", "test")},
+             kind="handwriting", name="fewer", mean=splits["train"].mean, std=splits["train"].std, source="tests")
+    other = str(tmp_path / "other.h5")
+    write_h5(other, {s: [splits[s][i].numpy()[:, 1:] for i in range(8)] for s in ("train", "valid", "test")},
+             kind="real", name="other", mean=[0, 0], std=[1, 1], source="tests")
+    for path, message in ((fewer, "hdf5 train has 8 sequences, the run was trained on 96"),
+                          (other, "trained on handwriting data of dimension 3, but hdf5 train is real of dimension 2")):
+        refused = run_cli("--resume", str(run_dir), "--max-steps", "6", "--data-dir", path)
+        lines = refused.stderr.strip().splitlines()
+        assert refused.returncode != 0 and len(lines) == 1 and message in lines[0], refused.stderr[-2000:]
+
+    zero = run_cli("--resume", str(run_dir), "--batch-size", "0")
+    assert zero.returncode != 0 and zero.stderr.strip().splitlines()[-1].startswith("error: --batch-size 0 differs")
 
 
 def test_missing_iam_data_is_one_clear_line(tmp_path):

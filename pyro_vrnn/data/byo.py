@@ -6,11 +6,12 @@ into, so a user with new sequences writes one small converter to it and nothing 
     import h5py, numpy as np
 
     def write_sequences(path, splits, kind="real"):   # splits: {"train": [array [T_i, D], ...], ...}
+        splits = {name: [np.asarray(s, np.float32).reshape(len(s), -1) for s in seqs] for name, seqs in splits.items()}
+        dim = splits["train"][0].shape[1]
         with h5py.File(path, "w") as f:
             f.attrs["kind"] = kind                       # "real", "binary" or "handwriting"
             for split in ("train", "valid", "test"):
-                seqs = [np.asarray(s, np.float32).reshape(len(s), -1) for s in splits.get(split, [])]
-                dim = seqs[0].shape[1] if seqs else 1  # an empty split: data [0, D], offsets [0]
+                seqs = splits.get(split, [])             # an empty split: data [0, D], offsets [0]
                 group = f.create_group(split)
                 group["data"] = np.concatenate(seqs) if seqs else np.zeros((0, dim), np.float32)
                 group["offsets"] = np.cumsum([0] + [len(s) for s in seqs])
@@ -29,7 +30,7 @@ import numpy as np
 
 from pyro_vrnn.data.schema import KINDS, SPLITS, DataError, as_text, summary_line
 
-VALIDATION_VERSION = 1
+VALIDATION_VERSION = 2
 SCHEMA_HINT = "see the schema in pyro_vrnn/data/schema.py (README: 'Bring your own data')"
 
 
@@ -120,9 +121,17 @@ def validate_h5(path):
                       "give one name per sequence or drop the names dataset")
             counts[split] = len(o) - 1
             offsets_of[split] = o
-        if len(set(dims.values())) != 1:
+        for split in ("train", "valid"):
+            if counts[split] == 0:
+                _fail(path, f"the {split} split is empty",
+                      "training needs sequences in train and valid (early stopping); test may be empty")
+        dims = {split: d for split, d in dims.items() if counts[split]}  # an empty split's D says nothing
+        if len(set(dims.values())) > 1:
             _fail(path, f"the splits have different dimensions {dims}", "every sequence must have the same D")
         dim = dims["train"]
+        if dim < 1:
+            _fail(path, f"the data has D = 0 (train/data has shape {f['train']['data'].shape})",
+                  "every step needs at least one value: data is [steps, D] with D >= 1")
         if "dim" in f.attrs and int(f.attrs["dim"]) != dim:
             _fail(path, f"attribute dim is {int(f.attrs['dim'])} but the data has D = {dim}", "fix or drop dim")
         if kind == "handwriting" and dim != 3:
@@ -135,10 +144,6 @@ def validate_h5(path):
                     _fail(path, f"attribute {key} is {value.tolist()[:6]}",
                           f"it must be {dim} finite numbers{' > 0' if key == 'std' else ''} (the normalization "
                           f"applied to the data: stored = (x - mean) / std), or absent")
-        for split in ("train", "valid"):
-            if counts[split] == 0:
-                _fail(path, f"the {split} split is empty",
-                      "training needs sequences in train and valid (early stopping); test may be empty")
         for split in SPLITS:  # the values last: the one check that reads the whole file
             _scan(path, split, f[split]["data"], offsets_of[split], kind)
         name = as_text(f.attrs.get("name", os.path.splitext(os.path.basename(path))[0]))
