@@ -234,10 +234,13 @@ def resolve_checkpoint(path):
     return path
 
 
-def evaluate_checkpoint(path, split="test", num_samples=100, batch_size=None, chunk_size=None, device="cpu",
+def evaluate_checkpoint(path, split=None, num_samples=100, batch_size=None, chunk_size=None, device="cpu",
                         data_dir=None, seed=0, progress=False):
     """Load a checkpoint (file or run directory), evaluate it on a split of its dataset; returns the
-    summary dict (with model, dataset, split, checkpoint) and the per-sequence arrays."""
+    summary dict (with model, dataset, split, checkpoint) and the per-sequence arrays.
+
+    split None: test, or valid where the data set has no test split (IAM-OnDB with its official lists:
+    the authors trained on every list but validation set 1 and reported on that)."""
     # imported here: pyro_vrnn.train imports this module
     from pyro_vrnn import data as datasets
     from pyro_vrnn.train import TrainingError, check_same_data, load_checkpoint, rebuild, resolve_device
@@ -252,6 +255,8 @@ def evaluate_checkpoint(path, split="test", num_samples=100, batch_size=None, ch
     if config.threads > 0:  # as in training: tiny models run best on few threads
         torch.set_num_threads(config.threads)
     splits = datasets.load(config.dataset, data_dir or config.data_dir, verbose=progress)
+    if split is None:
+        split = "test" if len(splits["test"]) else "valid"
     dataset = splits.get(split)
     if dataset is None or len(dataset) == 0:
         raise TrainingError(f"dataset {config.dataset!r} has no sequences in a split {split!r}")

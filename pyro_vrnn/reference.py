@@ -16,6 +16,8 @@ The noise is drawn as the guide draws it (z_1, ..., z_T, one rsample each, parti
 with the same RNG seed the loss, its gradients and the log-weights equal the Pyro ones
 (tests/test_reference.py); run/benchmark.py times the two against each other.
 """
+import math
+
 import torch
 from torch.distributions import Independent, Normal, kl_divergence
 
@@ -126,7 +128,7 @@ def importance_log_weights(vrnn, x, mask, num_samples=100, chunk_size=None):
 
 def log_px_estimate(log_w):
     """log (1/K) sum_k w_k per sequence, from log w [K, B]."""
-    return torch.logsumexp(log_w, dim=0) - torch.log(torch.tensor(float(log_w.shape[0]), dtype=log_w.dtype))
+    return torch.logsumexp(log_w, dim=0) - math.log(log_w.shape[0])
 
 
 __all__ = ["filter_path", "emission_log_prob", "step_terms", "elbo_terms", "elbo_loss", "particle_log_weights",

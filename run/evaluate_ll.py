@@ -1,6 +1,6 @@
 """Evaluate a trained model the way Table 1 does (Chung et al. 2015): average log-likelihood per sequence.
 
-    python run/evaluate_ll.py                                    # the newest run under runs/, test split
+    python run/evaluate_ll.py                                    # the newest run under runs/, test split (or valid)
     python run/evaluate_ll.py --checkpoint runs/RUN/best.pt --split valid --num-samples 100
     python run/evaluate_ll.py --checkpoint runs/RUN --json ll.json
 
@@ -28,7 +28,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", help="a .pt file or a run directory (its best.pt, else last.pt); "
                                         f"default: the newest run under {DEFAULT_RUNS}/")
-    p.add_argument("--split", default="test", choices=("train", "valid", "test"), help="default: test")
+    p.add_argument("--split", choices=("train", "valid", "test"),
+                   help="default: test, or valid where the data set has none (IAM-OnDB, as the paper)")
     p.add_argument("--num-samples", "-k", type=int, default=100, help="importance samples K per sequence (default 100)")
     p.add_argument("--batch-size", type=int, help="sequences per batch (default: the run's batch size)")
     p.add_argument("--chunk-size", type=int,

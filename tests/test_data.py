@@ -114,22 +114,26 @@ def test_split_lists_and_train_statistics(tmp_path, capsys):
     make_iam(root, np.random.default_rng(0))
     path = prepare_iam(root, str(tmp_path / "iam.h5"))
     summary = capsys.readouterr().out
-    assert summary.count("\n") == 1 and "train 4 / valid 1 / test 1" in summary and "iam.h5" in summary
+    assert summary.count("\n") == 1 and "train 5 / valid 1 / test 0" in summary and "iam.h5" in summary
     splits = {s: SequenceDataset(path, s) for s in ("train", "valid", "test")}
-    # trainset + testset_t -> train, testset_v -> valid, testset_f -> test; d04-004 is in no list
-    assert splits["train"].names == ["a01-000u-01", "a01-000u-02", "a01-001x-01", "c03-003z-01"]
-    assert splits["valid"].names == ["b02-002-01"] and splits["test"].names == ["e05-005-01"]
-    # ONE mean and std for dx and dy, from the training lines only; the pen bit is left alone
+    # trainset + testset_t + testset_f -> train, testset_v -> valid (the authors'); d04-004 is in no list
+    assert splits["train"].names == ["a01-000u-01", "a01-000u-02", "a01-001x-01", "c03-003z-01", "e05-005-01"]
+    assert splits["valid"].names == ["b02-002-01"] and len(splits["test"]) == 0
+    # ONE mean and std for dx and dy, from the training lines only, as the authors' code computes them:
+    # sums over both columns divided by the number of rows (cle's global_normalize); the pen bit is left alone
     raw = [parse_line_strokes(line_path(root, n)) for n in splits["train"].names]
-    offsets = np.concatenate([x[:, 1:] for x in raw]).ravel()
-    m, s = offsets.mean(), offsets.std()
+    offsets = np.concatenate([x[:, 1:] for x in raw])
+    rows = len(offsets)
+    m = offsets.sum() / rows
+    s = np.sqrt((offsets ** 2).sum() / rows - m ** 2)
+    assert np.isclose(m, offsets[:, 0].mean() + offsets[:, 1].mean())
     train = splits["train"]
     np.testing.assert_allclose(train.mean, [0, m, m])
     np.testing.assert_allclose(train.std, [1, s, s])
     for i, x in enumerate(raw):
         np.testing.assert_allclose(train[i].numpy(), (x - [0, m, m]) / [1, s, s], rtol=1e-5, atol=1e-6)
     assert train.kind == "handwriting" and train.dim == 3
-    np.testing.assert_array_equal(train.lengths, [11, 8, 14, 6])
+    np.testing.assert_array_equal(train.lengths, [11, 8, 14, 6, 10])
 
     # An outlier in the validation line changes the valid data, never the statistics.
     write_line(line_path(root, "b02-002-01"), [[(0, 0), (100000, -100000), (3, 3)]])

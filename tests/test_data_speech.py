@@ -334,6 +334,20 @@ def test_folder_datasets_split_and_cut(tmp_path, capsys):
     assert SequenceDataset(other, "valid").names != blizzard["valid"].names
 
 
+def test_blizzard_takes_the_unsegmented_audiobooks_where_there_are_any(tmp_path, capsys):
+    rng = np.random.default_rng(4)
+    root = tmp_path / "blizzard"
+    for i in range(6):  # the whole books, as the authors used them, and the same speech cut into sentences
+        write_pcm_wav(root / "train" / "unsegmented" / "emma" / f"book{i}.wav", noise(rng, 16000), 16000)
+        write_pcm_wav(root / "BC2013_segmented" / "emma" / f"CB-EM-{i:02d}-001.wav", noise(rng, 8000), 16000)
+    splits = data.load("blizzard", data_dir=str(root), cache_dir=str(tmp_path / "cache"))
+    assert "6 files, unsegmented audiobooks only, 90/5/5 split by file" in capsys.readouterr().out
+    names = [n for s in SPLITS for n in splits[s].names]
+    assert len(names) == 12 and all(n.startswith("train/unsegmented/emma/book") for n in names)  # 2 pieces each
+    audio = data.load("audio", data_dir=str(root), cache_dir=str(tmp_path / "cache"), verbose=False)
+    assert sum(len(audio[s]) for s in SPLITS) == 18  # any other folder of audio keeps every file
+
+
 def test_audio_folder_with_split_subfolders(tmp_path):
     rng = np.random.default_rng(3)
     root = tmp_path / "mine"

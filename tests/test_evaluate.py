@@ -33,6 +33,7 @@ from pyro_vrnn.evaluate import (PASS_RESERVE_BYTES, bytes_per_cell, default_chun
                                 estimate_log_likelihood, evaluate_checkpoint, exact_log_likelihood, importance_log_weights,
                                 particle_log_weights, ratio_and_stderr, summarize, summarize_log_weights)
 from pyro_vrnn.train import load_checkpoint, rebuild, train, validate
+from test_data import make_iam
 from test_elbo import build, make_data
 
 Z_DIM, X_DIM, SIGMA = 2, 3, 0.5
@@ -374,6 +375,19 @@ def test_evaluate_ll_takes_the_newest_run_and_rnns_are_exact(tiny_runs, capsys, 
     _, per_seq_large = evaluate_checkpoint(os.path.join("runs", "rnn"), split="valid", batch_size=64)
     np.testing.assert_allclose(per_seq_small["log_px"], per_seq_large["log_px"], rtol=1e-5)
     assert small["log_px_per_seq"] == pytest.approx(summary["log_px_per_seq"], rel=1e-6)
+
+
+def test_the_default_split_is_test_or_valid_where_there_is_none(tiny_runs, tmp_path):
+    """IAM-OnDB with its official lists has no test split (the authors trained on testset_f and reported
+    on validation set 1): evaluation goes to valid there, to test elsewhere."""
+    summary, _ = evaluate_checkpoint(str(tiny_runs / "runs" / "rnn"))
+    assert summary["split"] == "test" and summary["sequences"] == len(datasets.load("hershey", verbose=False)["test"])
+    root = str(tmp_path / "iam")
+    make_iam(root, np.random.default_rng(0))
+    run_dir = train(make_config("iam", model="rnn-gauss", data_dir=root, max_steps=2, epochs=1, device="cpu",
+                                out=str(tmp_path / "run"), **TINY), quiet=True)
+    summary, _ = evaluate_checkpoint(run_dir)
+    assert summary["split"] == "valid" and summary["sequences"] == 1
 
 
 def test_evaluate_ll_errors_are_one_line(tmp_path, monkeypatch):

@@ -9,7 +9,12 @@ authors' preparation (PAPER.md, and their released `iamondb_utils.py`):
   * pen = 1 at the last point of each stroke (the pen lifts after it), 0 elsewhere;
   * x_t = (pen_t, x_t - x_{t-1}, y_t - y_{t-1}) from the second point on;
   * standardize dx and dy with ONE mean and ONE std shared by both (pen stays 0/1), computed on
-    the training split; lines are not cut into pieces.
+    the training split as the authors' code computes them (cle's SequentialPrepMixin.global_normalize,
+    on the [T, 2] offsets): sums over both columns divided by the number of ROWS, so
+    mean = mean(dx) + mean(dy) and std = sqrt(E[dx^2 + dy^2] - mean^2), about sqrt(2) times the pooled
+    std. Table 1's IAM-OnDB numbers are log-densities of data scaled so: against the pooled std every
+    step would score 2 log(sqrt 2) = log 2 = 0.69 nats lower (some 450 nats on a line of 650 points);
+  * lines are not cut into pieces.
 
 Files, as unpacked from lineStrokes-all.tar.gz (IAM-OnDB needs registration)::
 
@@ -18,9 +23,10 @@ Files, as unpacked from lineStrokes-all.tar.gz (IAM-OnDB needs registration)::
 
 The official task lists (trainset.txt, testset_v.txt, testset_t.txt, testset_f.txt; one form id
 such as "a01-000u" per line) give the split when found anywhere under the data directory:
-trainset + testset_t -> train (as Graves 2013 and the VRNN authors, who trained on every set but
-validation set 1), testset_v -> valid (the set the paper reports on), testset_f -> test. Without
-lists, forms are split at random (seeded), 90/5/5, so that no form spans two splits.
+trainset + testset_t + testset_f -> train, testset_v -> valid, as Graves (2013) and the VRNN authors
+trained on every set but validation set 1 (their train list holds ~1,535 forms, ~10,800 lines) and
+reported on it; the test split is empty (evaluate_ll then reports valid). Without lists, forms are
+split at random (seeded), 90/5/5, so that no form spans two splits.
 """
 import hashlib
 import os
@@ -32,13 +38,13 @@ import numpy as np
 
 from pyro_vrnn.data.schema import DataError, cached_source, write_h5
 
-PREPARATION_VERSION = 1  # bump when the preparation below changes: every cache is rebuilt
+PREPARATION_VERSION = 2  # bump when the preparation below changes: every cache is rebuilt
 
 IAM_URL = "https://fki.tic.heia-fr.ch/databases/iam-on-line-handwriting-database"
 # A line file is "<form id>-<line number>.xml", e.g. a01-000u-01.xml of form a01-000u.
 LINE_FILE = re.compile(r"^(?P<form>.+)-(?P<line>\d+)\.xml$")
-SPLIT_LISTS = {"trainset.txt": "train", "testset_t.txt": "train",
-               "testset_v.txt": "valid", "testset_f.txt": "test"}
+SPLIT_LISTS = {"trainset.txt": "train", "testset_t.txt": "train", "testset_f.txt": "train",
+               "testset_v.txt": "valid"}
 RANDOM_SPLIT = {"valid": 0.05, "test": 0.05}  # the rest is train
 
 
@@ -142,7 +148,7 @@ def fingerprint(data_dir, paths):
     return digest.hexdigest()
 
 
-def read_split_lists(lists):
+def read_split_lists(lists, split_lists=SPLIT_LISTS):
     """{form or line id: split} from the official task lists (one id per line, spaces ignored)."""
     split_of = {}
     for file, path in sorted(lists.items()):
@@ -150,7 +156,7 @@ def read_split_lists(lists):
             for entry in f:
                 entry = entry.strip()
                 if entry:
-                    split_of.setdefault(entry, SPLIT_LISTS[file])
+                    split_of.setdefault(entry, split_lists[file])
     return split_of
 
 
@@ -171,11 +177,12 @@ def random_split(forms, seed):
     return split_of
 
 
-def prepare_iam(data_dir, cache_path, seed=0, name="iam", verbose=True, note=""):
+def prepare_iam(data_dir, cache_path, seed=0, name="iam", verbose=True, note="", split_lists=SPLIT_LISTS):
     """Build (or reuse) the HDF5 cache of IAM-OnDB-format lines under `data_dir`; returns its path.
 
     The cache is rebuilt when the fingerprint of the XML files and split lists changes. When it
-    is (re)built and `verbose`, one summary line is printed (with `note` appended).
+    is (re)built and `verbose`, one summary line is printed (with `note` appended). `split_lists`
+    maps list files to splits (the embedded set keeps a test split of its own).
     """
     start_time = time.time()
     data_dir = os.path.abspath(os.path.expanduser(os.fspath(data_dir)))
@@ -191,7 +198,7 @@ def prepare_iam(data_dir, cache_path, seed=0, name="iam", verbose=True, note="")
     # Which split each line belongs to.
     form_of = {line_id: LINE_FILE.match(line_id + ".xml").group("form") for line_id in line_files}
     if "trainset.txt" in lists:
-        listed = read_split_lists(lists)
+        listed = read_split_lists(lists, split_lists)
         split_of = {line_id: listed.get(line_id, listed.get(form)) for line_id, form in form_of.items()}
         split_of = {line_id: split for line_id, split in split_of.items() if split is not None}
         if not any(split == "train" for split in split_of.values()):
@@ -217,9 +224,12 @@ def prepare_iam(data_dir, cache_path, seed=0, name="iam", verbose=True, note="")
     if not raw["train"]:
         raise DataError(f"no training line with at least two points under {data_dir}")
 
-    # ONE mean and ONE std for dx and dy together, from the training lines only (PAPER.md).
-    train_offsets = np.concatenate([x[:, 1:3] for x in raw["train"]]).reshape(-1)
-    offset_mean, offset_std = float(train_offsets.mean()), float(train_offsets.std())
+    # ONE mean and ONE std for dx and dy together, from the training lines only (PAPER.md), computed
+    # as the authors' code does (module docstring): the sums over both columns, divided by the rows.
+    train_offsets = np.concatenate([x[:, 1:3] for x in raw["train"]]).astype(np.float64)
+    rows = len(train_offsets)
+    offset_mean = float(train_offsets.sum() / rows)
+    offset_std = float(np.sqrt(max((train_offsets ** 2).sum() / rows - offset_mean ** 2, 0.0)))
     if not offset_std > 0:
         offset_std = 1.0
     mean = np.array([0.0, offset_mean, offset_mean])  # the pen bit stays 0/1

@@ -13,8 +13,10 @@ files form which split and in how files are cut (audio.CUTS):
                 core-test speakers. Evaluation sequences are whole utterances, framed; the
                 trailing partial frame (< 12.5 ms) is dropped.
   blizzard      Blizzard Challenge 2013 (300 h of audiobooks, one speaker): every audio file
-                under the directory; a seeded 90/5/5 split by file; every split in 0.5 s pieces
-                (40 frames), "as the authors cut them".
+                under the directory, or only those under unsegmented/ folders where there are any
+                (the whole audiobooks the authors used, not the segmented copies of the same
+                speech); a seeded 90/5/5 split by file; every split in 0.5 s pieces (40 frames),
+                "as the authors cut them".
   accent        the Speech Accent Archive (2,046 speakers reading one paragraph): 90/5/5 by file
                 (so by speaker: no speaker in two splits), every split in 0.5 s pieces, as the
                 paper states for Blizzard and Accent.
@@ -150,10 +152,19 @@ def prepare_timit(data_dir, cache_dir, verbose=True, test_set="full", seed=0, na
 # Folders of audio: Blizzard, Accent, Onomatopoeia, any
 # ---------------------------------------------------------------------------------------------
 
-def folder_splits(data_dir, seed=0, use_split_folders=True):
+def unsegmented_only(files, data_dir):
+    """Blizzard 2013 ships the audiobooks whole (train/unsegmented/<collection>/<book>/*.mp3) and again cut
+    into sentences (the segmented WAV archives). The authors used the unsegmented MP3s; where such a folder
+    exists, only the files under it count, or the same speech would be there twice, in two splits."""
+    kept = [p for p in files if "unsegmented" in os.path.relpath(p, data_dir).lower().split(os.sep)[:-1]]
+    return (kept, "unsegmented audiobooks only, ") if kept else (files, "")
+
+
+def folder_splits(data_dir, seed=0, use_split_folders=True, only_unsegmented=False):
     """{split: [(path, name)]}: from train/ valid/ test/ subfolders if all are there, else a
     seeded 90/5/5 split by file. Returns (files, how)."""
-    files = find_audio_files(data_dir)
+    files, only = unsegmented_only(find_audio_files(data_dir), data_dir) if only_unsegmented else \
+        (find_audio_files(data_dir), "")
     if use_split_folders:
         folders = {entry.lower(): entry for entry in os.listdir(data_dir)
                    if os.path.isdir(os.path.join(data_dir, entry))}
@@ -163,15 +174,15 @@ def folder_splits(data_dir, seed=0, use_split_folders=True):
             split_files = {split: [(p, relative_name(p, data_dir)) for p in files
                                    if os.path.relpath(p, data_dir).split(os.sep)[0] == folder]
                            for split, folder in by_folder.items()}
-            return split_files, "split by folder"
+            return split_files, only + "split by folder"
     split_of = random_split(range(len(files)), seed)
     split_files = {split: [(p, relative_name(p, data_dir)) for i, p in enumerate(files) if split_of[i] == split]
                    for split in SPLITS}
-    return split_files, f"90/5/5 split by file, seed {seed}"
+    return split_files, f"{only}90/5/5 split by file, seed {seed}"
 
 
 def prepare_folder(name, data_dir, cache_dir, verbose=True, cut="pieces", seed=0, use_split_folders=True,
-                   **audio_options):
+                   only_unsegmented=False, **audio_options):
     """A folder of audio files as a speech dataset `name` (blizzard, accent, onomatopoeia, audio)."""
     data_dir = resolve_dir(name, data_dir)
     about = ABOUT.get(name, ABOUT["audio"])
@@ -180,7 +191,7 @@ def prepare_folder(name, data_dir, cache_dir, verbose=True, cut="pieces", seed=0
                         f"here: pass the location of your copy with --data-dir")
     if cut not in CUTS:
         raise DataError(f"cut must be one of {', '.join(CUTS)}, got {cut!r}")
-    files, how = folder_splits(data_dir, seed, use_split_folders)
+    files, how = folder_splits(data_dir, seed, use_split_folders, only_unsegmented)
     total = sum(len(v) for v in files.values())
     if total == 0:
         raise DataError(f"{name} data not found: no audio files ({', '.join(AUDIO_EXTENSIONS)}) under "
@@ -189,7 +200,8 @@ def prepare_folder(name, data_dir, cache_dir, verbose=True, cut="pieces", seed=0
     if not files["train"]:
         raise DataError(f"{name}: no training file under {data_dir} ({total} audio files in all; a random "
                         f"split needs at least 3, a train/ folder at least 1)")
-    options = dict(cut=cut, seed=seed, use_split_folders=use_split_folders, **audio_options)
+    options = dict(cut=cut, seed=seed, use_split_folders=use_split_folders, only_unsegmented=only_unsegmented,
+                   **audio_options)
     piece = audio_options.get("piece_frames", PIECE_FRAMES) * audio_options.get("frame_size", FRAME_SIZE)
     cut_note = {"pieces": f"every split in {piece / audio_options.get('sample_rate', SAMPLE_RATE):g} s pieces",
                 "whole": "whole files", "train-pieces": "train in pieces, valid/test whole"}[cut]
@@ -199,7 +211,8 @@ def prepare_folder(name, data_dir, cache_dir, verbose=True, cut="pieces", seed=0
 
 
 def prepare_blizzard(data_dir, cache_dir, verbose=True, **options):
-    return prepare_folder("blizzard", data_dir, cache_dir, verbose, **{"cut": "pieces", **options})
+    return prepare_folder("blizzard", data_dir, cache_dir, verbose, **{"cut": "pieces", "only_unsegmented": True,
+                                                                        **options})
 
 
 def prepare_accent(data_dir, cache_dir, verbose=True, **options):
