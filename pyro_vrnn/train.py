@@ -82,6 +82,12 @@ def setup_distributed(device_name):
     return rank, world_size, device
 
 
+def close_process_group():
+    """End a torchrun process's group (if any): a process that exits with it alive can abort in gloo's threads."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def svi_step(loss_module, optimizer, x, mask, num_sequences, kl_scale=1.0, clip=5.0, validate=False):
     """One SVI step on the mean per-sequence -ELBO of a batch; returns (loss, gradient norm) as floats.
 
@@ -324,6 +330,14 @@ def train(config, resume=None, quiet=False, after_training=None):
         if done is not None:  # before the log and config.json are touched
             say(f"nothing to do: {run_dir} {done}; pass a larger value with --resume to go on")
             return run_dir
+        saved_world_size = len(state["rng"])  # one random state per process
+        if saved_world_size != world_size and progress["batch"] > 0:
+            # The position within an epoch indexes the batches of that many processes' shards.
+            raise TrainingError(f"{run_dir} stopped mid-epoch with {saved_world_size} process(es); resume it with "
+                                f"as many ({resume_command(run_dir, saved_world_size)}): a different number can "
+                                f"only take over at the end of an epoch")
+        if rank != 0:  # rank 0 carries the epoch's sums so far
+            progress.update(epoch_loss=0.0, epoch_sequences=0.0)
         set_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
         say(f"resuming {run_dir} at epoch {progress['epoch'] + 1}, step {progress['step']}")
     else:
@@ -349,11 +363,13 @@ def train(config, resume=None, quiet=False, after_training=None):
             dist.all_gather_object(gathered, rng[0])
             rng = gathered
         progress["elapsed"] = time.time() - start
+        # The epoch's sums over every rank: on resume rank 0 carries them and the others start at 0.
+        epoch_sums = all_reduce_sum([progress["epoch_loss"], progress["epoch_sequences"]], device)
         if main:
             save_checkpoint(os.path.join(run_dir, name), {
                 "version": CHECKPOINT_VERSION, "config": config_to_dict(config), "data": data_info,
                 "model": vrnn.state_dict(), "optimizer": optimizer.state_dict(),
-                "progress": dict(progress), "rng": rng})
+                "progress": dict(progress, epoch_loss=epoch_sums[0], epoch_sequences=epoch_sums[1]), "rng": rng})
 
     sampler = datasets.LengthBucketSampler(train_set.lengths, config.batch_size, shuffle=True,
                                            seed=config.seed, rank=rank, world_size=world_size)
@@ -386,7 +402,7 @@ def train(config, resume=None, quiet=False, after_training=None):
                     if os.path.isfile(os.path.join(run_dir, "last.pt")):
                         say(f"\nthe loss or its gradient became non-finite at step {progress['step'] + 1}; "
                             f"{run_dir}/last.pt holds the last good checkpoint. Resume it with {remedy} "
-                            f"(as is, it would diverge again): python run/svi.py --resume {run_dir} --lr ...")
+                            f"(as is, it would diverge again): {resume_command(run_dir, world_size)} --lr ...")
                     else:
                         say(f"\nthe loss or its gradient became non-finite at step {progress['step'] + 1}, "
                             f"before the first checkpoint; start again with {remedy}")
@@ -398,11 +414,12 @@ def train(config, resume=None, quiet=False, after_training=None):
                 progress["epoch_sequences"] += len(indices)
                 bar.update(1)
                 bar.set_postfix(elbo=f"{-loss_value:.1f}", refresh=False)
-                if progress["step"] % config.log_every == 0:
+                if progress["step"] % config.log_every == 0:  # the whole batch, over every rank
+                    loss_sum, sequences, steps = all_reduce_sum(
+                        [loss_value * len(indices), len(indices), mask.sum().item()], device)
                     log({"event": "train", "epoch": epoch + 1, "step": progress["step"],
-                         "elbo_per_seq": -loss_value,
-                         "elbo_per_step": -loss_value * len(indices) / mask.sum().item(), "kl_scale": kl_scale,
-                         "grad_norm": grad_norm, "time": time.time() - start})
+                         "elbo_per_seq": -loss_sum / sequences, "elbo_per_step": -loss_sum / steps,
+                         "kl_scale": kl_scale, "grad_norm": grad_norm, "time": time.time() - start})
                 last_batch = i + 1 == batches_per_epoch
                 out_of_steps = config.max_steps is not None and progress["step"] >= config.max_steps
                 stop_now = any_rank(stop.requested, device) if world_size > 1 else stop.requested
@@ -448,8 +465,14 @@ def train(config, resume=None, quiet=False, after_training=None):
     if stop_reason == "nan":
         raise TrainingError(f"training diverged (non-finite loss); see the message above. Run: {run_dir}")
     if stop_reason == "signal":
-        say(f"stopped; resume with: python run/svi.py --resume {run_dir}")
+        say(f"stopped; resume with: {resume_command(run_dir, world_size)}")
     return run_dir
+
+
+def resume_command(run_dir, world_size):
+    if world_size == 1:
+        return f"python run/svi.py --resume {run_dir}"
+    return f"the same torchrun command ({world_size} processes in all) with --resume {run_dir}"
 
 
 def finished(progress, config):

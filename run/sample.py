@@ -11,7 +11,7 @@ observations removed (pyro_vrnn/generate.py). Writes, into --out (default RUN/sa
     handwriting   samples.png  the lines drawn as pen strokes (the pen lifts where the pen bit is 1)
     speech        samples.png  waveforms, and samples-01.wav ... (16 kHz, 16-bit mono)
     piano rolls   samples.png  one roll per sample
-    always        samples.npz  x [num, length, D] in the data's own units (prime_steps, kind)
+    always        samples.npz  x [num, prime_steps + length, D] in the data's own units (prime_steps, kind)
 
 --temperature scales the emission only (mixture weights sharpened, scales narrowed, Graves 2013);
 --prime starts every sample with the first --prime-steps steps of a real sequence (drawn in blue).
@@ -31,7 +31,7 @@ def parse_args(argv=None):
     p.add_argument("--checkpoint", required=True, help="a .pt file or a run directory (its best.pt, else last.pt)")
     p.add_argument("--num", type=int, default=None, help="how many samples (default: the run's num_samples_figure, 6)")
     p.add_argument("--length", type=int, default=None,
-                   help="time steps to generate (default: the training data's median length)")
+                   help="time steps to generate, after the prime if any (default: the training data's median length)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--temperature", type=float, default=1.0,
                    help="emission temperature: <1 cleaner and more probable, 1 the model itself (default 1)")
@@ -71,8 +71,8 @@ def main(argv=None):
         x = sample_run(run, num, prime_steps + length, args.seed, args.temperature, prime)
         out = args.out or os.path.join(run.run_dir, "samples")
         title = f"{run.describe()}: {num} samples of {length} steps"
+        title += f" after the first {prime_steps} of {args.split} sequence {args.prime}" if prime_steps else ""
         title += f", temperature {args.temperature:g}" if args.temperature != 1 else ""
-        title += f", primed with {args.split} sequence {args.prime} ({prime_steps} steps)" if prime_steps else ""
         written = write_samples(x, run.info, out, suptitle=title, prime_steps=prime_steps)
     except (DataError, TrainingError, ValueError) as error:
         sys.exit(f"error: {error}")

@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from pyro_vrnn.config import MODEL_NAMES, Config, check_config, config_from_dict, make_config  # noqa: E402
 from pyro_vrnn.data import DATASETS, DataError  # noqa: E402
-from pyro_vrnn.train import TrainingError, load_checkpoint, train  # noqa: E402
+from pyro_vrnn.train import TrainingError, close_process_group, load_checkpoint, train  # noqa: E402
 
 # Flags that may change when a run is resumed (the optimization's: e.g. a lower --lr after a
 # divergence); everything else must match the checkpoint.
@@ -94,6 +94,8 @@ def main(argv=None):
         train(config, resume=args.resume, after_training=after_training)
     except (DataError, TrainingError) as error:
         sys.exit(f"error: {error}")
+    finally:
+        close_process_group()
 
 
 if __name__ == "__main__":

@@ -44,6 +44,9 @@ STEP_SCRIPT = textwrap.dedent("""
         grads = grads or {{n: p.grad.clone() for n, p in vrnn.named_parameters()}}
     if rank == 0:
         torch.save({{"params": vrnn.state_dict(), "grads": grads}}, {out!r})
+    if world_size > 1:  # leave together: a rank that exits with the group alive can abort in gloo's threads
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 """)
 
 
@@ -108,3 +111,32 @@ def test_two_rank_run_writes_one_checkpoint_and_one_log_and_resumes(tmp_path, he
     assert len(state["rng"]) == 2  # each rank's random state, so each resumes its own stream
     assert [r["step"] for r in read_log(run_dir) if r["event"] == "train"] == [1, 2, 3, 4, 5]
     assert not [f for f in os.listdir(run_dir) if ".tmp" in f]
+
+
+def test_a_two_rank_run_stopped_mid_epoch_resumes_to_the_same_log_and_only_with_two_ranks(tmp_path, small_handwriting):
+    """96 training lines, 8 per rank: 6 steps an epoch. Stopped at step 3 and resumed, the run logs what an
+    uninterrupted one logs (every record summed over both ranks); one process may not take over mid-epoch."""
+    svi = os.path.join(ROOT, "run", "svi.py")
+    common = ["--dataset", "hdf5", "--data-dir", small_handwriting, "--model", "vrnn-gauss", "--epochs", "1",
+              "--log-every", "1", *TINY]
+    straight = torchrun(2, svi, "--out", str(tmp_path / "straight"), *common)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    part = torchrun(2, svi, "--out", str(tmp_path / "part"), "--max-steps", "3", *common)
+    assert part.returncode == 0, part.stderr[-3000:]
+    alone = subprocess.run([sys.executable, svi, "--resume", str(tmp_path / "part"), "--max-steps", "100"],
+                           capture_output=True, text=True, cwd=ROOT)
+    lines = alone.stderr.strip().splitlines()
+    assert alone.returncode != 0 and len(lines) == 1 and "stopped mid-epoch with 2 process(es)" in lines[0]
+    rest = torchrun(2, svi, "--resume", str(tmp_path / "part"), "--max-steps", "100")
+    assert rest.returncode == 0, rest.stderr[-3000:]
+
+    def records(name):
+        return [{k: v for k, v in r.items() if k != "time"} for r in read_log(tmp_path / name) if r["event"] != "end"]
+
+    assert len(records("straight")) == 7  # 6 steps and the epoch
+    for a, b in zip(records("straight"), records("part"), strict=True):
+        assert a.keys() == b.keys() and a["event"] == b["event"], (a, b)
+        assert all(a[k] == pytest.approx(b[k], rel=1e-6) for k in a if k != "event"), (a, b)
+    # The epoch's training ELBO (summed over both ranks) is the mean of the steps' whole-batch ELBOs.
+    train = [r["elbo_per_seq"] for r in records("straight")[:6]]
+    assert records("straight")[6]["train_elbo_per_seq"] == pytest.approx(sum(train) / 6, rel=1e-6)
