@@ -454,7 +454,8 @@ def train(config, resume=None, quiet=False, after_training=None):
                 say(f"no better validation bound for {config.patience} epochs: stopping early")
             elif config.max_steps is not None and progress["step"] >= config.max_steps:
                 stop_reason = "max_steps"
-            elif any_rank(stop.requested, device) if world_size > 1 else stop.requested:
+            elif progress["epoch"] < config.epochs and (any_rank(stop.requested, device) if world_size > 1
+                                                         else stop.requested):
                 stop_reason = "signal"  # a Ctrl-C during validation: last.pt is written
     stop_reason = stop_reason or "epochs"
     log({"event": "end", "reason": stop_reason, "step": progress["step"], "time": time.time() - start})

@@ -219,6 +219,9 @@ def peak_memory(fn, device):
             # "5" resets it to the resident set now, after the trim (Linux 4.0+).
             with open("/proc/self/clear_refs", "w") as f:
                 f.write("5")
+            # fork copies only this thread: a parallel region of the parent's OpenMP pool would wait forever
+            # on threads the child does not have (--threads > 1). Memory barely depends on the thread count.
+            torch.set_num_threads(1)
             rss = resident_kib("VmRSS")
             fn()
             os.write(write_end, str(max(0, resident_kib("VmHWM") - rss) * 1024).encode())

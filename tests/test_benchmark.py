@@ -68,6 +68,26 @@ def test_peak_memory_counts_what_the_function_allocates_not_the_heap_it_inherits
     del last
 
 
+def test_peak_memory_returns_when_torch_runs_several_threads(tmp_path):
+    """fork copies one thread: a matrix product in the child must not wait on the parent's OpenMP pool."""
+    script = tmp_path / "threads.py"
+    script.write_text(f"""
+import sys, torch
+sys.path.insert(0, {os.path.join(ROOT, "run")!r})
+import benchmark
+torch.set_num_threads(2)
+a = torch.randn(512, 512)
+(a @ a).sum()  # the pool is started
+peak = benchmark.peak_memory(lambda: (torch.randn(2048, 2048) @ torch.randn(2048, 2048)).sum(), torch.device("cpu"))
+print(peak)
+""")
+    env = dict(os.environ, OMP_NUM_THREADS="2")
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    peak = result.stdout.strip()
+    assert peak == "None" or int(peak) >= 3 * 2 ** 24  # three 16 MiB matrices
+
+
 @pytest.mark.parametrize("name,kind,dim", [("vrnn-gauss", "handwriting", 3), ("vrnn-gmm", "real", 200)])
 def test_importance_sampling_peaks_within_its_memory_budget(name, kind, dim):
     """The particles are drawn in chunks sized from evaluate.bytes_per_cell; a pass's measured peak must stay
