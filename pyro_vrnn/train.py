@@ -398,14 +398,13 @@ def train(config, resume=None, quiet=False, after_training=None):
                 if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
                     stop_reason = "nan"
                     bar.close()
+                    what = f"\nthe loss or its gradient became non-finite at step {progress['step'] + 1}"
                     remedy = "a lower --lr, a smaller --clip, --kl-anneal-epochs 1 or --elbo meanfield"
                     if os.path.isfile(os.path.join(run_dir, "last.pt")):
-                        say(f"\nthe loss or its gradient became non-finite at step {progress['step'] + 1}; "
-                            f"{run_dir}/last.pt holds the last good checkpoint. Resume it with {remedy} "
+                        say(f"{what}; {run_dir}/last.pt holds the last good checkpoint. Resume it with {remedy} "
                             f"(as is, it would diverge again): {resume_command(run_dir, world_size)} --lr ...")
                     else:
-                        say(f"\nthe loss or its gradient became non-finite at step {progress['step'] + 1}, "
-                            f"before the first checkpoint; start again with {remedy}")
+                        say(f"{what}, before the first checkpoint; start again with {remedy}")
                     break
                 first_step = False
                 progress["step"] += 1

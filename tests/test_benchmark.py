@@ -15,18 +15,9 @@ import torch
 import models
 from pyro_vrnn import evaluate
 from pyro_vrnn.config import make_config
+from test_evaluate import load_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def load_benchmark():
-    """run/benchmark.py as a module (run/ is not a package)."""
-    sys.path.insert(0, os.path.join(ROOT, "run"))
-    try:
-        import benchmark
-    finally:
-        sys.path.pop(0)
-    return benchmark
 
 
 def test_benchmark_runs_at_a_tiny_size(tmp_path):
@@ -53,7 +44,7 @@ def test_benchmark_runs_at_a_tiny_size(tmp_path):
 
 
 def test_peak_memory_counts_what_the_function_allocates_not_the_heap_it_inherits():
-    benchmark = load_benchmark()
+    benchmark = load_script("benchmark")
     cpu = torch.device("cpu")
     if benchmark.peak_memory(lambda: None, cpu) is None:
         pytest.skip("no fork or /proc/self/clear_refs here")
@@ -92,7 +83,7 @@ print(peak)
 def test_importance_sampling_peaks_within_its_memory_budget(name, kind, dim):
     """The particles are drawn in chunks sized from evaluate.bytes_per_cell; a pass's measured peak must stay
     within the budget they were sized for, and use a fair part of it (or the estimate would be a waste)."""
-    benchmark = load_benchmark()
+    benchmark = load_script("benchmark")
     cpu = torch.device("cpu")
     if benchmark.peak_memory(lambda: None, cpu) is None:
         pytest.skip("no fork or /proc/self/clear_refs here")

@@ -52,9 +52,9 @@ def test_fifty_steps_lower_the_loss(tmp_path, hershey_cache):
     assert sum(train_elbo[-3:]) / 3 > sum(train_elbo[:3]) / 3 + 0.5
 
 
-def run_cli(*args, **kw):
+def run_cli(*args, cwd=ROOT, **kw):
     return subprocess.run([sys.executable, os.path.join(ROOT, "run", "svi.py"), *args],
-                          capture_output=True, text=True, cwd=ROOT, **kw)
+                          capture_output=True, text=True, cwd=cwd, **kw)
 
 
 def tiny_flags():
@@ -164,9 +164,8 @@ def test_resume_checks_the_data_and_says_when_there_is_nothing_left(tmp_path, sm
     data of another shape or size is refused; a run at its --max-steps takes no step; --lr may change."""
     data = tmp_path / "data.h5"
     data.write_bytes(open(small_handwriting, "rb").read())
-    first = subprocess.run([sys.executable, os.path.join(ROOT, "run", "svi.py"), "--dataset", "hdf5",
-                            "--data-dir", "data.h5", "--out", "r", "--max-steps", "2", "--log-every", "1",
-                            *tiny_flags()], capture_output=True, text=True, cwd=tmp_path)
+    first = run_cli("--dataset", "hdf5", "--data-dir", "data.h5", "--out", "r", "--max-steps", "2",
+                    "--log-every", "1", *tiny_flags(), cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]
     run_dir = tmp_path / "r"
     with open(run_dir / "config.json") as f:

@@ -163,8 +163,9 @@ def unsegmented_only(files, data_dir):
 def folder_splits(data_dir, seed=0, use_split_folders=True, only_unsegmented=False):
     """{split: [(path, name)]}: from train/ valid/ test/ subfolders if all are there, else a
     seeded 90/5/5 split by file. Returns (files, how)."""
-    files, only = unsegmented_only(find_audio_files(data_dir), data_dir) if only_unsegmented else \
-        (find_audio_files(data_dir), "")
+    files, only = find_audio_files(data_dir), ""
+    if only_unsegmented:
+        files, only = unsegmented_only(files, data_dir)
     if use_split_folders:
         folders = {entry.lower(): entry for entry in os.listdir(data_dir)
                    if os.path.isdir(os.path.join(data_dir, entry))}
