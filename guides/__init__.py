@@ -2,7 +2,7 @@
 from guides.filtering import filtering_guide
 
 
-def empty_guide(vrnn, x, mask, num_sequences=None, kl_scale=1.0):
+def empty_guide(vrnn, x, mask, num_sequences=None, kl_scale=1.0, record=None):
     """The RNN baselines have no latent sites, so there is nothing to guess."""
 
 

@@ -5,11 +5,9 @@
 
 so q(z_{<=T} | x_{<=T}) = prod_t q(z_t | x_{<=t}, z_{<t}). The guide conditions on the same state
 h_{t-1} as the model, and that state depends on the earlier z's, so the guide must run the model's
-recurrence itself, driven by its own samples: the networks (and the LSTM f) are shared with the model.
-
-The model, replayed on these samples, computes that same recurrence again; `share=True` keeps this
-pass so that it reuses it instead (VRNN.initial_state; the model checks step by step that its z's and
-x's are the ones recorded here, and computes its own recurrence wherever they are not).
+recurrence itself, driven by its own samples: the networks (and f) are shared with the model.
+It writes each h_t into the `record` that the training and evaluation code passes to both programs,
+so that the model, replayed on these draws, reads h_t instead of computing it again.
 """
 import torch
 import pyro
@@ -18,13 +16,16 @@ import pyro.poutine as poutine
 from pyro_vrnn.networks import step_masks
 
 
-def filtering_guide(vrnn, x, mask, num_sequences=None, kl_scale=1.0):
+def filtering_guide(vrnn, x, mask, num_sequences=None, kl_scale=1.0, record=None):
     """Same arguments as `models.vrnn.vrnn_model`, with which it is paired site by site (z_1..z_T)."""
     batch, steps, _ = x.shape
     masks = step_masks(mask)  # mask[:, t]: padding steps count for nothing
-    state = vrnn.initial_state(x, share=True)  # h_0 = 0; share: the model, replayed on our z's, reuses this pass
+    phi_x = vrnn.phi_x(x)  # phi_x(x_t) of every step in one call: the guide sees all of x
+    state = vrnn.initial_state(x)  # h_0 = 0
     with pyro.plate("sequences", num_sequences or batch, subsample=torch.arange(batch, device=x.device)):
         for t in pyro.markov(range(steps)):
             with poutine.mask(mask=masks[t]), poutine.scale(scale=kl_scale):
-                z_t = pyro.sample(f"z_{t + 1}", vrnn.posterior(x[:, t], state))  # q(z_t | x_t, h_{t-1})
-            state = vrnn.step(x[:, t], z_t, state)  # h_t = f(phi_x(x_t), phi_z(z_t), h_{t-1})
+                z_t = pyro.sample(f"z_{t + 1}", vrnn.posterior(phi_x[:, t], state.h))  # q(z_t | x_t, h_{t-1})
+            state = vrnn.step(phi_x[:, t], z_t, state)  # h_t = f(phi_x(x_t), phi_z(z_t), h_{t-1})
+            if record is not None:
+                record.add(z_t, state)  # for the model, replayed on this z_t

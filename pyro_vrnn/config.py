@@ -27,6 +27,7 @@ class Config:
     prior_hidden: int = 64  # phi_prior
     dec_hidden: int = 64  # phi_dec
     mlp_layers: int = 1
+    cell: str = "lstm"  # the recurrence f: "lstm" (the paper's) or "gru"
     components: int = 20  # mixture components of the GMM emissions
     min_scale: float = 1e-4  # sigma = softplus(.) + min_scale
     # optimisation (PAPER.md: Adam 3e-4, gradient norm clipped at 5, early stopping on validation)
@@ -37,6 +38,7 @@ class Config:
     max_steps: Optional[int] = None
     patience: int = 10  # epochs without a better validation bound before stopping
     elbo: str = "trace"  # "trace": Trace_ELBO; "meanfield": TraceMeanField_ELBO (analytic KL)
+    scoring: str = "batched"  # the model's form: "batched" (one network call over all steps) or "steps"
     kl_anneal_epochs: float = 0.0  # KL weight rises linearly from 0 to 1 over this many epochs
     seed: int = 0
     device: str = "auto"
@@ -94,6 +96,10 @@ def check_config(config):
         raise ValueError(f"unknown --model {config.model!r}; choose one of {', '.join(MODEL_NAMES)}")
     if config.elbo not in ("trace", "meanfield"):
         raise ValueError(f"unknown --elbo {config.elbo!r}; choose 'trace' or 'meanfield'")
+    if config.cell not in ("lstm", "gru"):
+        raise ValueError(f"unknown --cell {config.cell!r}; choose 'lstm' or 'gru'")
+    if config.scoring not in ("batched", "steps"):
+        raise ValueError(f"unknown --scoring {config.scoring!r}; choose 'batched' or 'steps'")
     for names, test, need in ((AT_LEAST_ONE, lambda v: v >= 1, "at least 1"), (POSITIVE, lambda v: v > 0, "above 0"),
                               (NOT_NEGATIVE, lambda v: v >= 0, "0 or more")):
         for name in names:

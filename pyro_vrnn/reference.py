@@ -1,135 +1,112 @@
-"""The VRNN's ELBO and importance-sampled log p(x) in plain PyTorch: the yardstick for the Pyro programs.
+"""The VRNN's ELBO and importance weights in plain PyTorch, in two hand-written forms: the yardstick.
 
 The same quantities as `models/` + `guides/` under Pyro's `Trace_ELBO` / `TraceMeanField_ELBO` and
-`vectorized_importance_weights`, computed from the same modules (vrnn.phi_x, encoder, phi_z, rnn,
-prior_net, decoder) with no Pyro inference machinery, written the way one would by hand for speed:
+`vectorized_importance_weights`, from the same modules (vrnn.phi_x, encoder, phi_z, rnn, prior_net,
+decoder), with no Pyro inference machinery, written the two ways one writes them by hand:
 
-    1. one loop over time for the recurrence, sampling z_t ~ q(z_t | x_t, h_{t-1}) with rsample
-       (the only part that is sequential: h_t needs z_t, which needs h_{t-1});
-    2. then every step at once: the prior p(z_t | h_{t-1}), the emission p(x_t | z_t, h_{t-1}) and
-       their log-densities (or the analytic KL) as one batched call over [T, ..., B] (the emission in
-       blocks, through the call the Pyro path makes, so that its parameters never exist for all steps
-       at once);
-    3. padding masked out, summed per sequence.
+  per_step   one loop over time that computes every term at its step: q(z_t | x_t, h_{t-1}), a draw
+             z_t, the prior, the emission and their log-densities (or the analytic KL), then h_t;
+  batched    the loop runs the recurrence only (h_t needs z_t, which needs h_{t-1}: the one sequential
+             part); then the prior, the emission and every log-density are one call over [T, ..., B].
 
-The noise is drawn as the guide draws it (z_1, ..., z_T, one rsample each, particles included), so
-with the same RNG seed the loss, its gradients and the log-weights equal the Pyro ones
-(tests/test_reference.py); run/benchmark.py times the two against each other.
+Neither is always the faster: batching pays when each step is small (handwriting, D = 3), a step at
+a time pays when each step's emission is big (a 20-component mixture over 200-dim speech frames),
+whose batched intermediates no longer fit the caches. run/benchmark.py times the Pyro programs
+against the faster of the two. The noise is drawn as the guide draws it (z_1, ..., z_T, one rsample
+each, particles included), so with the same RNG seed both forms give the Pyro programs' loss,
+gradients and log-weights (tests/test_reference.py).
 """
-import math
-
 import torch
-from torch.distributions import Independent, Normal, kl_divergence
+from torch.distributions import kl_divergence
+
+from pyro_vrnn.networks import stack_steps as stack, sum_over_steps
+
+FORMS = ("per_step", "batched")
 
 
-def filter_path(vrnn, x, num_particles=None):
-    """Run the recurrence on x, z_t drawn from the guide: (h_prev [T, *S, H], z [T, *S, Z], q [T, *S]).
+def per_step_terms(vrnn, x, num_particles=None, analytic_kl=False):
+    """(log p(x_t | z_t, h_{t-1}) [T, *S], KL_t or log q - log p [T, *S] or None), one step at a time.
 
-    S = (B,) or (K, B) with num_particles K. h_prev[t] is h_{t-1} (h_0 = 0); z and q are None for the
-    RNN baselines, whose recurrence is driven by x alone.
+    S = (B,), or (K, B) with num_particles K. The RNN baselines have no z and no KL term.
     """
-    batch, steps, _ = x.shape
-    shape = torch.Size((batch,) if num_particles is None else (num_particles, batch))
-    n = shape.numel()
-    phi_x = vrnn.phi_x(x).transpose(0, 1)  # [T, B, F], computed once
-    phi_x = phi_x.reshape((steps,) + (1,) * (len(shape) - 1) + phi_x.shape[1:])  # [T, 1, B, F] with particles
-    phi_x = phi_x.expand((steps,) + shape + phi_x.shape[-1:]).reshape(steps, n, -1).unbind(0)  # (a backward
-    # through T views of one unbind is one stack; through T indexings it would be T full-size tensors)
-    h = c = x.new_zeros(n, vrnn.hidden)  # the LSTM cell wants one flat batch dim
-    hs, zs, locs, scales = [], [], [], []
-    for t in range(steps):
-        hs.append(h)
+    phi_x = vrnn.phi_x(x)
+    state = vrnn.initial_state(x)
+    log_px, kl = [], []
+    for t in range(x.shape[1]):
+        z = None
         if vrnn.latent:
-            q = vrnn.encoder(torch.cat([phi_x[t], h], dim=-1))  # q(z_t | x_t, h_{t-1})
-            z = q.rsample()
-            locs.append(q.base_dist.loc)
-            scales.append(q.base_dist.scale)
+            q = vrnn.posterior(phi_x[:, t], state.h)  # q(z_t | x_t, h_{t-1})
+            z = q.rsample() if num_particles is None or t > 0 else q.rsample((num_particles,))
+            prior = vrnn.prior(state.h)  # p(z_t | h_{t-1})
+            kl.append(kl_divergence(q, prior) if analytic_kl else q.log_prob(z) - prior.log_prob(z))
+        log_px.append(vrnn.emission(z, state.h).log_prob(x[:, t]))  # p(x_t | z_t, h_{t-1})
+        state = vrnn.step(phi_x[:, t], z, state)  # h_t = f(phi_x(x_t), phi_z(z_t), h_{t-1})
+    return stack(log_px), (stack(kl) if vrnn.latent else None)
+
+
+def batched_terms(vrnn, x, num_particles=None, analytic_kl=False):
+    """The same as `per_step_terms`: the recurrence in a loop, then every step's terms in one call each."""
+    phi_x = vrnn.phi_x(x)
+    state = vrnn.initial_state(x)
+    hs, zs, posteriors = [], [], []
+    for t in range(x.shape[1]):
+        hs.append(state.h)
+        z = None
+        if vrnn.latent:
+            q = vrnn.posterior(phi_x[:, t], state.h)
+            z = q.rsample() if num_particles is None or t > 0 else q.rsample((num_particles,))
             zs.append(z)
-            inputs = torch.cat([phi_x[t], vrnn.phi_z(z)], dim=-1)
-        else:
-            inputs = phi_x[t]
-        h, c = vrnn.rnn(inputs, (h, c))  # h_t = f(phi_x(x_t), phi_z(z_t), h_{t-1})
-
-    def unflatten(tensors):
-        return torch.stack(tensors).reshape((steps,) + shape + tensors[0].shape[-1:])
-
-    h_prev = unflatten(hs)
+            posteriors.append(q.base_dist)
+        state = vrnn.step(phi_x[:, t], z, state)
+    h_prev = stack(hs)  # [T, *S, H]: h_0 .. h_{T-1}
     if not vrnn.latent:
-        return h_prev, None, None
-    q = Independent(Normal(unflatten(locs), unflatten(scales)), 1)
-    return h_prev, unflatten(zs), q
-
-
-def emission_log_prob(vrnn, x, h_prev, z):
-    """log p(x_t | z_t, h_{t-1}) [T, *S]: the decoder on every step at once, in blocks without gradients (the
-    emission's parameters for every step at once can be large: 20 x 200 means and scales per particle,
-    sequence and step for speech); VRNN.emission_log_prob is that call."""
-    return vrnn.emission_log_prob(h_prev, z, x.transpose(0, 1))
-
-
-def step_terms(vrnn, x, h_prev, z, q, analytic_kl=False):
-    """Per step, batched over time: (log p(x_t | z_t, h_{t-1}) [T, *S], KL_t or log q - log p [T, *S] or None)."""
-    if not vrnn.latent:
-        return emission_log_prob(vrnn, x, h_prev, None), None
-    if vrnn.conditional_prior:
-        prior = vrnn.prior_net(h_prev)
-    else:
-        prior = Independent(Normal(torch.zeros_like(z), 1.0), 1)
+        return vrnn.emission_log_prob(None, h_prev, x), None
+    z = stack(zs)
+    q = type(posteriors[0])(stack([d.loc for d in posteriors]), stack([d.scale for d in posteriors])).to_event(1)
+    prior = vrnn.prior(h_prev)
     kl = kl_divergence(q, prior) if analytic_kl else q.log_prob(z) - prior.log_prob(z)
-    return emission_log_prob(vrnn, x, h_prev, z), kl
+    # the emission in blocks of steps, exactly as the Pyro model's batched form scores it
+    return vrnn.emission_log_prob(z, h_prev, x), kl
+
+
+TERMS = {"per_step": per_step_terms, "batched": batched_terms}
 
 
 def per_sequence(terms, mask, dtype=None):
     """sum_t mask_bt * terms[t, ..., b]: [T, *S] -> [*S], padding steps contributing exactly 0."""
-    if dtype is not None:
-        terms = terms.to(dtype)
-    mask = mask.transpose(0, 1)  # [T, B], and [T, 1, B] against particles
-    mask = mask.reshape(mask.shape[:1] + (1,) * (terms.dim() - 2) + mask.shape[1:])
-    return torch.where(mask, terms, terms.new_zeros(())).sum(0)
+    return sum_over_steps(terms if dtype is None else terms.to(dtype), mask)
 
 
-def elbo_terms(vrnn, x, mask, analytic_kl=False):
+def elbo_terms(vrnn, x, mask, analytic_kl=False, form="batched"):
     """One-sample ELBO parts per sequence: (sum_t log p(x_t | ...) [B], sum_t KL_t [B] or zeros)."""
-    h_prev, z, q = filter_path(vrnn, x)
-    log_px, kl = step_terms(vrnn, x, h_prev, z, q, analytic_kl)
+    log_px, kl = TERMS[form](vrnn, x, analytic_kl=analytic_kl)
     log_likelihood = per_sequence(log_px, mask)
     return log_likelihood, (per_sequence(kl, mask) if kl is not None else torch.zeros_like(log_likelihood))
 
 
-def elbo_loss(vrnn, x, mask, num_sequences=None, kl_scale=1.0, analytic_kl=False):
+def elbo_loss(vrnn, x, mask, num_sequences=None, kl_scale=1.0, analytic_kl=False, form="batched"):
     """-ELBO of the batch, scaled to num_sequences as the plate over sequences scales it: the value and the
     gradient of Trace_ELBO (analytic_kl=False) or TraceMeanField_ELBO (True) on the Pyro programs."""
-    log_likelihood, kl = elbo_terms(vrnn, x, mask, analytic_kl)
+    log_likelihood, kl = elbo_terms(vrnn, x, mask, analytic_kl, form)
     scale = (num_sequences or x.shape[0]) / x.shape[0]
     return -(log_likelihood.sum() - kl_scale * kl.sum()) * scale
 
 
 @torch.no_grad()
-def particle_log_weights(vrnn, x, mask, num_samples):
+def particle_log_weights(vrnn, x, mask, num_samples, form="batched"):
     """log w [K, B] (float64) = log p(x, z^k) - log q(z^k | x) for K particles, all in one pass."""
     if not vrnn.latent:  # nothing to sample: every particle weighs the exact p(x)
-        h_prev, _, _ = filter_path(vrnn, x)
-        log_px, _ = step_terms(vrnn, x, h_prev, None, None)
+        log_px, _ = TERMS[form](vrnn, x)
         return per_sequence(log_px, mask, torch.float64).expand(num_samples, x.shape[0])
-    h_prev, z, q = filter_path(vrnn, x, num_samples)
-    log_px, log_q_minus_log_p = step_terms(vrnn, x, h_prev, z, q)
+    log_px, log_q_minus_log_p = TERMS[form](vrnn, x, num_particles=num_samples)
     return per_sequence(log_px, mask, torch.float64) - per_sequence(log_q_minus_log_p, mask, torch.float64)
 
 
 @torch.no_grad()
-def importance_log_weights(vrnn, x, mask, num_samples=100, chunk_size=None):
-    """log w [K, B] for K particles, `chunk_size` particles per vectorized pass (never a loop over single
-    particles); chunking bounds the memory of the [T, K, B, ...] tensors of one pass."""
+def importance_log_weights(vrnn, x, mask, num_samples=100, chunk_size=None, form="batched"):
+    """log w [K, B] for K particles, `chunk_size` particles per vectorized pass; chunking bounds the memory
+    of the [T, K, B, ...] tensors of one pass."""
     chunk_size = chunk_size or num_samples
-    chunks = [particle_log_weights(vrnn, x, mask, min(chunk_size, num_samples - start))
+    chunks = [particle_log_weights(vrnn, x, mask, min(chunk_size, num_samples - start), form)
               for start in range(0, num_samples, chunk_size)]
     return torch.cat(chunks, dim=0)
-
-
-def log_px_estimate(log_w):
-    """log (1/K) sum_k w_k per sequence, from log w [K, B]."""
-    return torch.logsumexp(log_w, dim=0) - math.log(log_w.shape[0])
-
-
-__all__ = ["filter_path", "emission_log_prob", "step_terms", "elbo_terms", "elbo_loss", "particle_log_weights",
-           "importance_log_weights", "log_px_estimate"]

@@ -14,26 +14,29 @@ import os
 
 import numpy as np
 import pyro
-import pyro.poutine as poutine
 import torch
 
 import models
+from pyro_vrnn import data as datasets
 from pyro_vrnn import plots
+from pyro_vrnn.checkpoints import check_same_data, load_checkpoint, rebuild, resolve_checkpoint
 from pyro_vrnn.data import write_wav
-from pyro_vrnn.evaluate import resolve_checkpoint
 from pyro_vrnn.generate import generate, to_data_units
-from pyro_vrnn.train import TrainingError, load_checkpoint, rebuild
+from pyro_vrnn.objectives import traces
+from pyro_vrnn.runtime import TrainingError
 
 SAMPLE_RATE = 16000  # PAPER.md: the speech sets are 16 kHz waveforms (a data set may store its own)
 
 
 class Run:
-    """A rebuilt checkpoint: its path, state, config, model and guide programs, network and data info."""
+    """A rebuilt checkpoint: its path, state, config, guide, network and data info, and its model program
+    in the step-by-step form (`models.MODELS[...].model`), the one that generates."""
 
     def __init__(self, path, device="cpu"):
         self.path = resolve_checkpoint(path)
         self.state = load_checkpoint(self.path)
-        self.config, self.model, self.guide, self.vrnn, self.info = rebuild(self.state, device)
+        self.config, _, self.guide, self.vrnn, self.info = rebuild(self.state, device)
+        self.model = models.MODELS[self.config.model].model
         self.latent = models.MODELS[self.config.model].latent
         self.step = self.state["progress"]["step"]
 
@@ -46,17 +49,11 @@ class Run:
 
     def dataset(self, split, data_dir=None):
         """One split of the data the model was trained on, checked against the checkpoint's statistics."""
-        from pyro_vrnn import data as datasets
         splits = datasets.load(self.config.dataset, data_dir or self.config.data_dir, verbose=False)
         data = splits[split]
         if len(data) == 0:
             raise TrainingError(f"dataset {self.config.dataset!r} has no sequences in its {split} split")
-        if data.kind != self.info["kind"] or data.dim != self.info["dim"]:
-            raise TrainingError(f"the model was trained on {self.info['kind']} data of dimension {self.info['dim']}, "
-                                f"but {self.config.dataset} {split} is {data.kind} of dimension {data.dim}")
-        if not (np.allclose(data.mean, self.info["mean"]) and np.allclose(data.std, self.info["std"])):
-            raise TrainingError(f"the {self.config.dataset} data are normalized differently from the data the "
-                                "model was trained on (was the dataset rebuilt from other files?)")
+        check_same_data(self.info, data, f"{self.config.dataset} {split}")
         return data
 
     def sequence(self, split, index, data_dir=None, flag="--index"):
@@ -164,8 +161,7 @@ def latent_activity(model, guide, vrnn, sequence, particles=1):
     x = torch.as_tensor(sequence, dtype=torch.float32).to(next(vrnn.parameters()).device)
     x = x.expand(particles, -1, -1)  # independent particles as a batch of copies
     mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
-    guide_trace = poutine.trace(guide).get_trace(vrnn, x, mask)
-    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(vrnn, x, mask)
+    guide_trace, model_trace = traces(model, guide, vrnn, x, mask)
     names = [f"z_{t + 1}" for t in range(x.shape[1])]
     if names[0] not in guide_trace.nodes:
         raise TrainingError("this model has no latent variables (an RNN baseline): Figure 2 needs a VRNN")

@@ -1,472 +1,55 @@
-"""Training: stochastic variational inference on the VRNN's ELBO (PAPER.md, "Objective").
+"""Training: stochastic variational inference on the VRNN's ELBO (Chung et al. 2015; docs/paper.md).
 
-One loop serves one process and a `torchrun` group alike (world size 1 is not a special case):
+One loop serves one process and a `torchrun` group alike (world size 1 is not a special case): steps
+of `svi.svi_step` (Pyro's Trace_ELBO as a module, Adam, gradient clipping) over length-bucketed
+batches. The ELBO is the sum over time steps of reconstruction minus KL; `--elbo meanfield` computes
+each KL analytically (TraceMeanField_ELBO, as the paper) and `--kl-anneal-epochs` anneals its weight.
 
-    loss_module = Trace_ELBO()(model, guide)      # Pyro's ELBOModule: a torch.nn.Module
-    loss = loss_module(x, mask, num_sequences=N)  # -ELBO of the batch, scaled to the N training sequences
-    (loss / N).backward(); clip; Adam.step()      # the gradient of the mean per-sequence -ELBO
-
-This is exactly what `pyro.infer.SVI.step` does, written with a torch optimizer and module-local
-parameters so that the same module can be wrapped in DistributedDataParallel. The ELBO is the sum
-over time steps of reconstruction minus KL; `--elbo meanfield` computes each KL analytically
-(TraceMeanField_ELBO, as the paper), and `kl_scale` (poutine.scale in the programs) anneals it.
-
-Checkpoints (`last.pt`, `best.pt`) hold the model, optimizer, config, data statistics, position in
-the data and every RNG state, and are written atomically, so a killed run resumes exactly.
+`Trainer.run` reads in one screen: resume or start, then epochs of steps, each epoch ended by
+validation, early stopping and a checkpoint; `--resume` continues exactly where `last.pt` was.
 """
-import contextlib
 import dataclasses
-import gc
 import json
 import math
 import os
-import signal
 import time
 
-import numpy as np
 import pyro
 import torch
 import torch.distributed as dist
-import torch.nn as nn
-from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from tqdm import tqdm
 
 import models
 from pyro_vrnn import data as datasets
-from pyro_vrnn.config import config_from_dict, config_to_dict
-from pyro_vrnn.evaluate import elbo_terms
+from pyro_vrnn.checkpoints import (CHECKPOINT_VERSION, check_same_training_data, data_info, load_checkpoint,
+                                   load_weights)
+from pyro_vrnn.config import config_to_dict
+from pyro_vrnn.runs import RunDirectory
+from pyro_vrnn.runtime import (EXIT_CODES, StopRequest, TrainingError, all_reduce_sum, any_rank, frozen_heap,
+                               get_rng_state, set_rng_state, set_threads, setup_distributed)
+from pyro_vrnn.svi import kl_weight, make_loss_module, svi_step, to_device, validate
 
-CHECKPOINT_VERSION = 1
+@dataclasses.dataclass
+class Progress:
+    """Where a run is: what a checkpoint must hold to resume it exactly."""
+    epoch: int = 0  # epochs finished
+    batch: int = 0  # batches done in the current epoch
+    step: int = 0  # optimizer steps in all
+    best_valid: float = -math.inf  # best validation ELBO per sequence so far
+    bad_epochs: int = 0  # epochs since it last improved
+    epoch_loss: float = 0.0  # the current epoch's sum of loss x sequences (over every rank)
+    epoch_sequences: float = 0.0
+    elapsed: float = 0.0  # seconds of training before this process took over
 
-
-class TrainingError(RuntimeError):
-    """A run that cannot go on; the message says what to do."""
-
-
-class Program(nn.Module):
-    """A model or guide function bound to its network, so that Pyro's ELBOModule (and DDP) see the
-    parameters as module-local ones, with no global param store involved."""
-
-    def __init__(self, fn, vrnn):
-        super().__init__()
-        self.fn, self.vrnn = fn, vrnn
-
-    def forward(self, *args, **kwargs):
-        return self.fn(self.vrnn, *args, **kwargs)
-
-
-def make_elbo(name):
-    # One particle, as the paper; the only plate is the one over sequences.
-    return {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}[name](max_plate_nesting=1)
-
-
-def resolve_device(name, local_rank=0):
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise TrainingError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
-        return torch.device(name if ":" in name else f"cuda:{local_rank}")
-    return torch.device(name)
-
-
-def setup_distributed(device_name):
-    """(rank, world_size, device). torchrun sets WORLD_SIZE, RANK and LOCAL_RANK; plain python sets none."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(device_name, local_rank)
-    if world_size > 1 and not dist.is_initialized():
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return rank, world_size, device
-
-
-def close_process_group():
-    """End a torchrun process's group (if any): a process that exits with it alive can abort in gloo's threads."""
-    if dist.is_initialized():
-        dist.destroy_process_group()
-
-
-def svi_step(loss_module, optimizer, x, mask, num_sequences, kl_scale=1.0, clip=5.0, validate=False):
-    """One SVI step on the mean per-sequence -ELBO of a batch; returns (loss, gradient norm) as floats.
-
-    The plate over sequences scales the batch's -ELBO to `num_sequences` (the training set), and
-    dividing by it gives the mean over the batch; under DDP each rank holds part of the batch and
-    the gradient average over ranks is the gradient of the mean over the whole batch.
-    A non-finite loss or gradient leaves the parameters untouched.
-    """
-    with pyro.validation_enabled(validate):
-        loss = loss_module(x, mask, num_sequences=num_sequences, kl_scale=kl_scale) / num_sequences
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, clip).item()
-    loss_value = loss.item()
-    if math.isfinite(loss_value) and math.isfinite(grad_norm):
-        optimizer.step()
-    return loss_value, grad_norm
-
-
-@contextlib.contextmanager
-def frozen_heap():
-    """Leave the objects alive now (torch, Pyro, the networks, the data) out of Python's garbage collections.
-
-    Pyro's traces make many small Python objects at every step, and every so often they trigger a full
-    collection, which walks the whole heap: about 300,000 objects once torch and Pyro are imported,
-    ~0.15 s, some 5% of a training step. Frozen objects are skipped; those made inside are collected
-    as usual, and on the way out everything is handed back to the collector.
-    """
-    gc.collect()
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
-
-
-def make_loss_module(config, model, guide, vrnn, world_size=1, device=None):
-    """Pyro's ELBOModule over the model and guide, wrapped in DDP when there are several processes."""
-    pyro.settings.set(module_local_params=True)
-    loss_module = make_elbo(config.elbo)(Program(model, vrnn), Program(guide, vrnn))
-    if world_size > 1:
-        loss_module = nn.parallel.DistributedDataParallel(
-            loss_module, device_ids=[device.index] if device is not None and device.type == "cuda" else None)
-    return loss_module
-
-
-def any_rank(flag, device):
-    """True on every rank if `flag` is True on any (a signal may reach the ranks at different steps)."""
-    tensor = torch.tensor([float(flag)], device=device)
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return bool(tensor.item())
-
-
-def all_reduce_sum(values, device):
-    """Sum a list of floats over the process group (identity in a single process)."""
-    tensor = torch.tensor(values, dtype=torch.float64, device=device)
-    if dist.is_initialized():
-        dist.all_reduce(tensor)
-    return tensor.tolist()
-
-
-def get_rng_state():
-    state = pyro.util.get_rng_state()
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state):
-    state = dict(state)
-    cuda = state.pop("cuda", None)
-    pyro.util.set_rng_state(state)
-    if cuda is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda)
-
-
-def save_checkpoint(path, state):
-    """Write to a temporary file in the same directory, then rename: a kill never leaves half a file."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path, map_location="cpu"):
-    if not os.path.isfile(path):
-        raise TrainingError(f"no checkpoint at {path}; pass a run directory that holds last.pt or a .pt file")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as error:  # a truncated or foreign file
-        raise TrainingError(f"cannot read checkpoint {path} ({error.__class__.__name__}: {error}); "
-                            "it is not a pyro-vrnn checkpoint or it is damaged") from None
-    if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
-        raise TrainingError(f"{path} is not a pyro-vrnn checkpoint of version {CHECKPOINT_VERSION}; "
-                            "retrain with this version of the code")
-    return state
-
-
-def rebuild(state, device="cpu"):
-    """(config, model, guide, vrnn, data_info) from a checkpoint, the network loaded and in eval mode."""
-    config = config_from_dict(state["config"])
-    info = state["data"]
-    model, guide, vrnn = models.build(config, info["kind"], info["dim"])
-    load_weights(vrnn, state)
-    return config, model, guide, vrnn.to(device).eval(), info
-
-
-def load_weights(vrnn, state):
-    try:
-        vrnn.load_state_dict(state["model"])
-    except RuntimeError as error:
-        raise TrainingError(f"checkpoint weights do not fit the network its config describes: {error}") from None
-
-
-def check_same_data(info, dataset, what):
-    """Raise TrainingError unless `dataset` is data of the kind, dimension and normalization that the
-    checkpoint's model (its data `info`) was trained on; `what` names the data in the message."""
-    if dataset.kind != info["kind"] or dataset.dim != info["dim"]:
-        raise TrainingError(f"the model was trained on {info['kind']} data of dimension {info['dim']}, but "
-                            f"{what} is {dataset.kind} of dimension {dataset.dim}")
-    if not (np.allclose(dataset.mean, info["mean"]) and np.allclose(dataset.std, info["std"])):
-        raise TrainingError(f"{what} is normalized differently from the data the model was trained on (was the "
-                            "dataset rebuilt from other files?); log-likelihoods would not compare")
-
-
-def kl_weight(config, epoch, batch, batches_per_epoch):
-    """KL annealing: the weight rises linearly from ~0 to 1 over `kl_anneal_epochs` epochs."""
-    if config.kl_anneal_epochs <= 0:
-        return 1.0
-    progress = epoch + (batch + 1) / batches_per_epoch
-    return min(1.0, progress / config.kl_anneal_epochs)
-
-
-def to_device(batch, device):
-    x, mask = batch
-    return x.to(device, non_blocking=True), mask.to(device, non_blocking=True)
-
-
-@torch.no_grad()
-def validate(model, guide, vrnn, dataset, config, device, rank, world_size):
-    """Mean ELBO per sequence and per time step on a split, with its reconstruction and KL parts."""
-    vrnn.eval()
-    sampler = datasets.LengthBucketSampler(dataset.lengths, config.batch_size, shuffle=False,
-                                           rank=rank, world_size=world_size)
-    totals = [0.0, 0.0, 0.0, 0.0]  # log-likelihood, kl, sequences, steps
-    for indices in sampler:
-        x, mask = to_device(datasets.pad_batch([dataset[i] for i in indices]), device)
-        log_likelihood, kl = elbo_terms(model, guide, vrnn, x, mask)
-        totals[0] += log_likelihood.sum().item()
-        totals[1] += kl.sum().item()
-        totals[2] += len(indices)
-        totals[3] += mask.sum().item()
-    vrnn.train()
-    log_likelihood, kl, sequences, steps = all_reduce_sum(totals, device)
-    elbo = log_likelihood - kl
-    return {"elbo_per_seq": elbo / sequences, "elbo_per_step": elbo / steps,
-            "log_likelihood_per_seq": log_likelihood / sequences, "kl_per_seq": kl / sequences}
-
-
-class StopRequest:
-    """SIGINT/SIGTERM set a flag; the loop finishes its step, checkpoints and stops."""
-
-    def __init__(self):
-        self.requested = False
-
-    def __enter__(self):
-        self.previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            for s in self.previous:
-                signal.signal(s, self.handle)
-        except ValueError:  # not the main thread: leave signals alone
-            self.previous = {}
-        return self
-
-    def handle(self, signum, frame):
-        if self.requested:  # a second Ctrl-C stops at once
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc):
-        for s, handler in self.previous.items():
-            signal.signal(s, handler)
-
-
-def train(config, resume=None, quiet=False, after_training=None):
-    """Train `config`; resume from `resume` (a run directory or checkpoint) if given. Returns the run dir.
-
-    `after_training(run_dir, state)` runs on rank 0 at the end (figures); kept outside this loop.
-    """
-    rank, world_size, device = setup_distributed(config.device)
-    if config.threads > 0:
-        # Tiny matrices gain nothing from more threads, and OpenMP threads that wait on each other
-        # make every op cost milliseconds as soon as another process shares the cores.
-        torch.set_num_threads(config.threads)
-    main = rank == 0
-    say = (lambda *a: None) if (quiet or not main) else (lambda *a: print(*a, flush=True))
-
-    if config.data_dir is not None:  # saved in config.json and checkpoints: valid from any directory
-        config = dataclasses.replace(config, data_dir=os.path.abspath(os.path.expanduser(config.data_dir)))
-    state = None
-    if resume is not None:
-        path = os.path.join(resume, "last.pt") if os.path.isdir(resume) else resume
-        state = load_checkpoint(path)
-        run_dir = os.path.dirname(os.path.abspath(path))
-    else:
-        run_dir = config.out or os.path.join(
-            "runs", f"{config.dataset}-{config.model}-{time.strftime('%Y%m%d-%H%M%S')}")
-    if main:
-        os.makedirs(run_dir, exist_ok=True)
-
-    pyro.set_rng_seed(config.seed)  # the same initial weights on every rank
-    splits = datasets.load(config.dataset, config.data_dir, verbose=main and not quiet)
-    train_set, valid_set = splits["train"], splits["valid"]
-    if len(train_set) == 0 or len(valid_set) == 0:
-        raise TrainingError(f"dataset {config.dataset!r} has an empty train or valid split")
-    model, guide, vrnn = models.build(config, train_set.kind, train_set.dim)
-    vrnn.to(device)
-    loss_module = make_loss_module(config, model, guide, vrnn, world_size, device)
-    optimizer = torch.optim.Adam(vrnn.parameters(), lr=config.lr)
-    num_train = len(train_set)
-    data_info = {"kind": train_set.kind, "dim": train_set.dim, "name": train_set.name,
-                 "mean": np.asarray(train_set.mean).tolist(), "std": np.asarray(train_set.std).tolist(),
-                 "median_length": int(np.median(train_set.lengths)), "train_sequences": num_train}
-
-    # Where we are: epoch, batches done in it, global step, early-stopping memory, epoch sums.
-    progress = {"epoch": 0, "batch": 0, "step": 0, "best_valid": -math.inf, "bad_epochs": 0,
-                "epoch_loss": 0.0, "epoch_sequences": 0.0}
-    if state is not None:
-        check_same_data(state["data"], train_set, f"{config.dataset} train")
-        trained_on = state["data"].get("train_sequences", num_train)
-        if num_train != trained_on:
-            raise TrainingError(f"{config.dataset} train has {num_train} sequences, the run was trained on "
-                                f"{trained_on}; resume with the same data or start a new run")
-        load_weights(vrnn, state)
-        optimizer.load_state_dict(state["optimizer"])
-        for group in optimizer.param_groups:  # --lr may change on resume (e.g. after a divergence)
-            group["lr"] = config.lr
-        progress = dict(state["progress"])
-        done = finished(progress, config)
-        if done is not None:  # before the log and config.json are touched
-            say(f"nothing to do: {run_dir} {done}; pass a larger value with --resume to go on")
-            return run_dir
-        saved_world_size = len(state["rng"])  # one random state per process
-        if saved_world_size != world_size and progress["batch"] > 0:
-            # The position within an epoch indexes the batches of that many processes' shards.
-            raise TrainingError(f"{run_dir} stopped mid-epoch with {saved_world_size} process(es); resume it with "
-                                f"as many ({resume_command(run_dir, saved_world_size)}): a different number can "
-                                f"only take over at the end of an epoch")
-        if rank != 0:  # rank 0 carries the epoch's sums so far
-            progress.update(epoch_loss=0.0, epoch_sequences=0.0)
-        set_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
-        say(f"resuming {run_dir} at epoch {progress['epoch'] + 1}, step {progress['step']}")
-    else:
-        pyro.set_rng_seed(config.seed + rank)  # different z samples per rank
-    log_path = os.path.join(run_dir, "log.jsonl")
-    if main:
-        truncate_log(log_path, progress["step"] if state is not None else -1)
-        with open(os.path.join(run_dir, "config.json"), "w") as f:
-            json.dump(config_to_dict(config), f, indent=2)
-    say(f"training {config.model} on {config.dataset} ({num_train} sequences, "
-        f"{sum(p.numel() for p in vrnn.parameters()):,} parameters) on {device}"
-        + (f" x {world_size} processes" if world_size > 1 else "") + f"; run directory {run_dir}")
-
-    def log(record):
-        if main:
-            with open(log_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-
-    def checkpoint(name):
-        rng = [get_rng_state()]
-        if world_size > 1:
-            gathered = [None] * world_size
-            dist.all_gather_object(gathered, rng[0])
-            rng = gathered
-        progress["elapsed"] = time.time() - start
-        # The epoch's sums over every rank: on resume rank 0 carries them and the others start at 0.
-        epoch_sums = all_reduce_sum([progress["epoch_loss"], progress["epoch_sequences"]], device)
-        if main:
-            save_checkpoint(os.path.join(run_dir, name), {
-                "version": CHECKPOINT_VERSION, "config": config_to_dict(config), "data": data_info,
-                "model": vrnn.state_dict(), "optimizer": optimizer.state_dict(),
-                "progress": dict(progress, epoch_loss=epoch_sums[0], epoch_sequences=epoch_sums[1]), "rng": rng})
-
-    sampler = datasets.LengthBucketSampler(train_set.lengths, config.batch_size, shuffle=True,
-                                           seed=config.seed, rank=rank, world_size=world_size)
-    batches_per_epoch = len(sampler)
-    stop_reason = None
-    first_step = True
-    start = time.time() - progress.get("elapsed", 0.0)  # the log's "time" goes on across resumes
-    with StopRequest() as stop, frozen_heap():
-        while progress["epoch"] < config.epochs and stop_reason is None:
-            epoch = progress["epoch"]
-            sampler.set_epoch(epoch)
-            bar = tqdm(total=batches_per_epoch, initial=progress["batch"], disable=not main or quiet,
-                       desc=f"epoch {epoch + 1}/{config.epochs}", dynamic_ncols=True, leave=True)
-            for i, indices in enumerate(sampler):
-                if i < progress["batch"]:
-                    continue  # already done before the run was resumed
-                x, mask = to_device(datasets.pad_batch([train_set[j] for j in indices]), device)
-                if not torch.isfinite(x).all():
-                    raise TrainingError(f"a training batch holds NaN or inf (sequences {list(indices)[:5]}...); "
-                                        f"check the data or rebuild its cache")
-                kl_scale = kl_weight(config, epoch, i, batches_per_epoch)
-                # Pyro checks shapes and supports on the first step only: clear errors up front,
-                # no per-step cost after, and a NaN shows as a NaN loss (handled below).
-                loss_value, grad_norm = svi_step(loss_module, optimizer, x, mask, num_train, kl_scale,
-                                                 config.clip, validate=first_step)
-                if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
-                    stop_reason = "nan"
-                    bar.close()
-                    what = f"\nthe loss or its gradient became non-finite at step {progress['step'] + 1}"
-                    remedy = "a lower --lr, a smaller --clip, --kl-anneal-epochs 1 or --elbo meanfield"
-                    if os.path.isfile(os.path.join(run_dir, "last.pt")):
-                        say(f"{what}; {run_dir}/last.pt holds the last good checkpoint. Resume it with {remedy} "
-                            f"(as is, it would diverge again): {resume_command(run_dir, world_size)} --lr ...")
-                    else:
-                        say(f"{what}, before the first checkpoint; start again with {remedy}")
-                    break
-                first_step = False
-                progress["step"] += 1
-                progress["batch"] = i + 1
-                progress["epoch_loss"] += loss_value * len(indices)
-                progress["epoch_sequences"] += len(indices)
-                bar.update(1)
-                bar.set_postfix(elbo=f"{-loss_value:.1f}", refresh=False)
-                if progress["step"] % config.log_every == 0:  # the whole batch, over every rank
-                    loss_sum, sequences, steps = all_reduce_sum(
-                        [loss_value * len(indices), len(indices), mask.sum().item()], device)
-                    log({"event": "train", "epoch": epoch + 1, "step": progress["step"],
-                         "elbo_per_seq": -loss_sum / sequences, "elbo_per_step": -loss_sum / steps,
-                         "kl_scale": kl_scale, "grad_norm": grad_norm, "time": time.time() - start})
-                last_batch = i + 1 == batches_per_epoch
-                out_of_steps = config.max_steps is not None and progress["step"] >= config.max_steps
-                stop_now = any_rank(stop.requested, device) if world_size > 1 else stop.requested
-                if stop_now or (out_of_steps and not last_batch):
-                    stop_reason = "signal" if stop_now else "max_steps"
-                    checkpoint("last.pt")
-                    break
-                if progress["step"] % config.checkpoint_every == 0 and not last_batch:
-                    checkpoint("last.pt")
-            bar.close()
-            if stop_reason is not None:
-                break
-            # End of an epoch: validate, remember the best, maybe stop early.
-            train_sums = all_reduce_sum([progress["epoch_loss"], progress["epoch_sequences"]], device)
-            metrics = validate(model, guide, vrnn, valid_set, config, device, rank, world_size)
-            improved = metrics["elbo_per_seq"] > progress["best_valid"]
-            progress.update(epoch=epoch + 1, batch=0, epoch_loss=0.0, epoch_sequences=0.0,
-                            bad_epochs=0 if improved else progress["bad_epochs"] + 1,
-                            best_valid=max(progress["best_valid"], metrics["elbo_per_seq"]))
-            record = {"event": "epoch", "epoch": epoch + 1, "step": progress["step"],
-                      "train_elbo_per_seq": -train_sums[0] / max(train_sums[1], 1),
-                      **{f"valid_{k}": v for k, v in metrics.items()}, "time": time.time() - start}
-            log(record)
-            say(f"epoch {epoch + 1}: train ELBO/seq {record['train_elbo_per_seq']:.2f}, "
-                f"valid ELBO/seq {metrics['elbo_per_seq']:.2f} ({metrics['elbo_per_step']:.3f}/step)"
-                + ("  (best)" if improved else ""))
-            if improved:
-                checkpoint("best.pt")
-            checkpoint("last.pt")
-            if progress["bad_epochs"] >= config.patience:
-                stop_reason = "early_stopping"
-                say(f"no better validation bound for {config.patience} epochs: stopping early")
-            elif config.max_steps is not None and progress["step"] >= config.max_steps:
-                stop_reason = "max_steps"
-            elif progress["epoch"] < config.epochs and (any_rank(stop.requested, device) if world_size > 1
-                                                         else stop.requested):
-                stop_reason = "signal"  # a Ctrl-C during validation: last.pt is written
-    stop_reason = stop_reason or "epochs"
-    log({"event": "end", "reason": stop_reason, "step": progress["step"], "time": time.time() - start})
-    if main and after_training is not None and stop_reason != "nan":
-        after_training(run_dir)
-    if dist.is_initialized():
-        dist.barrier()
-    if stop_reason == "nan":
-        raise TrainingError(f"training diverged (non-finite loss); see the message above. Run: {run_dir}")
-    if stop_reason == "signal":
-        say(f"stopped; resume with: {resume_command(run_dir, world_size)}")
-    return run_dir
+    def finished(self, config):
+        """What stops this run already, said for a message, or None if it can go on."""
+        if self.epoch >= config.epochs:
+            return f"has trained its {self.epoch} epochs (--epochs)"
+        if config.max_steps is not None and self.step >= config.max_steps:
+            return f"has taken its {self.step} steps (--max-steps)"
+        if self.bad_epochs >= config.patience:
+            return f"stopped early after {self.bad_epochs} epochs without a better validation bound (--patience)"
+        return None
 
 
 def resume_command(run_dir, world_size):
@@ -475,26 +58,271 @@ def resume_command(run_dir, world_size):
     return f"the same torchrun command ({world_size} processes in all) with --resume {run_dir}"
 
 
-def finished(progress, config):
-    """What a run has already reached that stops it, said for a message, or None if it can go on."""
-    if progress["epoch"] >= config.epochs:
-        return f"has trained its {progress['epoch']} epochs (--epochs)"
-    if config.max_steps is not None and progress["step"] >= config.max_steps:
-        return f"has taken its {progress['step']} steps (--max-steps)"
-    if progress["bad_epochs"] >= config.patience:
-        return f"stopped early after {progress['bad_epochs']} epochs without a better validation bound (--patience)"
-    return None
+class Interrupted(TrainingError):
+    """A run stopped by SIGINT or SIGTERM, its last.pt written; exit_code is 130 or 143 as shells expect."""
+
+    def __init__(self, message, exit_code):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
-def truncate_log(path, step):
-    """On resume, drop log lines written after the checkpoint: they will be written again."""
-    if step < 0 or not os.path.exists(path):
-        if step < 0 and os.path.exists(path):
-            os.remove(path)
-        return
-    with open(path) as f:
-        kept = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= step
-                and json.loads(line).get("event") != "end"]
-    with open(path + ".tmp", "w") as f:
-        f.writelines(kept)
-    os.replace(path + ".tmp", path)
+class Trainer:
+    """One training run: its process, data, programs, optimizer, run directory and `Progress`."""
+
+    def __init__(self, config, resume=None, quiet=False, overwrite=False):
+        self.rank, self.world_size, self.device = setup_distributed(config.device)
+        set_threads(config.threads)
+        self.main = self.rank == 0
+        self.quiet = quiet
+        self.state = load_checkpoint(resume_path(resume)) if resume is not None else None
+        out = os.path.dirname(resume_path(resume)) if resume is not None else config.out or os.path.join(
+            "runs", f"{config.dataset}-{config.model}-{time.strftime('%Y%m%d-%H%M%S')}")
+        self.run_dir = RunDirectory(out)
+        if config.data_dir is not None:  # saved in config.json and checkpoints: valid from any directory
+            config = dataclasses.replace(config, data_dir=os.path.abspath(os.path.expanduser(config.data_dir)))
+        self.config = config
+        if self.main:
+            self.run_dir.open(resuming=resume is not None, overwrite=overwrite)
+        self.build()
+        if self.state is not None:
+            self.progress = self.resume()
+        else:
+            self.progress = Progress()
+            pyro.set_rng_seed(config.seed + self.rank)  # different z samples per rank
+        self.stop_reason = None
+        self.first_step = True
+
+    def say(self, *args):
+        if self.main and not self.quiet:
+            print(*args, flush=True)
+
+    def build(self):
+        c = self.config
+        pyro.set_rng_seed(c.seed)  # the same initial weights on every rank
+        splits = datasets.load(c.dataset, c.data_dir, verbose=self.main and not self.quiet)
+        self.train_set, self.valid_set = splits["train"], splits["valid"]
+        if len(self.train_set) == 0 or len(self.valid_set) == 0:
+            raise TrainingError(f"dataset {c.dataset!r} has an empty train or valid split")
+        self.model, self.guide, self.vrnn = models.build(c, self.train_set.kind, self.train_set.dim)
+        self.vrnn.to(self.device)
+        self.loss_module = make_loss_module(c, self.model, self.guide, self.vrnn, self.world_size, self.device)
+        self.optimizer = torch.optim.Adam(self.vrnn.parameters(), lr=c.lr)
+        self.sampler = datasets.LengthBucketSampler(self.train_set.lengths, c.batch_size, shuffle=True, seed=c.seed,
+                                                    rank=self.rank, world_size=self.world_size)
+        self.data_info = data_info(self.train_set)
+
+    def resume(self):
+        """Load the checkpoint's weights, optimizer, position and random states; check that it fits."""
+        state, c = self.state, self.config
+        check_same_training_data(state["data"], self.train_set, f"{c.dataset} train")
+        load_weights(self.vrnn, state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:  # --lr may change on resume (e.g. after a divergence)
+            group["lr"] = c.lr
+        progress = Progress(**state["progress"])
+        saved_world_size = len(state["rng"])  # one random state per process
+        if saved_world_size != self.world_size and progress.batch > 0:
+            # The position within an epoch indexes the batches of that many processes' shards.
+            raise TrainingError(f"{self.run_dir.path} stopped mid-epoch with {saved_world_size} process(es); "
+                                f"resume it with as many ({resume_command(self.run_dir.path, saved_world_size)}): "
+                                "a different number can only take over at the end of an epoch")
+        if self.rank != 0:  # rank 0 carries the epoch's sums so far
+            progress.epoch_loss = progress.epoch_sequences = 0.0
+        set_rng_state(state["rng"][self.rank] if self.rank < len(state["rng"]) else state["rng"][0])
+        return progress
+
+    def run(self, after_training=None):
+        """Train until a stopping rule says so; returns the run directory."""
+        c, p = self.config, self.progress
+        done = p.finished(c)
+        if done is not None:  # before the log and config.json are touched
+            self.say(f"nothing to do: {self.run_dir.path} {done}; pass a larger value with --resume to go on")
+            self.make_missing_figures(after_training)
+            return self.run_dir.path
+        if self.main:
+            self.start_log()
+        self.say(f"training {c.model} on {c.dataset} ({len(self.train_set)} sequences, "
+                 f"{sum(q.numel() for q in self.vrnn.parameters()):,} parameters) on {self.device}"
+                 + (f" x {self.world_size} processes" if self.world_size > 1 else "")
+                 + f"; run directory {self.run_dir.path}")
+        self.start = time.time() - p.elapsed  # the log's "time" goes on across resumes
+        with StopRequest() as self.stop, frozen_heap():
+            while p.epoch < c.epochs and self.stop_reason is None:
+                self.stop_reason = self.run_epoch() or self.end_of_epoch()
+        return self.finish(after_training)
+
+    def run_epoch(self):
+        """The rest of the current epoch; returns why it stopped early ("nan", "signal", "max_steps") or None."""
+        c, p = self.config, self.progress
+        epoch = p.epoch
+        self.sampler.set_epoch(epoch)
+        batches = len(self.sampler)
+        bar = tqdm(total=batches, initial=p.batch, disable=not self.main or self.quiet,
+                   desc=f"epoch {epoch + 1}/{c.epochs}", dynamic_ncols=True, leave=True)
+        try:
+            for i, indices in enumerate(self.sampler):
+                if i < p.batch:
+                    continue  # already done before the run was resumed
+                x, mask = to_device(datasets.pad_batch([self.train_set[j] for j in indices]), self.device)
+                if not torch.isfinite(x).all():
+                    raise TrainingError(f"a training batch holds NaN or inf (sequences {list(indices)[:5]}...); "
+                                        "check the data or rebuild its cache")
+                kl_scale = kl_weight(c, epoch, i, batches)
+                # Pyro checks shapes and supports on the first step only: clear errors up front, no per-step cost.
+                loss, grad_norm = svi_step(self.loss_module, self.optimizer, x, mask, len(self.train_set), kl_scale,
+                                           c.clip, validate=self.first_step)
+                self.first_step = False
+                if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+                    self.diverged(x)
+                    return "nan"
+                p.step, p.batch = p.step + 1, i + 1
+                p.epoch_loss += loss * len(indices)
+                p.epoch_sequences += len(indices)
+                bar.update(1)
+                bar.set_postfix(elbo=f"{-loss:.1f}", refresh=False)
+                if p.step % c.log_every == 0:
+                    self.log_train(loss, grad_norm, kl_scale, indices, mask)
+                # a stop asked for at the run's very last step lets it finish as it would have
+                last_step = ((i + 1 == batches and epoch + 1 == c.epochs)
+                             or (c.max_steps is not None and p.step >= c.max_steps))
+                if any_rank(self.stop.requested, self.device) and not last_step:
+                    self.checkpoint("last.pt")
+                    return "signal"
+                if c.max_steps is not None and p.step >= c.max_steps and i + 1 < batches:
+                    self.checkpoint("last.pt")
+                    return "max_steps"
+                if p.step % c.checkpoint_every == 0 and i + 1 < batches:
+                    self.checkpoint("last.pt")
+        finally:
+            bar.close()
+        return None
+
+    def end_of_epoch(self):
+        """Validate, remember the best, checkpoint; returns why to stop ("early_stopping", ...) or None."""
+        c, p = self.config, self.progress
+        train_loss, train_sequences = all_reduce_sum([p.epoch_loss, p.epoch_sequences], self.device)
+        metrics = validate(self.model, self.guide, self.vrnn, self.valid_set, c.batch_size, self.device,
+                           self.rank, self.world_size)
+        improved = metrics["elbo_per_seq"] > p.best_valid
+        p.epoch, p.batch, p.epoch_loss, p.epoch_sequences = p.epoch + 1, 0, 0.0, 0.0
+        p.bad_epochs = 0 if improved else p.bad_epochs + 1
+        p.best_valid = max(p.best_valid, metrics["elbo_per_seq"])
+        self.log({"event": "epoch", "epoch": p.epoch, "step": p.step,
+                  "train_elbo_per_seq": -train_loss / max(train_sequences, 1),
+                  **{f"valid_{k}": v for k, v in metrics.items()}, "time": time.time() - self.start})
+        self.say(f"epoch {p.epoch}: train ELBO/seq {-train_loss / max(train_sequences, 1):.2f}, valid ELBO/seq "
+                 f"{metrics['elbo_per_seq']:.2f} ({metrics['elbo_per_step']:.3f}/step), KL/seq "
+                 f"{metrics['kl_per_seq']:.2f}" + ("  (best)" if improved else ""))
+        if improved:
+            self.checkpoint("best.pt")
+        self.checkpoint("last.pt")
+        if p.bad_epochs >= c.patience:
+            self.say(f"no better validation bound for {c.patience} epochs: stopping early")
+            return "early_stopping"
+        if c.max_steps is not None and p.step >= c.max_steps:
+            return "max_steps"
+        if p.epoch < c.epochs and any_rank(self.stop.requested, self.device):
+            return "signal"  # a Ctrl-C during validation: last.pt is written
+        return None
+
+    def checkpoint(self, name):
+        """Write RUN/name (rank 0), with every rank's random state and the epoch's sums over all ranks."""
+        rng = [get_rng_state()]
+        if self.world_size > 1:
+            gathered = [None] * self.world_size
+            dist.all_gather_object(gathered, rng[0])
+            rng = gathered
+        p = self.progress
+        p.elapsed = time.time() - self.start
+        epoch_loss, epoch_sequences = all_reduce_sum([p.epoch_loss, p.epoch_sequences], self.device)
+        if self.main:
+            self.run_dir.save(name, {
+                "version": CHECKPOINT_VERSION, "config": config_to_dict(self.config), "data": self.data_info,
+                "model": self.vrnn.state_dict(), "optimizer": self.optimizer.state_dict(), "rng": rng,
+                "progress": dataclasses.asdict(dataclasses.replace(p, epoch_loss=epoch_loss,
+                                                                   epoch_sequences=epoch_sequences))})
+
+    # -- the log, the end, and what goes wrong ------------------------------------------------
+
+    def log(self, record):
+        if self.main:
+            self.run_dir.log(record)
+
+    def start_log(self):
+        if self.state is not None:
+            self.run_dir.truncate_log(self.progress.step)  # drop what was logged after the checkpoint
+        with open(self.run_dir.file("config.json"), "w") as f:
+            json.dump(config_to_dict(self.config), f, indent=2)
+
+    def log_train(self, loss, grad_norm, kl_scale, indices, mask):
+        """A train record for the whole batch, over every rank."""
+        loss_sum, sequences, steps = all_reduce_sum([loss * len(indices), len(indices), mask.sum().item()],
+                                                    self.device)
+        self.log({"event": "train", "epoch": self.progress.epoch + 1, "step": self.progress.step,
+                  "elbo_per_seq": -loss_sum / sequences, "elbo_per_step": -loss_sum / steps, "kl_scale": kl_scale,
+                  "grad_norm": grad_norm, "time": time.time() - self.start})
+
+    def diverged(self, x):
+        """Say why the loss became non-finite and what to do; last.pt (if any) is the last good state."""
+        step = self.progress.step + 1
+        largest = x.abs().max().item()
+        if largest > 1e4:  # standardized data are O(1): values this large are the data's fault, not the optimizer's
+            self.say(f"\nthe loss became non-finite at step {step} on a batch with values up to {largest:.3g}: "
+                     "standardize the data (mean 0, std 1, statistics from train) and start again")
+            return
+        remedy = "a lower --lr, a smaller --clip, --kl-anneal-epochs 1 or --elbo meanfield"
+        if os.path.isfile(self.run_dir.file("last.pt")):
+            self.say(f"\nthe loss or its gradient became non-finite at step {step}; {self.run_dir.path}/last.pt holds "
+                     f"the last good checkpoint. Resume it with {remedy} (as is, it would diverge again): "
+                     f"{resume_command(self.run_dir.path, self.world_size)} --lr ...")
+        else:
+            self.say(f"\nthe loss or its gradient became non-finite at step {step}, before the first checkpoint; "
+                     f"start again with {remedy}")
+
+    def finish(self, after_training):
+        reason = self.stop_reason or "epochs"
+        self.log({"event": "end", "reason": reason, "step": self.progress.step, "time": time.time() - self.start})
+        if reason == "nan":
+            raise TrainingError(f"training diverged (non-finite loss); see the message above. Run: {self.run_dir.path}")
+        if reason == "signal":
+            raise Interrupted(f"stopped at step {self.progress.step}, last.pt written; resume with: "
+                              f"{resume_command(self.run_dir.path, self.world_size)}",
+                              EXIT_CODES.get(self.stop.signal_number, 130))
+        if self.main and after_training is not None:
+            after_training(self.run_dir.path)
+        if dist.is_initialized():
+            dist.barrier()
+        return self.run_dir.path
+
+    def make_missing_figures(self, after_training):
+        """A finished run whose end-of-run pictures were never made (killed while drawing) makes them now."""
+        if self.main and after_training is not None and not all(
+                os.path.exists(self.run_dir.file(name)) for name in ("samples.png", "curves.png")):
+            after_training(self.run_dir.path)
+
+    def close(self):
+        if self.main:
+            self.run_dir.close()
+
+
+def resume_path(resume):
+    """The last.pt that --resume names: a run directory or its last.pt. best.pt is refused: resuming from
+    it would rewind last.pt to an earlier step and cut the log."""
+    path = os.path.join(resume, "last.pt") if os.path.isdir(resume) else resume
+    if os.path.basename(path) != "last.pt":
+        raise TrainingError(f"--resume continues a run from its last.pt; {path} is not one (resuming from best.pt "
+                            f"would rewind the run and cut its log): pass the run directory {os.path.dirname(path)}")
+    return path
+
+
+def train(config, resume=None, quiet=False, after_training=None, overwrite=False):
+    """Train `config`, or continue the run `resume` (a run directory or its last.pt); returns the run directory.
+
+    `after_training(run_dir)` runs on rank 0 at the end (the pictures). A run stopped by a signal raises
+    `Interrupted` (its exit_code 130 or 143) after writing last.pt; a diverged one raises TrainingError.
+    """
+    trainer = Trainer(config, resume, quiet, overwrite)
+    try:
+        return trainer.run(after_training)
+    finally:
+        trainer.close()

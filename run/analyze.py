@@ -21,7 +21,10 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
 from pyro_vrnn.data import DataError  # noqa: E402
-from pyro_vrnn.train import TrainingError, resolve_device  # noqa: E402
+import pyro  # noqa: E402
+
+from pyro_vrnn.report import Run, figure2  # noqa: E402
+from pyro_vrnn.runtime import TrainingError, resolve_device  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -40,8 +43,6 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    import pyro
-    from pyro_vrnn.report import Run, figure2
     try:
         if args.particles < 1:
             raise TrainingError("--particles must be at least 1")

@@ -1,4 +1,4 @@
-"""Benchmark: the Pyro VRNN against a plain-PyTorch computation of the same quantities, as ratios.
+"""Benchmark: the Pyro VRNN against the faster of two plain-PyTorch forms of the same quantities, as ratios.
 
     python run/benchmark.py                                # the default table (a few minutes on 2 CPU cores)
     python run/benchmark.py --steps 200 --models vrnn-gmm  # one row
@@ -11,25 +11,29 @@ For each model of Table 1, data dimension (3: handwriting (pen, dx, dy); 200: sp
 sequence length T it measures, in one process and back to back:
 
   train  one training step of the Pyro programs, exactly as pyro_vrnn/train.py takes it
-         (Trace_ELBO or TraceMeanField_ELBO as an ELBOModule over Program(model), Program(guide);
-         validation off after the first step; backward, clip_grad_norm_, Adam) against the same step
-         on pyro_vrnn/reference.py's plain-PyTorch ELBO of the same networks (tests/test_reference.py
-         checks that both give the same loss and gradients);
+         (svi_step: Trace_ELBO or TraceMeanField_ELBO as an ELBOModule over Program(model),
+         Program(guide), with the guide's Record; backward, clip_grad_norm_, Adam), against the same
+         step on each of pyro_vrnn/reference.py's two hand-written forms of the same ELBO with the same
+         networks: `per_step` (every term at its step) and `batched` (the recurrence in a loop, then
+         every term in one call over time); tests/test_reference.py checks that all give the same loss
+         and gradients;
   is     the importance-sampled log p(x) with K particles (pyro_vrnn/evaluate.py's
          estimate_log_likelihood, vectorized over particles, chunked over K to bound memory) against
-         the plain-PyTorch vectorized estimator with the same chunks; seconds per sequence, and the
-         peak memory of each (CPU: the high-water mark of a forked child's resident set; CUDA:
-         torch.cuda.max_memory_allocated).
+         both plain forms with the same chunks; seconds per sequence, and the peak memory of the Pyro
+         estimate and of the faster plain form (CPU: the high-water mark of a forked child's resident
+         set; CUDA: torch.cuda.max_memory_allocated).
 
-Repeats alternate which of the two goes first; the table shows medians and the median of the
-per-repeat ratios. On CPU the times are the process's CPU time (one intra-op thread): on a machine
-shared with other jobs that is far steadier than wall time, which is also recorded in the JSON.
+The floor is the faster plain form of each repeat: `ratio` is the median over repeats of Pyro's time
+over it, and `ratio_per_step`, `ratio_batched` the same against each form. Repeats rotate the order
+of the three. On CPU the times are the process's CPU time (one intra-op thread): on a machine shared
+with other jobs that is far steadier than wall time, which is also recorded in the JSON.
 """
 import argparse
 import contextlib
 import ctypes
 import gc
 import json
+import math
 import os
 import platform
 import statistics
@@ -45,7 +49,8 @@ from torch.distributions import Distribution  # noqa: E402
 import models  # noqa: E402
 from pyro_vrnn import evaluate, reference  # noqa: E402
 from pyro_vrnn.config import MODEL_NAMES, make_config  # noqa: E402
-from pyro_vrnn.train import Program, frozen_heap, make_elbo, resolve_device, svi_step  # noqa: E402
+from pyro_vrnn.runtime import frozen_heap, resolve_device  # noqa: E402
+from pyro_vrnn.svi import Program, make_elbo, svi_step  # noqa: E402
 
 KINDS = {3: "handwriting", 200: "real"}  # data dimension -> kind: IAM-OnDB strokes, speech frames
 
@@ -63,6 +68,9 @@ def parse_args(argv=None):
     p.add_argument("--features", type=int, default=64, help="width of phi_x, phi_z, phi_enc, phi_prior, phi_dec")
     p.add_argument("--components", type=int, default=20, help="mixture components of the GMM emissions")
     p.add_argument("--elbo", choices=("trace", "meanfield"), default="trace")
+    p.add_argument("--scoring", choices=("batched", "steps"), default="batched",
+                   help="the model program's form (training and evaluation use batched)")
+    p.add_argument("--cell", choices=("lstm", "gru"), default="lstm")
     p.add_argument("--repeats", type=int, default=7, help="timed training steps of each kind")
     p.add_argument("--num-samples", type=int, default=100, help="K, particles of the importance-sampled estimate")
     p.add_argument("--is-batch", type=int, default=4, help="sequences per importance-sampling batch")
@@ -104,7 +112,7 @@ def build(name, dim, args, device):
     w = args.features
     config = make_config("benchmark", model=name, hidden=args.hidden, z_dim=args.z_dim, x_features=w,
                          z_features=w, enc_hidden=w, prior_hidden=w, dec_hidden=w, components=args.components,
-                         elbo=args.elbo)
+                         elbo=args.elbo, scoring=args.scoring, cell=args.cell)
     torch.manual_seed(args.seed)
     model, guide, vrnn = models.build(config, KINDS.get(dim, "real"), dim)
     return model, guide, vrnn.to(device)
@@ -138,20 +146,27 @@ class Clock:
         return {"time": wall if self.cuda else cpu, "wall": wall}
 
 
-def compare(clock, first, second, repeats):
-    """Time two callables `repeats` times each, alternating which goes first; medians and ratio first/second."""
-    a, b, ratios = [], [], []
+def compare(clock, pyro_fn, plain_fns, repeats):
+    """Time the Pyro callable and each plain form `repeats` times, rotating their order; per repeat, Pyro's
+    time over the faster plain form (the floor) and over each form; medians of all of them."""
+    names = ["pyro"] + list(plain_fns)
+    fns = dict(pyro=pyro_fn, **plain_fns)
+    times = {name: [] for name in names}
     for i in range(repeats):
-        if i % 2 == 0:
-            ta, tb = clock(first), clock(second)
-        else:
-            tb, ta = clock(second), clock(first)
-        a.append(ta), b.append(tb), ratios.append(ta["time"] / tb["time"])
+        order = names[i % len(names):] + names[:i % len(names)]
+        for name in order:
+            times[name].append(clock(fns[name]))
     med = statistics.median
-    return {"pyro_s": med([t["time"] for t in a]), "torch_s": med([t["time"] for t in b]),
-            "pyro_wall_s": med([t["wall"] for t in a]), "torch_wall_s": med([t["wall"] for t in b]),
-            "ratio": med(ratios), "ratios": ratios, "ratio_low": min(ratios), "ratio_high": max(ratios),
-            "ratio_of_fastest": min(t["time"] for t in a) / min(t["time"] for t in b)}
+    seconds = {name: [t["time"] for t in times[name]] for name in names}
+    floor = [min(seconds[name][i] for name in plain_fns) for i in range(repeats)]
+    ratios = [p / f for p, f in zip(seconds["pyro"], floor)]
+    result = {"pyro_s": med(seconds["pyro"]), "torch_s": med(floor), "pyro_wall_s": med([t["wall"] for t in times["pyro"]]),
+              "ratio": med(ratios), "ratios": ratios, "ratio_low": min(ratios), "ratio_high": max(ratios),
+              "faster_form": min(plain_fns, key=lambda name: med(seconds[name]))}
+    for name in plain_fns:
+        result[f"{name}_s"] = med(seconds[name])
+        result[f"ratio_{name}"] = med([p / t for p, t in zip(seconds["pyro"], seconds[name])])
+    return result
 
 
 def bench_training(name, dim, steps, args, device, clock):
@@ -164,20 +179,25 @@ def bench_training(name, dim, steps, args, device, clock):
     def pyro_step(validate=False):  # the very step of pyro_vrnn/train.py
         svi_step(loss_module, optimizer, x, mask, num_train, kl_scale=1.0, clip=5.0, validate=validate)
 
-    def torch_step():  # the same update around the plain-PyTorch loss
-        with no_validation():
-            loss = reference.elbo_loss(vrnn, x, mask, num_train, 1.0, analytic_kl=args.elbo == "meanfield")
-        loss = loss / num_train
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vrnn.parameters(), 5.0).item()
-        loss.item()
-        optimizer.step()
+    def torch_step(form):  # the same update around a plain-PyTorch form of the loss
+        def step():
+            with no_validation():
+                loss = reference.elbo_loss(vrnn, x, mask, num_train, 1.0, analytic_kl=args.elbo == "meanfield",
+                                           form=form)
+            loss = loss / num_train
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(vrnn.parameters(), 5.0).item()
+            loss.item()
+            optimizer.step()
+        return step
 
-    pyro_step(validate=True)  # train.py validates the first step only; warms up both paths
-    torch_step()
+    plain = {form: torch_step(form) for form in reference.FORMS}
+    pyro_step(validate=True)  # train.py validates the first step only; warms up every path
+    for step in plain.values():
+        step()
     with frozen_heap():  # as train.py's loop runs
-        return compare(clock, pyro_step, torch_step, args.repeats)
+        return compare(clock, pyro_step, plain, args.repeats)
 
 
 def release_free_memory():
@@ -248,19 +268,25 @@ def bench_importance(name, dim, steps, args, device, clock):
         with pyro.validation_enabled(False):  # as evaluate_dataset
             evaluate.estimate_log_likelihood(model, guide, vrnn, x, mask, k, chunk, latent=True)["log_px"].sum().item()
 
-    def torch_estimate():
-        with no_validation():
-            reference.log_px_estimate(reference.importance_log_weights(vrnn, x, mask, k, chunk)).sum().item()
+    def torch_estimate(form):
+        def estimate():
+            with no_validation():
+                log_w = reference.importance_log_weights(vrnn, x, mask, k, chunk, form=form)
+                (torch.logsumexp(log_w, 0) - math.log(k)).sum().item()
+        return estimate
 
-    pyro_estimate(), torch_estimate()  # warm-up
+    plain = {form: torch_estimate(form) for form in reference.FORMS}
+    pyro_estimate()  # warm-up
+    for estimate in plain.values():
+        estimate()
     with frozen_heap():  # as evaluate_dataset runs
-        result = compare(clock, pyro_estimate, torch_estimate, args.is_repeats)
-    for key in ("pyro_s", "torch_s", "pyro_wall_s", "torch_wall_s"):
-        result[key.replace("_s", "_s_per_seq")] = result.pop(key) / x.shape[0]
+        result = compare(clock, pyro_estimate, plain, args.is_repeats)
+    for key in ("pyro_s", "torch_s", "pyro_wall_s", *(f"{form}_s" for form in reference.FORMS)):
+        result[key[:-len("_s")] + "_s_per_seq"] = result.pop(key) / x.shape[0]
     result.update(num_samples=k, chunk_size=chunk, sequences=x.shape[0])
     if not args.no_memory:
         result["pyro_peak_bytes"] = peak_memory(pyro_estimate, device)
-        result["torch_peak_bytes"] = peak_memory(torch_estimate, device)
+        result["torch_peak_bytes"] = peak_memory(plain[result["faster_form"]], device)
     return result
 
 
@@ -295,10 +321,11 @@ def main(argv=None):
     print(f"device {device}, batch {args.batch}, hidden {args.hidden}, z {args.z_dim}, features {args.features}, "
           f"{args.components} components, {args.elbo} ELBO, {torch.get_num_threads()} thread(s)")
     if not args.no_train:
-        print(f"\ntraining step ({args.repeats} repeats, medians; ratio = Pyro / plain PyTorch, its lowest and highest "
-              f"over the repeats; extra = Pyro's extra time per time step)")
-        print(f"{'model':14s} {'dim':>4s} {'T':>5s} {'pyro ' + unit:>14s} {'torch ' + unit:>15s} {'ratio':>6s} "
-              f"{'range':>10s} {'extra ms/step':>14s}")
+        print(f"\ntraining step ({args.repeats} repeats, medians; ratio = Pyro / the faster plain form of each "
+              f"repeat, its lowest and highest over the repeats, and against each form; extra = Pyro's extra time "
+              f"per time step)")
+        print(f"{'model':14s} {'dim':>4s} {'T':>5s} {'pyro ' + unit:>14s} {'floor ' + unit:>15s} {'faster':>8s} "
+              f"{'ratio':>6s} {'range':>10s} {'/step':>6s} {'/batch':>6s} {'extra ms/step':>14s}")
         for dim in args.dims:
             for steps in args.steps:
                 for name in args.models:
@@ -307,14 +334,15 @@ def main(argv=None):
                     results["train"].append({"model": name, "dim": dim, "steps": steps, **r})
                     save(results, args.json)
                     print(f"{name:14s} {dim:4d} {steps:5d} {r['pyro_s']:14.4f} {r['torch_s']:15.4f} "
-                          f"{r['ratio']:6.2f} {r['ratio_low']:5.2f}-{r['ratio_high']:4.2f} "
+                          f"{r['faster_form']:>8s} {r['ratio']:6.2f} {r['ratio_low']:5.2f}-{r['ratio_high']:4.2f} "
+                          f"{r['ratio_per_step']:6.2f} {r['ratio_batched']:6.2f} "
                           f"{1000 * r['extra_s_per_step']:14.3f}", flush=True)
     latent = [m for m in args.models if models.MODELS[m].latent]
     if not args.no_is and latent:
         print(f"\nimportance-sampled log p(x), K = {args.num_samples} ({args.is_repeats} repeats, "
               f"{args.is_batch} sequences a batch; per sequence; peak memory in MiB)")
-        print(f"{'model':14s} {'dim':>4s} {'T':>5s} {'chunk':>5s} {'pyro s/seq':>11s} {'torch s/seq':>12s} "
-              f"{'ratio':>6s} {'pyro MiB':>9s} {'torch MiB':>10s}")
+        print(f"{'model':14s} {'dim':>4s} {'T':>5s} {'chunk':>5s} {'pyro s/seq':>11s} {'floor s/seq':>12s} "
+              f"{'faster':>8s} {'ratio':>6s} {'/step':>6s} {'/batch':>6s} {'pyro MiB':>9s} {'torch MiB':>10s}")
         for dim in args.dims:
             for steps in args.is_steps or args.steps:
                 for name in latent:
@@ -322,7 +350,8 @@ def main(argv=None):
                     results["importance"].append({"model": name, "dim": dim, "steps": steps, **r})
                     save(results, args.json)
                     print(f"{name:14s} {dim:4d} {steps:5d} {r['chunk_size']:5d} {r['pyro_s_per_seq']:11.4f} "
-                          f"{r['torch_s_per_seq']:12.4f} {r['ratio']:6.2f} {mib(r.get('pyro_peak_bytes')):>9s} "
+                          f"{r['torch_s_per_seq']:12.4f} {r['faster_form']:>8s} {r['ratio']:6.2f} "
+                          f"{r['ratio_per_step']:6.2f} {r['ratio_batched']:6.2f} {mib(r.get('pyro_peak_bytes')):>9s} "
                           f"{mib(r.get('torch_peak_bytes')):>10s}", flush=True)
     if args.json:
         print(f"\nwrote {args.json}")

@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from pyro_vrnn.data import DataError  # noqa: E402
 from pyro_vrnn.evaluate import evaluate_checkpoint  # noqa: E402
-from pyro_vrnn.train import TrainingError, resolve_device  # noqa: E402
+from pyro_vrnn.runtime import TrainingError, resolve_device  # noqa: E402
 
 DEFAULT_RUNS = "runs"
 

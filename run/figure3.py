@@ -15,7 +15,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
 from pyro_vrnn.data import DataError  # noqa: E402
-from pyro_vrnn.train import TrainingError, resolve_device  # noqa: E402
+from pyro_vrnn.report import Run, figure3  # noqa: E402
+from pyro_vrnn.runtime import TrainingError, resolve_device  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -37,7 +38,6 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from pyro_vrnn.report import Run, figure3
     try:
         if args.temperature <= 0 or args.num < 1 or (args.length is not None and args.length < 1):
             raise TrainingError("--temperature must be > 0, and --num and --length at least 1")

@@ -23,7 +23,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
 from pyro_vrnn.data import DataError  # noqa: E402
-from pyro_vrnn.train import TrainingError, resolve_device  # noqa: E402
+from pyro_vrnn.report import Run, sample_run, write_samples  # noqa: E402
+from pyro_vrnn.runtime import TrainingError, resolve_device  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -49,7 +50,6 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from pyro_vrnn.report import Run, sample_run, write_samples
     try:
         if args.temperature <= 0:
             raise TrainingError("--temperature must be > 0")

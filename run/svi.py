@@ -14,14 +14,17 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
+from pyro_vrnn.checkpoints import load_checkpoint  # noqa: E402
 from pyro_vrnn.config import MODEL_NAMES, Config, check_config, config_from_dict, make_config  # noqa: E402
 from pyro_vrnn.data import DATASETS, DataError  # noqa: E402
-from pyro_vrnn.train import TrainingError, close_process_group, load_checkpoint, train  # noqa: E402
+from pyro_vrnn.report import end_of_run_figures  # noqa: E402
+from pyro_vrnn.runtime import TrainingError, close_process_group  # noqa: E402
+from pyro_vrnn.train import Interrupted, resume_path, train  # noqa: E402
 
 # Flags that may change when a run is resumed (the optimization's: e.g. a lower --lr after a
 # divergence); everything else must match the checkpoint.
 RESUMABLE = {"epochs", "max_steps", "patience", "device", "threads", "checkpoint_every", "log_every",
-             "data_dir", "lr", "clip", "kl_anneal_epochs", "elbo"}
+             "data_dir", "lr", "clip", "kl_anneal_epochs", "elbo", "scoring"}
 
 
 def parse_args(argv=None):
@@ -32,6 +35,8 @@ def parse_args(argv=None):
     p.add_argument("--data-dir", help="where the dataset's files are (licensed sets)")
     p.add_argument("--out", help="run directory (default runs/<dataset>-<model>-<time>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from last.pt")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete the run that --out holds before training into it (default: refuse)")
     g = p.add_argument_group("sizes (defaults: the dataset's preset, see pyro_vrnn/config.py)")
     sizes = {"hidden": "LSTM units (f)", "z_dim": "latent dimension", "x_features": "phi_x width",
              "z_features": "phi_z width", "enc_hidden": "phi_enc width", "prior_hidden": "phi_prior width",
@@ -40,6 +45,7 @@ def parse_args(argv=None):
     for name, meaning in sizes.items():
         g.add_argument("--" + name.replace("_", "-"), type=int, help=meaning)
     g.add_argument("--min-scale", type=float, help="floor added to every softplus scale")
+    g.add_argument("--cell", choices=("lstm", "gru"), help="the recurrence f: lstm (the paper's, default) or gru")
     g = p.add_argument_group("training")
     g.add_argument("--batch-size", type=int, help="sequences per batch (per process under torchrun)")
     g.add_argument("--lr", type=float, help="Adam learning rate")
@@ -50,6 +56,9 @@ def parse_args(argv=None):
     g.add_argument("--elbo", choices=("trace", "meanfield"),
                    help="trace: Trace_ELBO; meanfield: TraceMeanField_ELBO (analytic KL, as the paper)")
     g.add_argument("--kl-anneal-epochs", type=float, help="KL weight rises from 0 to 1 over this many epochs")
+    g.add_argument("--scoring", choices=("batched", "steps"),
+                   help="the model program's form: batched (default: prior and emission of all steps in one "
+                        "call each, models/vrnn.py) or steps (one step at a time, as the paper writes it)")
     g.add_argument("--seed", type=int, help="random seed (weights, batches, samples)")
     g.add_argument("--device", help="auto (cuda if available), cpu, cuda, cuda:1")
     g.add_argument("--threads", type=int, help="CPU threads for PyTorch (0: its default)")
@@ -65,8 +74,7 @@ def config_for(args):
         overrides["dataset"] = args.dataset
     if args.resume is None:
         return make_config(args.dataset or "hershey", **overrides)
-    path = os.path.join(args.resume, "last.pt") if os.path.isdir(args.resume) else args.resume
-    config = config_from_dict(load_checkpoint(path)["config"])
+    config = config_from_dict(load_checkpoint(resume_path(args.resume))["config"])
     for key, value in overrides.items():
         if key in RESUMABLE:
             setattr(config, key, value)
@@ -79,19 +87,27 @@ def config_for(args):
 
 def after_training(run_dir):
     """Pictures at the end of every run: generated samples and the training curves."""
-    from pyro_vrnn.report import end_of_run_figures
     for path in end_of_run_figures(run_dir):
         print(f"wrote {path}")
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    """Train; exit 0 when the run is done, 130 / 143 when SIGINT / SIGTERM stopped it (last.pt written),
+    1 with a one-line error otherwise."""
     try:
+        args = parse_args(argv)
         try:
             config = config_for(args)
         except ValueError as error:  # a bad flag combination, said in one line
             raise TrainingError(str(error)) from None
-        train(config, resume=args.resume, after_training=after_training)
+        train(config, resume=args.resume, after_training=after_training, overwrite=args.overwrite)
+    except Interrupted as stop:
+        print(stop, file=sys.stderr, flush=True)
+        sys.exit(stop.exit_code)
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before training started: the last checkpoint stands
+        print("\ninterrupted; what was written before stands (resume a run with --resume RUN_DIR)",
+              file=sys.stderr, flush=True)
+        sys.exit(130)
     except (DataError, TrainingError) as error:
         sys.exit(f"error: {error}")
     finally:

@@ -20,7 +20,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from pyro_vrnn.config import MODEL_NAMES, make_config  # noqa: E402
 from pyro_vrnn.data import DATASETS, DataError  # noqa: E402
 from pyro_vrnn.evaluate import evaluate_checkpoint  # noqa: E402
-from pyro_vrnn.train import TrainingError, resolve_device, train  # noqa: E402
+from pyro_vrnn.runtime import TrainingError, resolve_device  # noqa: E402
+from pyro_vrnn.train import train  # noqa: E402
 
 PAPER_NAMES = {"rnn-gauss": "RNN-Gauss", "rnn-gmm": "RNN-GMM", "vrnn-i-gauss": "VRNN-I-Gauss",
                "vrnn-gauss": "VRNN-Gauss", "vrnn-gmm": "VRNN-GMM"}

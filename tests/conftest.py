@@ -1,14 +1,103 @@
-"""Shared fixtures: the embedded handwriting set, built once per test session in a temporary cache."""
+"""Shared helpers and fixtures: small models and data for the ELBO checks, the embedded handwriting set
+built once per test session in a temporary cache, and a loader for the run/ scripts."""
 import os
 
 # The test models are tiny: one thread each is fastest, and it keeps the suite quick when other
 # processes share the machine. Set before torch is imported; subprocesses inherit it.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import importlib.util  # noqa: E402
+import sys  # noqa: E402
+
+import numpy as np  # noqa: E402
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+import models  # noqa: E402
+from pyro_vrnn.config import make_config  # noqa: E402
+
 torch.set_num_threads(1)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def small_config(model, **kw):
+    return make_config("test", model=model, hidden=7, z_dim=3, x_features=5, z_features=4,
+                       enc_hidden=6, prior_hidden=6, dec_hidden=5, components=3, **kw)
+
+
+def make_data(kind, batch=4, steps=6, dim=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    if kind == "handwriting":
+        x = torch.cat([torch.bernoulli(torch.full((batch, steps, 1), 0.3), generator=g),
+                       torch.randn(batch, steps, 2, generator=g)], dim=-1)
+    elif kind == "binary":
+        x = torch.bernoulli(torch.full((batch, steps, dim), 0.4), generator=g)
+    else:
+        x = torch.randn(batch, steps, dim, generator=g)
+    lengths = torch.tensor([steps, steps - 2, 1, steps - 1][:batch])
+    mask = torch.arange(steps)[None, :] < lengths[:, None]
+    return x, mask
+
+
+def build(model_name, kind, dim, scoring="batched", **kw):
+    torch.manual_seed(1)
+    config = small_config(model_name, scoring=scoring, **kw)
+    model, guide, vrnn = models.build(config, kind, dim)
+    for p in vrnn.parameters():  # larger weights than the default init: every term matters
+        p.data.normal_(0, 0.4)
+    return config, model, guide, vrnn
+
+
+# ---- IAM-OnDB files, as the tests write them -------------------------------------------------
+
+def write_line(path, strokes, broken=False):
+    """Write a lineStrokes XML file as IAM-OnDB does; `strokes` are lists of (x, y)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    lines = ['<?xml version="1.0" encoding="ISO-8859-1"?>', "<WhiteboardCaptureSession>",
+             "  <WhiteboardDescription>", '    <SensorLocation corner="top_left"/>',
+             "  </WhiteboardDescription>", "  <StrokeSet>"]
+    t = 100.0
+    for stroke in strokes:
+        lines.append(f'    <Stroke colour="black" start_time="{t:.2f}" end_time="{t + len(stroke):.2f}">')
+        for x, y in stroke:
+            lines.append(f'      <Point x="{x}" y="{y}" time="{t:.2f}"/>')
+            t += 0.01
+        lines.append("    </Stroke>")
+    lines += ["  </StrokeSet>", "</WhiteboardCaptureSession>"]
+    text = "\n".join(lines)
+    with open(path, "w") as f:
+        f.write(text[:len(text) // 2] if broken else text)
+
+
+def line_path(root, line_id):
+    """IAM-OnDB's layout: lineStrokes/a01/a01-000/a01-000u-01.xml."""
+    form = line_id.rsplit("-", 1)[0]
+    return os.path.join(root, "lineStrokes", form.split("-")[0], form.rstrip("abcdefghijklmnopqrstuvwxyz"),
+                        line_id + ".xml")
+
+
+def make_iam(root, rng):
+    """A tiny IAM-OnDB: six forms, official lists (in a task folder, with IAM's leading spaces)."""
+    lines = {"a01-000u-01": 12, "a01-000u-02": 9, "a01-001x-01": 15, "c03-003z-01": 7,
+             "b02-002-01": 10, "d04-004-01": 8, "e05-005-01": 11}
+    for line_id, n in lines.items():
+        points = np.cumsum(rng.integers(-20, 21, size=(n, 2)), axis=0) + 1000
+        write_line(line_path(root, line_id), [points[: n // 2].tolist(), points[n // 2:].tolist()])
+    os.makedirs(os.path.join(root, "task"), exist_ok=True)
+    for file, forms in (("trainset.txt", ["a01-000u", "a01-001x"]), ("testset_t.txt", ["c03-003z"]),
+                        ("testset_v.txt", ["b02-002"]), ("testset_f.txt", ["e05-005"])):
+        with open(os.path.join(root, "task", file), "w") as f:
+            f.writelines(f" {form}\n" for form in forms)
+
+
+def load_script(name):
+    """A run/ script as a module (they are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "run", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")

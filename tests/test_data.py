@@ -11,32 +11,7 @@ from pyro_vrnn import data
 from pyro_vrnn.data import (DataError, LengthBucketSampler, SequenceDataset, pad_batch,
                             parse_line_strokes, prepare_hershey, prepare_iam, write_h5)
 from pyro_vrnn.data.iam import offsets_to_strokes, random_split
-
-
-def write_line(path, strokes, broken=False):
-    """Write a lineStrokes XML file as IAM-OnDB does; `strokes` are lists of (x, y)."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    lines = ['<?xml version="1.0" encoding="ISO-8859-1"?>', "<WhiteboardCaptureSession>",
-             "  <WhiteboardDescription>", '    <SensorLocation corner="top_left"/>',
-             "  </WhiteboardDescription>", "  <StrokeSet>"]
-    t = 100.0
-    for stroke in strokes:
-        lines.append(f'    <Stroke colour="black" start_time="{t:.2f}" end_time="{t + len(stroke):.2f}">')
-        for x, y in stroke:
-            lines.append(f'      <Point x="{x}" y="{y}" time="{t:.2f}"/>')
-            t += 0.01
-        lines.append("    </Stroke>")
-    lines += ["  </StrokeSet>", "</WhiteboardCaptureSession>"]
-    text = "\n".join(lines)
-    with open(path, "w") as f:
-        f.write(text[:len(text) // 2] if broken else text)
-
-
-def line_path(root, line_id):
-    """IAM-OnDB's layout: lineStrokes/a01/a01-000/a01-000u-01.xml."""
-    form = line_id.rsplit("-", 1)[0]
-    return os.path.join(root, "lineStrokes", form.split("-")[0], form.rstrip("abcdefghijklmnopqrstuvwxyz"),
-                        line_id + ".xml")
+from conftest import line_path, make_iam, write_line
 
 
 # ---------------------------------------------------------------------------------------------
@@ -94,20 +69,6 @@ def test_missing_data_is_one_clear_line(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # Preparation of IAM-OnDB-format data
 # ---------------------------------------------------------------------------------------------
-
-def make_iam(root, rng):
-    """A tiny IAM-OnDB: six forms, official lists (in a task folder, with IAM's leading spaces)."""
-    lines = {"a01-000u-01": 12, "a01-000u-02": 9, "a01-001x-01": 15, "c03-003z-01": 7,
-             "b02-002-01": 10, "d04-004-01": 8, "e05-005-01": 11}
-    for line_id, n in lines.items():
-        points = np.cumsum(rng.integers(-20, 21, size=(n, 2)), axis=0) + 1000
-        write_line(line_path(root, line_id), [points[: n // 2].tolist(), points[n // 2:].tolist()])
-    os.makedirs(os.path.join(root, "task"), exist_ok=True)
-    for file, forms in (("trainset.txt", ["a01-000u", "a01-001x"]), ("testset_t.txt", ["c03-003z"]),
-                        ("testset_v.txt", ["b02-002"]), ("testset_f.txt", ["e05-005"])):
-        with open(os.path.join(root, "task", file), "w") as f:
-            f.writelines(f" {form}\n" for form in forms)
-
 
 def test_split_lists_and_train_statistics(tmp_path, capsys):
     root = str(tmp_path / "iam")

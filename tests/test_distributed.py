@@ -23,7 +23,8 @@ STEP_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {root!r})
     import models
     from pyro_vrnn.config import make_config
-    from pyro_vrnn.train import make_loss_module, setup_distributed, svi_step
+    from pyro_vrnn.runtime import setup_distributed
+    from pyro_vrnn.svi import make_loss_module, svi_step
 
     rank, world_size, device = setup_distributed("cpu")
     torch.set_num_threads(1)
@@ -99,7 +100,7 @@ def test_two_rank_run_writes_one_checkpoint_and_one_log_and_resumes(tmp_path, he
     files = sorted(os.listdir(run_dir))
     assert [f for f in files if f.endswith(".pt")] == ["last.pt"], files  # written by rank 0 alone
     assert [f for f in files if f.endswith(".jsonl")] == ["log.jsonl"], files
-    assert set(files) <= {"config.json", "last.pt", "log.jsonl", "samples.png", "curves.png"}, files
+    assert set(files) <= {".lock", "config.json", "last.pt", "log.jsonl", "samples.png", "curves.png"}, files
     assert first.stdout.count("training vrnn-gauss") == 1  # one rank speaks
     assert "x 2 processes" in first.stdout
     assert [r["step"] for r in read_log(run_dir) if r["event"] == "train"] == [1, 2, 3]

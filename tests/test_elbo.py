@@ -1,7 +1,8 @@
 """The Pyro programs compute the paper's ELBO: checked against a hand-written PyTorch computation.
 
 With fixed weights and a fixed noise draw (the same RNG seed, consumed in the same order: the
-guide draws z_1, ..., z_T), the Trace_ELBO loss equals
+guide draws z_1, ..., z_T), the Trace_ELBO loss of either form of the model (step by step, or
+batched from the guide's record; and the step form also without a record) equals
 
     -sum_b sum_t mask_bt [ log p(x_t | z_t, h_{t-1}) + log p(z_t | h_{t-1}) - log q(z_t | x_t, h_{t-1}) ]
 
@@ -20,38 +21,11 @@ from pyro.poutine.util import site_is_subsample
 from pyro.util import check_model_guide_match
 
 import models
-from pyro_vrnn.config import make_config
-from pyro_vrnn.evaluate import elbo_terms
+from pyro_vrnn.objectives import elbo_terms
+from pyro_vrnn.record import Record
+from conftest import build, make_data
 
 LOG_2PI = math.log(2 * math.pi)
-
-
-def small_config(model, **kw):
-    return make_config("test", model=model, hidden=7, z_dim=3, x_features=5, z_features=4,
-                       enc_hidden=6, prior_hidden=6, dec_hidden=5, components=3, **kw)
-
-
-def make_data(kind, batch=4, steps=6, dim=3, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    if kind == "handwriting":
-        x = torch.cat([torch.bernoulli(torch.full((batch, steps, 1), 0.3), generator=g),
-                       torch.randn(batch, steps, 2, generator=g)], dim=-1)
-    elif kind == "binary":
-        x = torch.bernoulli(torch.full((batch, steps, dim), 0.4), generator=g)
-    else:
-        x = torch.randn(batch, steps, dim, generator=g)
-    lengths = torch.tensor([steps, steps - 2, 1, steps - 1][:batch])
-    mask = torch.arange(steps)[None, :] < lengths[:, None]
-    return x, mask
-
-
-def build(model_name, kind, dim, **kw):
-    torch.manual_seed(1)
-    config = small_config(model_name, **kw)
-    model, guide, vrnn = models.build(config, kind, dim)
-    for p in vrnn.parameters():  # larger weights than the default init: every term matters
-        p.data.normal_(0, 0.4)
-    return config, model, guide, vrnn
 
 
 # ---- the hand-written ELBO --------------------------------------------------------------
@@ -150,31 +124,37 @@ def hand_elbo_parts(vrnn, spec, config, kind, x, mask, analytic_kl=False):
 CASES = [(name, kind) for name in models.MODELS for kind in ("handwriting", "real")] + [("vrnn-gauss", "binary")]
 
 
+FORMS = [("batched", True), ("steps", True), ("steps", False)]  # (scoring, with the guide's record)
+
+
 @pytest.mark.parametrize("name,kind", CASES)
 @pytest.mark.parametrize("elbo_name", ["trace", "meanfield"])
-def test_elbo_equals_hand_computation(name, kind, elbo_name):
+@pytest.mark.parametrize("scoring,with_record", FORMS)
+def test_elbo_equals_hand_computation(name, kind, elbo_name, scoring, with_record):
     dim = 3 if kind == "handwriting" else 4
-    config, model, guide, vrnn = build(name, kind, dim)
+    config, model, guide, vrnn = build(name, kind, dim, scoring)
     spec = models.MODELS[name]
     x, mask = make_data(kind, dim=dim)
     elbo = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}[elbo_name](max_plate_nesting=1)
+    record = (lambda: {"record": Record()}) if with_record else dict
     pyro.set_rng_seed(123)
-    loss = elbo.differentiable_loss(model, guide, vrnn, x, mask)
+    loss = elbo.differentiable_loss(model, guide, vrnn, x, mask, **record())
     pyro.set_rng_seed(123)
     expected = hand_elbo(vrnn, spec, config, kind, x, mask, analytic_kl=elbo_name == "meanfield")
     assert torch.allclose(loss, -expected.sum(), rtol=1e-5, atol=1e-4), (loss, -expected.sum())
 
     # Minibatch scaling: the plate over sequences scales the batch's ELBO to the data size.
     pyro.set_rng_seed(123)
-    scaled = elbo.differentiable_loss(model, guide, vrnn, x, mask, num_sequences=40)
+    scaled = elbo.differentiable_loss(model, guide, vrnn, x, mask, num_sequences=40, **record())
     assert torch.allclose(scaled, loss * 40 / x.shape[0], rtol=1e-5)
 
 
-def test_gradients_match_hand_computation():
-    config, model, guide, vrnn = build("vrnn-gmm", "handwriting", 3)
+@pytest.mark.parametrize("scoring", ["batched", "steps"])
+def test_gradients_match_hand_computation(scoring):
+    config, model, guide, vrnn = build("vrnn-gmm", "handwriting", 3, scoring)
     x, mask = make_data("handwriting")
     pyro.set_rng_seed(5)
-    loss = Trace_ELBO(max_plate_nesting=1).differentiable_loss(model, guide, vrnn, x, mask)
+    loss = Trace_ELBO(max_plate_nesting=1).differentiable_loss(model, guide, vrnn, x, mask, record=Record())
     grads = torch.autograd.grad(loss, list(vrnn.parameters()))
     pyro.set_rng_seed(5)
     expected = -hand_elbo(vrnn, models.MODELS["vrnn-gmm"], config, "handwriting", x, mask).sum()
@@ -191,7 +171,7 @@ def test_kl_annealing_scales_only_the_kl_term(elbo_class):
     analytic = elbo_class is TraceMeanField_ELBO
     for s in (1.0, 0.3, 0.01):  # poutine.scale needs a positive weight
         pyro.set_rng_seed(0)
-        loss = elbo_class(max_plate_nesting=1).loss(model, guide, vrnn, x, mask, kl_scale=s)
+        loss = elbo_class(max_plate_nesting=1).loss(model, guide, vrnn, x, mask, kl_scale=s, record=Record())
         pyro.set_rng_seed(0)
         ll, kl = hand_elbo_parts(vrnn, models.MODELS["vrnn-gauss"], config, "real", x, mask, analytic)
         assert loss == pytest.approx(-(ll.sum() - s * kl.sum()).item(), rel=1e-5)
@@ -199,16 +179,19 @@ def test_kl_annealing_scales_only_the_kl_term(elbo_class):
 
 
 @pytest.mark.parametrize("name", list(models.MODELS))
-def test_model_and_guide_sites_match(name):
-    config, model, guide, vrnn = build(name, "handwriting", 3)
+@pytest.mark.parametrize("scoring", ["batched", "steps"])
+def test_model_and_guide_sites_match(name, scoring):
+    config, model, guide, vrnn = build(name, "handwriting", 3, scoring)
     x, mask = make_data("handwriting", steps=5)
-    guide_trace = poutine.trace(guide).get_trace(vrnn, x, mask)
-    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(vrnn, x, mask)
+    record = Record()
+    guide_trace = poutine.trace(guide).get_trace(vrnn, x, mask, record=record)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(vrnn, x, mask, record=record)
     check_model_guide_match(model_trace, guide_trace, max_plate_nesting=1)
     latent = [n for n, s in model_trace.nodes.items()
               if s["type"] == "sample" and not s["is_observed"] and not site_is_subsample(s)]
     observed = [n for n, s in model_trace.nodes.items() if s["type"] == "sample" and s["is_observed"]]
-    assert observed == [f"x_{t}" for t in range(1, 6)]
+    # the step form observes each x_t at its step; the batched one observes all steps as one factor
+    assert observed == ([f"x_{t}" for t in range(1, 6)] if scoring == "steps" else ["x"])
     if models.MODELS[name].latent:
         assert latent == [f"z_{t}" for t in range(1, 6)]
         guide_latent = [n for n, s in guide_trace.nodes.items()
@@ -222,14 +205,15 @@ def test_model_and_guide_sites_match(name):
         assert latent == []
     for n in observed:
         assert model_trace.nodes[n]["fn"].batch_shape == (4,)
-        assert model_trace.nodes[n]["fn"].event_shape == (3,)
+        assert model_trace.nodes[n]["fn"].event_shape == ((3,) if scoring == "steps" else (0,))
 
 
 @pytest.mark.parametrize("name", ["vrnn-gmm", "rnn-gmm", "vrnn-i-gauss"])
-def test_padding_does_not_change_any_sequence_elbo(name):
+@pytest.mark.parametrize("scoring", ["batched", "steps"])
+def test_padding_does_not_change_any_sequence_elbo(name, scoring):
     """Row i's ELBO in a padded batch equals the ELBO of the same batch cut at row i's length, and
     does not change when the padding is longer or filled with garbage."""
-    config, model, guide, vrnn = build(name, "handwriting", 3)
+    config, model, guide, vrnn = build(name, "handwriting", 3, scoring)
     x, mask = make_data("handwriting", steps=6)
     lengths = mask.sum(1)
     junk = torch.tensor([1.0, 1e3, -1e3])  # any value in the emission's support
@@ -257,7 +241,7 @@ def test_elbo_terms_sum_to_trace_elbo():
     config, model, guide, vrnn = build("vrnn-gmm", "handwriting", 3)
     x, mask = make_data("handwriting")
     pyro.set_rng_seed(3)
-    loss = Trace_ELBO(max_plate_nesting=1).loss(model, guide, vrnn, x, mask)
+    loss = Trace_ELBO(max_plate_nesting=1).loss(model, guide, vrnn, x, mask, record=Record())
     pyro.set_rng_seed(3)
     ll, kl = elbo_terms(model, guide, vrnn, x, mask)
     assert (ll - kl).sum().item() == pytest.approx(-loss, rel=1e-5)

@@ -10,7 +10,6 @@ guide can represent, so the ELBO of any diagonal guide is known in closed form t
 ELBO = log p(x) - sum_t KL(q(z_t | x_t) || p(z_t | x_t)).
 """
 import copy
-import importlib.util
 import json
 import math
 import os
@@ -29,12 +28,14 @@ from pyro.infer import Trace_ELBO
 import models
 from pyro_vrnn import data as datasets
 from pyro_vrnn.config import make_config
-from pyro_vrnn.evaluate import (PASS_RESERVE_BYTES, bytes_per_cell, default_chunk_size, elbo_terms,
-                                estimate_log_likelihood, evaluate_checkpoint, exact_log_likelihood, importance_log_weights,
-                                particle_log_weights, ratio_and_stderr, summarize, summarize_log_weights)
-from pyro_vrnn.train import load_checkpoint, rebuild, train, validate
-from test_data import make_iam
-from test_elbo import build, make_data
+from pyro_vrnn.checkpoints import load_checkpoint, rebuild
+from pyro_vrnn.evaluate import (PASS_RESERVE_BYTES, bytes_per_cell, default_chunk_size, estimate_log_likelihood,
+                                evaluate_checkpoint, importance_log_weights, ratio_and_stderr, summarize)
+from pyro_vrnn.objectives import elbo_terms, exact_log_likelihood, particle_log_weights, summarize_log_weights
+from pyro_vrnn.record import Record
+from pyro_vrnn.svi import validate
+from pyro_vrnn.train import train
+from conftest import build, load_script, make_data, make_iam
 
 Z_DIM, X_DIM, SIGMA = 2, 3, 0.5
 
@@ -145,7 +146,7 @@ def test_one_particle_weight_is_the_checked_one_sample_elbo():
     assert log_w.shape == (1, 4)
     assert torch.allclose(log_w[0].float(), ll - kl, rtol=1e-5)
     pyro.set_rng_seed(3)
-    assert log_w.sum().item() == pytest.approx(-Trace_ELBO(max_plate_nesting=1).loss(model, guide, vrnn, x, mask),
+    assert log_w.sum().item() == pytest.approx(-Trace_ELBO(max_plate_nesting=1).loss(model, guide, vrnn, x, mask, record=Record()),
                                                rel=1e-5)
 
 
@@ -287,7 +288,7 @@ def test_rnn_baselines_are_exact(name):
     assert result["ess"] is None and torch.equal(result["elbo"], result["log_px"])
     assert torch.allclose(result["log_px"].float(), ll, rtol=1e-5) and (kl == 0).all()
     assert result["log_px"].sum().item() == pytest.approx(
-        -Trace_ELBO(max_plate_nesting=1).loss(model, guide, vrnn, x, mask), rel=1e-5)
+        -Trace_ELBO(max_plate_nesting=1).loss(model, guide, vrnn, x, mask, record=Record()), rel=1e-5)
     assert torch.equal(exact_log_likelihood(model, vrnn, x, mask), result["log_px"])
 
 
@@ -315,13 +316,6 @@ def test_summary_figures():
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(hidden=16, z_dim=4, x_features=16, z_features=16, enc_hidden=16, prior_hidden=16,
             dec_hidden=16, components=3, batch_size=16, lr=3e-3)
-
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "run", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -369,7 +363,7 @@ def test_evaluate_ll_takes_the_newest_run_and_rnns_are_exact(tiny_runs, capsys, 
     state = load_checkpoint(os.path.join("runs", "rnn", "last.pt"))
     config, model, guide, vrnn, _ = rebuild(state)
     valid = datasets.load("hershey", verbose=False)["valid"]
-    expected = validate(model, guide, vrnn, valid, config, torch.device("cpu"), 0, 1)
+    expected = validate(model, guide, vrnn, valid, config.batch_size, torch.device("cpu"), 0, 1)
     assert summary["log_px_per_seq"] == pytest.approx(expected["elbo_per_seq"], rel=1e-5)
     small, per_seq_small = evaluate_checkpoint(os.path.join("runs", "rnn"), split="valid", batch_size=5)
     _, per_seq_large = evaluate_checkpoint(os.path.join("runs", "rnn"), split="valid", batch_size=64)

@@ -16,7 +16,10 @@ import models
 from pyro_vrnn import data as datasets
 from pyro_vrnn.config import make_config
 from pyro_vrnn.data.schema import write_h5
-from pyro_vrnn.train import TrainingError, frozen_heap, load_checkpoint, train, validate
+from pyro_vrnn.checkpoints import load_checkpoint
+from pyro_vrnn.runtime import TrainingError, frozen_heap
+from pyro_vrnn.svi import validate
+from pyro_vrnn.train import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(hidden=24, z_dim=4, x_features=16, z_features=16, enc_hidden=16, prior_hidden=16,
@@ -38,12 +41,12 @@ def test_fifty_steps_lower_the_loss(tmp_path, hershey_cache):
     splits = datasets.load("hershey")
     pyro.set_rng_seed(config.seed)
     model, guide, vrnn = models.build(config, splits["valid"].kind, splits["valid"].dim)
-    before = validate(model, guide, vrnn, splits["valid"], config, torch.device("cpu"), 0, 1)
+    before = validate(model, guide, vrnn, splits["valid"], config.batch_size, torch.device("cpu"), 0, 1)
     run_dir = train(config, quiet=True)
     state = load_checkpoint(os.path.join(run_dir, "last.pt"))
     assert state["progress"]["step"] == 50
     vrnn.load_state_dict(state["model"])
-    after = validate(model, guide, vrnn, splits["valid"], config, torch.device("cpu"), 0, 1)
+    after = validate(model, guide, vrnn, splits["valid"], config.batch_size, torch.device("cpu"), 0, 1)
     # The validation ELBO per sequence rises by a clear margin (it starts around -1000 nats).
     assert after["elbo_per_seq"] > before["elbo_per_seq"] + 0.3 * abs(before["elbo_per_seq"])
     # Batches are bucketed by length, so compare the training bound per time step.

@@ -1,0 +1,113 @@
+"""What a checkpoint holds, reading it back, and rebuilding the model it describes.
+
+A checkpoint (`last.pt`, `best.pt`; written atomically by runs.RunDirectory.save) is a dict:
+
+    version     CHECKPOINT_VERSION
+    config      the resolved Config as a dict (sizes, model, cell, scoring, ...)
+    data        what the model was trained on: kind, dim, name, mean, std, train size, fingerprint
+    model       the network's state_dict; optimizer: Adam's
+    progress    epoch, batch within it, step, early-stopping memory, the epoch's running sums, time
+    rng         every random state, one per torchrun process
+
+so that a run can be rebuilt (evaluation, sampling, figures) from its checkpoint alone, and a killed
+run resumes exactly where it was.
+"""
+import os
+
+import numpy as np
+import torch
+
+import models
+from pyro_vrnn.config import config_from_dict
+from pyro_vrnn.runtime import TrainingError
+
+CHECKPOINT_VERSION = 1
+KEYS = ("version", "config", "data", "model", "optimizer", "progress", "rng")
+
+
+def resolve_checkpoint(path):
+    """A .pt file as is; a run directory -> its best.pt, else its last.pt."""
+    if os.path.isdir(path):
+        for name in ("best.pt", "last.pt"):
+            if os.path.isfile(os.path.join(path, name)):
+                return os.path.join(path, name)
+        return os.path.join(path, "best.pt")  # load_checkpoint says it is missing
+    return path
+
+
+def load_checkpoint(path, map_location="cpu"):
+    """The checkpoint dict at `path`, or one line saying why it cannot be used."""
+    if not os.path.isfile(path):
+        raise TrainingError(f"no checkpoint at {path}; pass a run directory that holds last.pt or a .pt file")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as error:  # a truncated or foreign file
+        raise TrainingError(f"cannot read checkpoint {path} ({error.__class__.__name__}); "
+                            "it is not a pyro-vrnn checkpoint or it is damaged") from None
+    if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
+        raise TrainingError(f"{path} is not a pyro-vrnn checkpoint of version {CHECKPOINT_VERSION}; "
+                            "retrain with this version of the code")
+    missing = [key for key in KEYS if key not in state]
+    if missing:
+        raise TrainingError(f"{path} lacks {', '.join(missing)}: it is damaged or was not written by pyro-vrnn")
+    return state
+
+
+def data_info(dataset):
+    """What a checkpoint remembers of its training data (a SequenceDataset)."""
+    return {"kind": dataset.kind, "dim": dataset.dim, "name": dataset.name,
+            "mean": np.asarray(dataset.mean).tolist(), "std": np.asarray(dataset.std).tolist(),
+            "median_length": int(np.median(dataset.lengths)), "train_sequences": len(dataset),
+            "fingerprint": getattr(dataset, "fingerprint", None)}
+
+
+def rebuild(state, device="cpu"):
+    """(config, model, guide, vrnn, data_info) from a checkpoint, the network loaded and in eval mode."""
+    try:
+        config = config_from_dict(state["config"])
+        info = state["data"]
+        model, guide, vrnn = models.build(config, info["kind"], info["dim"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise TrainingError(f"the checkpoint's config or data record is damaged ({error})") from None
+    load_weights(vrnn, state["model"])
+    return config, model, guide, vrnn.to(device).eval(), info
+
+
+def load_weights(module, weights):
+    """load_state_dict, with a mismatch said in one line (the first differing tensor) instead of a dump."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    wrong = [k for k in own if k in weights and tuple(weights[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or wrong:
+        first = (f"{wrong[0]} is {tuple(weights[wrong[0]].shape)} in the checkpoint and {tuple(own[wrong[0]].shape)} "
+                 "in the network" if wrong else f"{(missing or unexpected)[0]} is "
+                 + ("missing from the checkpoint" if missing else "in the checkpoint but not in the network"))
+        count = len(missing) + len(unexpected) + len(wrong)
+        raise TrainingError(f"the checkpoint's weights do not fit the network its config describes ({count} "
+                            f"tensor(s) differ; e.g. {first}); was it written by another version?")
+    module.load_state_dict(weights)
+
+
+def check_same_data(info, dataset, what):
+    """Raise TrainingError unless `dataset` is the data (kind, dimension, normalization and, where both are
+    known, the content fingerprint) the checkpoint's model was trained on; `what` names it in the message."""
+    if dataset.kind != info["kind"] or dataset.dim != info["dim"]:
+        raise TrainingError(f"the model was trained on {info['kind']} data of dimension {info['dim']}, but "
+                            f"{what} is {dataset.kind} of dimension {dataset.dim}")
+    if not (np.allclose(dataset.mean, info["mean"]) and np.allclose(dataset.std, info["std"])):
+        raise TrainingError(f"{what} is normalized differently from the data the model was trained on (was the "
+                            "dataset rebuilt from other files?); log-likelihoods would not compare")
+
+
+def check_same_training_data(info, dataset, what):
+    """check_same_data, plus the training set's size and content: what resuming a run needs."""
+    check_same_data(info, dataset, what)
+    trained_on = info.get("train_sequences", len(dataset))
+    if len(dataset) != trained_on:
+        raise TrainingError(f"{what} has {len(dataset)} sequences, the run was trained on {trained_on}; "
+                            "resume with the same data or start a new run")
+    known = info.get("fingerprint"), getattr(dataset, "fingerprint", None)
+    if None not in known and known[0] != known[1]:
+        raise TrainingError(f"{what} holds other sequences than the run was trained on (content fingerprint "
+                            f"{known[1][:12]}, the run's {known[0][:12]}); resume with the same data or start a new run")

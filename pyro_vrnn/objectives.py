@@ -1,0 +1,116 @@
+"""Per-sequence ELBO terms and importance weights from Pyro's traces (Chung et al. 2015; docs/paper.md).
+
+The ELBO of one sequence is
+
+    E_q [ sum_t log p(x_t | z_{<=t}, x_{<t})  -  sum_t ( log q(z_t | x_{<=t}, z_{<t}) - log p(z_t | x_{<t}, z_{<t}) ) ]
+
+A guide trace and the model replayed on it hold every term at its sample site, already masked at
+padding steps, with the shape of the plates around it (sequences, and particles when vectorized).
+Summing the sites and keeping those dimensions gives one number per sequence, which is what the
+paper reports; Pyro's own ELBO objects give the sum over the batch.
+
+Table 1's "~" rows estimate log p(x) itself by importance sampling with the guide as proposal:
+
+    log p(x) ~ log (1/K) sum_k w_k,    w_k = p(x, z^k) / q(z^k | x),   z^k ~ q(z | x)
+
+Pyro's `vectorized_importance_weights` draws the K particles in one pass (a particle plate at dim -2
+over the sequence plate at dim -1); its traces give log w as a [K, B] tensor, so every sequence gets
+its own estimate. The same particles give the K-sample ELBO estimate mean_k log w_k, and by Jensen's
+inequality log mean_k w_k >= mean_k log w_k for every sequence: the "~" number is never below the ">=" one.
+
+Each call creates the `Record` that carries the guide's recurrence to the model (pyro_vrnn/record.py).
+"""
+import math
+
+import torch
+import pyro.poutine as poutine
+from pyro.infer.importance import vectorized_importance_weights
+from pyro.poutine.util import site_is_subsample
+
+from pyro_vrnn.record import Record
+
+
+def site_log_prob_sum(trace, observed, dtype=None):
+    """Sum of the masked log-densities of the sample sites (observed or latent) of a trace, per sequence.
+
+    dtype: accumulate in this dtype (float64 for long sequences), default the sites' own.
+    """
+    trace.compute_log_prob()
+    total = 0.0
+    for site in trace.nodes.values():
+        if site["type"] == "sample" and site["is_observed"] == observed and not site_is_subsample(site):
+            log_prob = site["log_prob"]
+            total = total + (log_prob if dtype is None else log_prob.to(dtype))
+    return total
+
+
+def traces(model, guide, vrnn, x, mask, **kwargs):
+    """(guide trace, model trace replayed on it), the record of the guide's pass passed to both."""
+    record = Record()
+    guide_trace = poutine.trace(guide).get_trace(vrnn, x, mask, record=record, **kwargs)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(vrnn, x, mask, record=record,
+                                                                                  **kwargs)
+    return guide_trace, model_trace
+
+
+@torch.no_grad()
+def elbo_terms(model, guide, vrnn, x, mask):
+    """One-sample estimates, per sequence, of the reconstruction term and of the KL term.
+
+    Returns (log_likelihood [B], kl [B]) with ELBO = log_likelihood - kl. For models without
+    latent variables kl is zero and log_likelihood is the exact log p(x).
+    """
+    guide_trace, model_trace = traces(model, guide, vrnn, x, mask)
+    log_likelihood = site_log_prob_sum(model_trace, observed=True)
+    kl = site_log_prob_sum(guide_trace, observed=False) - site_log_prob_sum(model_trace, observed=False)
+    zeros = x.new_zeros(x.shape[0])
+    return zeros + log_likelihood, zeros + kl
+
+
+@torch.no_grad()
+def exact_log_likelihood(model, vrnn, x, mask):
+    """log p(x) [B] of a model without latent variables: the sum of its observed sites, exactly."""
+    trace = poutine.trace(model).get_trace(vrnn, x, mask)
+    return x.new_zeros(x.shape[0], dtype=torch.float64) + site_log_prob_sum(trace, True, torch.float64)
+
+
+@torch.no_grad()
+def particle_terms(model, guide, vrnn, x, mask, num_samples):
+    """(log p(x | z^k) [K, B], log q(z^k | x) - log p(z^k) [K, B]) for K particles drawn in one vectorized
+    pass; their difference is the log-weight log w_k = log p(x, z^k) - log q(z^k | x).
+
+    Pyro pools the weights over the batch; its traces keep them apart: every site's log-prob has
+    the particles at dim -2 and the sequences at dim -1 (padding steps are masked to zero).
+    """
+    _, model_trace, guide_trace = vectorized_importance_weights(
+        model, guide, vrnn, x, mask, record=Record(), num_samples=num_samples, max_plate_nesting=1)
+    shape = (num_samples, x.shape[0])
+    for trace in (model_trace, guide_trace):
+        for name, site in trace.nodes.items():
+            if site["type"] == "sample" and not site_is_subsample(site) and site["log_prob"].shape != shape:
+                raise RuntimeError(f"site {name} has log-densities of shape {tuple(site['log_prob'].shape)}, "
+                                   f"expected {shape} (particles x sequences)")
+    zeros = x.new_zeros(shape, dtype=torch.float64)
+    log_likelihood = zeros + site_log_prob_sum(model_trace, True, torch.float64)
+    kl = zeros + site_log_prob_sum(guide_trace, False, torch.float64) - site_log_prob_sum(model_trace, False,
+                                                                                           torch.float64)
+    return log_likelihood, kl
+
+
+def particle_log_weights(model, guide, vrnn, x, mask, num_samples):
+    """log w [K, B] = log p(x, z^k) - log q(z^k | x) for K particles drawn in one vectorized pass."""
+    log_likelihood, kl = particle_terms(model, guide, vrnn, x, mask, num_samples)
+    return log_likelihood - kl
+
+
+def summarize_log_weights(log_w, kl=None):
+    """Per-sequence figures from log w [K, B]: the K-sample ELBO mean_k log w_k, the IS estimate
+    log (1/K) sum_k w_k, and the effective sample size (sum_k w_k)^2 / sum_k w_k^2 (1 to K); with the
+    particles' KL terms kl [K, B] (log q - log p), their mean, the ELBO's KL part."""
+    num_samples = log_w.shape[0]
+    log_sum = torch.logsumexp(log_w, dim=0)
+    figures = {"elbo": log_w.mean(0), "log_px": log_sum - math.log(num_samples),
+               "ess": torch.exp(2 * log_sum - torch.logsumexp(2 * log_w, dim=0))}
+    if kl is not None:
+        figures["kl"] = kl.mean(0)
+    return figures

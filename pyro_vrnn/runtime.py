@@ -1,0 +1,144 @@
+"""The process a run lives in: its device, its torchrun group, its threads, its signals, its heap.
+
+Nothing here is about the VRNN itself; it is what every entry point (training, evaluation, the
+benchmark) needs around the Pyro programs, in one place.
+"""
+import contextlib
+import gc
+import os
+import signal
+
+import pyro.util
+import torch
+import torch.distributed as dist
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot go on; the message says what to do."""
+
+
+def resolve_device(name="auto", local_rank=0):
+    """A torch.device from --device: auto (cuda when a GPU is visible), cpu, cuda, cuda:N; one line otherwise."""
+    name = str(name)
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise TrainingError(f"--device {name} was asked for but no CUDA GPU is visible; use --device cpu")
+        index = name.partition(":")[2]
+        if index and not (index.isdigit() and int(index) < torch.cuda.device_count()):
+            raise TrainingError(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s), "
+                                f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+        return torch.device(name if index else f"cuda:{local_rank}")
+    if name != "cpu":
+        raise TrainingError(f"unknown --device {name!r}; use auto, cpu, cuda or cuda:N")
+    return torch.device("cpu")
+
+
+def setup_distributed(device_name):
+    """(rank, world_size, device). torchrun sets WORLD_SIZE, RANK and LOCAL_RANK; plain python sets none."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(device_name, local_rank)
+    if world_size > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return rank, world_size, device
+
+
+def close_process_group():
+    """End a torchrun process's group (if any): a process that exits with it alive can abort in gloo's threads."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def set_threads(threads):
+    """CPU intra-op threads (0: PyTorch's default). Tiny matrices gain nothing from more threads, and
+    OpenMP threads that wait on each other make every op cost milliseconds on a shared machine."""
+    if threads > 0:
+        torch.set_num_threads(threads)
+
+
+def any_rank(flag, device):
+    """True on every rank if `flag` is True on any (a signal may reach the ranks at different steps)."""
+    if not dist.is_initialized():
+        return bool(flag)
+    tensor = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return bool(tensor.item())
+
+
+def all_reduce_sum(values, device):
+    """Sum a list of floats over the process group (identity in a single process)."""
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    if dist.is_initialized():
+        dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+@contextlib.contextmanager
+def frozen_heap():
+    """Leave the objects alive now (torch, Pyro, the networks, the data) out of Python's garbage collections.
+
+    Pyro's traces make many small Python objects at every step, and every so often they trigger a full
+    collection, which walks the whole heap: about 300,000 objects once torch and Pyro are imported,
+    ~0.15 s each. Frozen objects are skipped; those made inside are collected as usual, and on the way
+    out everything is handed back to the collector.
+    """
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + the signal: what shells report for a stopped job
+
+
+class StopRequest:
+    """SIGINT/SIGTERM set a flag that the loop reads between steps: it finishes the step, checkpoints and
+    stops. A second signal stops at once (KeyboardInterrupt; the last checkpoint is kept). `signal_number`
+    says which signal came, so that the process can exit with 130 or 143 as shells expect."""
+
+    def __init__(self):
+        self.signal_number = None
+
+    @property
+    def requested(self):
+        return self.signal_number is not None
+
+    def __enter__(self):
+        self.previous = {}
+        try:
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self.previous[s] = signal.signal(s, self.handle)
+        except ValueError:  # not the main thread: leave signals alone
+            self.previous = {}
+        return self
+
+    def handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.signal_number = signum
+
+    def __exit__(self, *exc):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+
+def get_rng_state():
+    """Every random state of this process (Python, numpy, torch, and CUDA when present)."""
+    state = pyro.util.get_rng_state()
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    state = dict(state)
+    cuda = state.pop("cuda", None)
+    pyro.util.set_rng_state(state)
+    if cuda is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)

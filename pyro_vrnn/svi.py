@@ -1,0 +1,105 @@
+"""One SVI step, and one pass of validation: the units the training loop (train.py) is made of.
+
+    loss_module = Trace_ELBO()(Program(model, vrnn), Program(guide, vrnn))   # Pyro's ELBOModule
+    loss = loss_module(x, mask, num_sequences=N, record=Record()) / N        # mean -ELBO per sequence
+    loss.backward(); clip_grad_norm_(...); Adam.step()
+
+which is what `pyro.infer.SVI.step` does, with module-local parameters so that the module can be
+wrapped in DistributedDataParallel, and with the `Record` that carries the guide's recurrence to the
+model (pyro_vrnn/record.py).
+"""
+import math
+
+import pyro
+import torch
+import torch.nn as nn
+from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+
+from pyro_vrnn import data as datasets
+from pyro_vrnn.objectives import elbo_terms
+from pyro_vrnn.record import Record
+from pyro_vrnn.runtime import all_reduce_sum
+
+ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}
+
+
+class Program(nn.Module):
+    """A model or guide function bound to its network, so that Pyro's ELBOModule (and DDP) see the
+    parameters as module-local ones, with no global param store involved."""
+
+    def __init__(self, fn, vrnn):
+        super().__init__()
+        self.fn, self.vrnn = fn, vrnn
+
+    def forward(self, *args, **kwargs):
+        return self.fn(self.vrnn, *args, **kwargs)
+
+
+def make_elbo(name):
+    # One particle, as the paper; the only plate is the one over sequences.
+    return ELBOS[name](max_plate_nesting=1)
+
+
+def make_loss_module(config, model, guide, vrnn, world_size=1, device=None):
+    """Pyro's ELBOModule over the model and guide, wrapped in DDP when there are several processes."""
+    pyro.settings.set(module_local_params=True)
+    loss_module = make_elbo(config.elbo)(Program(model, vrnn), Program(guide, vrnn))
+    if world_size > 1:
+        loss_module = nn.parallel.DistributedDataParallel(
+            loss_module, device_ids=[device.index] if device is not None and device.type == "cuda" else None)
+    return loss_module
+
+
+def svi_step(loss_module, optimizer, x, mask, num_sequences, kl_scale=1.0, clip=5.0, validate=False):
+    """One SVI step on the mean per-sequence -ELBO of a batch; returns (loss, gradient norm) as floats.
+
+    The plate over sequences scales the batch's -ELBO to `num_sequences` (the training set), and
+    dividing by it gives the mean over the batch; under DDP each rank holds part of the batch and
+    the gradient average over ranks is the gradient of the mean over the whole batch.
+    A non-finite loss or gradient leaves the parameters untouched.
+    """
+    with pyro.validation_enabled(validate):
+        loss = loss_module(x, mask, num_sequences=num_sequences, kl_scale=kl_scale, record=Record()) / num_sequences
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, clip).item()
+    loss_value = loss.item()
+    if math.isfinite(loss_value) and math.isfinite(grad_norm):
+        optimizer.step()
+    return loss_value, grad_norm
+
+
+def kl_weight(config, epoch, batch, batches_per_epoch):
+    """KL annealing: the weight rises linearly from ~0 to 1 over `kl_anneal_epochs` epochs."""
+    if config.kl_anneal_epochs <= 0:
+        return 1.0
+    progress = epoch + (batch + 1) / batches_per_epoch
+    return min(1.0, progress / config.kl_anneal_epochs)
+
+
+def to_device(batch, device):
+    x, mask = batch
+    return x.to(device, non_blocking=True), mask.to(device, non_blocking=True)
+
+
+@torch.no_grad()
+def validate(model, guide, vrnn, dataset, batch_size, device, rank=0, world_size=1):
+    """Mean ELBO per sequence and per time step on a split, with its reconstruction and KL parts."""
+    vrnn.eval()
+    sampler = datasets.LengthBucketSampler(dataset.lengths, batch_size, shuffle=False, rank=rank,
+                                           world_size=world_size)
+    totals = [0.0, 0.0, 0.0, 0.0]  # log-likelihood, kl, sequences, steps
+    for indices in sampler:
+        x, mask = to_device(datasets.pad_batch([dataset[i] for i in indices]), device)
+        log_likelihood, kl = elbo_terms(model, guide, vrnn, x, mask)
+        totals[0] += log_likelihood.sum().item()
+        totals[1] += kl.sum().item()
+        totals[2] += len(indices)
+        totals[3] += mask.sum().item()
+    vrnn.train()
+    log_likelihood, kl, sequences, steps = all_reduce_sum(totals, device)
+    elbo = log_likelihood - kl
+    return {"elbo_per_seq": elbo / sequences, "elbo_per_step": elbo / steps,
+            "log_likelihood_per_seq": log_likelihood / sequences, "kl_per_seq": kl / sequences,
+            "kl_per_step": kl / steps}
