@@ -64,6 +64,10 @@ PRESETS = {
     "speech-demo": dict(hidden=256, z_dim=32, x_features=128, z_features=64, enc_hidden=64,
                         prior_hidden=64, dec_hidden=128, components=10, batch_size=32, lr=1e-3,
                         epochs=20, threads=1),
+    # Real recorded speech (Asterisk's voice prompts, about two hours): speech-demo's size for now.
+    "prompts": dict(hidden=256, z_dim=32, x_features=128, z_features=64, enc_hidden=64,
+                    prior_hidden=64, dec_hidden=128, components=10, batch_size=32, lr=1e-3,
+                    epochs=20, threads=1),
     "chorales": dict(hidden=256, z_dim=32, x_features=64, z_features=64, enc_hidden=64,
                      prior_hidden=64, dec_hidden=128, batch_size=16, lr=1e-3, epochs=200,
                      patience=20, threads=1),
@@ -71,6 +75,7 @@ PRESETS = {
 # The other speech sets take Blizzard's networks with the paper's 2000 LSTM units.
 for _name in ("timit", "timit-core", "accent", "onomatopoeia", "audio"):
     PRESETS[_name] = dict(PRESETS["blizzard"], hidden=2000, batch_size=64)
+PRESETS["prompts-heldout"] = dict(PRESETS["prompts"])
 
 
 def make_config(dataset="hershey", **overrides):

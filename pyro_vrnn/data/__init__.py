@@ -20,6 +20,11 @@ Datasets (DATASETS); data_dir defaults in brackets. Nothing is ever downloaded.
                   train/ valid/ test/ subfolders give the split, else 90/5/5 by file
     speech-demo   multi-speaker speech synthesized here with espeak-ng (apt-get install espeak-ng),
                   prepared like TIMIT (speech_demo.py)
+    prompts       Debian's Asterisk voice prompts, 16 kHz G.722, five voices in five languages
+                  (apt-get install asterisk-core-sounds-{en,es,fr,it,ru}-g722; pip install g722)
+                  [/usr/share/asterisk/sounds]: train in 0.5 s pieces, valid/test whole prompts,
+                  90/5/5 by file within each voice (prompts.py)
+    prompts-heldout  the same with the ru voice as the test split (valid: 5% of each other voice)
   music (kind "binary": 88-key piano rolls)
     chorales      music21's Bach chorales at quarter-note steps, JSB proportions (pip install music21)
   your own
@@ -41,6 +46,7 @@ from pyro_vrnn.data.schema import (DataError, LengthBucketSampler, SequenceDatas
                                    pad_batch, write_h5)
 from pyro_vrnn.data.speech import (prepare_accent, prepare_audio_folder, prepare_blizzard,
                                    prepare_onomatopoeia, prepare_timit)
+from pyro_vrnn.data.prompts import prepare_prompts, prepare_prompts_heldout
 from pyro_vrnn.data.speech_demo import prepare_speech_demo
 
 DEFAULT_IAM_DIR = os.path.join("data", "iam-ondb")
@@ -77,6 +83,8 @@ DATASETS = {
     "onomatopoeia": prepare_onomatopoeia,
     "audio": prepare_audio_folder,
     "speech-demo": prepare_speech_demo,
+    "prompts": prepare_prompts,
+    "prompts-heldout": prepare_prompts_heldout,
     "chorales": prepare_chorales,
     "hdf5": prepare_hdf5,
 }
@@ -105,8 +113,8 @@ def prepare(name, data_dir=None, cache_dir=None, verbose=True, **options):
     seed; iam: seed of the random split used when there are no split lists; timit: test_set
     ("full" | "core"), seed of the validation hold-out; blizzard, accent, onomatopoeia, audio: seed,
     cut ("pieces" | "whole" | "train-pieces"), use_split_folders; every speech set: piece_frames
-    (40), frame_size (200), sample_rate (16000); speech-demo: num_sentences (400), seed; chorales:
-    seed, workers.
+    (40), frame_size (200), sample_rate (16000); speech-demo: num_sentences (400), seed; prompts:
+    seed, held_out (a voice or language as the test split); chorales: seed, workers.
     """
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(sorted(DATASETS))}")
@@ -125,5 +133,6 @@ def load(name, data_dir=None, cache_dir=None, verbose=True, **options):
 __all__ = ["DATASETS", "DataError", "LengthBucketSampler", "SequenceDataset", "StreamWriter", "load",
            "offsets_to_strokes", "pad_batch", "parse_line_strokes", "piano_roll", "prepare", "prepare_accent",
            "prepare_audio_folder", "prepare_blizzard", "prepare_chorales", "prepare_hdf5", "prepare_hershey",
-           "prepare_iam", "prepare_onomatopoeia", "prepare_speech_demo", "prepare_timit", "read_audio", "resample",
-           "score_to_piano_roll", "validate_h5", "write_h5", "write_wav", "default_cache_dir"]
+           "prepare_iam", "prepare_onomatopoeia", "prepare_prompts", "prepare_speech_demo", "prepare_timit",
+           "read_audio", "resample", "score_to_piano_roll", "validate_h5", "write_h5", "write_wav",
+           "default_cache_dir"]

@@ -9,8 +9,9 @@ set. This module is the one audio path every speech dataset goes through (speech
               .WAV files: a 1024-byte text header, then PCM or mu-law samples; read here), and
               FLAC / MP3 / OGG / other WAV codings through the optional `soundfile` package.
               The format is recognised from the file's first bytes, not its extension, since
-              TIMIT's SPHERE files are named .WAV. Samples are scaled to [-1, 1); channels are
-              averaged to mono.
+              TIMIT's SPHERE files are named .WAV; raw G.722 (.g722, 16 kHz: Asterisk's voice
+              prompts, prompts.py) has no header and goes by its extension, decoded by the
+              optional `g722` package. Samples are scaled to [-1, 1); channels are averaged to mono.
   resample    to 16 kHz with a band-limited polyphase filter (Kaiser-windowed sinc, numpy only):
               exact rational ratios (22.05 kHz -> 16 kHz is 320/441), zero phase, output length
               ceil(n * 16000 / rate); it streams, so an hour-long audiobook chapter never sits in
@@ -39,9 +40,11 @@ from pyro_vrnn.data.schema import DataError, SPLITS, StreamWriter, cached_source
 SAMPLE_RATE = 16000  # PAPER.md: raw 16 kHz waveforms
 FRAME_SIZE = 200  # samples per frame: x_t is 200-dimensional
 PIECE_FRAMES = 40  # 0.5 s pieces (Blizzard, Accent, TIMIT training)
-AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".sph", ".ogg", ".oga", ".aif", ".aiff", ".au")
+G722_EXTENSIONS = (".g722",)  # raw G.722 has no magic bytes: only its extension says what it is
+AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".sph", ".ogg", ".oga", ".aif", ".aiff", ".au") + G722_EXTENSIONS
 CUTS = ("pieces", "whole", "train-pieces")  # every split in pieces / whole files / train in pieces only
 SOUNDFILE_HINT = "pip install soundfile"
+G722_HINT = 'pip install g722 (or pip install -e ".[speech]")'
 
 
 # ---------------------------------------------------------------------------------------------
@@ -205,8 +208,34 @@ class SoundFile:
             raise DataError(f"{self.path}: cannot decode it ({error})") from None
 
 
+class G722File:
+    """Raw G.722 at 64 kbit/s, as Asterisk stores its wide-band prompts: 16 kHz mono, no header,
+    one byte per two samples (a low and a high sub-band ADPCM code). Decoded by the `g722`
+    package's C codec; one decoder carries its ADPCM state from block to block, so blocks decode
+    to exactly what the whole file does."""
+
+    RATE, BIT_RATE = 16000, 64000
+
+    def __init__(self, path):
+        try:
+            import G722
+        except ImportError:
+            raise DataError(f"{path}: decoding G.722 needs the g722 package: {G722_HINT}") from None
+        self.path, self._codec = path, G722
+        self.channels, self.sample_rate = 1, self.RATE
+        self.num_samples = 2 * os.path.getsize(path)
+
+    def blocks(self, block_samples):
+        decoder = self._codec.G722(self.RATE, self.BIT_RATE)
+        with open(self.path, "rb") as f:
+            while raw := f.read(max(1, block_samples // 2)):
+                # int16 in the machine's byte order (an array.array 'h') -> [-1, 1)
+                yield np.frombuffer(decoder.decode(raw), dtype=np.int16).astype(np.float32) / 32768.0
+
+
 def open_audio(path):
-    """The reader for one audio file, chosen by its first bytes: .blocks(n), .sample_rate, .channels."""
+    """The reader for one audio file, chosen by its first bytes (.g722: by extension): .blocks(n),
+    .sample_rate, .channels."""
     path = os.fspath(path)
     try:
         with open(path, "rb") as f:
@@ -222,6 +251,8 @@ def open_audio(path):
             return SoundFile(path, what="this WAV coding (float or extensible)")
     if len(magic) == 0:
         raise DataError(f"{path}: empty file")
+    if path.lower().endswith(G722_EXTENSIONS):  # before the guesses below: G.722 bytes may look like MP3's
+        return G722File(path)
     what = ("FLAC" if magic.startswith(b"fLaC") else "MP3" if magic.startswith(b"ID3") or magic[:1] == b"\xff"
             else f"{os.path.splitext(path)[1] or 'this format'} files")
     return SoundFile(path, what=what)
