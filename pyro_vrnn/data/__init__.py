@@ -26,7 +26,8 @@ Datasets (DATASETS); data_dir defaults in brackets. Nothing is ever downloaded.
     hdf5          data_dir = FILE.h5 in the schema of schema.py (byo.py): validated, read in place
 
 The cache lives in $PYRO_VRNN_CACHE, or ~/.cache/pyro-vrnn. Preparation holds a file lock, so
-DDP ranks that call `load` together build the cache once and then share it.
+DDP ranks that call `load` together build the cache once and then share it. What a killed
+preparation leaves behind (NAME.tmpPID files and folders) is removed at the next start.
 """
 import contextlib
 import hashlib
@@ -37,8 +38,8 @@ from pyro_vrnn.data.byo import prepare_hdf5, validate_h5
 from pyro_vrnn.data.hershey import prepare_hershey
 from pyro_vrnn.data.iam import parse_line_strokes, offsets_to_strokes, prepare_iam
 from pyro_vrnn.data.music import piano_roll, prepare_chorales, score_to_piano_roll
-from pyro_vrnn.data.schema import (DataError, LengthBucketSampler, SequenceDataset, StreamWriter,
-                                   pad_batch, write_h5)
+from pyro_vrnn.data.schema import (TEMP_NAME, DataError, LengthBucketSampler, SequenceDataset, StreamWriter,
+                                   pad_batch, remove_path, write_h5)
 from pyro_vrnn.data.speech import (prepare_accent, prepare_audio_folder, prepare_blizzard,
                                    prepare_onomatopoeia, prepare_timit)
 from pyro_vrnn.data.speech_demo import prepare_speech_demo
@@ -83,19 +84,54 @@ DATASETS = {
 
 
 @contextlib.contextmanager
-def _lock(path):
-    """An exclusive lock on `path` (POSIX); elsewhere, no lock."""
+def _lock(path, wait=True):
+    """An exclusive lock on `path` (POSIX). Yields True while it is held; False where there are no
+    file locks (not POSIX), or, with wait=False, when another process holds it."""
     try:
         import fcntl
     except ImportError:
-        yield
+        yield False
         return
     with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
         try:
-            yield
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _owner(entry):
+    """The dataset a cache entry belongs to: the longest dataset name it starts with, so that
+    timit-core-1a2b3c4d.h5 is timit-core's and not timit's (their locks differ); or None."""
+    names = [name for name in DATASETS if entry.startswith(name + "-")]
+    return max(names, key=len) if names else None
+
+
+def _remove_stale_temps(cache_dir, name):
+    """Remove the temporary files and folders (TARGET.tmpPID) that killed preparations left in the
+    cache: those of dataset `name`, whose lock the caller holds, so no process is writing them
+    (whatever their pid says: with a cache shared by several machines a pid says nothing); and
+    those of another dataset whose lock is free at this moment. Returns the paths removed."""
+    try:
+        entries = os.listdir(cache_dir)
+    except OSError:
+        return []
+    temps = {}
+    for entry in entries:
+        owner = _owner(entry) if TEMP_NAME.match(entry) else None
+        if owner is not None:
+            temps.setdefault(owner, []).append(os.path.join(cache_dir, entry))
+    removed = []
+    for owner, paths in sorted(temps.items()):
+        with (contextlib.nullcontext(True) if owner == name
+              else _lock(os.path.join(cache_dir, f".{owner}.lock"), wait=False)) as free:
+            if free:
+                removed += [path for path in paths if remove_path(path)]
+    return removed
 
 
 def prepare(name, data_dir=None, cache_dir=None, verbose=True, **options):
@@ -112,7 +148,9 @@ def prepare(name, data_dir=None, cache_dir=None, verbose=True, **options):
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(sorted(DATASETS))}")
     cache_dir = os.path.abspath(os.path.expanduser(cache_dir or default_cache_dir()))
     os.makedirs(cache_dir, exist_ok=True)
-    with _lock(os.path.join(cache_dir, f".{name}.lock")):
+    with _lock(os.path.join(cache_dir, f".{name}.lock")) as held:
+        if held:
+            _remove_stale_temps(cache_dir, name)
         return DATASETS[name](data_dir, cache_dir, verbose, **options)
 
 

@@ -38,6 +38,8 @@ and the ELBO sums over them alone (PAPER.md: "padding + mask"). `LengthBucketSam
 sequences of similar length together so that little of each batch is padding.
 """
 import os
+import re
+import shutil
 
 import h5py
 import numpy as np
@@ -55,6 +57,62 @@ class DataError(Exception):
 def as_text(value):
     """An HDF5 string attribute as str (h5py gives bytes for fixed-length strings)."""
     return value.decode("utf-8") if isinstance(value, (bytes, np.bytes_)) else str(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Temporary files: every file or folder built here is written as TARGET.tmpPID, then renamed
+# ---------------------------------------------------------------------------------------------
+
+TEMP_NAME = re.compile(r"^(?P<target>.+)\.tmp(?P<pid>\d+)$")
+
+
+def temp_path(target):
+    """Where `target` is built before it is moved into place (one name per process)."""
+    return f"{target}.tmp{os.getpid()}"
+
+
+def process_running(pid):
+    """Whether process `pid` runs on this machine; True when that cannot be told (then nothing is removed)."""
+    if os.name != "posix":  # os.kill(pid, 0) would end the process on Windows
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it runs, as another user
+        return True
+    return True
+
+
+def remove_path(path):
+    """Remove a file or a folder tree; True if it is gone (a read-only disk keeps it: False)."""
+    try:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return False
+    return True
+
+
+def remove_orphaned_temps(target):
+    """Remove TARGET.tmpPID left beside `target` by processes that no longer run (killed during a
+    build); those of running processes may still be written, and stay. Returns the paths removed."""
+    folder, base = os.path.split(os.path.abspath(target))
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return []
+    removed = []
+    for entry in entries:
+        match = TEMP_NAME.match(entry)
+        if match and match["target"] == base and int(match["pid"]) != os.getpid() \
+                and not process_running(int(match["pid"])) and remove_path(os.path.join(folder, entry)):
+            removed.append(os.path.join(folder, entry))
+    return removed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,7 +190,8 @@ class StreamWriter:
         self._names = {split: [] for split in SPLITS}  # buffered names
         self._total = {split: 0 for split in SPLITS}  # rows written or buffered
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        self._tmp = f"{self.path}.tmp{os.getpid()}"
+        remove_orphaned_temps(self.path)  # a killed build's half-written file
+        self._tmp = temp_path(self.path)
         self._file = h5py.File(self._tmp, "w")
         # Chunks of about 256 KB: a 0.5 s speech piece (40 x 200 floats) is one chunk read.
         chunk_rows = max(1, min(self.buffer_rows, (256 << 10) // (4 * self.dim)))

@@ -1,0 +1,107 @@
+"""Fault injection on the data layer and the command line: what a killed preparation leaves behind,
+bytes damaged on disk, corrupt audio, a read-only cache, absurd data, and flags no run can use.
+Each fault ends in one line that says what is wrong and what to do, or is repaired, and nothing
+good is lost."""
+import builtins
+import contextlib
+import errno
+import fcntl
+import hashlib
+import os
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+from test_evaluate import load_script
+
+from pyro_vrnn import data
+from pyro_vrnn.data import DataError, SequenceDataset, schema
+from pyro_vrnn.data.audio import open_audio, read_audio, write_wav
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SPLITS = ("train", "valid", "test")
+TINY = ["--hidden", "8", "--z-dim", "2", "--x-features", "4", "--z-features", "4", "--enc-hidden", "4",
+        "--prior-hidden", "4", "--dec-hidden", "4", "--components", "2", "--batch-size", "8"]
+
+
+def dead_pid():
+    """The id of a process that has exited (and been reaped)."""
+    proc = subprocess.Popen([sys.executable, "-c", ""])
+    proc.wait()
+    return proc.pid
+
+
+def snapshot(folder):
+    """{relative path: sha256} of every file under `folder` (folders as None)."""
+    found = {}
+    for directory, dirs, files in os.walk(folder):
+        for name in dirs:
+            found[os.path.relpath(os.path.join(directory, name), folder)] = None
+        for name in files:
+            with open(os.path.join(directory, name), "rb") as f:
+                found[os.path.relpath(os.path.join(directory, name), folder)] = hashlib.sha256(f.read()).hexdigest()
+    return found
+
+
+def arrays(path):
+    """Every split's data and offsets of a prepared file, as numpy arrays."""
+    with h5py.File(path, "r") as f:
+        return {f"{s}/{k}": f[s][k][:] for s in SPLITS for k in ("data", "offsets")}
+
+
+def damage_chunk(path, dataset="train/data", row=1):
+    """Overwrite 12 bytes of the first chunk of `dataset`, at `row` (3 float32 columns), with the
+    finite floats 1, 2, 3: without checksums they would be read as data."""
+    with h5py.File(path, "r") as f:
+        chunk = f[dataset].id.get_chunk_info(0)
+        itemsize = f[dataset].dtype.itemsize * int(np.prod(f[dataset].shape[1:]))
+    with open(path, "r+b") as f:
+        f.seek(chunk.byte_offset + row * itemsize)
+        f.write(np.array([1.0, 2.0, 3.0], np.float32).tobytes())
+
+
+def one_line_error(text):
+    assert text.startswith("error: ") and "\n" not in text.strip() and "Traceback" not in text, text
+    return text
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. What a killed preparation leaves behind is removed at the next start
+# ---------------------------------------------------------------------------------------------
+
+def test_leftovers_of_killed_preparations_are_removed(tmp_path):
+    cache, gone = tmp_path / "cache", dead_pid()
+    cache.mkdir()
+    clean = data.prepare("hershey", cache_dir=str(tmp_path / "clean"), num_lines=12, verbose=False)
+    xml = cache / f"hershey-12-seed0.tmp{gone}" / "lineStrokes" / "h00"  # a rendering killed half-way
+    xml.mkdir(parents=True)
+    (xml / "h00-000-01.xml").write_text("<WhiteboardCaptureSession>")
+    stale = [cache / f"hershey-12-seed0.tmp{gone}", cache / f"hershey-12-seed0.h5.tmp{gone}",
+             cache / "hershey-12-seed0.h5.tmp1",  # pid 1 runs, but we hold hershey's lock: no one writes it
+             cache / f"chorales-seed0.h5.tmp{gone}"]  # another dataset's, its lock free
+    for path in stale[1:]:
+        path.write_bytes(b"\x89HDF half a file")
+    busy = cache / f"timit-core-0123abcd.h5.tmp{gone}"  # timit-core is being prepared: its lock is held
+    foreign = cache / f"notes.h5.tmp{gone}"  # no dataset's
+    for path in (busy, foreign):
+        path.write_bytes(b"keep me")
+    with open(cache / ".timit-core.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        path = data.prepare("hershey", cache_dir=str(cache), num_lines=12, verbose=False)
+    assert [p.exists() for p in stale] == [False] * 4
+    assert busy.read_bytes() == b"keep me" and foreign.read_bytes() == b"keep me"
+    after = arrays(path)  # the cache is good: the same numbers as one built in a clean directory
+    assert all(np.array_equal(after[k], v) for k, v in arrays(clean).items())
+
+    # Beside a --data-dir (no lock of ours covers it) only a dead process's rendering goes; and
+    # write_h5 removes a dead process's half-written file next to its target.
+    xml_dir = tmp_path / "xml"
+    (xml_dir / f"hershey-12-seed0.tmp{gone}").mkdir(parents=True)
+    (xml_dir / "hershey-12-seed0.tmp1").mkdir()
+    data.prepare("hershey", data_dir=str(xml_dir), cache_dir=str(cache), num_lines=12, verbose=False)
+    assert sorted(os.listdir(xml_dir)) == ["hershey-12-seed0", "hershey-12-seed0.tmp1"]
+    (tmp_path / f"mine.h5.tmp{gone}").write_bytes(b"half")
+    schema.write_h5(str(tmp_path / "mine.h5"), {"train": [np.zeros((2, 1))]}, "real", "mine", [0], [1], "t")
+    assert not (tmp_path / f"mine.h5.tmp{gone}").exists() and (tmp_path / "mine.h5").exists()
