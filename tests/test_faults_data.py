@@ -105,3 +105,77 @@ def test_leftovers_of_killed_preparations_are_removed(tmp_path):
     (tmp_path / f"mine.h5.tmp{gone}").write_bytes(b"half")
     schema.write_h5(str(tmp_path / "mine.h5"), {"train": [np.zeros((2, 1))]}, "real", "mine", [0], [1], "t")
     assert not (tmp_path / f"mine.h5.tmp{gone}").exists() and (tmp_path / "mine.h5").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. Bytes damaged inside a data block are detected, never read as numbers
+# ---------------------------------------------------------------------------------------------
+
+def test_a_damaged_cache_is_rebuilt_or_refused(tmp_path, monkeypatch, capsys):
+    cache = str(tmp_path / "cache")
+    path = data.prepare("hershey", cache_dir=cache, num_lines=12, verbose=False)
+    good = arrays(path)
+    with h5py.File(path, "r") as f:
+        assert all(f[s][k].fletcher32 for s in SPLITS for k in ("data", "offsets"))
+    damage_chunk(path)
+
+    # Read as training does: one line naming the file, not the floats 1, 2, 3.
+    with pytest.raises(DataError) as error:
+        SequenceDataset(path, "train")[0]
+    message = str(error.value)
+    assert "\n" not in message and path in message and "damaged" in message and "delete it and run again" in message
+
+    # The next start verifies the (small) cache and builds it again.
+    assert data.prepare("hershey", cache_dir=cache, num_lines=12, verbose=False) == path
+    assert f"the cache file {path} is damaged: train/data fails its checksum" in capsys.readouterr().err
+    assert all(np.array_equal(arrays(path)[k], v) for k, v in good.items())
+
+    # A cache too big to scan at every start: the damage is found as the chunk is read.
+    monkeypatch.setattr(schema, "VERIFY_MAX_BYTES", 0)
+    damage_chunk(path, "valid/data", row=0)
+    before = snapshot(cache)
+    assert data.prepare("hershey", cache_dir=cache, num_lines=12, verbose=False) == path
+    assert snapshot(cache) == before  # not rebuilt: its data was not read
+    valid = data.load("hershey", cache_dir=cache, num_lines=12, verbose=False)["valid"]
+    with pytest.raises(DataError, match="is damaged: valid sequence 0 cannot be read"):
+        valid[0]
+    valid.close()
+    monkeypatch.undo()
+
+    # A cache of an older version, without checksums, is rebuilt with them (the versions were
+    # bumped too: this is the check behind them).
+    with h5py.File(path, "r") as f:
+        attrs = dict(f.attrs)  # the current source: only the missing checksums tell it apart
+    with h5py.File(path, "w") as f:
+        for key, value in good.items():
+            f[key] = value  # contiguous, no filter
+        f.attrs.update(attrs)
+    data.prepare("hershey", cache_dir=cache, num_lines=12, verbose=False)
+    with h5py.File(path, "r") as f:
+        assert f["train/data"].fletcher32
+    assert all(np.array_equal(arrays(path)[k], v) for k, v in good.items())
+
+
+def test_a_damaged_user_file_is_one_clear_error(tmp_path):
+    rng = np.random.default_rng(0)
+    path = str(tmp_path / "mine.h5")
+    with h5py.File(path, "w") as f:  # the converter with checksums, as byo.py suggests
+        f.attrs["kind"] = "real"
+        for split in SPLITS:
+            group = f.create_group(split)
+            group.create_dataset("data", data=rng.normal(size=(12, 3)).astype(np.float32), chunks=True,
+                                 fletcher32=True)
+            group.create_dataset("offsets", data=[0, 5, 12], chunks=True, fletcher32=True)
+    cache = str(tmp_path / "cache")
+    data.prepare("hdf5", data_dir=path, cache_dir=cache, verbose=False)  # validated once
+    stat = os.stat(path)
+    damage_chunk(path, "valid/data", row=2)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # damage that leaves the date alone
+    valid = data.load("hdf5", data_dir=path, cache_dir=cache, verbose=False)["valid"]
+    with pytest.raises(DataError) as error:
+        valid[0]
+    assert "\n" not in str(error.value) and path in str(error.value)
+    assert "damaged" in str(error.value) and "write it again with your converter" in str(error.value)
+    os.utime(path)  # now seen as changed: validation reads it again and says so
+    with pytest.raises(DataError, match=r"valid/data rows 0-11 cannot be read .*the file is damaged; write it again"):
+        data.prepare("hdf5", data_dir=path, cache_dir=cache, verbose=False)

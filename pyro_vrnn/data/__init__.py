@@ -157,7 +157,9 @@ def prepare(name, data_dir=None, cache_dir=None, verbose=True, **options):
 def load(name, data_dir=None, cache_dir=None, verbose=True, **options):
     """{"train", "valid", "test"} -> SequenceDataset of the prepared dataset `name`."""
     path = prepare(name, data_dir, cache_dir, verbose=verbose, **options)
-    return {split: SequenceDataset(path, split) for split in ("train", "valid", "test")}
+    # What a damaged file's error says to do: a cache is rebuilt, the user's own file is theirs.
+    if_damaged = SequenceDataset.DAMAGED_FILE if name == "hdf5" else SequenceDataset.DAMAGED_CACHE
+    return {split: SequenceDataset(path, split, if_damaged) for split in ("train", "valid", "test")}
 
 
 __all__ = ["DATASETS", "DataError", "LengthBucketSampler", "SequenceDataset", "StreamWriter", "load",

@@ -497,4 +497,4 @@ def prepare_audio_corpus(files, root, cache_path, name, cut="pieces", piece_fram
     return cache_path
 
 
-PREPARATION_VERSION = 1  # bump when the preparation above changes: every audio cache is rebuilt
+PREPARATION_VERSION = 2  # bump when the preparation above changes: every audio cache is rebuilt (2: checksums)

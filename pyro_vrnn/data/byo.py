@@ -16,6 +16,9 @@ into, so a user with new sequences writes one small converter to it and nothing 
                 group["data"] = np.concatenate(seqs) if seqs else np.zeros((0, dim), np.float32)
                 group["offsets"] = np.cumsum([0] + [len(s) for s in seqs])
 
+Checksums are optional: `group.create_dataset("data", data=..., chunks=True, fletcher32=True)` (and
+the same for offsets) makes a file damaged on disk fail to read instead of giving wrong numbers.
+
 The file is checked once (and again whenever it changes: its size and modification time are
 remembered in the cache directory), then read in place, lazily, by the same SequenceDataset as
 every other dataset: nothing is copied. Data is used as stored: standardize real-valued data in
@@ -39,11 +42,16 @@ def _fail(path, what, fix):
 
 
 def _scan(path, split, data, offsets, kind, chunk_values=1 << 20):
-    """Check the values chunk by chunk (a big file is never read whole): finite; 0/1 where required."""
+    """Check the values chunk by chunk (a big file is never read whole): readable; finite; 0/1 where
+    required."""
     rows = len(data)
     step = max(1, chunk_values // max(1, int(np.prod(data.shape[1:], dtype=np.int64))))
     for start in range(0, rows, step):
-        block = np.asarray(data[start:start + step], dtype=np.float64)
+        try:
+            block = np.asarray(data[start:start + step], dtype=np.float64)
+        except OSError as error:  # e.g. a chunk that fails its fletcher32 checksum
+            _fail(path, f"{split}/data rows {start}-{min(rows, start + step) - 1} cannot be read ({error}): "
+                  "the file is damaged", "write it again with your converter (or restore it from a copy)")
         block = block.reshape(len(block), -1)
         bad = ~np.isfinite(block)
         if bad.any():
@@ -103,7 +111,11 @@ def validate_h5(path):
             if offsets.dtype.kind not in "iu" or offsets.ndim != 1:
                 _fail(path, f"{split}/offsets has dtype {offsets.dtype} and shape {offsets.shape}",
                       "it must be a 1-D integer array: np.cumsum([0] + lengths)")
-            o = np.asarray(offsets[:], dtype=np.int64)
+            try:
+                o = np.asarray(offsets[:], dtype=np.int64)
+            except OSError as error:  # a chunk that fails its checksum
+                _fail(path, f"{split}/offsets cannot be read ({error}): the file is damaged",
+                      "write it again with your converter (or restore it from a copy)")
             if len(o) == 0 or o[0] != 0:
                 _fail(path, f"{split}/offsets must start with 0 (found {o[:1].tolist() or 'no entries'})",
                       "offsets = np.cumsum([0] + lengths)")
