@@ -179,3 +179,98 @@ def test_a_damaged_user_file_is_one_clear_error(tmp_path):
     os.utime(path)  # now seen as changed: validation reads it again and says so
     with pytest.raises(DataError, match=r"valid/data rows 0-11 cannot be read .*the file is damaged; write it again"):
         data.prepare("hdf5", data_dir=path, cache_dir=cache, verbose=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. A read-only cache: complete, it is used as it is; to build, one line
+# ---------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def read_only(monkeypatch, root):
+    """Make `root` read-only: chmod a-w, and where that does not stop writes (as root), make every
+    write, creation or removal under it fail with EACCES as a read-only directory would."""
+    root = os.path.abspath(root)
+    modes = {}
+    for directory, dirs, files in os.walk(root):
+        for name in files + [""]:
+            path = os.path.join(directory, name) if name else directory
+            modes[path] = os.stat(path).st_mode
+            os.chmod(path, modes[path] & ~0o222)
+    try:
+        probe = os.path.join(root, ".probe")
+        try:
+            open(probe, "w").close()
+            os.remove(probe)
+            simulate = True
+        except OSError:
+            simulate = False
+        with monkeypatch.context() as patch:
+            if simulate:
+                def under(path):
+                    if not isinstance(path, (str, bytes, os.PathLike)):
+                        return False  # a file descriptor
+                    full = os.path.abspath(os.fsdecode(path))
+                    return full == root or full.startswith(root + os.sep)
+
+                def refuse(path):
+                    raise PermissionError(errno.EACCES, "Permission denied", os.fsdecode(path))
+
+                real_open, real_os_open, real_h5 = builtins.open, os.open, h5py.File
+
+                def guarded_open(file, mode="r", *args, **kwargs):
+                    if under(file) and any(c in mode for c in "wax+"):
+                        refuse(file)
+                    return real_open(file, mode, *args, **kwargs)
+
+                def guarded_os_open(path, flags, *args, **kwargs):
+                    if under(path) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC):
+                        refuse(path)
+                    return real_os_open(path, flags, *args, **kwargs)
+
+                def guarded_h5(name, mode="r", *args, **kwargs):
+                    if under(name) and mode != "r":
+                        raise OSError(errno.EACCES, f"Unable to create file (Permission denied): {name}")
+                    return real_h5(name, mode, *args, **kwargs)
+
+                def guarded(real):
+                    def call(path, *args, **kwargs):
+                        if under(path):
+                            refuse(path)
+                        return real(path, *args, **kwargs)
+                    return call
+
+                patch.setattr(builtins, "open", guarded_open)
+                patch.setattr(os, "open", guarded_os_open)
+                patch.setattr(h5py, "File", guarded_h5)
+                for name in ("mkdir", "remove", "unlink", "rmdir", "rename", "replace"):
+                    patch.setattr(os, name, guarded(getattr(os, name)))
+            yield
+    finally:
+        for path, mode in modes.items():
+            os.chmod(path, mode)
+
+
+def test_a_read_only_cache(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    path = data.prepare("hershey", cache_dir=str(cache), num_lines=12, verbose=False)
+    rng = np.random.default_rng(0)
+    mine = str(tmp_path / "mine.h5")
+    schema.write_h5(mine, {s: [rng.normal(size=(4, 2))] for s in SPLITS}, "real", "mine", [0, 0], [1, 1], "t")
+    for lock_file in (True, False):  # the lock file there but read-only; or missing (cannot be made)
+        if not lock_file:
+            os.remove(cache / ".hershey.lock")
+        before = snapshot(cache)
+        with read_only(monkeypatch, cache):
+            splits = data.load("hershey", cache_dir=str(cache), num_lines=12, verbose=False)
+            assert splits["train"].path == path and len(splits["train"][0]) > 0
+            splits["train"].close()
+            # Bring-your-own data needs no cache at all (its validation is not remembered).
+            assert data.load("hdf5", data_dir=mine, cache_dir=str(cache), verbose=False)["valid"][0].shape == (4, 2)
+            with pytest.raises(DataError) as error:  # a dataset to build there
+                data.prepare("hershey", cache_dir=str(cache), num_lines=15, verbose=False)
+            message = str(error.value)
+            assert "\n" not in message and f"the cache directory {cache} is not writable" in message
+            assert "set PYRO_VRNN_CACHE to a writable directory" in message
+            with pytest.raises(DataError, match=r"sub is not writable .*set PYRO_VRNN_CACHE"):
+                data.prepare("hershey", cache_dir=str(cache / "sub"), num_lines=12, verbose=False)
+        assert snapshot(cache) == before  # byte for byte, nothing added or removed

@@ -27,9 +27,11 @@ Datasets (DATASETS); data_dir defaults in brackets. Nothing is ever downloaded.
 
 The cache lives in $PYRO_VRNN_CACHE, or ~/.cache/pyro-vrnn. Preparation holds a file lock, so
 DDP ranks that call `load` together build the cache once and then share it. What a killed
-preparation leaves behind (NAME.tmpPID files and folders) is removed at the next start.
+preparation leaves behind (NAME.tmpPID files and folders) is removed at the next start, and a
+complete cache on a read-only disk is used as it is.
 """
 import contextlib
+import errno
 import hashlib
 import os
 
@@ -86,13 +88,22 @@ DATASETS = {
 @contextlib.contextmanager
 def _lock(path, wait=True):
     """An exclusive lock on `path` (POSIX). Yields True while it is held; False where there are no
-    file locks (not POSIX), or, with wait=False, when another process holds it."""
+    file locks (not POSIX), or, with wait=False, when another process holds it; None when the lock
+    file can be neither created nor opened (a read-only cache without it)."""
     try:
         import fcntl
     except ImportError:
         yield False
         return
-    with open(path, "a") as f:
+    try:
+        f = open(path, "a")
+    except OSError:
+        try:  # an existing lock file on a read-only disk: flock needs no write access
+            f = open(path, "r")
+        except OSError:
+            yield None
+            return
+    with f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
@@ -134,6 +145,24 @@ def _remove_stale_temps(cache_dir, name):
     return removed
 
 
+def _cannot_write(error, cache_dir, name):
+    """A DataError for an OSError that stopped the preparation of `name`: a cache that cannot be
+    written (read-only, another user's, full); None for any other error."""
+    reason = error.strerror or str(error)
+    where = os.path.abspath(error.filename) if isinstance(error.filename, str) else cache_dir
+    inside = os.path.commonpath([where, cache_dir]) == cache_dir
+    if error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return DataError(f"no space left to prepare {name} in {where if inside else cache_dir} ({reason}); "
+                         f"free some, or set PYRO_VRNN_CACHE to a directory on another disk")
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        if inside:
+            return DataError(f"the cache directory {cache_dir} is not writable ({reason}) and {name} must be "
+                             f"prepared there; set PYRO_VRNN_CACHE to a writable directory")
+        return DataError(f"cannot use {where} ({reason}) while preparing {name}; make it readable and "
+                         f"writable, or choose another --data-dir")
+    return None
+
+
 def prepare(name, data_dir=None, cache_dir=None, verbose=True, **options):
     """Prepare dataset `name` into the cache (or reuse it); returns the .h5 path.
 
@@ -147,11 +176,24 @@ def prepare(name, data_dir=None, cache_dir=None, verbose=True, **options):
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(sorted(DATASETS))}")
     cache_dir = os.path.abspath(os.path.expanduser(cache_dir or default_cache_dir()))
-    os.makedirs(cache_dir, exist_ok=True)
+    try:
+        os.makedirs(cache_dir, exist_ok=True)
+    except OSError as error:
+        raise (_cannot_write(error, cache_dir, name) or DataError(
+            f"cannot create the cache directory {cache_dir} ({error.strerror or error}); set PYRO_VRNN_CACHE "
+            f"to a writable directory")) from None
+    # The lock file cannot be opened where the cache is read-only: a complete cache is still used
+    # (reading needs no lock; nothing can be building it there), one to build fails below.
     with _lock(os.path.join(cache_dir, f".{name}.lock")) as held:
         if held:
             _remove_stale_temps(cache_dir, name)
-        return DATASETS[name](data_dir, cache_dir, verbose, **options)
+        try:
+            return DATASETS[name](data_dir, cache_dir, verbose, **options)
+        except OSError as error:
+            message = _cannot_write(error, cache_dir, name)
+            if message is None:
+                raise
+            raise message from None
 
 
 def load(name, data_dir=None, cache_dir=None, verbose=True, **options):

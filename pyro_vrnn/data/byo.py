@@ -181,6 +181,9 @@ def prepare_hdf5(data_dir, cache_dir, verbose=True):
     validate_h5(path)
     if verbose:
         print(summary_line(path, verb="validated", note="your file, read in place"), flush=True)
-    with open(marker, "w") as f:
-        f.write(stamp)
+    try:
+        with open(marker, "w") as f:
+            f.write(stamp)
+    except OSError:  # a read-only cache: the file is valid all the same, and checked again next time
+        pass
     return path
