@@ -182,6 +182,46 @@ def test_a_damaged_user_file_is_one_clear_error(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
+# 3. A corrupt audio file is named and called damaged, with or without soundfile
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("with_soundfile", [True, False])
+def test_corrupt_wav_files_are_named_as_damaged(tmp_path, monkeypatch, with_soundfile):
+    if with_soundfile:
+        pytest.importorskip("soundfile")
+    else:
+        monkeypatch.setitem(sys.modules, "soundfile", None)  # import soundfile raises ImportError
+    rng = np.random.default_rng(0)
+    good, samples = tmp_path / "good.wav", 0.1 * rng.normal(size=4000)
+    write_wav(str(good), samples)
+    raw = good.read_bytes()
+    garbled_coding = bytearray(raw)
+    garbled_coding[20:22] = b"90"  # the fmt chunk's format tag
+    garbled_chunk = bytearray(raw)
+    garbled_chunk[12:20] = bytes([0x8f, 0x01, 0xee, 0x07, 0xff, 0xff, 0xff, 0x7f])
+    noise = rng.integers(0, 256, size=3000, dtype=np.uint8)
+    noise[:2] = (0x13, 0x37)  # random bytes, but not by chance an MPEG frame's sync bits
+    cases = {"cut.wav": raw[:30], "coding.wav": bytes(garbled_coding), "chunk.wav": bytes(garbled_chunk),
+             "fmt.wav": raw[:24], "noise.wav": noise.tobytes()}
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(DataError) as error:
+            open_audio(str(tmp_path / name))
+        message = str(error.value)
+        assert message.startswith(str(tmp_path / name)) and "damaged" in message and "\n" not in message, message
+        assert "needs the soundfile package" not in message
+    np.testing.assert_allclose(read_audio(str(good))[0], samples, atol=1 / 32768)  # the good file still reads
+
+    # Through a corpus: the error names the bad file among good ones.
+    corpus = tmp_path / "corpus"
+    for split in SPLITS:
+        write_wav(str(corpus / split / "a.wav"), 0.1 * rng.normal(size=16000))
+    (corpus / "train" / "b.wav").write_bytes(cases["coding.wav"])
+    with pytest.raises(DataError, match=r"train/b\.wav: .*damaged"):
+        data.prepare("audio", data_dir=str(corpus), cache_dir=str(tmp_path / "cache"), verbose=False)
+
+
+# ---------------------------------------------------------------------------------------------
 # 4. A read-only cache: complete, it is used as it is; to build, one line
 # ---------------------------------------------------------------------------------------------
 
