@@ -314,3 +314,31 @@ def test_a_read_only_cache(tmp_path, monkeypatch):
             with pytest.raises(DataError, match=r"sub is not writable .*set PYRO_VRNN_CACHE"):
                 data.prepare("hershey", cache_dir=str(cache / "sub"), num_lines=12, verbose=False)
         assert snapshot(cache) == before  # byte for byte, nothing added or removed
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. Data too large for float32 arithmetic is refused before any training
+# ---------------------------------------------------------------------------------------------
+
+def test_data_scaled_by_1e30_is_refused_before_training(tmp_path):
+    rng = np.random.default_rng(0)
+    path = str(tmp_path / "huge.h5")
+    with h5py.File(path, "w") as f:  # byo.py's converter, with unstandardized values
+        f.attrs["kind"] = "real"
+        for split in SPLITS:
+            seqs = [1e30 * rng.normal(size=(6, 2)) for _ in range(3)]
+            f[f"{split}/data"] = np.concatenate(seqs).astype(np.float32)
+            f[f"{split}/offsets"] = np.cumsum([0] + [len(s) for s in seqs])
+    with pytest.raises(DataError) as error:
+        data.validate_h5(path)
+    message = str(error.value)
+    with h5py.File(path, "r") as f:
+        first = float(f["train/data"][0, 0])  # 1e30 x a normal draw: the first value over 1e6
+    assert "\n" not in message and f"train/data holds {first:.3g} in sequence 0 (row 0), beyond +-1e+06" in message
+    assert "standardize the data in your converter" in message and "from the train split" in message
+    assert "record them as the attributes mean and std" in message
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as stop:
+        load_script("svi").main(["--dataset", "hdf5", "--data-dir", path, "--max-steps", "2", "--out", str(out), *TINY])
+    assert one_line_error(str(stop.value.code)) == f"error: {message}"
+    assert not any((out / name).exists() for name in ("log.jsonl", "last.pt", "best.pt", "config.json"))

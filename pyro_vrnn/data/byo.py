@@ -33,7 +33,12 @@ import numpy as np
 
 from pyro_vrnn.data.schema import KINDS, SPLITS, DataError, as_text, summary_line
 
-VALIDATION_VERSION = 2
+VALIDATION_VERSION = 3  # bump when the checks change: files validated before are checked again
+# The largest magnitude a stored value may have. The model works in float32 and squares its data
+# (Gaussian terms ((x - mu) / sigma)^2, sigma down to min_scale): values of 1e20 overflow float32's
+# 3.4e38 outright, and far smaller ones already give losses and gradients no step size can follow
+# (the divergence is then blamed on --lr). Standardized data lies within tens of standard deviations.
+MAX_ABS = 1e6
 SCHEMA_HINT = "see the schema in pyro_vrnn/data/schema.py (README: 'Bring your own data')"
 
 
@@ -42,8 +47,8 @@ def _fail(path, what, fix):
 
 
 def _scan(path, split, data, offsets, kind, chunk_values=1 << 20):
-    """Check the values chunk by chunk (a big file is never read whole): readable; finite; 0/1 where
-    required."""
+    """Check the values chunk by chunk (a big file is never read whole): readable; finite; at most
+    MAX_ABS in magnitude; 0/1 where required."""
     rows = len(data)
     step = max(1, chunk_values // max(1, int(np.prod(data.shape[1:], dtype=np.int64))))
     for start in range(0, rows, step):
@@ -59,6 +64,15 @@ def _scan(path, split, data, offsets, kind, chunk_values=1 << 20):
             sequence = int(np.searchsorted(offsets, row, side="right") - 1)
             _fail(path, f"{split}/data has a NaN or infinite value in sequence {sequence} (row {row})",
                   "drop, interpolate or clip it in your converter")
+        huge = np.abs(block) > MAX_ABS
+        if huge.any():
+            row = start + int(np.flatnonzero(huge.any(axis=1))[0])
+            sequence = int(np.searchsorted(offsets, row, side="right") - 1)
+            value = block[row - start][huge[row - start]][0]
+            _fail(path, f"{split}/data holds {value:.3g} in sequence {sequence} (row {row}), beyond +-{MAX_ABS:g}: "
+                  f"training's float32 arithmetic overflows or diverges on such values",
+                  "standardize the data in your converter, x = (x - mean) / std with mean and std from the train "
+                  "split, and record them as the attributes mean and std")
         check = (block if kind == "binary" else block[:, :1] if kind == "handwriting" else None)
         if check is not None:
             wrong = (check != 0) & (check != 1)
