@@ -342,3 +342,150 @@ def test_data_scaled_by_1e30_is_refused_before_training(tmp_path):
         load_script("svi").main(["--dataset", "hdf5", "--data-dir", path, "--max-steps", "2", "--out", str(out), *TINY])
     assert one_line_error(str(stop.value.code)) == f"error: {message}"
     assert not any((out / name).exists() for name in ("log.jsonl", "last.pt", "best.pt", "config.json"))
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. Flags no run can use: one line, before any expensive work
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A 2-step VRNN-Gauss run on a tiny real-valued file, trained by run/svi.py (its own cache)."""
+    root = tmp_path_factory.mktemp("faults")
+    previous = os.environ.get("PYRO_VRNN_CACHE")
+    os.environ["PYRO_VRNN_CACHE"] = str(root / "cache")
+    rng = np.random.default_rng(0)
+    tiny = str(root / "tiny.h5")
+    schema.write_h5(tiny, {s: [rng.normal(size=(int(rng.integers(5, 12)), 2)) for _ in range(n)]
+                           for s, n in (("train", 16), ("valid", 4), ("test", 4))}, "real", "tiny", [0, 0], [1, 1], "t")
+    run_dir = str(root / "run")
+    load_script("svi").main(["--dataset", "hdf5", "--data-dir", tiny, "--max-steps", "2", "--model", "vrnn-gauss",
+                             "--out", run_dir, *TINY])
+    yield run_dir
+    if previous is None:
+        os.environ.pop("PYRO_VRNN_CACHE", None)
+    else:
+        os.environ["PYRO_VRNN_CACHE"] = previous
+
+
+class Expensive(AssertionError):
+    pass
+
+
+@pytest.fixture
+def scripts(monkeypatch, checkpoint, tmp_path):
+    """name -> (module, the flags of a run that would work); whatever is expensive (training,
+    evaluating, loading a checkpoint, sampling) raises Expensive, so a check must come before it."""
+    import pyro_vrnn.report
+
+    def expensive(*args, **kwargs):
+        raise Expensive("expensive work began before the flags were checked")
+
+    loaded = {}
+    for name in ("svi", "evaluate_ll", "sample", "analyze", "figure3", "table1"):
+        module = loaded[name] = load_script(name)
+        for attribute in ("train", "evaluate_checkpoint"):
+            if hasattr(module, attribute):
+                monkeypatch.setattr(module, attribute, expensive)
+    monkeypatch.setattr(pyro_vrnn.report, "Run", expensive)
+    tiny = os.path.join(os.path.dirname(checkpoint), "tiny.h5")
+    flags = {"svi": ["--dataset", "hdf5", "--data-dir", tiny, "--out", str(tmp_path / "svi")],
+             "evaluate_ll": ["--checkpoint", checkpoint], "sample": ["--checkpoint", checkpoint],
+             "analyze": ["--checkpoint", checkpoint],
+             "figure3": ["--rnn", checkpoint, "--vrnn", checkpoint, "--out", str(tmp_path / "f3.png")],
+             "table1": ["--dataset", "hdf5", "--data-dir", tiny, "--out", str(tmp_path / "table1")]}
+    return {name: (loaded[name], flags[name]) for name in loaded}
+
+
+def refused(module, argv):
+    """The one-line message main(argv) exits with."""
+    with pytest.raises(SystemExit) as stop:
+        module.main(argv)
+    return one_line_error(str(stop.value.code))
+
+
+def test_seeds_outside_numpys_range(scripts, capsys):
+    for name, (module, flags) in scripts.items():
+        for seed in ("-1", str(2 ** 32), "99999999999999999999"):
+            assert refused(module, flags + ["--seed", seed]) == (
+                f"error: --seed is {seed}; it must be a whole number from 0 to 4294967295"), name
+        with pytest.raises(Expensive):  # the largest seed passes the check
+            module.main(flags + ["--seed", "4294967295"])
+        with pytest.raises(SystemExit) as stop:  # not a whole number: argparse's usage and one error line
+            module.main(flags + ["--seed", "1e11"])
+        assert stop.value.code == 2
+        err = capsys.readouterr().err
+        assert err.strip().splitlines()[-1].endswith("error: argument --seed: invalid int value: '1e11'")
+        assert "Traceback" not in err
+
+
+def test_devices_that_do_not_exist(scripts):
+    import torch
+    for name, (module, flags) in scripts.items():
+        assert refused(module, flags + ["--device", "foo"]) == (
+            "error: --device 'foo' is not a device; choose auto, cpu, cuda or cuda:N (a GPU's number)")
+        message = refused(module, flags + ["--device", "cuda:7"])
+        if torch.cuda.is_available():
+            assert "GPU 7 does not exist" in message and "cuda:0" in message
+        else:
+            assert "sees no CUDA GPU" in message and "--device cpu" in message
+            assert refused(module, flags + ["--device", "cuda"]).startswith("error: --device cuda: torch")
+
+
+def test_outputs_that_cannot_be_written(scripts, tmp_path, monkeypatch):
+    a_file = tmp_path / "a-file"
+    a_file.write_bytes(b"precious")
+    for name, flag in (("svi", "--out"), ("sample", "--out"), ("analyze", "--out"), ("table1", "--out")):
+        module, flags = scripts[name]
+        assert refused(module, flags + [flag, str(a_file)]) == (
+            f"error: {flag} {a_file} is a file; give a folder (files are written into it; it is created if missing)")
+    module, flags = scripts["figure3"]
+    assert refused(module, flags + ["--out", str(tmp_path)]) == (
+        f"error: --out {tmp_path} is a folder; give a file name in it")
+    module, flags = scripts["evaluate_ll"]
+    assert refused(module, flags + ["--json", str(tmp_path)]) == (
+        f"error: --json {tmp_path} is a folder; give a file name in it")
+    missing = tmp_path / "missing" / "ll.json"
+    assert refused(module, flags + ["--json", str(missing)]) == (
+        f"error: --json {missing}: the folder {missing.parent} does not exist; create it or choose another")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    with read_only(monkeypatch, locked):
+        message = refused(module, flags + ["--json", str(locked / "ll.json")])
+    assert message.startswith(f"error: --json {locked / 'll.json'}: cannot write in {locked} (Permission denied)")
+    assert a_file.read_bytes() == b"precious" and os.listdir(locked) == []
+
+
+def test_sampling_flags(checkpoint, tmp_path, monkeypatch):
+    import pyro_vrnn.report
+    from pyro_vrnn.generate import check_temperature
+    sample = load_script("sample")
+    for value in ("inf", "nan", "0", "-1"):
+        with monkeypatch.context() as patch:
+            patch.setattr(pyro_vrnn.report, "Run", lambda *a, **k: pytest.fail("the checkpoint was loaded"))
+            assert refused(sample, ["--checkpoint", checkpoint, "--temperature", value]) == (
+                f"error: --temperature is {float(value)}; it must be a finite number above 0")
+        with pytest.raises(ValueError, match="finite number above 0"):
+            check_temperature(float(value))
+    with monkeypatch.context() as patch:  # memory: said before anything is allocated
+        patch.setattr(pyro_vrnn.report, "sample_run", lambda *a, **k: pytest.fail("sampling began"))
+        for flags, what in ((["--length", "1000000000"], "--num 6 --length 1000000000"),
+                            (["--num", "1000000000", "--length", "10"], "--num 1000000000 --length 10")):
+            message = refused(sample, ["--checkpoint", checkpoint, "--out", str(tmp_path / "s"), *flags])
+            assert message.startswith(f"error: {what}: sampling would need about ") and " TB of memory" in message
+        assert not (tmp_path / "s").exists()
+    written = sample.main(["--checkpoint", checkpoint, "--num", "2", "--length", "5", "--out", str(tmp_path / "s")])
+    x = np.load(str(tmp_path / "s" / "samples.npz"))["x"]
+    assert str(tmp_path / "s" / "samples.npz") in written and x.shape == (2, 5, 2) and np.isfinite(x).all()
+
+
+def test_the_real_scripts_print_one_line(checkpoint, tmp_path):
+    """As a user runs them: exit status 1, one line on stderr, no traceback."""
+    env = dict(os.environ, PYRO_VRNN_CACHE=str(tmp_path / "cache"))
+    for script, args in (("sample.py", ["--checkpoint", checkpoint, "--temperature", "inf"]),
+                         ("svi.py", ["--seed", "-1", "--out", str(tmp_path / "run")])):
+        result = subprocess.run([sys.executable, os.path.join(ROOT, "run", script), *args], capture_output=True,
+                                text=True, cwd=str(tmp_path), env=env, timeout=120)
+        assert result.returncode == 1, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and one_line_error(result.stderr.strip())
+    assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
