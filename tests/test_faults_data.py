@@ -7,6 +7,7 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import importlib.util
 import os
 import subprocess
 import sys
@@ -14,7 +15,6 @@ import sys
 import h5py
 import numpy as np
 import pytest
-from test_evaluate import load_script
 
 from pyro_vrnn import data
 from pyro_vrnn.data import DataError, SequenceDataset, schema
@@ -24,6 +24,23 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPLITS = ("train", "valid", "test")
 TINY = ["--hidden", "8", "--z-dim", "2", "--x-features", "4", "--z-features", "4", "--enc-hidden", "4",
         "--prior-hidden", "4", "--dec-hidden", "4", "--components", "2", "--batch-size", "8"]
+
+
+def load_script(name):
+    """run/NAME.py as a module, so that its main(argv) runs in this process."""
+    spec = importlib.util.spec_from_file_location(f"faults_{name}", os.path.join(ROOT, "run", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def patch_everywhere(monkeypatch, name, value, *modules):
+    """Replace `name` in pyro_vrnn.report and in each script module that binds it itself (a script
+    may import it at its top or inside main)."""
+    import pyro_vrnn.report
+    for module in (pyro_vrnn.report, *modules):
+        if hasattr(module, name):
+            monkeypatch.setattr(module, name, value)
 
 
 def dead_pid():
@@ -376,18 +393,12 @@ class Expensive(AssertionError):
 def scripts(monkeypatch, checkpoint, tmp_path):
     """name -> (module, the flags of a run that would work); whatever is expensive (training,
     evaluating, loading a checkpoint, sampling) raises Expensive, so a check must come before it."""
-    import pyro_vrnn.report
-
     def expensive(*args, **kwargs):
         raise Expensive("expensive work began before the flags were checked")
 
-    loaded = {}
-    for name in ("svi", "evaluate_ll", "sample", "analyze", "figure3", "table1"):
-        module = loaded[name] = load_script(name)
-        for attribute in ("train", "evaluate_checkpoint"):
-            if hasattr(module, attribute):
-                monkeypatch.setattr(module, attribute, expensive)
-    monkeypatch.setattr(pyro_vrnn.report, "Run", expensive)
+    loaded = {name: load_script(name) for name in ("svi", "evaluate_ll", "sample", "analyze", "figure3", "table1")}
+    for attribute in ("train", "evaluate_checkpoint", "Run"):
+        patch_everywhere(monkeypatch, attribute, expensive, *loaded.values())
     tiny = os.path.join(os.path.dirname(checkpoint), "tiny.h5")
     flags = {"svi": ["--dataset", "hdf5", "--data-dir", tiny, "--out", str(tmp_path / "svi")],
              "evaluate_ll": ["--checkpoint", checkpoint], "sample": ["--checkpoint", checkpoint],
@@ -457,18 +468,17 @@ def test_outputs_that_cannot_be_written(scripts, tmp_path, monkeypatch):
 
 
 def test_sampling_flags(checkpoint, tmp_path, monkeypatch):
-    import pyro_vrnn.report
     from pyro_vrnn.generate import check_temperature
     sample = load_script("sample")
     for value in ("inf", "nan", "0", "-1"):
         with monkeypatch.context() as patch:
-            patch.setattr(pyro_vrnn.report, "Run", lambda *a, **k: pytest.fail("the checkpoint was loaded"))
+            patch_everywhere(patch, "Run", lambda *a, **k: pytest.fail("the checkpoint was loaded"), sample)
             assert refused(sample, ["--checkpoint", checkpoint, "--temperature", value]) == (
                 f"error: --temperature is {float(value)}; it must be a finite number above 0")
         with pytest.raises(ValueError, match="finite number above 0"):
             check_temperature(float(value))
     with monkeypatch.context() as patch:  # memory: said before anything is allocated
-        patch.setattr(pyro_vrnn.report, "sample_run", lambda *a, **k: pytest.fail("sampling began"))
+        patch_everywhere(patch, "sample_run", lambda *a, **k: pytest.fail("sampling began"), sample)
         for flags, what in ((["--length", "1000000000"], "--num 6 --length 1000000000"),
                             (["--num", "1000000000", "--length", "10"], "--num 1000000000 --length 10")):
             message = refused(sample, ["--checkpoint", checkpoint, "--out", str(tmp_path / "s"), *flags])
