@@ -5,8 +5,11 @@ authors' released configurations from PAPER.md; `hershey`, the embedded default,
 visibly in a few minutes on a laptop CPU); command-line flags override both. The resolved config is
 saved in every checkpoint, so a run can always be rebuilt from its checkpoint alone.
 """
+import os
 from dataclasses import asdict, dataclass, fields
 from typing import Optional
+
+from pyro_vrnn.checks import check_seed, parse_device
 
 MODEL_NAMES = ("rnn-gauss", "rnn-gmm", "vrnn-i-gauss", "vrnn-gauss", "vrnn-gmm")
 
@@ -111,6 +114,10 @@ def check_config(config):
             value = getattr(config, name)
             if value is not None and not test(value):
                 raise ValueError(f"--{name.replace('_', '-')} is {value}; it must be {need}")
+    # Checked here, not when training seeds numpy or moves the model (a traceback, after the data
+    # is prepared): each rank of a torchrun group is seeded seed + rank.
+    check_seed(config.seed, processes=int(os.environ.get("WORLD_SIZE", "1") or 1))
+    parse_device(config.device)
     return config
 
 

@@ -24,12 +24,18 @@ import torch
 from pyro.poutine.messenger import Messenger
 
 
+def check_temperature(tau):
+    """tau must be a finite number above 0: inf makes the emission's scales infinite (every sample
+    NaN), and nan slips through a `tau <= 0` test."""
+    if not (math.isfinite(tau) and tau > 0):
+        raise ValueError(f"temperature must be a finite number above 0, got {tau}")
+
+
 def tempered(fn, tau):
     """The emission distribution `fn` at temperature tau (tau = 1 returns it unchanged)."""
     if tau == 1:
         return fn
-    if not tau > 0:
-        raise ValueError(f"temperature must be > 0, got {tau}")
+    check_temperature(tau)
     if hasattr(fn, "with_temperature"):  # DiagNormalMixture, StrokeMixture
         return fn.with_temperature(tau)
     if isinstance(fn, dist.Independent):  # diagonal Gaussian / independent bits: .to_event(1)
@@ -53,6 +59,7 @@ class TemperatureMessenger(Messenger):
     def __init__(self, tau):
         super().__init__()
         self.tau = float(tau)
+        check_temperature(self.tau)
 
     def _pyro_sample(self, msg):
         if msg["name"].startswith("x_") and not msg["is_observed"] and msg["value"] is None:
@@ -85,8 +92,7 @@ def generate(model, vrnn, num, steps, prime=None, guide=None, tau=1.0):
     guide: the model's guide, used to infer z_{<=P} on the prime (None: z_{<=P} from the prior).
     tau: the emission's temperature (see `TemperatureMessenger`).
     """
-    if not tau > 0:
-        raise ValueError(f"temperature must be > 0, got {tau}")
+    check_temperature(tau)
     device = next(vrnn.parameters()).device
     x = torch.zeros(num, steps, vrnn.x_dim, device=device)  # a shape only: uncondition never reads it
     mask = torch.ones(num, steps, dtype=torch.bool, device=device)

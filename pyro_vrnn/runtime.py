@@ -12,27 +12,23 @@ import pyro.util
 import torch
 import torch.distributed as dist
 
+from pyro_vrnn.checks import FlagError, parse_device
+
 
 class TrainingError(RuntimeError):
     """A run that cannot go on; the message says what to do."""
 
 
 def resolve_device(name="auto", local_rank=0):
-    """A torch.device from --device: auto (cuda when a GPU is visible), cpu, cuda, cuda:N; one line otherwise."""
-    name = str(name)
+    """A torch.device from --device: auto (cuda when a GPU is visible), cpu, cuda (cuda:LOCAL_RANK under
+    torchrun), cuda:N; checked by checks.parse_device, whose one line becomes a TrainingError."""
+    try:
+        name = parse_device(name)
+    except FlagError as error:
+        raise TrainingError(str(error)) from None
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise TrainingError(f"--device {name} was asked for but no CUDA GPU is visible; use --device cpu")
-        index = name.partition(":")[2]
-        if index and not (index.isdigit() and int(index) < torch.cuda.device_count()):
-            raise TrainingError(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s), "
-                                f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
-        return torch.device(name if index else f"cuda:{local_rank}")
-    if name != "cpu":
-        raise TrainingError(f"unknown --device {name!r}; use auto, cpu, cuda or cuda:N")
-    return torch.device("cpu")
+    return torch.device(f"cuda:{local_rank}" if name == "cuda" else name)
 
 
 def setup_distributed(device_name):

@@ -20,6 +20,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
+from pyro_vrnn.checks import FlagError, check_output_dir, check_seed, parse_device  # noqa: E402
 from pyro_vrnn.data import DataError  # noqa: E402
 import pyro  # noqa: E402
 
@@ -46,6 +47,10 @@ def main(argv=None):
     try:
         if args.particles < 1:
             raise TrainingError("--particles must be at least 1")
+        check_seed(args.seed)
+        parse_device(args.device)
+        if args.out is not None:
+            check_output_dir(args.out, "--out")
         if not os.path.exists(args.checkpoint):
             raise TrainingError(f"no checkpoint at {args.checkpoint}")
         run = Run(args.checkpoint, resolve_device(args.device))
@@ -59,7 +64,7 @@ def main(argv=None):
         title = f"{run.describe()}: {args.split} sequence {args.index} ({len(sequence)} steps)"
         written, numbers = figure2(run, sequence, os.path.join(out, f"figure2-{args.split}-{args.index}.png"),
                                    args.particles, title)
-    except (DataError, TrainingError) as error:
+    except (DataError, TrainingError, FlagError) as error:
         sys.exit(f"error: {error}")
     print(f"{title}: KL {numbers['kl'].sum():.2f} nats in all, largest at step {numbers['kl'].argmax() + 1}; "
           f"largest change of the posterior mean at step {numbers['delta'].argmax() + 1}")

@@ -17,6 +17,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
+from pyro_vrnn.checks import FlagError, check_output_file, check_seed, parse_device  # noqa: E402
 from pyro_vrnn.data import DataError  # noqa: E402
 from pyro_vrnn.evaluate import evaluate_checkpoint  # noqa: E402
 from pyro_vrnn.runtime import TrainingError, resolve_device  # noqa: E402
@@ -79,6 +80,10 @@ def report(s):
 def main(argv=None):
     args = parse_args(argv)
     try:
+        check_seed(args.seed)
+        parse_device(args.device)
+        if args.json:  # before the evaluation, which may take hours, not after it
+            check_output_file(args.json, "--json")
         checkpoint = args.checkpoint
         if checkpoint is None:
             checkpoint = newest_run()
@@ -89,7 +94,7 @@ def main(argv=None):
             checkpoint, split=args.split, num_samples=args.num_samples, batch_size=args.batch_size,
             chunk_size=args.chunk_size, device=resolve_device(args.device), data_dir=args.data_dir,
             seed=args.seed, progress=True)
-    except (DataError, TrainingError) as error:
+    except (DataError, TrainingError, FlagError) as error:
         sys.exit(f"error: {error}")
     print(report(summary))
     if args.json:

@@ -14,6 +14,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
+from pyro_vrnn.checks import (check_output_file, check_positive_finite, check_sample_memory, check_seed,  # noqa: E402
+                              parse_device)
 from pyro_vrnn.data import DataError  # noqa: E402
 from pyro_vrnn.report import Run, figure3  # noqa: E402
 from pyro_vrnn.runtime import TrainingError, resolve_device  # noqa: E402
@@ -39,13 +41,21 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        if args.temperature <= 0 or args.num < 1 or (args.length is not None and args.length < 1):
-            raise TrainingError("--temperature must be > 0, and --num and --length at least 1")
+        if args.num < 1 or (args.length is not None and args.length < 1):
+            raise TrainingError("--num and --length must be at least 1")
+        check_positive_finite(args.temperature, "--temperature")
+        check_seed(args.seed)
+        parse_device(args.device)
+        check_output_file(args.out, "--out", make_folder=True)
         for path in (args.rnn, args.vrnn):
             if not os.path.exists(path):
                 raise TrainingError(f"no checkpoint at {path}")
         device = resolve_device(args.device)
         runs = [Run(args.rnn, device), Run(args.vrnn, device)]
+        if args.length is not None:  # (the default, the real lines' median length, is short)
+            for run in runs:
+                check_sample_memory(args.num, args.length, run.info["dim"], run.config,
+                                    f"--num {args.num} --length {args.length}", args.device)
         if os.path.dirname(args.out):
             os.makedirs(os.path.dirname(args.out), exist_ok=True)
         path = figure3(runs, args.out, args.num, args.length, args.split, args.seed, args.temperature,

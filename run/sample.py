@@ -22,6 +22,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
+from pyro_vrnn.checks import (check_output_dir, check_positive_finite, check_sample_memory, check_seed,  # noqa: E402
+                              parse_device)
 from pyro_vrnn.data import DataError  # noqa: E402
 from pyro_vrnn.report import Run, sample_run, write_samples  # noqa: E402
 from pyro_vrnn.runtime import TrainingError, resolve_device  # noqa: E402
@@ -51,8 +53,11 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        if args.temperature <= 0:
-            raise TrainingError("--temperature must be > 0")
+        check_positive_finite(args.temperature, "--temperature")
+        check_seed(args.seed)
+        parse_device(args.device)
+        if args.out is not None:
+            check_output_dir(args.out, "--out")
         if (args.num is not None and args.num < 1) or (args.length is not None and args.length < 1):
             raise TrainingError("--num and --length must be at least 1")
         if args.prime_steps is not None and (args.prime is None or args.prime_steps < 1):
@@ -68,8 +73,10 @@ def main(argv=None):
             prime_steps = args.prime_steps if args.prime_steps is not None else max(1, len(sequence) // 2)
             prime_steps = min(prime_steps, len(sequence))
             prime = sequence[:prime_steps]
+        out = args.out or check_output_dir(os.path.join(run.run_dir, "samples"), "--out (default)")
+        check_sample_memory(num, prime_steps + length, run.info["dim"], run.config,
+                            f"--num {num} --length {length}", args.device)
         x = sample_run(run, num, prime_steps + length, args.seed, args.temperature, prime)
-        out = args.out or os.path.join(run.run_dir, "samples")
         title = f"{run.describe()}: {num} samples of {length} steps"
         title += f" after the first {prime_steps} of {args.split} sequence {args.prime}" if prime_steps else ""
         title += f", temperature {args.temperature:g}" if args.temperature != 1 else ""

@@ -15,6 +15,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
 from pyro_vrnn.checkpoints import load_checkpoint  # noqa: E402
+from pyro_vrnn.checks import check_output_dir  # noqa: E402
 from pyro_vrnn.config import MODEL_NAMES, Config, check_config, config_from_dict, make_config  # noqa: E402
 from pyro_vrnn.data import DATASETS, DataError  # noqa: E402
 from pyro_vrnn.report import end_of_run_figures  # noqa: E402
@@ -97,7 +98,9 @@ def main(argv=None):
     try:
         args = parse_args(argv)
         try:
-            config = config_for(args)
+            if args.out is not None:
+                check_output_dir(args.out, "--out")
+            config = config_for(args)  # checks --seed and --device too (config.check_config)
         except ValueError as error:  # a bad flag combination, said in one line
             raise TrainingError(str(error)) from None
         train(config, resume=args.resume, after_training=after_training, overwrite=args.overwrite)

@@ -17,6 +17,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
+from pyro_vrnn.checks import check_output_dir, check_seed, parse_device  # noqa: E402
 from pyro_vrnn.config import MODEL_NAMES, make_config  # noqa: E402
 from pyro_vrnn.data import DATASETS, DataError  # noqa: E402
 from pyro_vrnn.evaluate import evaluate_checkpoint  # noqa: E402
@@ -72,7 +73,9 @@ def main(argv=None):
     run_dir = args.out or os.path.join("runs", f"table1-{args.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
     rows = {}
     try:
-        device = resolve_device(args.device)
+        check_seed(args.seed)
+        check_output_dir(run_dir, "--out")
+        device = resolve_device(parse_device(args.device))
         os.makedirs(run_dir, exist_ok=True)
         for name in args.models:
             config = make_config(args.dataset, model=name, data_dir=args.data_dir, epochs=args.epochs,

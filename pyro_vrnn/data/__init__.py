@@ -31,9 +31,12 @@ Datasets (DATASETS); data_dir defaults in brackets. Nothing is ever downloaded.
     hdf5          data_dir = FILE.h5 in the schema of schema.py (byo.py): validated, read in place
 
 The cache lives in $PYRO_VRNN_CACHE, or ~/.cache/pyro-vrnn. Preparation holds a file lock, so
-DDP ranks that call `load` together build the cache once and then share it.
+DDP ranks that call `load` together build the cache once and then share it. What a killed
+preparation leaves behind (NAME.tmpPID files and folders) is removed at the next start, and a
+complete cache on a read-only disk is used as it is.
 """
 import contextlib
+import errno
 import hashlib
 import os
 
@@ -42,8 +45,8 @@ from pyro_vrnn.data.byo import prepare_hdf5, validate_h5
 from pyro_vrnn.data.hershey import prepare_hershey
 from pyro_vrnn.data.iam import parse_line_strokes, offsets_to_strokes, prepare_iam
 from pyro_vrnn.data.music import piano_roll, prepare_chorales, score_to_piano_roll
-from pyro_vrnn.data.schema import (DataError, LengthBucketSampler, SequenceDataset, StreamWriter,
-                                   pad_batch, write_h5)
+from pyro_vrnn.data.schema import (TEMP_NAME, DataError, LengthBucketSampler, SequenceDataset, StreamWriter,
+                                   pad_batch, remove_path, write_h5)
 from pyro_vrnn.data.speech import (prepare_accent, prepare_audio_folder, prepare_blizzard,
                                    prepare_onomatopoeia, prepare_timit)
 from pyro_vrnn.data.prompts import prepare_prompts, prepare_prompts_heldout
@@ -91,19 +94,81 @@ DATASETS = {
 
 
 @contextlib.contextmanager
-def _lock(path):
-    """An exclusive lock on `path` (POSIX); elsewhere, no lock."""
+def _lock(path, wait=True):
+    """An exclusive lock on `path` (POSIX). Yields True while it is held; False where there are no
+    file locks (not POSIX), or, with wait=False, when another process holds it; None when the lock
+    file can be neither created nor opened (a read-only cache without it)."""
     try:
         import fcntl
     except ImportError:
-        yield
+        yield False
         return
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+        f = open(path, "a")
+    except OSError:
+        try:  # an existing lock file on a read-only disk: flock needs no write access
+            f = open(path, "r")
+        except OSError:
+            yield None
+            return
+    with f:
         try:
-            yield
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _owner(entry):
+    """The dataset a cache entry belongs to: the longest dataset name it starts with, so that
+    timit-core-1a2b3c4d.h5 is timit-core's and not timit's (their locks differ); or None."""
+    names = [name for name in DATASETS if entry.startswith(name + "-")]
+    return max(names, key=len) if names else None
+
+
+def _remove_stale_temps(cache_dir, name):
+    """Remove the temporary files and folders (TARGET.tmpPID) that killed preparations left in the
+    cache: those of dataset `name`, whose lock the caller holds, so no process is writing them
+    (whatever their pid says: with a cache shared by several machines a pid says nothing); and
+    those of another dataset whose lock is free at this moment. Returns the paths removed."""
+    try:
+        entries = os.listdir(cache_dir)
+    except OSError:
+        return []
+    temps = {}
+    for entry in entries:
+        owner = _owner(entry) if TEMP_NAME.match(entry) else None
+        if owner is not None:
+            temps.setdefault(owner, []).append(os.path.join(cache_dir, entry))
+    removed = []
+    for owner, paths in sorted(temps.items()):
+        with (contextlib.nullcontext(True) if owner == name
+              else _lock(os.path.join(cache_dir, f".{owner}.lock"), wait=False)) as free:
+            if free:
+                removed += [path for path in paths if remove_path(path)]
+    return removed
+
+
+def _cannot_write(error, cache_dir, name):
+    """A DataError for an OSError that stopped the preparation of `name`: a cache that cannot be
+    written (read-only, another user's, full); None for any other error."""
+    reason = error.strerror or str(error)
+    where = os.path.abspath(error.filename) if isinstance(error.filename, str) else cache_dir
+    inside = os.path.commonpath([where, cache_dir]) == cache_dir
+    if error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return DataError(f"no space left to prepare {name} in {where if inside else cache_dir} ({reason}); "
+                         f"free some, or set PYRO_VRNN_CACHE to a directory on another disk")
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        if inside:
+            return DataError(f"the cache directory {cache_dir} is not writable ({reason}) and {name} must be "
+                             f"prepared there; set PYRO_VRNN_CACHE to a writable directory")
+        return DataError(f"cannot use {where} ({reason}) while preparing {name}; make it readable and "
+                         f"writable, or choose another --data-dir")
+    return None
 
 
 def prepare(name, data_dir=None, cache_dir=None, verbose=True, **options):
@@ -119,15 +184,32 @@ def prepare(name, data_dir=None, cache_dir=None, verbose=True, **options):
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(sorted(DATASETS))}")
     cache_dir = os.path.abspath(os.path.expanduser(cache_dir or default_cache_dir()))
-    os.makedirs(cache_dir, exist_ok=True)
-    with _lock(os.path.join(cache_dir, f".{name}.lock")):
-        return DATASETS[name](data_dir, cache_dir, verbose, **options)
+    try:
+        os.makedirs(cache_dir, exist_ok=True)
+    except OSError as error:
+        raise (_cannot_write(error, cache_dir, name) or DataError(
+            f"cannot create the cache directory {cache_dir} ({error.strerror or error}); set PYRO_VRNN_CACHE "
+            f"to a writable directory")) from None
+    # The lock file cannot be opened where the cache is read-only: a complete cache is still used
+    # (reading needs no lock; nothing can be building it there), one to build fails below.
+    with _lock(os.path.join(cache_dir, f".{name}.lock")) as held:
+        if held:
+            _remove_stale_temps(cache_dir, name)
+        try:
+            return DATASETS[name](data_dir, cache_dir, verbose, **options)
+        except OSError as error:
+            message = _cannot_write(error, cache_dir, name)
+            if message is None:
+                raise
+            raise message from None
 
 
 def load(name, data_dir=None, cache_dir=None, verbose=True, **options):
     """{"train", "valid", "test"} -> SequenceDataset of the prepared dataset `name`."""
     path = prepare(name, data_dir, cache_dir, verbose=verbose, **options)
-    return {split: SequenceDataset(path, split) for split in ("train", "valid", "test")}
+    # What a damaged file's error says to do: a cache is rebuilt, the user's own file is theirs.
+    if_damaged = SequenceDataset.DAMAGED_FILE if name == "hdf5" else SequenceDataset.DAMAGED_CACHE
+    return {split: SequenceDataset(path, split, if_damaged) for split in ("train", "valid", "test")}
 
 
 __all__ = ["DATASETS", "DataError", "LengthBucketSampler", "SequenceDataset", "StreamWriter", "load",

@@ -30,6 +30,7 @@ Nothing here holds more than a block of one file in memory, whatever the corpus 
 import hashlib
 import math
 import os
+import struct
 import time
 import wave
 
@@ -159,6 +160,49 @@ class SphereFile:
                 yield self.decode(raw).reshape(-1, self.channels).mean(axis=1, dtype=np.float32)
 
 
+DAMAGED = "the file is damaged (or not audio); replace or remove it"
+
+# RIFF WAVE codings (the fmt chunk's format tag) that libsndfile decodes; PCM (1) is read here.
+WAV_CODINGS = {1: "PCM", 2: "MS ADPCM", 3: "IEEE float", 6: "A-law", 7: "mu-law", 0x11: "IMA ADPCM",
+               0x31: "GSM 6.10", 0x55: "MP3", 0xFFFE: "extensible"}
+
+
+def wav_coding(path):
+    """(format tag, extensible) of a RIFF WAVE file, from its fmt chunk (an extensible file's sub-format).
+
+    The chunks are walked here rather than left to `wave` or libsndfile, so that a cut or garbled
+    header is reported as a damaged file, not as a coding that needs another package.
+    """
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        f.seek(12)  # "RIFF", the RIFF size, "WAVE"
+        position = 12
+        while True:
+            header = f.read(8)
+            if len(header) < 8:
+                raise DataError(f"{path}: its RIFF header ends at byte {position} before a 'fmt ' chunk; {DAMAGED}")
+            chunk, length = header[:4], struct.unpack("<I", header[4:])[0]
+            if chunk == b"fmt ":
+                body = f.read(min(length, 40))
+                if length < 16 or len(body) < 16:
+                    raise DataError(f"{path}: its 'fmt ' chunk is cut short ({len(body)} of at least 16 bytes); "
+                                    f"{DAMAGED}")
+                tag, channels, rate = struct.unpack("<HHI", body[:8])
+                extensible = tag == 0xFFFE and len(body) >= 26
+                if extensible:
+                    tag = struct.unpack("<H", body[24:26])[0]  # the first two bytes of the sub-format GUID
+                if channels == 0 or rate == 0:
+                    raise DataError(f"{path}: its 'fmt ' chunk says {channels} channels at {rate} Hz; {DAMAGED}")
+                return tag, extensible
+            if not all(32 <= c < 127 for c in chunk):  # chunk ids are four printable ASCII characters
+                raise DataError(f"{path}: garbled RIFF header (chunk id {chunk!r} at byte {position}); {DAMAGED}")
+            position += 8 + length + (length & 1)
+            if position > size:
+                raise DataError(f"{path}: its {chunk.decode()!r} chunk runs past the end of the file "
+                                f"({position} > {size} bytes) before a 'fmt ' chunk; {DAMAGED}")
+            f.seek(position)
+
+
 class WavFile:
     """A RIFF WAV file of integer PCM, through the standard library's `wave`."""
 
@@ -168,8 +212,8 @@ class WavFile:
             with wave.open(path, "rb") as w:
                 self.channels, self.width = w.getnchannels(), w.getsampwidth()
                 self.sample_rate, self.num_samples = w.getframerate(), w.getnframes()
-        except (wave.Error, EOFError) as error:
-            raise DataError(f"{path}: cannot read this WAV with the standard library ({error})") from None
+        except (wave.Error, EOFError, struct.error) as error:
+            raise DataError(f"{path}: a PCM WAV that cannot be read ({error or 'cut short'}); {DAMAGED}") from None
         if self.width not in (1, 2, 3, 4):
             raise DataError(f"{path}: WAV sample width {self.width} bytes not supported")
 
@@ -196,7 +240,7 @@ class SoundFile:
         try:
             info = soundfile.info(path)
         except Exception as error:  # soundfile raises its own LibsndfileError / RuntimeError
-            raise DataError(f"{path}: cannot read it as audio ({error})") from None
+            raise DataError(f"{path}: libsndfile cannot read it ({str(error).strip()}); {DAMAGED}") from None
         self.channels, self.sample_rate, self.num_samples = info.channels, info.samplerate, info.frames
 
     def blocks(self, block_samples):
@@ -205,7 +249,24 @@ class SoundFile:
                                                 always_2d=True):
                 yield block.mean(axis=1, dtype=np.float32)
         except Exception as error:
-            raise DataError(f"{self.path}: cannot decode it ({error})") from None
+            raise DataError(f"{self.path}: cannot decode it ({str(error).strip()}); {DAMAGED}") from None
+
+
+def sniff(magic):
+    """The audio format that a file's first 12 bytes begin, or None."""
+    if magic[:4] in (b"RIFF", b"RIFX", b"RF64") and magic[8:12] == b"WAVE":
+        return "WAV"
+    if magic.startswith(b"fLaC"):
+        return "FLAC"
+    if magic.startswith(b"ID3") or (len(magic) > 1 and magic[0] == 0xFF and magic[1] & 0xE0 == 0xE0):
+        return "MP3"  # an ID3 tag, or an MPEG frame's sync bits
+    if magic.startswith(b"OggS"):
+        return "OGG"
+    if magic[:4] == b"FORM" and magic[8:12] in (b"AIFF", b"AIFC"):
+        return "AIFF"
+    if magic.startswith(b".snd"):
+        return "AU"
+    return None
 
 
 class G722File:
@@ -235,7 +296,11 @@ class G722File:
 
 def open_audio(path):
     """The reader for one audio file, chosen by its first bytes (.g722: by extension): .blocks(n),
-    .sample_rate, .channels."""
+    .sample_rate, .channels.
+
+    A file that is damaged, or is no audio at all, raises a DataError that says so and names it,
+    whether or not the optional soundfile package is installed.
+    """
     path = os.fspath(path)
     try:
         with open(path, "rb") as f:
@@ -244,18 +309,34 @@ def open_audio(path):
         raise DataError(f"cannot read {path}: {error}") from None
     if magic.startswith(b"NIST_1A"):
         return SphereFile(path)
-    if magic[:4] == b"RIFF" and magic[8:12] == b"WAVE":
-        try:
-            return WavFile(path)
-        except DataError:  # e.g. 32-bit float or WAVE_FORMAT_EXTENSIBLE: libsndfile reads those
-            return SoundFile(path, what="this WAV coding (float or extensible)")
     if len(magic) == 0:
         raise DataError(f"{path}: empty file")
     if path.lower().endswith(G722_EXTENSIONS):  # before the guesses below: G.722 bytes may look like MP3's
         return G722File(path)
-    what = ("FLAC" if magic.startswith(b"fLaC") else "MP3" if magic.startswith(b"ID3") or magic[:1] == b"\xff"
-            else f"{os.path.splitext(path)[1] or 'this format'} files")
-    return SoundFile(path, what=what)
+    found = sniff(magic)
+    if found == "WAV" and magic[:4] == b"RIFF":
+        tag, extensible = wav_coding(path)
+        if tag == 1 and not extensible:
+            return WavFile(path)
+        if tag == 1:  # extensible PCM: `wave` reads it from Python 3.12 on, libsndfile always
+            try:
+                return WavFile(path)
+            except DataError:
+                return SoundFile(path, what="extensible PCM WAV")
+        if tag not in WAV_CODINGS:  # e.g. junk over the fmt chunk: no reader knows such a coding
+            raise DataError(f"{path}: its 'fmt ' chunk names WAV coding 0x{tag:04x}, which no reader knows; "
+                            f"{DAMAGED}")
+        return SoundFile(path, what=f"{WAV_CODINGS[tag]} WAV")
+    if found is None:
+        try:
+            import soundfile  # noqa: F401  libsndfile knows a few more formats by their content
+        except ImportError:
+            raise DataError(f"{path}: its first bytes {magic!r} begin no WAV, SPHERE, FLAC, MP3, OGG, AIFF "
+                            f"or AU file; {DAMAGED}") from None
+        return SoundFile(path)
+    if found == "WAV":  # RIFX (big-endian) or RF64 (over 4 GB): libsndfile's
+        return SoundFile(path, what=f"{magic[:4].decode()} WAV")
+    return SoundFile(path, what=found)
 
 
 def read_audio(path, sample_rate=SAMPLE_RATE):
@@ -528,4 +609,4 @@ def prepare_audio_corpus(files, root, cache_path, name, cut="pieces", piece_fram
     return cache_path
 
 
-PREPARATION_VERSION = 1  # bump when the preparation above changes: every audio cache is rebuilt
+PREPARATION_VERSION = 2  # bump when the preparation above changes: every audio cache is rebuilt (2: checksums)

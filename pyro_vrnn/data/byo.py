@@ -16,6 +16,9 @@ into, so a user with new sequences writes one small converter to it and nothing 
                 group["data"] = np.concatenate(seqs) if seqs else np.zeros((0, dim), np.float32)
                 group["offsets"] = np.cumsum([0] + [len(s) for s in seqs])
 
+Checksums are optional: `group.create_dataset("data", data=..., chunks=True, fletcher32=True)` (and
+the same for offsets) makes a file damaged on disk fail to read instead of giving wrong numbers.
+
 The file is checked once (and again whenever it changes: its size and modification time are
 remembered in the cache directory), then read in place, lazily, by the same SequenceDataset as
 every other dataset: nothing is copied. Data is used as stored: standardize real-valued data in
@@ -30,7 +33,12 @@ import numpy as np
 
 from pyro_vrnn.data.schema import KINDS, SPLITS, DataError, as_text, summary_line
 
-VALIDATION_VERSION = 2
+VALIDATION_VERSION = 3  # bump when the checks change: files validated before are checked again
+# The largest magnitude a stored value may have. The model works in float32 and squares its data
+# (Gaussian terms ((x - mu) / sigma)^2, sigma down to min_scale): values of 1e20 overflow float32's
+# 3.4e38 outright, and far smaller ones already give losses and gradients no step size can follow
+# (the divergence is then blamed on --lr). Standardized data lies within tens of standard deviations.
+MAX_ABS = 1e6
 SCHEMA_HINT = "see the schema in pyro_vrnn/data/schema.py (README: 'Bring your own data')"
 
 
@@ -39,11 +47,16 @@ def _fail(path, what, fix):
 
 
 def _scan(path, split, data, offsets, kind, chunk_values=1 << 20):
-    """Check the values chunk by chunk (a big file is never read whole): finite; 0/1 where required."""
+    """Check the values chunk by chunk (a big file is never read whole): readable; finite; at most
+    MAX_ABS in magnitude; 0/1 where required."""
     rows = len(data)
     step = max(1, chunk_values // max(1, int(np.prod(data.shape[1:], dtype=np.int64))))
     for start in range(0, rows, step):
-        block = np.asarray(data[start:start + step], dtype=np.float64)
+        try:
+            block = np.asarray(data[start:start + step], dtype=np.float64)
+        except OSError as error:  # e.g. a chunk that fails its fletcher32 checksum
+            _fail(path, f"{split}/data rows {start}-{min(rows, start + step) - 1} cannot be read ({error}): "
+                  "the file is damaged", "write it again with your converter (or restore it from a copy)")
         block = block.reshape(len(block), -1)
         bad = ~np.isfinite(block)
         if bad.any():
@@ -51,6 +64,15 @@ def _scan(path, split, data, offsets, kind, chunk_values=1 << 20):
             sequence = int(np.searchsorted(offsets, row, side="right") - 1)
             _fail(path, f"{split}/data has a NaN or infinite value in sequence {sequence} (row {row})",
                   "drop, interpolate or clip it in your converter")
+        huge = np.abs(block) > MAX_ABS
+        if huge.any():
+            row = start + int(np.flatnonzero(huge.any(axis=1))[0])
+            sequence = int(np.searchsorted(offsets, row, side="right") - 1)
+            value = block[row - start][huge[row - start]][0]
+            _fail(path, f"{split}/data holds {value:.3g} in sequence {sequence} (row {row}), beyond +-{MAX_ABS:g}: "
+                  f"training's float32 arithmetic overflows or diverges on such values",
+                  "standardize the data in your converter, x = (x - mean) / std with mean and std from the train "
+                  "split, and record them as the attributes mean and std")
         check = (block if kind == "binary" else block[:, :1] if kind == "handwriting" else None)
         if check is not None:
             wrong = (check != 0) & (check != 1)
@@ -103,7 +125,11 @@ def validate_h5(path):
             if offsets.dtype.kind not in "iu" or offsets.ndim != 1:
                 _fail(path, f"{split}/offsets has dtype {offsets.dtype} and shape {offsets.shape}",
                       "it must be a 1-D integer array: np.cumsum([0] + lengths)")
-            o = np.asarray(offsets[:], dtype=np.int64)
+            try:
+                o = np.asarray(offsets[:], dtype=np.int64)
+            except OSError as error:  # a chunk that fails its checksum
+                _fail(path, f"{split}/offsets cannot be read ({error}): the file is damaged",
+                      "write it again with your converter (or restore it from a copy)")
             if len(o) == 0 or o[0] != 0:
                 _fail(path, f"{split}/offsets must start with 0 (found {o[:1].tolist() or 'no entries'})",
                       "offsets = np.cumsum([0] + lengths)")
@@ -169,6 +195,9 @@ def prepare_hdf5(data_dir, cache_dir, verbose=True):
     validate_h5(path)
     if verbose:
         print(summary_line(path, verb="validated", note="your file, read in place"), flush=True)
-    with open(marker, "w") as f:
-        f.write(stamp)
+    try:
+        with open(marker, "w") as f:
+            f.write(stamp)
+    except OSError:  # a read-only cache: the file is valid all the same, and checked again next time
+        pass
     return path

@@ -27,6 +27,11 @@ One HDF5 file::
       names    optional utf-8 strings [num_sequences] (e.g. IAM line ids, source files)
     every value finite; "binary" data and the pen column of "handwriting" data are 0 or 1.
 
+Checksums: the files written here (StreamWriter, write_h5) store data and offsets with HDF5's
+fletcher32 filter, so that bytes damaged on disk fail to read (an OSError from h5py, turned into a
+DataError that names the file) instead of being read as plausible numbers. A user's own file may
+do the same: create_dataset(..., chunks=True, fletcher32=True).
+
 Reading is lazy: `SequenceDataset` keeps only the offsets in memory and reads one sequence's
 rows per `dataset[i]`, so a 300-hour speech corpus is never loaded. Writing streams:
 `StreamWriter` appends rows to resizable datasets in bounded chunks, accumulates the train
@@ -38,6 +43,9 @@ and the ELBO sums over them alone (PAPER.md: "padding + mask"). `LengthBucketSam
 sequences of similar length together so that little of each batch is padding.
 """
 import os
+import re
+import shutil
+import sys
 
 import h5py
 import numpy as np
@@ -55,6 +63,62 @@ class DataError(Exception):
 def as_text(value):
     """An HDF5 string attribute as str (h5py gives bytes for fixed-length strings)."""
     return value.decode("utf-8") if isinstance(value, (bytes, np.bytes_)) else str(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Temporary files: every file or folder built here is written as TARGET.tmpPID, then renamed
+# ---------------------------------------------------------------------------------------------
+
+TEMP_NAME = re.compile(r"^(?P<target>.+)\.tmp(?P<pid>\d+)$")
+
+
+def temp_path(target):
+    """Where `target` is built before it is moved into place (one name per process)."""
+    return f"{target}.tmp{os.getpid()}"
+
+
+def process_running(pid):
+    """Whether process `pid` runs on this machine; True when that cannot be told (then nothing is removed)."""
+    if os.name != "posix":  # os.kill(pid, 0) would end the process on Windows
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it runs, as another user
+        return True
+    return True
+
+
+def remove_path(path):
+    """Remove a file or a folder tree; True if it is gone (a read-only disk keeps it: False)."""
+    try:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return False
+    return True
+
+
+def remove_orphaned_temps(target):
+    """Remove TARGET.tmpPID left beside `target` by processes that no longer run (killed during a
+    build); those of running processes may still be written, and stay. Returns the paths removed."""
+    folder, base = os.path.split(os.path.abspath(target))
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return []
+    removed = []
+    for entry in entries:
+        match = TEMP_NAME.match(entry)
+        if match and match["target"] == base and int(match["pid"]) != os.getpid() \
+                and not process_running(int(match["pid"])) and remove_path(os.path.join(folder, entry)):
+            removed.append(os.path.join(folder, entry))
+    return removed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,15 +196,19 @@ class StreamWriter:
         self._names = {split: [] for split in SPLITS}  # buffered names
         self._total = {split: 0 for split in SPLITS}  # rows written or buffered
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        self._tmp = f"{self.path}.tmp{os.getpid()}"
+        remove_orphaned_temps(self.path)  # a killed build's half-written file
+        self._tmp = temp_path(self.path)
         self._file = h5py.File(self._tmp, "w")
-        # Chunks of about 256 KB: a 0.5 s speech piece (40 x 200 floats) is one chunk read.
+        # Chunks of about 256 KB: a 0.5 s speech piece (40 x 200 floats) is one chunk read. Each
+        # chunk carries a fletcher32 checksum (4 bytes): damage on disk fails the read, never
+        # passes as numbers (the names are variable-length strings, which take no filter).
         chunk_rows = max(1, min(self.buffer_rows, (256 << 10) // (4 * self.dim)))
         for split in SPLITS:
             group = self._file.create_group(split)
             group.create_dataset("data", shape=(0, self.dim), maxshape=(None, self.dim), dtype=np.float32,
-                                 chunks=(chunk_rows, self.dim))
-            group.create_dataset("offsets", data=np.zeros(1, dtype=np.int64), maxshape=(None,), chunks=(4096,))
+                                 chunks=(chunk_rows, self.dim), fletcher32=True)
+            group.create_dataset("offsets", data=np.zeros(1, dtype=np.int64), maxshape=(None,), chunks=(4096,),
+                                 fletcher32=True)
             if self.with_names:
                 group.create_dataset("names", shape=(0,), maxshape=(None,), chunks=(4096,),
                                      dtype=h5py.string_dtype("utf-8"))
@@ -269,15 +337,52 @@ def write_h5(path, splits, kind, name, mean, std, source, names=None):
         writer.finish(mean, std, normalize=False)
 
 
+# A cache up to this size is read whole at every start, which verifies every chunk's checksum
+# (~0.1 s for 128 MiB from the page cache), so that a damaged one is rebuilt before training
+# starts. A bigger one (a speech corpus: gigabytes) is not scanned on every start: its chunks are
+# verified as they are read, and a damaged one stops the run with a DataError naming the file.
+VERIFY_MAX_BYTES = 128 << 20
+
+
+def has_checksums(f):
+    """Whether an open prepared file stores every split's data and offsets with fletcher32 checksums."""
+    return all(f[split][key].fletcher32 for split in SPLITS for key in ("data", "offsets"))
+
+
+def damage(path, max_bytes=None):
+    """None, or where the prepared file at `path` fails a checksum. Files over `max_bytes` (default
+    VERIFY_MAX_BYTES) have only their offsets verified: their data is verified as it is read."""
+    max_bytes = VERIFY_MAX_BYTES if max_bytes is None else max_bytes
+    whole = os.path.getsize(path) <= max_bytes
+    with h5py.File(path, "r") as f:
+        for split in SPLITS:
+            for key in ("data", "offsets") if whole else ("offsets",):
+                dataset = f[split][key]
+                row_values = max(1, int(np.prod(dataset.shape[1:], dtype=np.int64)))
+                rows = max(1, (8 << 20) // (dataset.dtype.itemsize * row_values))  # 8 MB at a time
+                try:
+                    for start in range(0, dataset.shape[0], rows):
+                        dataset[start:start + rows]
+                except OSError as error:
+                    return f"{split}/{key} fails its checksum ({error})"
+    return None
+
+
 def cached_source(path):
-    """The `source` fingerprint stored in the cache at `path`, or None if it is absent or unreadable."""
+    """The `source` fingerprint stored in the cache at `path`, or None if it is absent, unreadable,
+    without checksums (an older version's cache) or damaged: then the caller rebuilds it."""
     try:
         with h5py.File(path, "r") as f:
-            if not all(split in f for split in SPLITS):
+            if not all(split in f for split in SPLITS) or not has_checksums(f):
                 return None
-            return str(f.attrs["source"])
+            source = str(f.attrs["source"])
+        problem = damage(path)
     except (OSError, KeyError):
         return None
+    if problem is not None:
+        print(f"the cache file {path} is damaged: {problem}; building it again", file=sys.stderr, flush=True)
+        return None
+    return source
 
 
 def summary_line(path, verb="prepared", what="sequences", unit="steps", note=""):
@@ -314,15 +419,25 @@ class SequenceDataset(Dataset):
     their own. Pickling drops the handle for the same reason.
     """
 
-    def __init__(self, path, split):
+    # What to do about a file whose chunks fail to read (load() says which kind of file it is).
+    DAMAGED_CACHE = "delete it and run again: it is rebuilt from the data"
+    DAMAGED_FILE = "write it again with your converter (or restore it from a copy)"
+
+    def __init__(self, path, split, if_damaged=DAMAGED_CACHE):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         self.path = os.fspath(path)
         self.split = split
+        self.if_damaged = if_damaged
         if not os.path.exists(self.path):
             raise DataError(f"no prepared dataset at {self.path}; run pyro_vrnn.data.prepare(name) first")
         try:
-            with h5py.File(self.path, "r") as f:
+            f = h5py.File(self.path, "r")
+        except OSError as error:
+            raise DataError(f"{self.path} is not a prepared pyro-vrnn dataset ({error}); "
+                            f"delete it and prepare the dataset again") from None
+        try:
+            with f:
                 group = f[split]
                 shape = group["data"].shape
                 self.kind = as_text(f.attrs["kind"])
@@ -332,22 +447,33 @@ class SequenceDataset(Dataset):
                              else np.zeros(self.dim))
                 self.std = (np.asarray(f.attrs["std"], dtype=np.float64).reshape(-1) if "std" in f.attrs
                             else np.ones(self.dim))
-                self.offsets = np.asarray(group["offsets"][:], dtype=np.int64)
                 self._has_names = "names" in group
-        except (OSError, KeyError) as error:
+                offsets = group["offsets"]
+                try:
+                    self.offsets = np.asarray(offsets[:], dtype=np.int64)
+                except OSError as error:  # a chunk fails its checksum, or the file is cut short
+                    raise self.damaged(f"{split}/offsets", error) from None
+        except KeyError as error:
             raise DataError(f"{self.path} is not a prepared pyro-vrnn dataset ({error}); "
                             f"delete it and prepare the dataset again") from None
         self.lengths = np.diff(self.offsets)
         self._names = None
         self._file = self._data = self._pid = None
 
+    def damaged(self, what, error):
+        """The one-line DataError for a part of the file that cannot be read."""
+        return DataError(f"the file {self.path} is damaged: {what} cannot be read ({error}); {self.if_damaged}")
+
     @property
     def names(self):
         """The sequences' names (list of str), or None; read on first use (a big corpus has millions)."""
         if self._has_names and self._names is None:
             with h5py.File(self.path, "r") as f:
-                self._names = [n.decode("utf-8") if isinstance(n, bytes) else str(n)
-                               for n in f[self.split]["names"][:]]
+                try:
+                    names = f[self.split]["names"][:]
+                except OSError as error:
+                    raise self.damaged(f"{self.split}/names", error) from None
+                self._names = [n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in names]
         return self._names
 
     def __len__(self):
@@ -366,7 +492,10 @@ class SequenceDataset(Dataset):
             raise IndexError(f"sequence {i} out of range for the {self.split} split ({n} sequences)")
         i = int(i) % n
         self._open()
-        x = self._data[self.offsets[i]:self.offsets[i + 1]]
+        try:
+            x = self._data[self.offsets[i]:self.offsets[i + 1]]
+        except OSError as error:  # a chunk fails its checksum: never read damaged bytes as numbers
+            raise self.damaged(f"{self.split} sequence {i}", error) from None
         if x.ndim == 1:  # a one-dimensional series stored flat
             x = x[:, None]
         return torch.from_numpy(np.asarray(x, dtype=np.float32))
