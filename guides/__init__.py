@@ -1,9 +1,13 @@
-"""Guides q(z | x): the VRNN's filtering guide, and the empty guide of models without latents."""
+"""Guides q(z | x): the VRNN's filtering guide (the paper's), a smoothing guide that also reads the
+future of x, and the empty guide of models without latents."""
 from guides.filtering import filtering_guide
+from guides.smoothing import smoothing_guide
 
 
 def empty_guide(vrnn, x, mask, num_sequences=None, kl_scale=1.0, record=None):
     """The RNN baselines have no latent sites, so there is nothing to guess."""
 
 
-__all__ = ["filtering_guide", "empty_guide"]
+GUIDES = {"filtering": filtering_guide, "smoothing": smoothing_guide}
+
+__all__ = ["GUIDES", "filtering_guide", "smoothing_guide", "empty_guide"]

@@ -14,7 +14,7 @@ of the two training and evaluation run.
 """
 from collections import namedtuple
 
-from guides import empty_guide, filtering_guide
+from guides import GUIDES, empty_guide, filtering_guide
 from models.rnn import rnn_model, rnn_model_batched
 from models.vrnn import vrnn_model, vrnn_model_batched
 from pyro_vrnn.networks import VRNN
@@ -33,10 +33,11 @@ SCORINGS = ("batched", "steps")
 
 def build(config, kind, x_dim):
     """(model, guide, network) for config.model on data of this kind and dimension; the model in the
-    form config.scoring names ("batched" or "steps")."""
+    form config.scoring names ("batched" or "steps"), the guide config.guide names (latent models)."""
     spec = MODELS[config.model]
     vrnn = VRNN(config, kind, x_dim, spec.latent, spec.conditional_prior, spec.emission)
-    return (spec.batched if config.scoring == "batched" else spec.model), spec.guide, vrnn
+    guide = GUIDES[config.guide] if spec.latent else spec.guide
+    return (spec.batched if config.scoring == "batched" else spec.model), guide, vrnn
 
 
 __all__ = ["MODELS", "SCORINGS", "build", "vrnn_model", "vrnn_model_batched", "rnn_model", "rnn_model_batched"]

@@ -31,6 +31,8 @@ class Config:
     dec_hidden: int = 64  # phi_dec
     mlp_layers: int = 1
     cell: str = "lstm"  # the recurrence f: "lstm" (the paper's) or "gru"
+    guide: str = "filtering"  # q(z_t | ...): "filtering" (the paper's, x_{<=t}) or "smoothing" (all of x)
+    backward_hidden: int = 0  # units of the smoothing guide's backward RNN over x; 0: as many as `hidden`
     components: int = 20  # mixture components of the GMM emissions
     min_scale: float = 1e-4  # sigma = softplus(.) + min_scale
     # optimisation (PAPER.md: Adam 3e-4, gradient norm clipped at 5, early stopping on validation)
@@ -43,6 +45,7 @@ class Config:
     elbo: str = "trace"  # "trace": Trace_ELBO; "meanfield": TraceMeanField_ELBO (analytic KL)
     scoring: str = "batched"  # the model's form: "batched" (one network call over all steps) or "steps"
     kl_anneal_epochs: float = 0.0  # KL weight rises linearly from 0 to 1 over this many epochs
+    free_bits: float = 0.0  # nats per step of KL that cost nothing (Kingma et al. 2016); 0: the plain ELBO
     seed: int = 0
     device: str = "auto"
     threads: int = 0  # CPU intra-op threads; 0 = PyTorch's default. Small models run best on 1
@@ -95,7 +98,7 @@ def make_config(dataset="hershey", **overrides):
 AT_LEAST_ONE = ("hidden", "z_dim", "x_features", "z_features", "enc_hidden", "prior_hidden", "dec_hidden",
                 "mlp_layers", "components", "batch_size", "max_steps", "patience", "checkpoint_every", "log_every")
 POSITIVE = ("lr", "clip")
-NOT_NEGATIVE = ("min_scale", "epochs", "kl_anneal_epochs", "threads")
+NOT_NEGATIVE = ("min_scale", "epochs", "kl_anneal_epochs", "threads", "backward_hidden", "free_bits")
 
 
 def check_config(config):
@@ -108,6 +111,8 @@ def check_config(config):
         raise ValueError(f"unknown --cell {config.cell!r}; choose 'lstm' or 'gru'")
     if config.scoring not in ("batched", "steps"):
         raise ValueError(f"unknown --scoring {config.scoring!r}; choose 'batched' or 'steps'")
+    if config.guide not in ("filtering", "smoothing"):
+        raise ValueError(f"unknown --guide {config.guide!r}; choose 'filtering' or 'smoothing'")
     for names, test, need in ((AT_LEAST_ONE, lambda v: v >= 1, "at least 1"), (POSITIVE, lambda v: v > 0, "above 0"),
                               (NOT_NEGATIVE, lambda v: v >= 0, "0 or more")):
         for name in names:

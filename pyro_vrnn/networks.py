@@ -5,6 +5,8 @@
     encoder    = phi_enc        [mu_z,t, sigma_z,t] = phi_enc(phi_x(x_t), h_{t-1})         (eq. 9)
     decoder    = phi_dec        theta_t = phi_dec(phi_z(z_t), h_{t-1})                     (eq. 6)
     rnn        = f              h_t = f(phi_x(x_t), phi_z(z_t), h_{t-1})                   (eq. 7)
+    backward_rnn = g            a_t = g(a_{t+1}, phi_x(x_t)), for the smoothing guide only, whose
+                                encoder reads phi_enc(a_t, h_{t-1}) in place of phi_enc(phi_x(x_t), h_{t-1})
 
 f is an LSTM cell (the paper's, `--cell lstm`) or a GRU cell (`--cell gru`, as DVAE and later
 VRNN code use). The Pyro programs in `models/` and `guides/` thread a `State` (h_{t-1}, and the
@@ -24,6 +26,7 @@ import pyro.distributions as dist
 from pyro_vrnn.distributions import DiagNormalMixture, StrokeMixture
 
 CELLS = {"lstm": nn.LSTMCell, "gru": nn.GRUCell}
+BACKWARD_RNNS = {"lstm": nn.LSTM, "gru": nn.GRU}  # the smoothing guide's RNN over x, run back in time
 EMISSION_BLOCK_BYTES = 2 ** 22  # see VRNN.emission_log_prob
 
 
@@ -154,7 +157,11 @@ class VRNN(nn.Module):
         rnn_input, dec_input = c.x_features, c.hidden
         if latent:
             self.phi_z = mlp(c.z_dim, c.z_features, c.mlp_layers)
-            self.encoder = nn.Sequential(mlp(c.x_features + c.hidden, c.enc_hidden, c.mlp_layers),
+            encoder_input = c.x_features  # phi_x(x_t), or a_t for the smoothing guide
+            if c.guide == "smoothing":
+                encoder_input = c.backward_hidden or c.hidden
+                self.backward_rnn = BACKWARD_RNNS[c.cell](c.x_features, encoder_input, batch_first=True)
+            self.encoder = nn.Sequential(mlp(encoder_input + c.hidden, c.enc_hidden, c.mlp_layers),
                                          NormalHead(c.enc_hidden, c.z_dim, c.min_scale))
             if conditional_prior:
                 self.prior_net = nn.Sequential(mlp(c.hidden, c.prior_hidden, c.mlp_layers),
@@ -177,9 +184,20 @@ class VRNN(nn.Module):
             return dist.Normal(h.new_zeros(h.shape[:-1] + (self.z_dim,)), 1.0).to_event(1)
         return self.prior_net(h)
 
-    def posterior(self, phi_x_t, h):
-        """q(z_t | x_t, h_{t-1}) = N(mu_z,t, sigma_z,t^2), [mu_z,t, sigma_z,t] = phi_enc(phi_x(x_t), h_{t-1})."""
-        return self.encoder(cat(phi_x_t, h))
+    def posterior(self, features_t, h):
+        """q(z_t | x_t, h_{t-1}) = N(mu_z,t, sigma_z,t^2), [mu_z,t, sigma_z,t] = phi_enc(phi_x(x_t), h_{t-1}), with
+        features_t = phi_x(x_t); the smoothing guide passes a_t (`backward_states`), which has seen x_t .. x_T."""
+        return self.encoder(cat(features_t, h))
+
+    def backward_states(self, phi_x, mask):
+        """a_t = g(a_{t+1}, phi_x(x_t)) for every step: [B, T, A] from phi_x [B, T, F], run from each sequence's
+        last real step back to its first. Each sequence is reversed within its own length, so that what a
+        real step sees never includes padding (the padded steps get values that only padded steps use)."""
+        steps = torch.arange(phi_x.shape[1], device=phi_x.device)
+        reverse = (mask.sum(1, keepdim=True) - 1 - steps).clamp(min=0)  # [B, T]: t -> length - 1 - t
+        reversed_x = phi_x.gather(1, reverse[..., None].expand_as(phi_x))
+        out, _ = self.backward_rnn(reversed_x)  # out[:, s] has read x_{L-1}, ..., x_{L-1-s}
+        return out.gather(1, reverse[..., None].expand(-1, -1, out.shape[-1]))
 
     def emission(self, z_t, h):
         """p(x_t | z_t, h_{t-1}) with theta_t = phi_dec(phi_z(z_t), h_{t-1}); phi_dec(h_{t-1}) for the RNNs (z_t None)."""

@@ -19,13 +19,19 @@ its own estimate. The same particles give the K-sample ELBO estimate mean_k log 
 inequality log mean_k w_k >= mean_k log w_k for every sequence: the "~" number is never below the ">=" one.
 
 Each call creates the `Record` that carries the guide's recurrence to the model (pyro_vrnn/record.py).
+
+Training may also use `FreeBitsELBO`, the ELBO with free bits (Kingma et al. 2016), which keeps the
+optimizer from pushing q(z_t | ...) onto the prior for the last few nats of each step.
 """
 import math
 
 import torch
 import pyro.poutine as poutine
+from pyro.infer import TraceMeanField_ELBO
 from pyro.infer.importance import vectorized_importance_weights
+from pyro.infer.util import torch_item
 from pyro.poutine.util import site_is_subsample
+from torch.distributions import kl_divergence
 
 from pyro_vrnn.record import Record
 
@@ -114,3 +120,39 @@ def summarize_log_weights(log_w, kl=None):
     if kl is not None:
         figures["kl"] = kl.mean(0)
     return figures
+
+
+class FreeBitsELBO(TraceMeanField_ELBO):
+    """The ELBO with free bits (Kingma et al. 2016, eq. 15), a training objective:
+
+        sum_t [ E_q log p(x_t | z_{<=t}, x_{<t})  -  max(lambda, mean_b KL_t,b) ]
+
+    KL_t,b = KL(q(z_t | ...) || p(z_t | h_{t-1})) of sequence b at step t, in closed form (both are diagonal
+    Gaussians, as in TraceMeanField_ELBO). While the batch's mean KL at a step is below `free_bits` (lambda
+    nats) it counts as lambda and gives no gradient: the guide may carry that much information at every
+    step for free, so the optimizer has nothing to gain by collapsing z onto the prior early in training.
+    Above lambda it is the ELBO's own term. Reported bounds (validation, evaluation) are the true ELBO.
+    """
+
+    def __init__(self, free_bits, **kwargs):
+        super().__init__(**kwargs)
+        self.free_bits = float(free_bits)
+
+    def _differentiable_loss_particle(self, model_trace, guide_trace):
+        elbo = 0.0
+        for name, site in model_trace.nodes.items():
+            if site["type"] != "sample":
+                continue
+            if site["is_observed"]:
+                elbo = elbo + site["log_prob_sum"]
+                continue
+            guide_site = guide_trace.nodes[name]
+            kl = kl_divergence(guide_site["fn"], site["fn"])  # [(K,) B]: one step of every sequence
+            mask = guide_site["mask"]
+            if isinstance(mask, torch.Tensor):
+                kl, count = torch.where(mask, kl, kl.new_zeros(())), mask.expand(kl.shape).sum()
+            else:
+                count = kl.numel()
+            elbo = elbo - guide_site["scale"] * torch.clamp(kl.sum(), min=self.free_bits * count)
+        return -torch_item(elbo), -elbo
+

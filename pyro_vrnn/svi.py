@@ -16,7 +16,7 @@ import torch.nn as nn
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 from pyro_vrnn import data as datasets
-from pyro_vrnn.objectives import elbo_terms
+from pyro_vrnn.objectives import FreeBitsELBO, elbo_terms
 from pyro_vrnn.record import Record
 from pyro_vrnn.runtime import all_reduce_sum
 
@@ -35,15 +35,18 @@ class Program(nn.Module):
         return self.fn(self.vrnn, *args, **kwargs)
 
 
-def make_elbo(name):
-    # One particle, as the paper; the only plate is the one over sequences.
+def make_elbo(name, free_bits=0.0):
+    """Trace_ELBO ("trace") or TraceMeanField_ELBO ("meanfield", analytic KL); with free bits (> 0 nats a
+    step), FreeBitsELBO, whose KL is analytic too. One particle, as the paper; one plate, over sequences."""
+    if free_bits > 0:
+        return FreeBitsELBO(free_bits, max_plate_nesting=1)
     return ELBOS[name](max_plate_nesting=1)
 
 
 def make_loss_module(config, model, guide, vrnn, world_size=1, device=None):
     """Pyro's ELBOModule over the model and guide, wrapped in DDP when there are several processes."""
     pyro.settings.set(module_local_params=True)
-    loss_module = make_elbo(config.elbo)(Program(model, vrnn), Program(guide, vrnn))
+    loss_module = make_elbo(config.elbo, config.free_bits)(Program(model, vrnn), Program(guide, vrnn))
     if world_size > 1:
         loss_module = nn.parallel.DistributedDataParallel(
             loss_module, device_ids=[device.index] if device is not None and device.type == "cuda" else None)

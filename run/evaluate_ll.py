@@ -6,8 +6,10 @@
 
 Prints, in nats of the normalized data, the mean ELBO per sequence (Table 1's ">=" rows) and the mean
 importance-sampled log p(x) (the "~" rows, K particles from the guide, log (1/K) sum_k p(x, z^k) / q(z^k | x)),
-each with its standard error across sequences, the same per time step, and the effective sample size
-of the importance weights. For the RNN baselines log p(x) is exact and no sampling is done.
+each with its standard error across sequences, the same per time step; the ELBO's KL term (how much the
+latent variables carry), the gap between the estimate and the bound (how far the guide is from the
+posterior), and the effective sample size of the importance weights. For the RNN baselines log p(x) is
+exact and no sampling is done.
 """
 import argparse
 import glob
@@ -71,8 +73,12 @@ def report(s):
         f"{fmt(s['log_px_per_step'], s['log_px_per_step_stderr'], 4):>22}",
     ]
     if not s["exact"]:
-        lines.append(f"  effective sample size of the weights: mean {s['ess_mean']:.1f}, "
-                     f"min {s['ess_min']:.1f} of {s['num_samples']}")
+        lines += [f"  {'KL term':14}{fmt(s['kl_per_seq'], s['kl_per_seq_stderr']):>22}"
+                  f"{fmt(s['kl_per_step'], s['kl_per_step_stderr'], 4):>22}",
+                  f"  {'IS - ELBO':14}{fmt(s['gap_per_seq'], s['gap_per_seq_stderr']):>22}"
+                  f"{fmt(s['gap_per_step'], s['gap_per_step_stderr'], 4):>22}",
+                  f"  effective sample size of the weights: mean {s['ess_mean']:.1f}, "
+                  f"min {s['ess_min']:.1f} of {s['num_samples']}"]
     lines.append(f"  nats of the normalized data, +- one standard error across sequences; {s['seconds']:.1f} s")
     return "\n".join(lines)
 

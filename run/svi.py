@@ -16,8 +16,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from pyro_vrnn.checkpoints import load_checkpoint  # noqa: E402
 from pyro_vrnn.checks import check_output_dir  # noqa: E402
-from pyro_vrnn.config import MODEL_NAMES, Config, check_config, config_from_dict, make_config  # noqa: E402
+from pyro_vrnn.config import MODEL_NAMES, check_config, config_from_dict, make_config  # noqa: E402
 from pyro_vrnn.data import DATASETS, DataError  # noqa: E402
+from pyro_vrnn.flags import add_config_flags, overrides as flag_overrides  # noqa: E402
 from pyro_vrnn.report import end_of_run_figures  # noqa: E402
 from pyro_vrnn.runtime import TrainingError, close_process_group  # noqa: E402
 from pyro_vrnn.train import Interrupted, resume_path, train  # noqa: E402
@@ -25,7 +26,7 @@ from pyro_vrnn.train import Interrupted, resume_path, train  # noqa: E402
 # Flags that may change when a run is resumed (the optimization's: e.g. a lower --lr after a
 # divergence); everything else must match the checkpoint.
 RESUMABLE = {"epochs", "max_steps", "patience", "device", "threads", "checkpoint_every", "log_every",
-             "data_dir", "lr", "clip", "kl_anneal_epochs", "elbo", "scoring"}
+             "data_dir", "lr", "clip", "kl_anneal_epochs", "elbo", "scoring", "free_bits"}
 
 
 def parse_args(argv=None):
@@ -38,39 +39,12 @@ def parse_args(argv=None):
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from last.pt")
     p.add_argument("--overwrite", action="store_true",
                    help="delete the run that --out holds before training into it (default: refuse)")
-    g = p.add_argument_group("sizes (defaults: the dataset's preset, see pyro_vrnn/config.py)")
-    sizes = {"hidden": "LSTM units (f)", "z_dim": "latent dimension", "x_features": "phi_x width",
-             "z_features": "phi_z width", "enc_hidden": "phi_enc width", "prior_hidden": "phi_prior width",
-             "dec_hidden": "phi_dec width", "mlp_layers": "ReLU layers per MLP",
-             "components": "mixture components of the GMM emissions"}
-    for name, meaning in sizes.items():
-        g.add_argument("--" + name.replace("_", "-"), type=int, help=meaning)
-    g.add_argument("--min-scale", type=float, help="floor added to every softplus scale")
-    g.add_argument("--cell", choices=("lstm", "gru"), help="the recurrence f: lstm (the paper's, default) or gru")
-    g = p.add_argument_group("training")
-    g.add_argument("--batch-size", type=int, help="sequences per batch (per process under torchrun)")
-    g.add_argument("--lr", type=float, help="Adam learning rate")
-    g.add_argument("--clip", type=float, help="gradient-norm clipping")
-    g.add_argument("--epochs", type=int, help="passes over the training set")
-    g.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
-    g.add_argument("--patience", type=int, help="early stopping: epochs without a better valid bound")
-    g.add_argument("--elbo", choices=("trace", "meanfield"),
-                   help="trace: Trace_ELBO; meanfield: TraceMeanField_ELBO (analytic KL, as the paper)")
-    g.add_argument("--kl-anneal-epochs", type=float, help="KL weight rises from 0 to 1 over this many epochs")
-    g.add_argument("--scoring", choices=("batched", "steps"),
-                   help="the model program's form: batched (default: prior and emission of all steps in one "
-                        "call each, models/vrnn.py) or steps (one step at a time, as the paper writes it)")
-    g.add_argument("--seed", type=int, help="random seed (weights, batches, samples)")
-    g.add_argument("--device", help="auto (cuda if available), cpu, cuda, cuda:1")
-    g.add_argument("--threads", type=int, help="CPU threads for PyTorch (0: its default)")
-    g.add_argument("--checkpoint-every", type=int, help="steps between mid-epoch checkpoints")
-    g.add_argument("--log-every", type=int, help="steps between training records in log.jsonl")
+    add_config_flags(p)
     return p.parse_args(argv)
 
 
 def config_for(args):
-    overrides = {k: v for k, v in vars(args).items()
-                 if k not in ("dataset", "resume") and v is not None and k in Config.__dataclass_fields__}
+    overrides = flag_overrides(args, exclude=("dataset",))
     if args.resume is not None and args.dataset is not None:
         overrides["dataset"] = args.dataset
     if args.resume is None:

@@ -10,6 +10,7 @@ written below with explicit LSTM gates and explicit log-density formulas, and th
 TraceMeanField_ELBO loss equals the same with the analytic Gaussian KL in place of the last two terms.
 """
 import math
+import types
 
 import pyro
 import pyro.poutine as poutine
@@ -21,7 +22,7 @@ from pyro.poutine.util import site_is_subsample
 from pyro.util import check_model_guide_match
 
 import models
-from pyro_vrnn.objectives import elbo_terms
+from pyro_vrnn.objectives import FreeBitsELBO, elbo_terms
 from pyro_vrnn.record import Record
 from conftest import build, make_data
 
@@ -86,13 +87,31 @@ def hand_elbo(vrnn, spec, config, kind, x, mask, analytic_kl=False):
     return log_likelihood - kl
 
 
-def hand_elbo_parts(vrnn, spec, config, kind, x, mask, analytic_kl=False):
-    """Per-sequence (sum_t log p(x_t | ...), sum_t KL_t or its one-sample estimate)."""
+def backward_lstm(lstm, inputs, lengths):
+    """a[b, t] = g(a[b, t+1], inputs[b, t]) for t < lengths[b], by hand: each sequence read from its own
+    last step back to its first (nn.LSTM's gates, written out; padded steps left at zero)."""
+    cell = types.SimpleNamespace(weight_ih=lstm.weight_ih_l0, weight_hh=lstm.weight_hh_l0, bias_ih=lstm.bias_ih_l0,
+                                 bias_hh=lstm.bias_hh_l0)
+    a = torch.zeros(inputs.shape[:2] + (lstm.hidden_size,))
+    for b, length in enumerate(lengths.tolist()):
+        h = c = torch.zeros(1, lstm.hidden_size)
+        for t in reversed(range(length)):
+            h, c = lstm_cell(cell, inputs[b:b + 1, t], h, c)
+            a[b, t] = h[0]
+    return a
+
+
+def hand_elbo_parts(vrnn, spec, config, kind, x, mask, analytic_kl=False, per_step=False):
+    """Per-sequence (sum_t log p(x_t | ...), sum_t KL_t or its one-sample estimate); per_step: the KL terms
+    [B, T] of every step instead of their sum. With config.guide "smoothing" the encoder reads a_t of a
+    backward LSTM over phi_x(x) in place of phi_x(x_t)."""
     batch, steps, _ = x.shape
     h = torch.zeros(batch, config.hidden)
     c = torch.zeros(batch, config.hidden)
-    total, total_kl = torch.zeros(batch), torch.zeros(batch)
+    total, total_kl, kls = torch.zeros(batch), torch.zeros(batch), []
     emission_head = vrnn.decoder[1]
+    if config.guide == "smoothing":
+        a = backward_lstm(vrnn.backward_rnn, relu_linear(vrnn.phi_x, x), mask.sum(1))
     for t in range(steps):
         m = mask[:, t].float()
         fx = relu_linear(vrnn.phi_x, x[:, t])
@@ -102,7 +121,8 @@ def hand_elbo_parts(vrnn, spec, config, kind, x, mask, analytic_kl=False):
                                                      config.components, dec, x[:, t])
             h, c = lstm_cell(vrnn.rnn, fx, h, c)
             continue
-        mu_q, sigma_q = normal_params(vrnn.encoder[1], relu_linear(vrnn.encoder[0], torch.cat([fx, h], -1)))
+        features = a[:, t] if config.guide == "smoothing" else fx
+        mu_q, sigma_q = normal_params(vrnn.encoder[1], relu_linear(vrnn.encoder[0], torch.cat([features, h], -1)))
         z = mu_q + sigma_q * torch.normal(torch.zeros_like(mu_q), torch.ones_like(mu_q))
         if spec.conditional_prior:
             mu_p, sigma_p = normal_params(vrnn.prior_net[1], relu_linear(vrnn.prior_net[0], h))
@@ -117,8 +137,9 @@ def hand_elbo_parts(vrnn, spec, config, kind, x, mask, analytic_kl=False):
             kl = diag_normal_log_density(z, mu_q, sigma_q) - diag_normal_log_density(z, mu_p, sigma_p)
         total = total + m * log_px
         total_kl = total_kl + m * kl
+        kls.append(m * kl)
         h, c = lstm_cell(vrnn.rnn, torch.cat([fx, fz], -1), h, c)
-    return total, total_kl
+    return total, (torch.stack(kls, 1) if per_step else total_kl)
 
 
 CASES = [(name, kind) for name in models.MODELS for kind in ("handwriting", "real")] + [("vrnn-gauss", "binary")]
@@ -245,3 +266,67 @@ def test_elbo_terms_sum_to_trace_elbo():
     pyro.set_rng_seed(3)
     ll, kl = elbo_terms(model, guide, vrnn, x, mask)
     assert (ll - kl).sum().item() == pytest.approx(-loss, rel=1e-5)
+
+
+@pytest.mark.parametrize("name,kind", [("vrnn-gmm", "handwriting"), ("vrnn-i-gauss", "real"), ("vrnn-gauss", "real")])
+@pytest.mark.parametrize("elbo_name", ["trace", "meanfield"])
+@pytest.mark.parametrize("scoring", ["batched", "steps"])
+def test_smoothing_guide_elbo_equals_hand_computation(name, kind, elbo_name, scoring):
+    """guides/smoothing.py: the encoder reads a_t = g(a_{t+1}, phi_x(x_t)), a backward LSTM run from each
+    sequence's own end; with padding of different lengths in the batch, the loss is the hand-written one."""
+    dim = 3 if kind == "handwriting" else 4
+    config, model, guide, vrnn = build(name, kind, dim, scoring, guide="smoothing")
+    assert guide.__name__ == "smoothing_guide"
+    x, mask = make_data(kind, dim=dim)
+    elbo = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}[elbo_name](max_plate_nesting=1)
+    pyro.set_rng_seed(123)
+    loss = elbo.differentiable_loss(model, guide, vrnn, x, mask, record=Record())
+    pyro.set_rng_seed(123)
+    expected = hand_elbo(vrnn, models.MODELS[name], config, kind, x, mask, analytic_kl=elbo_name == "meanfield")
+    assert torch.allclose(loss, -expected.sum(), rtol=1e-5, atol=1e-4), (loss, -expected.sum())
+
+
+def test_smoothing_guide_sites_match_the_model_and_ignore_padding():
+    config, model, guide, vrnn = build("vrnn-gauss", "real", 4, "steps", guide="smoothing")
+    x, mask = make_data("real", dim=4)
+    record = Record()
+    guide_trace = poutine.trace(guide).get_trace(vrnn, x, mask, record=record)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(vrnn, x, mask, record=record)
+    check_model_guide_match(model_trace, guide_trace, max_plate_nesting=1)
+    for t in range(1, 7):
+        assert guide_trace.nodes[f"z_{t}"]["value"].shape == (4, config.z_dim)
+    # a_t reads x_t .. x_T of its own sequence only: garbage in the padding changes nothing
+    junk = torch.where(mask[..., None], x, torch.tensor(1e3))
+    a, a_junk = (vrnn.backward_states(vrnn.phi_x(v), mask) for v in (x, junk))
+    assert torch.equal(a[mask], a_junk[mask])
+    # and a sequence's a_1 depends on its last real step
+    later = x.clone()
+    later[0, -1] += 1.0
+    assert not torch.allclose(vrnn.backward_states(vrnn.phi_x(later), mask)[0, 0], a[0, 0])
+
+
+@pytest.mark.parametrize("guide_name", ["filtering", "smoothing"])
+def test_free_bits_clamp_each_steps_batch_mean_kl(guide_name):
+    """FreeBitsELBO = -(sum log p(x | z) - sum_t max(lambda * n_t, sum_b KL_t,b)) with the analytic KL, n_t the
+    real sequences at step t; lambda 0 is TraceMeanField_ELBO, and only steps above lambda pass gradients."""
+    config, model, guide, vrnn = build("vrnn-gauss", "real", 4, guide=guide_name)
+    x, mask = make_data("real", dim=4)
+    spec = models.MODELS["vrnn-gauss"]
+    pyro.set_rng_seed(0)
+    ll, kl = hand_elbo_parts(vrnn, spec, config, "real", x, mask, analytic_kl=True, per_step=True)
+    step_kl, counts = kl.sum(0), mask.sum(0)
+    lam = float(step_kl.detach().div(counts).median())  # some steps below lambda, some above
+    for free_bits, clamp in ((lam, True), (0.0, False)):
+        pyro.set_rng_seed(0)
+        loss = FreeBitsELBO(free_bits, max_plate_nesting=1).differentiable_loss(
+            model, guide, vrnn, x, mask, num_sequences=10, record=Record())
+        kl_term = torch.maximum(step_kl, free_bits * counts).sum() if clamp else step_kl.sum()
+        assert loss.item() == pytest.approx(-(ll.sum() - kl_term).item() * 10 / 4, rel=1e-5)
+    pyro.set_rng_seed(0)
+    plain = TraceMeanField_ELBO(max_plate_nesting=1).loss(model, guide, vrnn, x, mask, record=Record())
+    assert plain == pytest.approx(-(ll.sum() - step_kl.sum()).item(), rel=1e-5)
+    # a lambda above every step's KL leaves the encoder and the prior without a gradient from the KL
+    pyro.set_rng_seed(0)
+    huge = FreeBitsELBO(1e6, max_plate_nesting=1).differentiable_loss(model, guide, vrnn, x, mask, record=Record())
+    grads = torch.autograd.grad(huge, list(vrnn.prior_net.parameters()))
+    assert all((g == 0).all() for g in grads)

@@ -70,17 +70,20 @@ class GaussianPosterior(nn.Module):
         return dist.Normal(loc, scale.expand(loc.shape)).to_event(1)
 
 
-def linear_gaussian(shift=0.0, inflate=1.0, batch=6, steps=5, seed=0):
-    """(model, guide, vrnn, x, mask, exact log p(x) [B], exact ELBO of the guide [B])."""
+def linear_gaussian(shift=0.0, inflate=1.0, batch=6, steps=5, seed=0, guide="filtering"):
+    """(model, guide, vrnn, x, mask, exact log p(x) [B], exact ELBO of the guide [B]). With the smoothing
+    guide, its backward RNN is replaced by one that passes x_t through (a_t = x_t), so that the same exact
+    posterior applies: what is checked is the smoothing guide's program, its sites and the record."""
     g = torch.Generator().manual_seed(seed)
     q, _ = torch.linalg.qr(torch.randn(X_DIM, X_DIM, generator=g))
     A = q[:, :Z_DIM] * torch.tensor([1.5, 0.7])  # orthogonal columns
     b = torch.tensor([0.3, -0.2, 0.1])
     torch.manual_seed(seed)
     config = make_config("test", model="vrnn-i-gauss", hidden=4, z_dim=Z_DIM, x_features=X_DIM,
-                         z_features=Z_DIM, enc_hidden=4, dec_hidden=4)
+                         z_features=Z_DIM, enc_hidden=4, dec_hidden=4, guide=guide)
     model, guide, vrnn = models.build(config, "real", X_DIM)
     vrnn.phi_x, vrnn.phi_z = nn.Identity(), nn.Identity()
+    vrnn.backward_states = lambda phi_x, mask: phi_x
     vrnn.decoder = LinearGaussianEmission(A, b)
     vrnn.encoder = GaussianPosterior(A, b, shift, inflate)
     z = torch.randn(batch, steps, Z_DIM, generator=g)
@@ -110,10 +113,11 @@ def test_exact_posterior_gives_exact_log_likelihood_for_any_k():
         assert torch.allclose(result["ess"], torch.full_like(exact, k), rtol=1e-3)
 
 
-def test_estimate_converges_to_exact_log_likelihood_and_elbo_stays_below():
+@pytest.mark.parametrize("guide_name", ["filtering", "smoothing"])
+def test_estimate_converges_to_exact_log_likelihood_and_elbo_stays_below(guide_name):
     """An imperfect (shifted, overdispersed) guide: |IS - log p(x)| shrinks as K grows and stays within
     its Monte Carlo error; the K-sample ELBO converges to the closed-form ELBO, below log p(x) by the KL."""
-    model, guide, vrnn, x, mask, exact, exact_elbo = linear_gaussian(shift=0.15, inflate=1.2)
+    model, guide, vrnn, x, mask, exact, exact_elbo = linear_gaussian(shift=0.15, inflate=1.2, guide=guide_name)
     gap = exact - exact_elbo
     assert (gap > 0.2).all()  # the guide is far enough from the posterior for the test to bite
     errors = {}
@@ -396,18 +400,35 @@ def test_evaluate_ll_errors_are_one_line(tmp_path, monkeypatch):
         evaluate_ll.main(["--checkpoint", "junk.pt"])
 
 
-def test_table1_trains_and_tabulates(tmp_path, hershey_cache, capsys, monkeypatch):
-    """Two of the five models with a budget of 2 steps: the table has their rows, as Markdown and JSON."""
+def test_table1_tabulates_seeds_claims_and_resumes(tmp_path, small_handwriting, capsys):
+    """Three models, two seeds, 2 steps each: rows as Markdown and JSON; each claim's paired difference is
+    the mean over sequences of (model A - model B), each sequence averaged over the seeds, as computed here
+    from the runs' own evaluation files; run again, the table reuses them and gives the same numbers."""
     table1 = load_script("table1")
-    rows = table1.main(["--models", "rnn-gauss", "vrnn-i-gauss", "--max-steps", "2", "--num-samples", "2",
-                        "--device", "cpu", "--quiet", "--out", str(tmp_path / "t1")])
+    argv = ["--dataset", "hdf5", "--data-dir", small_handwriting, "--models", "rnn-gauss", "vrnn-i-gauss",
+            "vrnn-gauss", "--seeds", "0", "1", "--max-steps", "2", "--num-samples", "3", "--device", "cpu",
+            "--quiet", "--out", str(tmp_path / "t1"), *[f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]]
+    rows, claims = table1.main(argv)
     printed = capsys.readouterr().out
     assert "| RNN-Gauss |" in printed and "| VRNN-I-Gauss | >= " in printed
     assert open(tmp_path / "t1" / "table1.md").read().strip() in printed
     record = json.load(open(tmp_path / "t1" / "table1.json"))
-    assert list(record["models"]) == ["rnn-gauss", "vrnn-i-gauss"]
-    assert record["models"]["rnn-gauss"]["exact"] is True
-    vrnn_row = record["models"]["vrnn-i-gauss"]
-    assert vrnn_row["log_px_per_seq"] >= vrnn_row["elbo_per_seq"] and vrnn_row["split"] == "valid"
-    assert rows["rnn-gauss"]["log_px_per_seq"] == record["models"]["rnn-gauss"]["log_px_per_seq"]
-    assert os.path.exists(tmp_path / "t1" / "vrnn-i-gauss" / "last.pt")
+    assert list(record["models"]) == ["rnn-gauss", "vrnn-i-gauss", "vrnn-gauss"] and record["split"] == "test"
+    assert rows["rnn-gauss"]["exact"] is True and len(rows["vrnn-gauss"]["seed_log_px_per_seq"]) == 2
+
+    def log_px(model, seed):
+        path = tmp_path / "t1" / model / f"seed-{seed}" / "evaluation-default-k3.json"
+        return np.asarray(json.load(open(path))["per_sequence"]["log_px"])
+
+    d = (log_px("vrnn-gauss", 0) + log_px("vrnn-gauss", 1)) / 2 - (log_px("rnn-gauss", 0) + log_px("rnn-gauss", 1)) / 2
+    first = next(c for c in claims if c["claim"] == "VRNN-Gauss > RNN-Gauss")
+    assert len(d) == 16 and first["diff_per_seq"] == pytest.approx(d.mean(), rel=1e-9)
+    assert first["se"] == pytest.approx(d.std(ddof=1) / math.sqrt(16), rel=1e-9)
+    assert first["verdict"] == table1.verdict(d.mean(), d.std(ddof=1) / 4, ">")
+    gaps = [c for c in claims if c["claim"].endswith("log p(x) >= ELBO")]
+    assert len(gaps) == 2 and all(c["diff_per_seq"] > 0 for c in gaps)  # Jensen, for every sequence and seed
+    assert table1.verdict(3.0, 1.0, ">") == "holds" and table1.verdict(-1.0, 1.0, ">=").startswith("tie")
+    assert table1.verdict(-3.0, 1.0, ">=") == "fails"
+    started = time.time()
+    again, _ = table1.main(argv)  # everything is there: nothing is trained or evaluated again
+    assert time.time() - started < 10 and again == rows
