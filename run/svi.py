@@ -10,7 +10,17 @@ samples.png (generated lines) and curves.png (training curves).
 """
 import argparse
 import os
+import signal
 import sys
+
+
+def interrupted_while_starting(signum, frame):
+    print("\ninterrupted while starting; nothing was written", file=sys.stderr, flush=True)
+    sys.exit(130)
+
+
+if __name__ == "__main__":  # torch and Pyro take seconds to import: a Ctrl-C meanwhile is one line, not a traceback
+    signal.signal(signal.SIGINT, interrupted_while_starting)
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
@@ -97,6 +107,8 @@ def main(argv=None):
     1 with a one-line error otherwise."""
     try:
         args = parse_args(argv)
+        if args.resume is not None and args.overwrite:
+            raise TrainingError("--overwrite deletes the run in --out and --resume continues one; pass one of them")
         try:
             if args.out is not None:
                 check_output_dir(args.out, "--out")
@@ -118,4 +130,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # from here main() says what a Ctrl-C stopped
+    try:
+        main()
+    except KeyboardInterrupt:  # a Ctrl-C while the process was already on its way out
+        sys.exit(130)
