@@ -19,7 +19,9 @@ def interrupted_while_starting(signum, frame):
     sys.exit(130)
 
 
-if __name__ == "__main__":  # torch and Pyro take seconds to import: a Ctrl-C meanwhile is one line, not a traceback
+# torch and Pyro take seconds to import: a Ctrl-C meanwhile is one line, not a traceback (unless the
+# shell has us ignore SIGINT, as it does for a background job).
+if __name__ == "__main__" and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
     signal.signal(signal.SIGINT, interrupted_while_starting)
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
@@ -130,7 +132,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # from here main() says what a Ctrl-C stopped
+    if signal.getsignal(signal.SIGINT) is interrupted_while_starting:  # from here main() says what it stopped
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         main()
     except KeyboardInterrupt:  # a Ctrl-C while the process was already on its way out
