@@ -23,6 +23,8 @@ from pyro_vrnn.runtime import TrainingError
 
 CHECKPOINT_VERSION = 1
 KEYS = ("version", "config", "data", "model", "optimizer", "progress", "rng")
+# What evaluation, sampling and resuming read inside the records (anything else has a default).
+INNER_KEYS = {"data": ("kind", "dim", "mean", "std", "median_length"), "progress": ("epoch", "batch", "step")}
 
 
 def resolve_checkpoint(path):
@@ -48,6 +50,9 @@ def load_checkpoint(path, map_location="cpu"):
         raise TrainingError(f"{path} is not a pyro-vrnn checkpoint of version {CHECKPOINT_VERSION}; "
                             "retrain with this version of the code")
     missing = [key for key in KEYS if key not in state]
+    missing += [f"{record}[{key!r}]" for record, keys in INNER_KEYS.items() if isinstance(state.get(record), dict)
+                for key in keys if key not in state[record]]
+    missing += [key for key in ("config", "model", *INNER_KEYS) if key in state and not isinstance(state[key], dict)]
     if missing:
         raise TrainingError(f"{path} lacks {', '.join(missing)}: it is damaged or was not written by pyro-vrnn")
     return state

@@ -13,7 +13,7 @@
 Every function takes arrays in the data's own units (see `pyro_vrnn.generate.to_data_units`)
 and returns the path it wrote.
 """
-import json
+import os
 
 import matplotlib
 
@@ -22,13 +22,22 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from pyro_vrnn.data import offsets_to_strokes  # noqa: E402
+from pyro_vrnn.runs import read_log  # noqa: E402
 
 PRIME_COLOR = "tab:blue"  # the real part of a primed sample
 
 
 def save(fig, path, dpi=110):
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
+    """Written to a temporary file and renamed: a kill while drawing leaves no half picture that would
+    pass for a finished one (a finished run makes its missing pictures on --resume)."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        fig.savefig(tmp, dpi=dpi, format=os.path.splitext(path)[1][1:] or "png")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.remove(tmp)
     return path
 
 
@@ -195,11 +204,6 @@ def plot_figure2(path, delta, kl, kind, sequence, sample_rate=16000, title=None)
 # ---------------------------------------------------------------------------------------------
 # Training curves
 # ---------------------------------------------------------------------------------------------
-
-def read_log(log_path):
-    with open(log_path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
 
 def plot_training_curves(log_path, path):
     """The run's log.jsonl as four panels; returns None when the log has no records to plot yet.

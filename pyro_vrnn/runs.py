@@ -8,11 +8,14 @@
 
 Guarantees: one process trains into a directory at a time (a second one is told which pid holds
 it); a new run never writes into a directory that holds another run unless asked to clear it first
-(`--overwrite`); checkpoints are written to a temporary file, flushed to disk and renamed, so a
-kill or a full disk leaves the previous one intact; log lines are appended whole, a torn last line
-(a kill or a full disk mid-write) is dropped when the log is read; temporary files of a killed
-writer are removed the next time the directory is opened.
+(`--overwrite`); checkpoints (and config.json, and the log cut back on resume) are written to a
+temporary file, flushed to disk and renamed, so a kill or a full disk leaves the previous one
+intact; log lines are appended whole, a torn last line (a kill or a full disk mid-write) is dropped
+when the log is read; temporary files of a killed writer are removed the next time the directory
+is opened; a run that fails before it writes anything (bad data, a Ctrl-C at start-up) leaves no
+directory behind.
 """
+import contextlib
 import errno
 import glob
 import json
@@ -44,6 +47,8 @@ class RunDirectory:
     def __init__(self, path):
         self.path = os.path.abspath(path)
         self.lock_file = None
+        self.created = self.created_lock = False  # by open(): what close(abandon=True) may remove
+        self.previous_holder = ""  # what .lock held before we took it
 
     def file(self, name):
         return os.path.join(self.path, name)
@@ -55,70 +60,108 @@ class RunDirectory:
         """Create (if needed), lock, clean up after killed writers, and refuse to mix two runs."""
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise TrainingError(f"--out {self.path} is a file, not a directory; pass a directory for the run")
+        self.created = not os.path.exists(self.path)
         try:
             os.makedirs(self.path, exist_ok=True)
         except OSError as error:
             raise TrainingError(describe_os_error(error, self.path, "create the run directory")
                                 + "; pass another --out") from None
-        self.lock()
-        self.remove_stale_temporaries()
-        if not resuming and self.holds_a_run():
-            if not overwrite:
+        try:
+            self.lock(resuming)
+            self.remove_stale_temporaries()
+            if not resuming and self.holds_a_run() and not overwrite:
                 raise TrainingError(f"{self.path} holds another run; resume it with --resume {self.path}, "
                                     "choose another --out, or pass --overwrite to delete that run first")
-            for name in RUN_FILES:
-                if os.path.exists(self.file(name)):
-                    os.remove(self.file(name))
+        except BaseException:
+            self.close(abandon=True)
+            raise
         return self
 
-    def lock(self):
-        """Hold RUN/.lock for as long as this process lives: a second trainer fails at once, saying who holds it."""
+    def clear(self):
+        """Delete the run that is here (--overwrite): called once the new run has its data and network, so
+        that a new run that cannot start (bad data, a Ctrl-C) leaves the old one as it was."""
+        for name in RUN_FILES:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.file(name))
+
+    def lock(self, resuming=False):
+        """Hold RUN/.lock for as long as this process lives, our pid inside: a second trainer fails at once,
+        saying who holds it."""
         if fcntl is None:
             return
         path = self.file(".lock")
+        created = not os.path.exists(path)
         try:
             self.lock_file = open(path, "a+")
         except OSError as error:
-            raise TrainingError(describe_os_error(error, path, "write") + "; pass an --out you can write to") from None
+            fix = f"make {self.path} writable" if resuming else "pass an --out you can write to"
+            raise TrainingError(describe_os_error(error, path, "write") + f"; {fix}") from None
+        self.lock_file.seek(0)
+        previous = self.lock_file.read()
         try:
             fcntl.flock(self.lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            self.lock_file.seek(0)
-            holder = self.lock_file.read().strip() or "another process"
             self.lock_file.close()
             self.lock_file = None
-            raise TrainingError(f"{self.path} is in use: process {holder} is training into it; wait for it to "
-                                "finish or stop it, or choose another --out") from None
+            holder = f"process {previous.strip()}" if previous.strip() else "another process"
+            raise TrainingError(f"{self.path} is in use: {holder} is training into it; wait for it to finish "
+                                "or stop it, or choose another --out") from None
+        self.created_lock, self.previous_holder = created, previous
+        self.write_lock(str(os.getpid()))
+
+    def write_lock(self, text):
         self.lock_file.seek(0)
         self.lock_file.truncate()
-        self.lock_file.write(str(os.getpid()))
+        self.lock_file.write(text)
         self.lock_file.flush()
 
-    def close(self):
-        if self.lock_file is not None:
-            fcntl.flock(self.lock_file, fcntl.LOCK_UN)
-            self.lock_file.close()
-            self.lock_file = None
+    def close(self, abandon=False):
+        """Release the lock. abandon: the run was refused or failed before writing anything (bad data, a
+        Ctrl-C at start-up): what open() created (.lock, the directory) goes, and a .lock that was there
+        gets its old content back, so that the directory is as it was."""
+        if self.lock_file is None:
+            return
+        if abandon:
+            with contextlib.suppress(OSError):  # while still held: no one else can be using the lock file
+                if self.created_lock and not self.holds_a_run():
+                    os.remove(self.file(".lock"))
+                    if self.created:
+                        os.rmdir(self.path)  # only if empty: never anyone else's files
+                else:
+                    self.write_lock(self.previous_holder)
+        fcntl.flock(self.lock_file, fcntl.LOCK_UN)
+        self.lock_file.close()
+        self.lock_file = None
 
     def remove_stale_temporaries(self):
         """Temporary files of writers that were killed (we hold the lock: no other writer is alive)."""
         for path in glob.glob(self.file("*.tmp*")):
-            os.remove(path)
+            with contextlib.suppress(OSError):  # a read-only run: the next writable start removes it
+                os.remove(path)
 
     # -- checkpoints ---------------------------------------------------------------------------
 
-    def save(self, name, state):
-        """torch.save to a temporary file, flushed to disk, then renamed over RUN/name: all or nothing."""
+    def replace_file(self, name, write, binary=False):
+        """RUN/name written by `write(file)` into a temporary file, flushed to disk, then renamed over it: all
+        or nothing. A failure (a full or failing disk, a second Ctrl-C) leaves the old file and no temporary."""
         path, tmp = self.file(name), self.file(f"{name}.tmp{os.getpid()}")
         try:
-            with open(tmp, "wb") as f:
-                torch.save(state, f)
+            with open(tmp, "wb" if binary else "w") as f:
+                write(f)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
-        except OSError as error:
-            if os.path.exists(tmp):
+        except BaseException:
+            with contextlib.suppress(OSError):
                 os.remove(tmp)
+            raise
+
+    def save(self, name, state):
+        """A checkpoint, written atomically; an OSError is one line saying the previous one is intact."""
+        path = self.file(name)
+        try:
+            self.replace_file(name, lambda f: torch.save(state, f), binary=True)
+        except OSError as error:
             kept = " (the previous one is intact)" if os.path.exists(path) else ""
             raise TrainingError(describe_os_error(error, path, "write the checkpoint") + kept
                                 + f"; free some space and resume with --resume {self.path}") from None
@@ -140,10 +183,17 @@ class RunDirectory:
         drop an end record and a torn last line."""
         path = self.file("log.jsonl")
         kept = [json.dumps(r) + "\n" for r in read_log(path) if r.get("step", 0) <= step and r.get("event") != "end"]
-        tmp = path + f".tmp{os.getpid()}"
-        with open(tmp, "w") as f:
-            f.writelines(kept)
-        os.replace(tmp, path)
+        self.write_text("log.jsonl", "".join(kept))
+
+    def write_config(self, config):
+        self.write_text("config.json", json.dumps(config, indent=2))
+
+    def write_text(self, name, text):
+        try:
+            self.replace_file(name, lambda f: f.write(text))
+        except OSError as error:
+            raise TrainingError(describe_os_error(error, self.file(name), "write") + "; free some space (or make "
+                                f"{self.path} writable) and run again") from None
 
 
 def read_log(path):

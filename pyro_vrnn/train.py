@@ -9,7 +9,6 @@ each KL analytically (TraceMeanField_ELBO, as the paper) and `--kl-anneal-epochs
 validation, early stopping and a checkpoint; `--resume` continues exactly where `last.pt` was.
 """
 import dataclasses
-import json
 import math
 import os
 import time
@@ -81,15 +80,21 @@ class Trainer:
         if config.data_dir is not None:  # saved in config.json and checkpoints: valid from any directory
             config = dataclasses.replace(config, data_dir=os.path.abspath(os.path.expanduser(config.data_dir)))
         self.config = config
-        if self.main:
-            self.run_dir.open(resuming=resume is not None, overwrite=overwrite)
-        self.build()
-        if self.state is not None:
-            self.progress = self.resume()
-        else:
-            self.progress = Progress()
-            pyro.set_rng_seed(config.seed + self.rank)  # different z samples per rank
-        self.stop_reason = None
+        try:
+            if self.main:
+                self.run_dir.open(resuming=resume is not None, overwrite=overwrite)
+            self.build()
+            if self.state is not None:
+                self.progress = self.resume()
+            else:
+                self.progress = Progress()
+                pyro.set_rng_seed(config.seed + self.rank)  # different z samples per rank
+            if self.main and overwrite and resume is None:
+                self.run_dir.clear()  # only now: a run that cannot start leaves the old one as it was
+        except BaseException:  # bad data, a checkpoint that does not fit, a Ctrl-C: nothing was written
+            self.close(abandon=True)
+            raise
+        self.stop_reason = self.divergence = None
         self.first_step = True
 
     def say(self, *args):
@@ -116,10 +121,14 @@ class Trainer:
         state, c = self.state, self.config
         check_same_training_data(state["data"], self.train_set, f"{c.dataset} train")
         load_weights(self.vrnn, state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            progress = Progress(**state["progress"])
+        except (KeyError, TypeError, ValueError) as error:  # written by another version, or damaged
+            raise TrainingError(f"the optimizer state or progress in {self.run_dir.file('last.pt')} does not fit "
+                                f"this run ({error}); start a new run") from None
         for group in self.optimizer.param_groups:  # --lr may change on resume (e.g. after a divergence)
             group["lr"] = c.lr
-        progress = Progress(**state["progress"])
         saved_world_size = len(state["rng"])  # one random state per process
         if saved_world_size != self.world_size and progress.batch > 0:
             # The position within an epoch indexes the batches of that many processes' shards.
@@ -173,7 +182,7 @@ class Trainer:
                                            c.clip, validate=self.first_step)
                 self.first_step = False
                 if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-                    self.diverged(x)
+                    self.divergence = self.diverged(x)
                     return "nan"
                 p.step, p.batch = p.step + 1, i + 1
                 p.epoch_loss += loss * len(indices)
@@ -251,8 +260,7 @@ class Trainer:
     def start_log(self):
         if self.state is not None:
             self.run_dir.truncate_log(self.progress.step)  # drop what was logged after the checkpoint
-        with open(self.run_dir.file("config.json"), "w") as f:
-            json.dump(config_to_dict(self.config), f, indent=2)
+        self.run_dir.write_config(config_to_dict(self.config))
 
     def log_train(self, loss, grad_norm, kl_scale, indices, mask):
         """A train record for the whole batch, over every rank."""
@@ -263,13 +271,15 @@ class Trainer:
                   "grad_norm": grad_norm, "time": time.time() - self.start})
 
     def diverged(self, x):
-        """Say why the loss became non-finite and what to do; last.pt (if any) is the last good state."""
+        """Say why the loss became non-finite and what to do; returns the cause for the error line."""
         step = self.progress.step + 1
         largest = x.abs().max().item()
+        again = f" (with --overwrite to train into {self.run_dir.path} again)"
         if largest > 1e4:  # standardized data are O(1): values this large are the data's fault, not the optimizer's
             self.say(f"\nthe loss became non-finite at step {step} on a batch with values up to {largest:.3g}: "
-                     "standardize the data (mean 0, std 1, statistics from train) and start again")
-            return
+                     f"standardize the data (mean 0, std 1, statistics from train) and start again{again}")
+            return (f" on a batch with values up to {largest:.3g}: the data are not standardized; standardize them "
+                    f"(mean 0, std 1, statistics from train) and start again{again}")
         remedy = "a lower --lr, a smaller --clip, --kl-anneal-epochs 1 or --elbo meanfield"
         if os.path.isfile(self.run_dir.file("last.pt")):
             self.say(f"\nthe loss or its gradient became non-finite at step {step}; {self.run_dir.path}/last.pt holds "
@@ -277,13 +287,14 @@ class Trainer:
                      f"{resume_command(self.run_dir.path, self.world_size)} --lr ...")
         else:
             self.say(f"\nthe loss or its gradient became non-finite at step {step}, before the first checkpoint; "
-                     f"start again with {remedy}")
+                     f"start again with {remedy}{again}")
+        return "; see the message above"
 
     def finish(self, after_training):
         reason = self.stop_reason or "epochs"
         self.log({"event": "end", "reason": reason, "step": self.progress.step, "time": time.time() - self.start})
         if reason == "nan":
-            raise TrainingError(f"training diverged (non-finite loss); see the message above. Run: {self.run_dir.path}")
+            raise TrainingError(f"training diverged (non-finite loss){self.divergence}. Run: {self.run_dir.path}")
         if reason == "signal":
             raise Interrupted(f"stopped at step {self.progress.step}, last.pt written; resume with: "
                               f"{resume_command(self.run_dir.path, self.world_size)}",
@@ -300,9 +311,9 @@ class Trainer:
                 os.path.exists(self.run_dir.file(name)) for name in ("samples.png", "curves.png")):
             after_training(self.run_dir.path)
 
-    def close(self):
+    def close(self, abandon=False):
         if self.main:
-            self.run_dir.close()
+            self.run_dir.close(abandon)
 
 
 def resume_path(resume):

@@ -10,7 +10,19 @@ samples.png (generated lines) and curves.png (training curves).
 """
 import argparse
 import os
+import signal
 import sys
+
+
+def interrupted_while_starting(signum, frame):
+    print("\ninterrupted while starting; nothing was written", file=sys.stderr, flush=True)
+    sys.exit(130)
+
+
+# torch and Pyro take seconds to import: a Ctrl-C meanwhile is one line, not a traceback (unless the
+# shell has us ignore SIGINT, as it does for a background job).
+if __name__ == "__main__" and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+    signal.signal(signal.SIGINT, interrupted_while_starting)
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
@@ -71,6 +83,8 @@ def main(argv=None):
     1 with a one-line error otherwise."""
     try:
         args = parse_args(argv)
+        if args.resume is not None and args.overwrite:
+            raise TrainingError("--overwrite deletes the run in --out and --resume continues one; pass one of them")
         try:
             if args.out is not None:
                 check_output_dir(args.out, "--out")
@@ -92,4 +106,9 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    if signal.getsignal(signal.SIGINT) is interrupted_while_starting:  # from here main() says what it stopped
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        main()
+    except KeyboardInterrupt:  # a Ctrl-C while the process was already on its way out
+        sys.exit(130)

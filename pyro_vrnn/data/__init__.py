@@ -41,7 +41,7 @@ import hashlib
 import os
 
 from pyro_vrnn.data.audio import read_audio, resample, write_wav
-from pyro_vrnn.data.byo import prepare_hdf5, validate_h5
+from pyro_vrnn.data.byo import prepare_hdf5, validate_h5, validated_fingerprint
 from pyro_vrnn.data.hershey import prepare_hershey
 from pyro_vrnn.data.iam import parse_line_strokes, offsets_to_strokes, prepare_iam
 from pyro_vrnn.data.music import piano_roll, prepare_chorales, score_to_piano_roll
@@ -209,7 +209,10 @@ def load(name, data_dir=None, cache_dir=None, verbose=True, **options):
     path = prepare(name, data_dir, cache_dir, verbose=verbose, **options)
     # What a damaged file's error says to do: a cache is rebuilt, the user's own file is theirs.
     if_damaged = SequenceDataset.DAMAGED_FILE if name == "hdf5" else SequenceDataset.DAMAGED_CACHE
-    return {split: SequenceDataset(path, split, if_damaged) for split in ("train", "valid", "test")}
+    # The content fingerprint (a checkpoint keeps it): a cache stores it, a user's file is never written
+    # to, so its fingerprint comes from its validation.
+    fingerprint = validated_fingerprint(path) if name == "hdf5" else None
+    return {split: SequenceDataset(path, split, if_damaged, fingerprint) for split in ("train", "valid", "test")}
 
 
 __all__ = ["DATASETS", "DataError", "LengthBucketSampler", "SequenceDataset", "StreamWriter", "load",

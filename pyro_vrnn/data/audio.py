@@ -609,4 +609,4 @@ def prepare_audio_corpus(files, root, cache_path, name, cut="pieces", piece_fram
     return cache_path
 
 
-PREPARATION_VERSION = 2  # bump when the preparation above changes: every audio cache is rebuilt (2: checksums)
+PREPARATION_VERSION = 3  # bump when the preparation above changes: every audio cache is rebuilt (3: fingerprints)

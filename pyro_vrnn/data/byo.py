@@ -20,7 +20,8 @@ Checksums are optional: `group.create_dataset("data", data=..., chunks=True, fle
 the same for offsets) makes a file damaged on disk fail to read instead of giving wrong numbers.
 
 The file is checked once (and again whenever it changes: its size and modification time are
-remembered in the cache directory), then read in place, lazily, by the same SequenceDataset as
+remembered in the cache directory, with the content fingerprint computed as it was checked,
+fingerprints.py), then read in place, lazily, by the same SequenceDataset as
 every other dataset: nothing is copied. Data is used as stored: standardize real-valued data in
 the converter (statistics from the train split) and record them as the `mean` and `std`
 attributes so that samples can be mapped back.
@@ -31,9 +32,10 @@ import os
 import h5py
 import numpy as np
 
+from pyro_vrnn.data.fingerprints import Fingerprint
 from pyro_vrnn.data.schema import KINDS, SPLITS, DataError, as_text, summary_line
 
-VALIDATION_VERSION = 3  # bump when the checks change: files validated before are checked again
+VALIDATION_VERSION = 4  # bump when the checks change: files validated before are checked again (4: fingerprints)
 # The largest magnitude a stored value may have. The model works in float32 and squares its data
 # (Gaussian terms ((x - mu) / sigma)^2, sigma down to min_scale): values of 1e20 overflow float32's
 # 3.4e38 outright, and far smaller ones already give losses and gradients no step size can follow
@@ -46,9 +48,10 @@ def _fail(path, what, fix):
     raise DataError(f"{path}: {what}; {fix}")
 
 
-def _scan(path, split, data, offsets, kind, chunk_values=1 << 20):
+def _scan(path, split, data, offsets, kind, fingerprint, chunk_values=1 << 20):
     """Check the values chunk by chunk (a big file is never read whole): readable; finite; at most
-    MAX_ABS in magnitude; 0/1 where required."""
+    MAX_ABS in magnitude; 0/1 where required. Each chunk also feeds the file's content fingerprint."""
+    fingerprint.update(split, "offsets", offsets)
     rows = len(data)
     step = max(1, chunk_values // max(1, int(np.prod(data.shape[1:], dtype=np.int64))))
     for start in range(0, rows, step):
@@ -57,6 +60,7 @@ def _scan(path, split, data, offsets, kind, chunk_values=1 << 20):
         except OSError as error:  # e.g. a chunk that fails its fletcher32 checksum
             _fail(path, f"{split}/data rows {start}-{min(rows, start + step) - 1} cannot be read ({error}): "
                   "the file is damaged", "write it again with your converter (or restore it from a copy)")
+        fingerprint.update(split, "data", block)
         block = block.reshape(len(block), -1)
         bad = ~np.isfinite(block)
         if bad.any():
@@ -85,8 +89,9 @@ def _scan(path, split, data, offsets, kind, chunk_values=1 << 20):
                       f"has {value:g}", "threshold or fix these values, or set kind to 'real'")
 
 
-def validate_h5(path):
+def validate_h5(path, fingerprint=None):
     """Check a user's file against the schema; returns {"kind", "dim", "name", "sequences": {split: n}}.
+    Every value read is fed to `fingerprint` (a fingerprints.Fingerprint), if given: the one full read.
 
     Raises DataError naming what is wrong and how to fix it.
     """
@@ -103,6 +108,7 @@ def validate_h5(path):
         if kind not in KINDS:
             _fail(path, f"attribute kind is {kind!r}", f"it must be one of {', '.join(KINDS)}")
         dims, counts, offsets_of = {}, {}, {}
+        fingerprint = fingerprint or Fingerprint(SPLITS)
         for split in SPLITS:
             if split not in f or not isinstance(f[split], h5py.Group):
                 _fail(path, f"no group '{split}'",
@@ -171,9 +177,19 @@ def validate_h5(path):
                           f"it must be {dim} finite numbers{' > 0' if key == 'std' else ''} (the normalization "
                           f"applied to the data: stored = (x - mean) / std), or absent")
         for split in SPLITS:  # the values last: the one check that reads the whole file
-            _scan(path, split, f[split]["data"], offsets_of[split], kind)
+            _scan(path, split, f[split]["data"], offsets_of[split], kind, fingerprint)
         name = as_text(f.attrs.get("name", os.path.splitext(os.path.basename(path))[0]))
     return {"kind": kind, "dim": dim, "name": name, "sequences": counts}
+
+
+# stamp (the file's path, size, date and VALIDATION_VERSION) -> its fingerprint, for validated_fingerprint:
+# filled by prepare_hdf5 from the marker or the validation, so a read-only cache needs no second scan.
+_FINGERPRINTS = {}
+
+
+def _stamp(path):
+    stat = os.stat(path)
+    return f"{path}\n{stat.st_size} {stat.st_mtime_ns} v{VALIDATION_VERSION}\n"
 
 
 def prepare_hdf5(data_dir, cache_dir, verbose=True):
@@ -183,21 +199,30 @@ def prepare_hdf5(data_dir, cache_dir, verbose=True):
     path = os.path.abspath(os.path.expanduser(os.fspath(data_dir)))
     if not os.path.isfile(path):
         raise DataError(f"no such file {path}: --dataset hdf5 needs --data-dir FILE.h5; {SCHEMA_HINT}")
-    stat = os.stat(path)
-    stamp = f"{path}\n{stat.st_size} {stat.st_mtime_ns} v{VALIDATION_VERSION}\n"
+    stamp = _stamp(path)
     marker = os.path.join(cache_dir, f"hdf5-{hashlib.sha256(path.encode()).hexdigest()[:8]}.validated")
     try:
         with open(marker) as f:
-            if f.read() == stamp:
-                return path
+            text = f.read()
+        remembered = text[len(stamp):].strip().split(" ") if text.startswith(stamp) else []
+        if len(remembered) == 2 and remembered[0] == "fingerprint":
+            _FINGERPRINTS[stamp] = remembered[1]
+            return path
     except OSError:
         pass
-    validate_h5(path)
+    fingerprint = Fingerprint(SPLITS)
+    validate_h5(path, fingerprint)
+    _FINGERPRINTS[stamp] = fingerprint.hexdigest()
     if verbose:
         print(summary_line(path, verb="validated", note="your file, read in place"), flush=True)
     try:
         with open(marker, "w") as f:
-            f.write(stamp)
+            f.write(f"{stamp}fingerprint {_FINGERPRINTS[stamp]}\n")
     except OSError:  # a read-only cache: the file is valid all the same, and checked again next time
         pass
     return path
+
+
+def validated_fingerprint(path):
+    """The content fingerprint of the user's file at `path` as prepare_hdf5 last validated it, or None."""
+    return _FINGERPRINTS.get(_stamp(os.path.abspath(path)))

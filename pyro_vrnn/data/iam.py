@@ -38,7 +38,7 @@ import numpy as np
 
 from pyro_vrnn.data.schema import DataError, cached_source, write_h5
 
-PREPARATION_VERSION = 3  # bump when the preparation below changes: every cache is rebuilt (3: checksums)
+PREPARATION_VERSION = 4  # bump when the preparation below changes: every cache is rebuilt (4: fingerprints)
 
 IAM_URL = "https://fki.tic.heia-fr.ch/databases/iam-on-line-handwriting-database"
 # A line file is "<form id>-<line number>.xml", e.g. a01-000u-01.xml of form a01-000u.

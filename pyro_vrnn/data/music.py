@@ -36,7 +36,7 @@ import numpy as np
 
 from pyro_vrnn.data.schema import DataError, StreamWriter, cached_source, summary_line
 
-PREPARATION_VERSION = 2  # bump when the conversion below changes: the cache is rebuilt (2: checksums)
+PREPARATION_VERSION = 3  # bump when the conversion below changes: the cache is rebuilt (3: fingerprints)
 LOWEST_KEY = 21  # A0
 NUM_KEYS = 88  # A0 .. C8 (MIDI 21-108)
 JSB_SPLIT = {"train": 229, "valid": 76, "test": 77}  # pieces in the JSB Chorales benchmark

@@ -19,6 +19,8 @@ One HDF5 file::
       std      optional  float [D] }  (x - mean) / std; used to map samples back. Default 0 / 1.
                                      The built-in datasets take them from the train split only.
       source   optional  fingerprint of the inputs (built-in caches: rebuilt when it changes)
+      fingerprint  optional  sha256 of the stored data and offsets (fingerprints.py), written by
+                         StreamWriter and write_h5: a checkpoint keeps it, --resume checks it
     groups "train", "valid", "test"  (all three; a group may hold zero sequences)
       data     float [total_steps, D], or [total_steps] when D = 1: the split's sequences end to
                end (float32 preferred; other float, integer or bool types are read as float32)
@@ -51,6 +53,8 @@ import h5py
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
+
+from pyro_vrnn.data.fingerprints import Fingerprint
 
 SPLITS = ("train", "valid", "test")
 KINDS = ("handwriting", "real", "binary")
@@ -195,6 +199,9 @@ class StreamWriter:
         self._ends = {split: [] for split in SPLITS}  # buffered offsets
         self._names = {split: [] for split in SPLITS}  # buffered names
         self._total = {split: 0 for split in SPLITS}  # rows written or buffered
+        self.fingerprint = Fingerprint(SPLITS)  # of the stored values, fed as they are written
+        for split in SPLITS:
+            self.fingerprint.update(split, "offsets", [0])
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         remove_orphaned_temps(self.path)  # a killed build's half-written file
         self._tmp = temp_path(self.path)
@@ -255,8 +262,11 @@ class StreamWriter:
                 start = data.shape[0]
                 data.resize(start + len(block), axis=0)
                 data[start:] = block
+                self.fingerprint.update(split, "data", block)
                 self._rows[split], self._buffered[split] = [], 0
                 self.flushes += 1
+            if self._ends[split]:
+                self.fingerprint.update(split, "offsets", self._ends[split])
             for key, buffer in (("offsets", self._ends[split]), ("names", self._names[split])):
                 if buffer:
                     dataset = group[key]
@@ -282,12 +292,15 @@ class StreamWriter:
             rows_per_chunk = max(1, self.buffer_rows // 2)  # as float64: the size of the write buffer
             for split in SPLITS:
                 data = self._file[split]["data"]
+                self.fingerprint.restart(split, "data")  # the rows are rewritten: hash what is stored now
                 for start in range(0, data.shape[0], rows_per_chunk):
-                    block = data[start:start + rows_per_chunk].astype(np.float64)
-                    data[start:start + len(block)] = ((block - mean) / std).astype(np.float32)
+                    block = ((data[start:start + rows_per_chunk].astype(np.float64) - mean) / std).astype(np.float32)
+                    data[start:start + len(block)] = block
+                    self.fingerprint.update(split, "data", block)
         attrs = self._file.attrs
         attrs["kind"], attrs["dim"], attrs["name"] = self.kind, self.dim, self.name
         attrs["mean"], attrs["std"], attrs["source"] = mean, std, self.source
+        attrs["fingerprint"] = self.fingerprint.hexdigest()
         self._file.close()
         os.replace(self._tmp, self.path)
         return self.path
@@ -423,7 +436,7 @@ class SequenceDataset(Dataset):
     DAMAGED_CACHE = "delete it and run again: it is rebuilt from the data"
     DAMAGED_FILE = "write it again with your converter (or restore it from a copy)"
 
-    def __init__(self, path, split, if_damaged=DAMAGED_CACHE):
+    def __init__(self, path, split, if_damaged=DAMAGED_CACHE, fingerprint=None):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         self.path = os.fspath(path)
@@ -448,6 +461,9 @@ class SequenceDataset(Dataset):
                 self.std = (np.asarray(f.attrs["std"], dtype=np.float64).reshape(-1) if "std" in f.attrs
                             else np.ones(self.dim))
                 self._has_names = "names" in group
+                # The content fingerprint, one per file (a user's file has it from its validation, byo.py).
+                self.fingerprint = fingerprint or (as_text(f.attrs["fingerprint"]) if "fingerprint" in f.attrs
+                                                   else None)
                 offsets = group["offsets"]
                 try:
                     self.offsets = np.asarray(offsets[:], dtype=np.int64)

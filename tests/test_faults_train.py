@@ -1,0 +1,366 @@
+"""Fault injection on training: a run directory holding another run or in use, a full or failing disk,
+other data on --resume, real signals to a real run, damaged checkpoints, data that blows up the loss.
+Each ends in one line saying what to do (or the exit status a shell expects) and loses nothing written
+before: where a run is refused, every file of it is byte for byte as it was."""
+import errno
+import fcntl
+import glob
+import io
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import pyro_vrnn.runs
+import pyro_vrnn.train
+from pyro_vrnn.checkpoints import load_checkpoint
+from pyro_vrnn.config import make_config
+from pyro_vrnn.data import SequenceDataset, schema
+from pyro_vrnn.data.fingerprints import file_fingerprint
+from pyro_vrnn.runs import read_log
+from pyro_vrnn.runtime import TrainingError
+from svi_slow import start, wait_for
+from test_faults_data import TINY, dead_pid, load_script, one_line_error, read_only, snapshot
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEPS = 8  # 2 epochs of 4 batches
+
+
+def train_flags(data_path):
+    return ["--dataset", "hdf5", "--data-dir", data_path, "--model", "vrnn-gauss", "--epochs", "2", "--log-every",
+            "1", "--checkpoint-every", "1", *TINY]
+
+
+def tiny_config(data_path, **settings):
+    """train_flags' run as a Config, for the library's train() (one step)."""
+    sizes = dict(zip((flag[2:].replace("-", "_") for flag in TINY[::2]), map(int, TINY[1::2])))
+    return make_config("hdf5", data_dir=data_path, model="vrnn-gauss", max_steps=1, log_every=1, **sizes, **settings)
+
+
+def write_data(path, scale=1.0, seed=0):
+    """A tiny real-valued file in the schema: 32 / 8 / 8 sequences of 5 to 11 steps, D = 2. The lengths
+    depend on nothing but the split, so files of other seeds differ in their values alone."""
+    lengths = np.random.default_rng(0)
+    values = np.random.default_rng(seed)
+    splits = {s: [(scale * values.normal(size=(int(lengths.integers(5, 12)), 2))).clip(-9e5, 9e5) for _ in range(n)]
+              for s, n in (("train", 32), ("valid", 8), ("test", 8))}
+    schema.write_h5(str(path), splits, "real", "tiny", [0, 0], [1, 1], "tests")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Two data files of one shape, and one finished run (run/svi.py, in this process) on the first."""
+    root = tmp_path_factory.mktemp("faults-train")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PYRO_VRNN_CACHE", str(root / "cache"))  # our own; subprocesses inherit it
+        a, b = write_data(root / "a.h5"), write_data(root / "b.h5", seed=1)
+        load_script("svi").main(train_flags(a) + ["--out", str(root / "trained")])
+        yield {"a": a, "b": b, "flags": train_flags(a), "trained": str(root / "trained")}
+
+
+@pytest.fixture
+def run(world, tmp_path):
+    """A copy of the finished run, to damage or resume."""
+    return str(shutil.copytree(world["trained"], tmp_path / "run"))
+
+
+@pytest.fixture
+def svi():
+    return load_script("svi")
+
+
+def refused(module, argv):
+    with pytest.raises(SystemExit) as stop:
+        module.main(argv)
+    return one_line_error(str(stop.value.code))
+
+
+def steps_logged(run_dir):
+    return [r["step"] for r in read_log(os.path.join(run_dir, "log.jsonl")) if r["event"] == "train"]
+
+
+def step_of(run_dir):
+    return load_checkpoint(os.path.join(run_dir, "last.pt"))["progress"]["step"]
+
+
+def same_parameters(run_a, run_b):
+    a, b = (load_checkpoint(os.path.join(run, "last.pt"))["model"] for run in (run_a, run_b))
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def temporaries(run_dir):
+    return glob.glob(os.path.join(run_dir, "*.tmp*"))
+
+
+# -- A directory that holds another run, or that another process trains into ---------------------------------
+
+def test_a_new_run_into_another_run_is_refused_unless_overwrite(world, run, svi, tmp_path):
+    before = snapshot(run)
+    assert refused(svi, world["flags"] + ["--out", run]) == (
+        f"error: {run} holds another run; resume it with --resume {run}, choose another --out, or pass "
+        "--overwrite to delete that run first")
+    assert refused(svi, ["--resume", run, "--overwrite"]).startswith("error: --overwrite deletes the run in --out")
+    assert refused(svi, ["--resume", os.path.join(run, "best.pt")]).startswith(
+        f"error: --resume continues a run from its last.pt; {run}/best.pt is not one")
+    bad = tmp_path / "bad.h5"  # --overwrite deletes the old run only once the new one can start
+    bad.write_bytes(b"not an HDF5 file")
+    assert "is not a readable HDF5 file" in refused(svi, train_flags(str(bad)) + ["--out", run, "--overwrite"])
+    assert snapshot(run) == before
+    svi.main(world["flags"] + ["--out", run, "--overwrite", "--max-steps", "2"])
+    assert steps_logged(run) == [1, 2] and step_of(run) == 2
+
+
+def test_a_run_directory_in_use_names_the_process(world, run, svi):
+    with open(os.path.join(run, ".lock"), "w") as held:
+        held.write("4242")
+        held.flush()
+        fcntl.flock(held, fcntl.LOCK_EX)
+        before = snapshot(run)
+        for argv in (["--resume", run, "--epochs", "3"], world["flags"] + ["--out", run, "--overwrite"]):
+            assert refused(svi, argv) == (f"error: {run} is in use: process 4242 is training into it; wait for it "
+                                          "to finish or stop it, or choose another --out")
+        assert snapshot(run) == before  # --overwrite deleted nothing: the lock comes first
+
+
+# -- A full disk while logging; a torn last line -------------------------------------------------------------
+
+def test_a_full_disk_while_logging_tears_a_line_that_resume_drops(world, run, svi, monkeypatch):
+    appends = []
+
+    class FullDisk(io.StringIO):  # as the line is flushed, half of it reaches the disk, then ENOSPC
+        def close(self):
+            if not self.closed:  # once: not again when the object is collected
+                half = self.getvalue()[:len(self.getvalue()) // 2]
+                super().close()
+                with open(appends[0], "a") as f:
+                    f.write(half)
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+    def full_disk_open(path, mode="r", *args, **kwargs):
+        if str(path).endswith("log.jsonl") and mode == "a":
+            appends.append(path)
+            if len(appends) == 2:  # the train record of step 10
+                return FullDisk()
+        return open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(pyro_vrnn.runs, "open", full_disk_open, raising=False)
+    log = os.path.join(run, "log.jsonl")
+    assert refused(svi, ["--resume", run, "--epochs", "3"]) == (
+        f"error: cannot append to the log {log}: the disk is full; the last checkpoint is intact: free some "
+        f"space and resume with --resume {run}")
+    monkeypatch.undo()
+    assert step_of(run) == 9  # the step before the failure
+    assert not Path(log).read_text().endswith("\n")  # torn
+    svi.main(["--resume", run, "--epochs", "3"])
+    assert steps_logged(run) == list(range(1, 13))  # whole: every step once, no torn line
+    assert read_log(log)[-1]["event"] == "end" and len(read_log(log)) == len(open(log).readlines())
+
+
+# -- Other data of the same kind, dimension and size; its content fingerprint --------------------------------
+
+def test_resume_with_other_data_of_the_same_shape_is_refused(world, run, svi, tmp_path):
+    trained_on = load_checkpoint(os.path.join(run, "last.pt"))["data"]["fingerprint"]
+    assert trained_on == file_fingerprint(world["a"]) != file_fingerprint(world["b"])
+    before = snapshot(run)
+    message = refused(svi, ["--resume", run, "--epochs", "3", "--data-dir", world["b"]])
+    assert "hdf5 train holds other sequences than the run was trained on (content fingerprint" in message
+    assert "resume with the same data or start a new run" in message and snapshot(run) == before
+    copy = shutil.copy(world["a"], tmp_path / "copy-of-a.h5")  # the same sequences anywhere else will do
+    svi.main(["--resume", run, "--data-dir", str(copy)])
+
+    # The project's own caches store theirs as they are written (normalized or not): that of the stored values.
+    rng = np.random.default_rng(0)
+    for normalize in (True, False):
+        path = str(tmp_path / f"cache-{normalize}.h5")
+        with schema.StreamWriter(path, "real", "t", 3, "tests", names=False, buffer_bytes=64) as writer:
+            for split in schema.SPLITS:
+                for _ in range(5):
+                    writer.add(split, 10 + 3 * rng.normal(size=(int(rng.integers(3, 30)), 3)))
+            writer.finish(*writer.moments["train"].column_stats(), normalize=normalize)
+        datasets = [SequenceDataset(path, split) for split in schema.SPLITS]
+        assert {d.fingerprint for d in datasets} == {file_fingerprint(path)}  # one per file
+
+
+# -- A kill during the end-of-run figures, or during a checkpoint write --------------------------------------
+
+@pytest.mark.parametrize("killed", ["drawing the samples", "writing the end record"])
+def test_a_finished_run_makes_its_missing_figures_on_resume(run, svi, killed):
+    os.remove(os.path.join(run, "samples.png"))
+    if killed == "writing the end record":  # then nothing was drawn, and the log's last line is torn
+        os.remove(os.path.join(run, "curves.png"))
+        log = Path(run, "log.jsonl")
+        log.write_text(log.read_text()[:-20])
+    svi.main(["--resume", run])  # returns: exit status 0
+    assert all(os.path.getsize(os.path.join(run, name)) > 1000 for name in ("samples.png", "curves.png"))
+
+
+def test_temporary_files_of_a_killed_writer_are_removed(run, svi):
+    gone = dead_pid()
+    for name in ("last.pt", "best.pt", "log.jsonl", "config.json", "samples.png"):
+        Path(run, f"{name}.tmp{gone}").write_bytes(b"half a file")
+    svi.main(["--resume", run])
+    assert temporaries(run) == []
+
+
+# -- Real signals to a real run ------------------------------------------------------------------------------
+
+def last_line(stderr):
+    assert "Traceback" not in stderr, stderr
+    return stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_stopped_run_exits_130_or_143_and_resumes_exactly(world, svi, tmp_path, sig, code):
+    run = str(tmp_path / "run")
+    proc = start(world["flags"] + ["--out", run], SLOW_SVI_STEP="0.3")
+    wait_for(proc, lambda: steps_logged(run))
+    assert refused(svi, world["flags"] + ["--out", run]) == (  # a second trainer, started meanwhile
+        f"error: {run} is in use: process {proc.pid} is training into it; wait for it to finish or stop it, "
+        "or choose another --out")
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=60)
+    step = step_of(run)
+    assert proc.returncode == code and 0 < step < STEPS and last_line(stderr) == (
+        f"stopped at step {step}, last.pt written; resume with: python run/svi.py --resume {run}")
+    svi.main(["--resume", run])
+    assert same_parameters(run, world["trained"])  # as if it had never stopped
+    assert steps_logged(run) == list(range(1, STEPS + 1))
+
+
+@pytest.mark.parametrize("flag,value,steps,reason", [("--max-steps", "3", 3, "max_steps"),
+                                                     ("--epochs", "1", 4, "epochs")])  # 4 steps: epoch 1
+def test_a_ctrl_c_on_the_very_last_step_finishes_the_run(world, svi, tmp_path, monkeypatch, capsys, flag, value,
+                                                         steps, reason):
+    run, real_step, taken = str(tmp_path / "run"), pyro_vrnn.train.svi_step, []
+
+    def step_then_ctrl_c(*args, **kwargs):
+        taken.append(1)
+        if len(taken) == steps:
+            signal.raise_signal(signal.SIGINT)  # arrives while the step runs
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(pyro_vrnn.train, "svi_step", step_then_ctrl_c)
+    svi.main(world["flags"] + ["--out", run, flag, value])  # returns: exit status 0
+    end = read_log(os.path.join(run, "log.jsonl"))[-1]
+    assert end["event"] == "end" and end["reason"] == reason
+    assert step_of(run) == steps
+    assert "resume" not in capsys.readouterr().err
+
+
+def test_a_double_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(world, tmp_path):
+    run = str(tmp_path / "run")
+    proc = start(world["flags"] + ["--out", run], SLOW_SVI_STEP="0.5")
+    wait_for(proc, lambda: os.path.exists(os.path.join(run, "last.pt")))
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and temporaries(run) == []
+    assert last_line(stderr) == "interrupted; what was written before stands (resume a run with --resume RUN_DIR)"
+    assert 0 < step_of(run) < STEPS
+
+
+@pytest.mark.parametrize("phase", ["importing torch", "loading the data"])
+def test_a_ctrl_c_during_start_up_is_one_line(world, tmp_path, phase):
+    run, ready = str(tmp_path / "run"), str(tmp_path / "ready")
+    if phase == "importing torch":  # the real script; torch's libraries mapped: its import is under way
+        proc = start(world["flags"] + ["--out", run], os.path.join(ROOT, "run", "svi.py"))
+        wait_for(proc, lambda: "libtorch" in open(f"/proc/{proc.pid}/maps").read())
+        expected = "interrupted while starting; nothing was written"
+    else:
+        proc = start(world["flags"] + ["--out", run], SLOW_SVI_LOAD="30", SLOW_SVI_READY=ready)
+        wait_for(proc, lambda: os.path.exists(ready))
+        expected = "interrupted; what was written before stands (resume a run with --resume RUN_DIR)"
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and last_line(stderr) == expected
+    assert not os.path.exists(run)  # nothing was written, so no run directory is left to trip over
+
+
+# -- Damaged checkpoints, and a full or failing disk while one is written ------------------------------------
+
+@pytest.mark.parametrize("damage,said", [
+    pytest.param(lambda state: state.pop("optimizer"), "{path} lacks optimizer: it is damaged", id="a key missing"),
+    pytest.param(lambda state: state["data"].pop("kind"), "{path} lacks data['kind']: it is damaged", id="inside"),
+    pytest.param(lambda state: state["config"].update(hidden=16), "the checkpoint's weights do not fit the network its "
+                 "config describes (7 tensor(s) differ; e.g. ", id="a config that does not fit its weights")])
+@pytest.mark.parametrize("script", ["svi", "evaluate_ll", "sample"])
+def test_a_damaged_checkpoint_is_one_line(run, script, damage, said):
+    path = os.path.join(run, "last.pt")
+    state = load_checkpoint(path)
+    damage(state)
+    torch.save(state, path)
+    before = snapshot(run)
+    message = refused(load_script(script), ["--resume", run] if script == "svi" else ["--checkpoint", path])
+    assert message.startswith("error: " + said.format(path=path)) and snapshot(run) == before
+
+
+@pytest.mark.parametrize("fault", ["ENOSPC", "EIO"])
+def test_a_full_or_failing_disk_while_checkpointing(run, svi, monkeypatch, fault):
+    before = snapshot(run)
+    if fault == "ENOSPC":  # the disk fills up half-way through the checkpoint
+        def full_disk_save(state, f):
+            f.write(b"\x80\x02 half a pickle")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        monkeypatch.setattr(pyro_vrnn.runs.torch, "save", full_disk_save)
+    else:  # the disk fails to write what was cached, as fsync reports (for the checkpoint, not the log)
+        def failing_fsync(fd, fsync=os.fsync):
+            if ".pt.tmp" in os.readlink(f"/proc/self/fd/{fd}"):
+                raise OSError(errno.EIO, "Input/output error")
+            fsync(fd)
+        monkeypatch.setattr(pyro_vrnn.runs.os, "fsync", failing_fsync)
+    what = "the disk is full" if fault == "ENOSPC" else "an input/output error (a failing disk?)"
+    assert refused(svi, ["--resume", run, "--epochs", "3"]) == (
+        f"error: cannot write the checkpoint {run}/last.pt: {what} (the previous one is intact); free some space "
+        f"and resume with --resume {run}")
+    after = snapshot(run)
+    assert all(after[name] == before[name] for name in ("last.pt", "best.pt")) and temporaries(run) == []
+
+
+# -- Data that blows up the loss; outputs that cannot be written ---------------------------------------------
+
+def test_a_loss_blown_up_by_the_data_points_at_the_data(world, svi, tmp_path, capsys):
+    huge = write_data(tmp_path / "huge.h5", scale=5e5)  # under validation's 1e6, far from standardized
+    message = refused(svi, train_flags(huge) + ["--out", str(tmp_path / "run")])
+    assert message.startswith("error: training diverged (non-finite loss) on a batch with values up to ")
+    assert "the data are not standardized; standardize them (mean 0, std 1, statistics from train)" in message
+    assert "standardize the data" in capsys.readouterr().out
+
+
+def test_run_directories_that_cannot_be_written(world, run, svi, tmp_path, monkeypatch):
+    a_file = tmp_path / "a-file"
+    a_file.write_bytes(b"precious")
+    for out, said in ((a_file, f"--out {a_file} is a file, not a directory"),
+                      (a_file / "run", f"cannot create the run directory {a_file}/run: ")):
+        with pytest.raises(TrainingError) as error:  # the library's own check (RunDirectory.open)
+            pyro_vrnn.train.train(tiny_config(world["a"], out=str(out)), quiet=True)
+        assert str(error.value).startswith(said) and "\n" not in str(error.value)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    before = snapshot(run)
+    with read_only(monkeypatch, locked), read_only(monkeypatch, run):
+        assert refused(svi, world["flags"] + ["--out", str(locked / "run")]).startswith(
+            f"error: --out {locked / 'run'}: cannot write in {locked} (Permission denied)")
+        assert refused(svi, ["--resume", run, "--epochs", "3"]) == (
+            f"error: cannot write {run}/.lock: permission denied; make {run} writable")
+    assert snapshot(run) == before and os.listdir(locked) == [] and a_file.read_bytes() == b"precious"
+
+
+def test_a_run_that_fails_before_writing_leaves_no_run_behind(world, svi, tmp_path):
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(b"not an HDF5 file")
+    (tmp_path / "empty").mkdir()
+    for out in (tmp_path / "new", tmp_path / "empty"):  # made by the run, or made by the user
+        assert "is not a readable HDF5 file" in refused(svi, train_flags(str(bad)) + ["--out", str(out)])
+    assert not (tmp_path / "new").exists() and os.listdir(tmp_path / "empty") == []
+    only_lock = tmp_path / "only-lock"  # what an older version left: no run there, so it is not refused
+    only_lock.mkdir()
+    (only_lock / ".lock").write_text(str(dead_pid()))
+    pyro_vrnn.train.train(tiny_config(world["a"], out=str(only_lock)), quiet=True)
+    assert steps_logged(str(only_lock)) == [1]
