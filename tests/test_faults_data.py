@@ -417,16 +417,17 @@ def refused(module, argv):
 
 def test_seeds_outside_numpys_range(scripts, capsys):
     for name, (module, flags) in scripts.items():
+        flag = "--seeds" if name == "table1" else "--seed"  # table1 trains several seeds
         for seed in ("-1", str(2 ** 32), "99999999999999999999"):
-            assert refused(module, flags + ["--seed", seed]) == (
-                f"error: --seed is {seed}; it must be a whole number from 0 to 4294967295"), name
+            assert refused(module, flags + [flag, seed]) == (
+                f"error: {flag} is {seed}; it must be a whole number from 0 to 4294967295"), name
         with pytest.raises(Expensive):  # the largest seed passes the check
-            module.main(flags + ["--seed", "4294967295"])
+            module.main(flags + [flag, "4294967295"])
         with pytest.raises(SystemExit) as stop:  # not a whole number: argparse's usage and one error line
-            module.main(flags + ["--seed", "1e11"])
+            module.main(flags + [flag, "1e11"])
         assert stop.value.code == 2
         err = capsys.readouterr().err
-        assert err.strip().splitlines()[-1].endswith("error: argument --seed: invalid int value: '1e11'")
+        assert err.strip().splitlines()[-1].endswith(f"error: argument {flag}: invalid int value: '1e11'")
         assert "Traceback" not in err
 
 
