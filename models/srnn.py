@@ -19,10 +19,9 @@ generate. `--scoring` picks the form for training and evaluation, as for the VRN
 """
 import torch
 import pyro
-import pyro.distributions as dist
 import pyro.poutine as poutine
 
-from pyro_vrnn.networks import stack_steps, step_masks, sum_over_steps
+from pyro_vrnn.networks import stack_steps, step_masks, sum_over_steps, unbind_steps
 
 
 def srnn_model(srnn, x, mask, num_sequences=None, kl_scale=1.0, record=None):
@@ -68,8 +67,7 @@ def srnn_model_batched(srnn, x, mask, num_sequences=None, kl_scale=1.0, record=N
     d = d.transpose(0, 1)  # [T, B, H]: d_t of every step, the same for every particle,
     d = d.reshape(d.shape[:1] + (1,) * (z_prev.dim() - 3) + d.shape[1:])  # so [T, 1, B, H] against particles
     priors = srnn.prior(z_prev, d)  # p(z_t | z_{t-1}, d_t) of every step: batch shape [T, (K,) B]
-    priors = [dist.Normal(loc, scale).to_event(1)  # one per step (unbind: its backward is one stack)
-              for loc, scale in zip(priors.base_dist.loc.unbind(0), priors.base_dist.scale.unbind(0))]
+    priors = unbind_steps(priors)  # one per step, for the z_t sites
     with pyro.plate("sequences", num_sequences or batch, subsample=torch.arange(batch, device=x.device)):
         for t in pyro.markov(range(steps)):
             with poutine.mask(mask=masks[t]):

@@ -70,6 +70,13 @@ def stack_steps(tensors):
     return torch.stack(tensors)
 
 
+def unbind_steps(normal):
+    """A diagonal Normal of batch shape [T, ...] as T per-step Normals of batch shape [...], for one sample
+    site per step (unbind, not indexing: its backward is one stack, not T scatters)."""
+    return [dist.Normal(loc, scale).to_event(1)
+            for loc, scale in zip(normal.base_dist.loc.unbind(0), normal.base_dist.scale.unbind(0))]
+
+
 def backward_states(rnn, inputs, mask):
     """a_t = g(a_{t+1}, inputs_t) for every step: [B, T, A] from inputs [B, T, F] and a batch-first nn.LSTM or
     nn.GRU g, run from each sequence's last real step back to its first. Each sequence is reversed within

@@ -31,6 +31,7 @@ from pyro_vrnn.srnn import SRNNStepper
 from pyro_vrnn.svi import make_loss_module, svi_step
 from conftest import build, load_script, make_data
 from test_elbo import diag_normal_log_density, emission_log_density, lstm_cell, normal_params, relu_linear
+from test_record import CallCounter
 
 STEP_FORMS = [("batched", True), ("steps", True), ("steps", False)]  # (scoring, with the guide's record)
 TINY = ["--hidden", "8", "--z-dim", "3", "--x-features", "5", "--enc-hidden", "6", "--prior-hidden", "6",
@@ -181,15 +182,6 @@ def test_padding_does_not_change_any_sequence_elbo(scoring):
         ll_cut, kl_cut = elbo_terms(model, guide, net, x[:, :length], mask[:, :length])
         assert ll_cut[i].item() == pytest.approx(ll[i].item(), rel=1e-6, abs=1e-5)
         assert kl_cut[i].item() == pytest.approx(kl[i].item(), rel=1e-6, abs=1e-5)
-
-
-class CallCounter:
-    def __init__(self, module):
-        self.calls = 0
-        module.register_forward_hook(self.hook)
-
-    def hook(self, module, inputs, output):
-        self.calls += 1
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
