@@ -1,25 +1,31 @@
-"""The five models of Table 1 (Chung et al. 2015; docs/paper.md): for each, its model program in two
-forms, its guide and the shape of its network.
+"""The five models of Table 1 (Chung et al. 2015; docs/paper.md) and the SRNN (Fraccaro et al. 2016): for
+each, its model program in two forms, its guide and the shape of its network.
 
-| name          | latent | prior                    | emission          |
-| rnn-gauss     | none   | -                        | Gaussian          |
-| rnn-gmm       | none   | -                        | Gaussian mixture  |
-| vrnn-i-gauss  | z_t    | N(0, I)                  | Gaussian          |
-| vrnn-gauss    | z_t    | conditional on h_{t-1}   | Gaussian          |
-| vrnn-gmm      | z_t    | conditional on h_{t-1}   | Gaussian mixture  |
+| name          | latent | prior                       | emission          | network        |
+| rnn-gauss     | none   | -                           | Gaussian          | networks.VRNN  |
+| rnn-gmm       | none   | -                           | Gaussian mixture  | networks.VRNN  |
+| vrnn-i-gauss  | z_t    | N(0, I)                     | Gaussian          | networks.VRNN  |
+| vrnn-gauss    | z_t    | conditional on h_{t-1}      | Gaussian          | networks.VRNN  |
+| vrnn-gmm      | z_t    | conditional on h_{t-1}      | Gaussian mixture  | networks.VRNN  |
+| srnn          | z_t    | conditional on z_{t-1}, d_t | Gaussian          | srnn.SRNN      |
+| srnn-gmm      | z_t    | conditional on z_{t-1}, d_t | Gaussian mixture  | srnn.SRNN      |
 
 `model` is the program step by step, as the paper writes it (it also generates); `batched` is the
 same density scored with one network call over all steps (models/vrnn.py). `--scoring` picks which
-of the two training and evaluation run.
+of the two training and evaluation run. `--guide` picks a VRNN's guide; the SRNN has its own smoothing
+guide (guides/srnn.py), and the RNN baselines none.
 """
 from collections import namedtuple
 
-from guides import GUIDES, empty_guide, filtering_guide
+from guides import GUIDES, empty_guide, filtering_guide, srnn_guide
 from models.rnn import rnn_model, rnn_model_batched
+from models.srnn import srnn_model, srnn_model_batched
 from models.vrnn import vrnn_model, vrnn_model_batched
 from pyro_vrnn.networks import VRNN
+from pyro_vrnn.srnn import SRNN
 
-ModelSpec = namedtuple("ModelSpec", ["model", "batched", "guide", "latent", "conditional_prior", "emission"])
+ModelSpec = namedtuple("ModelSpec", ["model", "batched", "guide", "latent", "conditional_prior", "emission",
+                                     "network"], defaults=[VRNN])
 
 MODELS = {
     "rnn-gauss": ModelSpec(rnn_model, rnn_model_batched, empty_guide, False, False, "gauss"),
@@ -27,17 +33,20 @@ MODELS = {
     "vrnn-i-gauss": ModelSpec(vrnn_model, vrnn_model_batched, filtering_guide, True, False, "gauss"),
     "vrnn-gauss": ModelSpec(vrnn_model, vrnn_model_batched, filtering_guide, True, True, "gauss"),
     "vrnn-gmm": ModelSpec(vrnn_model, vrnn_model_batched, filtering_guide, True, True, "gmm"),
+    "srnn": ModelSpec(srnn_model, srnn_model_batched, srnn_guide, True, True, "gauss", SRNN),
+    "srnn-gmm": ModelSpec(srnn_model, srnn_model_batched, srnn_guide, True, True, "gmm", SRNN),
 }
 SCORINGS = ("batched", "steps")
 
 
 def build(config, kind, x_dim):
     """(model, guide, network) for config.model on data of this kind and dimension; the model in the
-    form config.scoring names ("batched" or "steps"), the guide config.guide names (latent models)."""
+    form config.scoring names ("batched" or "steps"); a VRNN's guide is the one config.guide names."""
     spec = MODELS[config.model]
-    vrnn = VRNN(config, kind, x_dim, spec.latent, spec.conditional_prior, spec.emission)
-    guide = GUIDES[config.guide] if spec.latent else spec.guide
-    return (spec.batched if config.scoring == "batched" else spec.model), guide, vrnn
+    net = spec.network(config, kind, x_dim, spec.latent, spec.conditional_prior, spec.emission)
+    guide = GUIDES[config.guide] if spec.network is VRNN and spec.latent else spec.guide
+    return (spec.batched if config.scoring == "batched" else spec.model), guide, net
 
 
-__all__ = ["MODELS", "SCORINGS", "build", "vrnn_model", "vrnn_model_batched", "rnn_model", "rnn_model_batched"]
+__all__ = ["MODELS", "SCORINGS", "build", "vrnn_model", "vrnn_model_batched", "rnn_model", "rnn_model_batched",
+           "srnn_model", "srnn_model_batched"]

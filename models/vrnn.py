@@ -20,10 +20,9 @@ network call over all steps, from the guide's record, which is faster where step
 """
 import torch
 import pyro
-import pyro.distributions as dist
 import pyro.poutine as poutine
 
-from pyro_vrnn.networks import stack_steps, step_masks, sum_over_steps
+from pyro_vrnn.networks import stack_steps, step_masks, sum_over_steps, unbind_steps
 
 
 def vrnn_model(vrnn, x, mask, num_sequences=None, kl_scale=1.0, record=None):
@@ -66,8 +65,7 @@ def vrnn_model_batched(vrnn, x, mask, num_sequences=None, kl_scale=1.0, record=N
                          "run vrnn_model to generate or to run the model alone")
     h_prev = stack_steps([vrnn.initial_state(x).h] + [state.h for state in record.states[:-1]])  # h_0..h_{T-1}
     priors = vrnn.prior(h_prev)  # p(z_t | h_{t-1}) of every step: batch shape [T, (K,) B]
-    priors = [dist.Normal(loc, scale).to_event(1)  # one per step (unbind: its backward is one stack)
-              for loc, scale in zip(priors.base_dist.loc.unbind(0), priors.base_dist.scale.unbind(0))]
+    priors = unbind_steps(priors)  # one per step, for the z_t sites
     with pyro.plate("sequences", num_sequences or batch, subsample=torch.arange(batch, device=x.device)):
         for t in pyro.markov(range(steps)):
             with poutine.mask(mask=masks[t]):

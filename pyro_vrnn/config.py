@@ -11,7 +11,9 @@ from typing import Optional
 
 from pyro_vrnn.checks import check_seed, parse_device
 
-MODEL_NAMES = ("rnn-gauss", "rnn-gmm", "vrnn-i-gauss", "vrnn-gauss", "vrnn-gmm")
+TABLE1_MODELS = ("rnn-gauss", "rnn-gmm", "vrnn-i-gauss", "vrnn-gauss", "vrnn-gmm")  # Chung et al. 2015, Table 1
+SRNN_MODELS = ("srnn", "srnn-gmm")  # Fraccaro et al. 2016 (pyro_vrnn/srnn.py): Gaussian or mixture emission
+MODEL_NAMES = TABLE1_MODELS + SRNN_MODELS
 
 
 @dataclass
@@ -31,8 +33,11 @@ class Config:
     dec_hidden: int = 64  # phi_dec
     mlp_layers: int = 1
     cell: str = "lstm"  # the recurrence f: "lstm" (the paper's) or "gru"
-    guide: str = "filtering"  # q(z_t | ...): "filtering" (the paper's, x_{<=t}) or "smoothing" (all of x)
+    guide: str = "filtering"  # q(z_t | ...): "filtering" (the paper's, x_{<=t}) or "smoothing" (all of x; the SRNN's)
     backward_hidden: int = 0  # units of the smoothing guide's backward RNN over x; 0: as many as `hidden`
+    # SRNN: the guide's mean = the prior's mean + a predicted residual (Fraccaro et al.'s "Resq"); off, as it
+    # learned worse on every seed of a 4-epoch check on hershey (README, "The SRNN")
+    srnn_resq: bool = False
     components: int = 20  # mixture components of the GMM emissions
     min_scale: float = 1e-4  # sigma = softplus(.) + min_scale
     # optimisation (PAPER.md: Adam 3e-4, gradient norm clipped at 5, early stopping on validation)
@@ -91,6 +96,8 @@ def make_config(dataset="hershey", **overrides):
         raise ValueError(f"unknown config fields: {sorted(unknown)}")
     values = dict(PRESETS.get(dataset, {}))
     values.update({k: v for k, v in overrides.items() if v is not None})
+    if values.get("model") in SRNN_MODELS:  # the SRNN's guide is a smoothing one by design (guides/srnn.py)
+        values.setdefault("guide", "smoothing")
     return check_config(Config(dataset=dataset, **values))
 
 
@@ -113,6 +120,9 @@ def check_config(config):
         raise ValueError(f"unknown --scoring {config.scoring!r}; choose 'batched' or 'steps'")
     if config.guide not in ("filtering", "smoothing"):
         raise ValueError(f"unknown --guide {config.guide!r}; choose 'filtering' or 'smoothing'")
+    if config.model in SRNN_MODELS and config.guide != "smoothing":
+        raise ValueError(f"--guide {config.guide} does not apply to --model {config.model}: its guide is the "
+                         "smoothing one of Fraccaro et al. 2016 (guides/srnn.py); drop --guide")
     for names, test, need in ((AT_LEAST_ONE, lambda v: v >= 1, "at least 1"), (POSITIVE, lambda v: v > 0, "above 0"),
                               (NOT_NEGATIVE, lambda v: v >= 0, "0 or more")):
         for name in names:

@@ -4,6 +4,8 @@ run/table1.py, so that a Table 1 run takes exactly the sizes and training settin
 Every flag defaults to None, meaning "the data set's preset" (config.PRESETS), and `overrides(args)`
 returns the ones given, as config fields.
 """
+import argparse
+
 from pyro_vrnn.config import Config
 
 SIZES = {"hidden": "LSTM units (f)", "z_dim": "latent dimension", "x_features": "phi_x width",
@@ -21,8 +23,11 @@ def add_config_flags(parser, seed=True):
     g.add_argument("--min-scale", type=float, help="floor added to every softplus scale")
     g.add_argument("--cell", choices=("lstm", "gru"), help="the recurrence f: lstm (the paper's, default) or gru")
     g.add_argument("--guide", choices=("filtering", "smoothing"),
-                   help="q(z_t | ...): filtering (the paper's: x up to t; default) or smoothing (a backward RNN "
-                        "over all of x, guides/smoothing.py)")
+                   help="a VRNN's q(z_t | ...): filtering (the paper's: x up to t; default) or smoothing (a backward "
+                        "RNN over all of x, guides/smoothing.py); the SRNN's guide is always its smoothing one")
+    g.add_argument("--srnn-resq", action=argparse.BooleanOptionalAction,
+                   help="SRNN only: the guide's mean is the prior's mean plus a predicted residual (Fraccaro et al.'s "
+                        "Resq; default off: it learned worse in a short check, README)")
     g = parser.add_argument_group("training")
     g.add_argument("--batch-size", type=int, help="sequences per batch (per process under torchrun)")
     g.add_argument("--lr", type=float, help="Adam learning rate")

@@ -27,7 +27,7 @@ from pyro_vrnn.distributions import DiagNormalMixture, StrokeMixture
 
 CELLS = {"lstm": nn.LSTMCell, "gru": nn.GRUCell}
 BACKWARD_RNNS = {"lstm": nn.LSTM, "gru": nn.GRU}  # the smoothing guide's RNN over x, run back in time
-EMISSION_BLOCK_BYTES = 2 ** 22  # see VRNN.emission_log_prob
+EMISSION_BLOCK_BYTES = 2 ** 22  # see emission_log_prob_in_blocks
 
 
 def mlp(in_dim, width, layers):
@@ -68,6 +68,46 @@ def stack_steps(tensors):
     if any(t.shape != tensors[-1].shape for t in tensors):
         tensors = torch.broadcast_tensors(*tensors)
     return torch.stack(tensors)
+
+
+def unbind_steps(normal):
+    """A diagonal Normal of batch shape [T, ...] as T per-step Normals of batch shape [...], for one sample
+    site per step (unbind, not indexing: its backward is one stack, not T scatters)."""
+    return [dist.Normal(loc, scale).to_event(1)
+            for loc, scale in zip(normal.base_dist.loc.unbind(0), normal.base_dist.scale.unbind(0))]
+
+
+def backward_states(rnn, inputs, mask):
+    """a_t = g(a_{t+1}, inputs_t) for every step: [B, T, A] from inputs [B, T, F] and a batch-first nn.LSTM or
+    nn.GRU g, run from each sequence's last real step back to its first. Each sequence is reversed within
+    its own length, so that what a real step sees never includes padding (the padded steps get values that
+    only padded steps use)."""
+    steps = torch.arange(inputs.shape[1], device=inputs.device)
+    reverse = (mask.sum(1, keepdim=True) - 1 - steps).clamp(min=0)  # [B, T]: t -> length - 1 - t
+    reversed_inputs = inputs.gather(1, reverse[..., None].expand_as(inputs))
+    out, _ = rnn(reversed_inputs)  # out[:, s] has read inputs_{L-1}, ..., inputs_{L-1-s}
+    return out.gather(1, reverse[..., None].expand(-1, -1, out.shape[-1]))
+
+
+def emission_log_prob_in_blocks(emission, width, z, context, x):
+    """log p(x_t | z_t, context_t) of every step t at once: [T, *S] from `emission(z, context)` (a distribution),
+    z [T, *S, Z] (None for the RNNs), context [T, *S, H] (the VRNN's h_{t-1}, the SRNN's d_t) and the data
+    x [B, T, D] (S: sequences, or particles x sequences); `width`: the emission's parameters per row.
+
+    The decoder runs on blocks of steps whose emission parameters take at most EMISSION_BLOCK_BYTES:
+    all T steps in one block for small emissions (handwriting: 121 numbers per sequence and step),
+    a few steps for big ones (speech: a 20-component mixture over 200 dimensions, 8,020 numbers), whose
+    temporaries would otherwise outgrow the processor's caches (run/benchmark.py measures both).
+    """
+    values = x.transpose(0, 1)  # [T, B, D], and [T, 1, B, D] against particles
+    values = values.reshape(values.shape[:1] + (1,) * (context.dim() - 3) + values.shape[1:])
+    rows = context.shape[1:-1].numel() if z is None else torch.broadcast_shapes(context.shape[1:-1],
+                                                                                  z.shape[1:-1]).numel()
+    per_step = 4 * width * rows  # float32 parameters of one step
+    block = max(1, EMISSION_BLOCK_BYTES // per_step)
+    log_probs = [emission(None if z is None else z[s:s + block], context[s:s + block]).log_prob(
+        values[s:s + block]) for s in range(0, len(context), block)]
+    return log_probs[0] if len(log_probs) == 1 else torch.cat(log_probs)
 
 
 class NormalHead(nn.Module):
@@ -190,14 +230,8 @@ class VRNN(nn.Module):
         return self.encoder(cat(features_t, h))
 
     def backward_states(self, phi_x, mask):
-        """a_t = g(a_{t+1}, phi_x(x_t)) for every step: [B, T, A] from phi_x [B, T, F], run from each sequence's
-        last real step back to its first. Each sequence is reversed within its own length, so that what a
-        real step sees never includes padding (the padded steps get values that only padded steps use)."""
-        steps = torch.arange(phi_x.shape[1], device=phi_x.device)
-        reverse = (mask.sum(1, keepdim=True) - 1 - steps).clamp(min=0)  # [B, T]: t -> length - 1 - t
-        reversed_x = phi_x.gather(1, reverse[..., None].expand_as(phi_x))
-        out, _ = self.backward_rnn(reversed_x)  # out[:, s] has read x_{L-1}, ..., x_{L-1-s}
-        return out.gather(1, reverse[..., None].expand(-1, -1, out.shape[-1]))
+        """a_t = g(a_{t+1}, phi_x(x_t)) for every step: [B, T, A] from phi_x [B, T, F] (networks.backward_states)."""
+        return backward_states(self.backward_rnn, phi_x, mask)
 
     def emission(self, z_t, h):
         """p(x_t | z_t, h_{t-1}) with theta_t = phi_dec(phi_z(z_t), h_{t-1}); phi_dec(h_{t-1}) for the RNNs (z_t None)."""
@@ -205,22 +239,8 @@ class VRNN(nn.Module):
 
     def emission_log_prob(self, z, h_prev, x):
         """log p(x_t | z_t, h_{t-1}) of every step t at once: [T, *S] from z [T, *S, Z] (None for the RNNs),
-        h_prev [T, *S, H] and the data x [B, T, D] (S: sequences, or particles x sequences).
-
-        The decoder runs on blocks of steps whose emission parameters take at most EMISSION_BLOCK_BYTES:
-        all T steps in one block for small emissions (handwriting: 121 numbers per sequence and step),
-        a few steps for big ones (speech: a 20-component mixture over 200 dimensions, 8,020 numbers), whose
-        temporaries would otherwise outgrow the processor's caches (run/benchmark.py measures both).
-        """
-        values = x.transpose(0, 1)  # [T, B, D], and [T, 1, B, D] against particles
-        values = values.reshape(values.shape[:1] + (1,) * (h_prev.dim() - 3) + values.shape[1:])
-        rows = h_prev.shape[1:-1].numel() if z is None else torch.broadcast_shapes(h_prev.shape[1:-1],
-                                                                                      z.shape[1:-1]).numel()
-        per_step = 4 * self.emission_width * rows  # float32 parameters of one step
-        block = max(1, EMISSION_BLOCK_BYTES // per_step)
-        log_probs = [self.emission(None if z is None else z[s:s + block], h_prev[s:s + block]).log_prob(
-            values[s:s + block]) for s in range(0, len(h_prev), block)]
-        return log_probs[0] if len(log_probs) == 1 else torch.cat(log_probs)
+        h_prev [T, *S, H] and the data x [B, T, D] (networks.emission_log_prob_in_blocks)."""
+        return emission_log_prob_in_blocks(self.emission, self.emission_width, z, h_prev, x)
 
     def step(self, phi_x_t, z_t, state):
         """The state after step t: h_t = f(phi_x(x_t), phi_z(z_t), h_{t-1}); f(phi_x(x_t), h_{t-1}) for the RNNs."""

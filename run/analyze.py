@@ -56,7 +56,7 @@ def main(argv=None):
         run = Run(args.checkpoint, resolve_device(args.device))
         if not run.latent:
             raise TrainingError(f"{run.config.model} has no latent variables: Figure 2 needs a VRNN "
-                                "(vrnn-gmm, vrnn-gauss or vrnn-i-gauss)")
+                                "(vrnn-gmm, vrnn-gauss or vrnn-i-gauss) or an SRNN (srnn, srnn-gmm)")
         sequence = run.sequence(args.split, args.index, args.data_dir)
         out = args.out or run.run_dir
         os.makedirs(out, exist_ok=True)

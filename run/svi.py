@@ -45,7 +45,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", choices=sorted(DATASETS),
                    help="data set (default hershey: embedded, no download)")
-    p.add_argument("--model", choices=MODEL_NAMES, help="Table 1 model (default vrnn-gmm)")
+    p.add_argument("--model", choices=MODEL_NAMES,
+                   help="a Table 1 model, or an SRNN (Fraccaro et al. 2016; default vrnn-gmm)")
     p.add_argument("--data-dir", help="where the dataset's files are (licensed sets)")
     p.add_argument("--out", help="run directory (default runs/<dataset>-<model>-<time>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from last.pt")
