@@ -32,6 +32,7 @@ class Config:
     mlp_layers: int = 1
     cell: str = "lstm"  # the recurrence f: "lstm" (the paper's) or "gru"
     components: int = 20  # mixture components of the GMM emissions
+    mixture: str = "shared"  # real-valued GMM: "shared" mean and scale + per-component offsets, or "independent"
     min_scale: float = 1e-4  # sigma = softplus(.) + min_scale
     # optimisation (PAPER.md: Adam 3e-4, gradient norm clipped at 5, early stopping on validation)
     batch_size: int = 32
@@ -106,6 +107,8 @@ def check_config(config):
         raise ValueError(f"unknown --elbo {config.elbo!r}; choose 'trace' or 'meanfield'")
     if config.cell not in ("lstm", "gru"):
         raise ValueError(f"unknown --cell {config.cell!r}; choose 'lstm' or 'gru'")
+    if config.mixture not in ("shared", "independent"):
+        raise ValueError(f"unknown --mixture {config.mixture!r}; choose 'shared' or 'independent'")
     if config.scoring not in ("batched", "steps"):
         raise ValueError(f"unknown --scoring {config.scoring!r}; choose 'batched' or 'steps'")
     for names, test, need in ((AT_LEAST_ONE, lambda v: v >= 1, "at least 1"), (POSITIVE, lambda v: v > 0, "above 0"),
@@ -127,4 +130,6 @@ def config_to_dict(config):
 
 def config_from_dict(values):
     known = {f.name for f in fields(Config)}
+    # A config saved before the mixture had two forms was trained with independent components.
+    values = {"mixture": "independent", **values}
     return Config(**{k: v for k, v in values.items() if k in known})

@@ -46,6 +46,9 @@ def parse_args(argv=None):
     for name, meaning in sizes.items():
         g.add_argument("--" + name.replace("_", "-"), type=int, help=meaning)
     g.add_argument("--min-scale", type=float, help="floor added to every softplus scale")
+    g.add_argument("--mixture", choices=("shared", "independent"),
+                   help="real-valued GMM: shared (default: a common mean and scale plus per-component offsets) "
+                        "or independent (each component its own; docs/ablations.md)")
     g.add_argument("--cell", choices=("lstm", "gru"), help="the recurrence f: lstm (the paper's, default) or gru")
     g = p.add_argument_group("training")
     g.add_argument("--batch-size", type=int, help="sequences per batch (per process under torchrun)")
