@@ -2,14 +2,17 @@
 
 `Config` holds the defaults; `PRESETS` overrides them per dataset (`iam` and `blizzard` are the
 authors' released configurations from PAPER.md; `hershey`, the embedded default, is sized to learn
-visibly in a few minutes on a laptop CPU); command-line flags override both. The resolved config is
+visibly in a few minutes on a laptop CPU), and `byo_preset` sizes `--dataset hdf5` from the user's
+training split; command-line flags override all of them. The resolved config is
 saved in every checkpoint, so a run can always be rebuilt from its checkpoint alone.
 """
+import math
 import os
 from dataclasses import asdict, dataclass, fields
 from typing import Optional
 
 from pyro_vrnn.checks import check_seed, parse_device
+from pyro_vrnn.data.byo import train_sizes
 
 TABLE1_MODELS = ("rnn-gauss", "rnn-gmm", "vrnn-i-gauss", "vrnn-gauss", "vrnn-gmm")  # Chung et al. 2015, Table 1
 SRNN_MODELS = ("srnn", "srnn-gmm")  # Fraccaro et al. 2016 (pyro_vrnn/srnn.py): Gaussian or mixture emission
@@ -39,6 +42,7 @@ class Config:
     # learned worse on every seed of a 4-epoch check on hershey (README, "The SRNN")
     srnn_resq: bool = False
     components: int = 20  # mixture components of the GMM emissions
+    mixture: str = "shared"  # real-valued GMM: "shared" mean and scale + per-component offsets, or "independent"
     min_scale: float = 1e-4  # sigma = softplus(.) + min_scale
     # optimisation (PAPER.md: Adam 3e-4, gradient norm clipped at 5, early stopping on validation)
     batch_size: int = 32
@@ -89,12 +93,48 @@ for _name in ("timit", "timit-core", "accent", "onomatopoeia", "audio"):
 PRESETS["prompts-heldout"] = dict(PRESETS["prompts"])
 
 
+def _power_of_two(x, low, high):
+    """The power of two nearest x on a log scale, within [low, high]."""
+    return int(min(high, max(low, 2 ** round(math.log2(max(x, 1))))))
+
+
+def byo_preset(num_sequences, total_steps, dim):
+    """The settings of `--dataset hdf5` from its training split: N sequences, S steps of D numbers.
+
+    Sizes grow as the square root of the numbers to fit, S * D, so that the LSTM's ~6 H^2 weights
+    (phi widths H / 2) stay about half their count: 64 units for 5k frames of 12, 128 for 30k, the
+    cap of 1024 from 2M frames of 100. z_t gets H / 8 dimensions (the hershey and speech-demo
+    ratio). The mixture gets a component per 40 * D frames, 2 to 20 (the paper's): each component
+    needs data for its 2D + 1 outputs, and 20 on 5k frames of 12 overfit (docs/ablations.md).
+    Batches hold about N / 16 sequences (8 to 64), so an epoch is at least ~16 steps; Adam at 1e-3
+    for the small networks, the paper's 3e-4 from 512 units. Training ends by early stopping:
+    patience of about 400 steps (10 to 50 epochs) within a budget of 20,000 steps (50 to 1000
+    epochs). Networks of up to 256 units run fastest on one CPU thread.
+    """
+    hidden = _power_of_two(math.sqrt(total_steps * dim / 12), 32, 1024)
+    batch_size = _power_of_two(num_sequences / 16, 8, 64)
+    batches = math.ceil(num_sequences / batch_size)
+    features = hidden // 2
+    return dict(hidden=hidden, z_dim=min(64, max(4, hidden // 8)), x_features=features, z_features=features,
+                enc_hidden=features, prior_hidden=features, dec_hidden=features, mlp_layers=1,
+                components=int(min(20, max(2, total_steps // (40 * dim)))), batch_size=batch_size,
+                lr=1e-3 if hidden <= 256 else 3e-4, epochs=min(1000, max(50, math.ceil(20000 / batches))),
+                patience=min(50, max(10, math.ceil(400 / batches))), threads=1 if hidden <= 256 else 0)
+
+
 def make_config(dataset="hershey", **overrides):
-    """Defaults, then the dataset's preset, then explicit overrides (None means 'not given')."""
+    """Defaults, then the dataset's preset, then explicit overrides (None means 'not given').
+
+    `--dataset hdf5` takes `byo_preset` of the file's train split, whose size is read from the
+    shapes of its arrays (no values: the file is validated and read when the data loads). A file
+    that cannot be read so gets the defaults, and loading it then says what is wrong."""
     unknown = set(overrides) - {f.name for f in fields(Config)}
     if unknown:
         raise ValueError(f"unknown config fields: {sorted(unknown)}")
     values = dict(PRESETS.get(dataset, {}))
+    sizes = train_sizes(overrides["data_dir"]) if dataset == "hdf5" and overrides.get("data_dir") else None
+    if sizes is not None:
+        values.update(byo_preset(*sizes))
     values.update({k: v for k, v in overrides.items() if v is not None})
     if values.get("model") in SRNN_MODELS:  # the SRNN's guide is a smoothing one by design (guides/srnn.py)
         values.setdefault("guide", "smoothing")
@@ -116,6 +156,8 @@ def check_config(config):
         raise ValueError(f"unknown --elbo {config.elbo!r}; choose 'trace' or 'meanfield'")
     if config.cell not in ("lstm", "gru"):
         raise ValueError(f"unknown --cell {config.cell!r}; choose 'lstm' or 'gru'")
+    if config.mixture not in ("shared", "independent"):
+        raise ValueError(f"unknown --mixture {config.mixture!r}; choose 'shared' or 'independent'")
     if config.scoring not in ("batched", "steps"):
         raise ValueError(f"unknown --scoring {config.scoring!r}; choose 'batched' or 'steps'")
     if config.guide not in ("filtering", "smoothing"):
@@ -142,4 +184,6 @@ def config_to_dict(config):
 
 def config_from_dict(values):
     known = {f.name for f in fields(Config)}
+    # A config saved before the mixture had two forms was trained with independent components.
+    values = {"mixture": "independent", **values}
     return Config(**{k: v for k, v in values.items() if k in known})

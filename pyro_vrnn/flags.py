@@ -21,6 +21,9 @@ def add_config_flags(parser, seed=True):
     for name, meaning in SIZES.items():
         g.add_argument("--" + name.replace("_", "-"), type=int, help=meaning)
     g.add_argument("--min-scale", type=float, help="floor added to every softplus scale")
+    g.add_argument("--mixture", choices=("shared", "independent"),
+                   help="real-valued GMM: shared (default: a common mean and scale plus per-component offsets) "
+                        "or independent (each component its own; docs/ablations.md)")
     g.add_argument("--cell", choices=("lstm", "gru"), help="the recurrence f: lstm (the paper's, default) or gru")
     g.add_argument("--guide", choices=("filtering", "smoothing"),
                    help="a VRNN's q(z_t | ...): filtering (the paper's: x up to t; default) or smoothing (a backward "

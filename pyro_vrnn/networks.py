@@ -16,6 +16,7 @@ tensors or to a distribution; the programs own the sample sites. Every method ac
 of leading batch dimensions: importance sampling adds a particle dimension in front of the
 sequences. Scales are softplus plus a floor (sigma = softplus(.) + 1e-4, as the authors).
 """
+import math
 from typing import NamedTuple, Optional
 
 import torch
@@ -28,6 +29,7 @@ from pyro_vrnn.distributions import DiagNormalMixture, StrokeMixture
 CELLS = {"lstm": nn.LSTMCell, "gru": nn.GRUCell}
 BACKWARD_RNNS = {"lstm": nn.LSTM, "gru": nn.GRU}  # the smoothing guide's RNN over x, run back in time
 EMISSION_BLOCK_BYTES = 2 ** 22  # see emission_log_prob_in_blocks
+MIXTURES = ("shared", "independent")  # the two forms of the real-valued mixture (EmissionHead)
 
 
 def mlp(in_dim, width, layers):
@@ -130,14 +132,24 @@ class EmissionHead(nn.Module):
         with one correlation each (Graves 2013); "gauss" is the one-component case.
     kind="real": a diagonal Gaussian ("gauss") or a mixture of diagonal Gaussians ("gmm").
     kind="binary": independent Bernoulli bits (piano rolls), whatever the model name says.
+
+    The real-valued mixture has two forms (`mixture`). "independent": every component's mean and
+    scale is its own linear output. "shared" (the default): a mean and raw scale common to all
+    components plus an offset per component, loc_k = m + a_k and sigma_k = softplus(s + b_k) + floor,
+    the same family reparameterized. The common part is the single Gaussian's and learns from every
+    frame; an independent component learns only from the frames it is responsible for, so on small
+    data each of its K mean functions is fitted to a K-th of the frames and the mixture falls below
+    the single Gaussian (docs/ablations.md).
     """
 
-    def __init__(self, in_dim, kind, x_dim, family, components, min_scale):
+    def __init__(self, in_dim, kind, x_dim, family, components, min_scale, mixture="shared"):
         super().__init__()
         if kind not in ("handwriting", "real", "binary"):
             raise ValueError(f"unknown data kind {kind!r}")
         if kind == "handwriting" and x_dim != 3:
             raise ValueError(f"handwriting data must be (pen, dx, dy), got dimension {x_dim}")
+        if mixture not in MIXTURES:
+            raise ValueError(f"unknown --mixture {mixture!r}; choose one of {', '.join(MIXTURES)}")
         self.kind, self.x_dim, self.min_scale = kind, x_dim, min_scale
         self.components = components if family == "gmm" and kind != "binary" else 1
         self.mixture = family == "gmm"
@@ -148,6 +160,21 @@ class EmissionHead(nn.Module):
             "binary": [d],
         }[kind]
         self.linear = nn.Linear(in_dim, sum(self.sizes))
+        self.shared = None
+        if kind == "real" and self.mixture and mixture == "shared":
+            self.shared = nn.Linear(in_dim, 2 * d)  # the common mean m and raw scale s
+            self.init_shared_mixture()
+
+    @torch.no_grad()
+    def init_shared_mixture(self):
+        """Start the shared mixture where standardized data is (mean 0, std 1 per dimension, as the
+        README asks of real data): every sigma_k = 1 (softplus(s) + floor = 1, where PyTorch's default
+        init gives about 0.69), and the components apart, a_k ~ N(0, I): K points drawn from the data's
+        marginal, not K copies of one near 0, so that each component starts responsible for other frames."""
+        k, d = self.components, self.x_dim
+        self.shared.bias[d:] = math.log(math.expm1(1 - self.min_scale))  # softplus^-1(1 - floor)
+        self.linear.bias[k:k + k * d] = torch.randn(k * d)
+        self.linear.bias[k + k * d:] = 0
 
     def scale(self, raw):
         return F.softplus(raw) + self.min_scale
@@ -164,7 +191,11 @@ class EmissionHead(nn.Module):
         if self.kind == "real":
             logits, loc, raw_scale = params
             shape = batch_shape + (k, self.x_dim)
-            return DiagNormalMixture(logits, loc.reshape(shape), self.scale(raw_scale).reshape(shape))
+            loc, raw_scale = loc.reshape(shape), raw_scale.reshape(shape)
+            if self.shared is not None:  # loc_k = m + a_k, raw scale_k = s + b_k
+                shared_loc, shared_raw = self.shared(features).unsqueeze(-2).chunk(2, dim=-1)
+                loc, raw_scale = shared_loc + loc, shared_raw + raw_scale
+            return DiagNormalMixture(logits, loc, self.scale(raw_scale))
         pen_logit, logits, loc, raw_scale, raw_corr = params
         shape = batch_shape + (k, 2)
         # tanh keeps each correlation strictly inside (-1, 1); the factor keeps 1 - rho^2 > 0 in float32
@@ -208,9 +239,9 @@ class VRNN(nn.Module):
                                                NormalHead(c.prior_hidden, c.z_dim, c.min_scale))
             rnn_input += c.z_features
             dec_input += c.z_features
-        head = EmissionHead(c.dec_hidden, kind, x_dim, emission, c.components, c.min_scale)
+        head = EmissionHead(c.dec_hidden, kind, x_dim, emission, c.components, c.min_scale, c.mixture)
         self.decoder = nn.Sequential(mlp(dec_input, c.dec_hidden, c.mlp_layers), head)
-        self.emission_width = sum(head.sizes)  # the emission's parameters per sequence and step
+        self.emission_width = sum(head.sizes)  # the emission's parameters per sequence and step (either form)
         self.rnn = CELLS[c.cell](rnn_input, c.hidden)
 
     def initial_state(self, x):

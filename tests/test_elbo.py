@@ -63,8 +63,11 @@ def emission_log_density(head, kind, mixture, k, features, x):
         d = x.shape[-1]
         if not mixture:
             return diag_normal_log_density(x, out[:, :d], F.softplus(out[:, d:]) + 1e-4)
-        logits, loc, raw = out[:, :k], out[:, k:k + k * d], out[:, k + k * d:]
-        loc, sigma = loc.reshape(-1, k, d), F.softplus(raw.reshape(-1, k, d)) + 1e-4
+        logits, loc, raw = out[:, :k], out[:, k:k + k * d].reshape(-1, k, d), out[:, k + k * d:].reshape(-1, k, d)
+        if head.shared is not None:  # the shared form: a common mean and raw scale plus per-component offsets
+            shared = features @ head.shared.weight.T + head.shared.bias
+            loc, raw = loc + shared[:, None, :d], raw + shared[:, None, d:]
+        sigma = F.softplus(raw) + 1e-4
         comp = diag_normal_log_density(x[:, None, :], loc, sigma)
         return torch.logsumexp(torch.log_softmax(logits, -1) + comp, dim=-1)
     # handwriting: Bernoulli pen bit + mixture of bivariate Gaussians (Graves 2013, eqs. 23-26)

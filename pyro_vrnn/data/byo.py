@@ -192,6 +192,20 @@ def _stamp(path):
     return f"{path}\n{stat.st_size} {stat.st_mtime_ns} v{VALIDATION_VERSION}\n"
 
 
+def train_sizes(path):
+    """(sequences, steps, D) of a file's train split from the shapes of its arrays, no value read:
+    `--dataset hdf5` sizes its network from them before the data loads (config.byo_preset). None
+    where the file cannot be read so; validate_h5 then says what is wrong."""
+    try:
+        with h5py.File(os.path.expanduser(os.fspath(path)), "r") as f:
+            data, offsets = f["train"]["data"], f["train"]["offsets"]
+            sequences, steps = offsets.shape[0] - 1, data.shape[0]
+            dim = data.shape[1] if data.ndim == 2 else 1
+    except (OSError, KeyError, TypeError, ValueError, IndexError):
+        return None
+    return (sequences, steps, dim) if sequences > 0 and steps > 0 and dim > 0 else None
+
+
 def prepare_hdf5(data_dir, cache_dir, verbose=True):
     """Validate the user's file (once per version of it) and return its path: it is read in place."""
     if data_dir is None:

@@ -1,0 +1,79 @@
+"""`--dataset hdf5` sizes itself from the user's data (config.byo_preset): sensible numbers at every
+size, explicit flags first, and a few hundred short sequences trained to early stopping."""
+import json
+import os
+
+import numpy as np
+
+from pyro_vrnn.config import Config, byo_preset, make_config
+from pyro_vrnn.data.byo import train_sizes
+from pyro_vrnn.data.schema import write_h5
+from pyro_vrnn.train import train
+
+SIZES = ("hidden", "z_dim", "x_features", "components", "batch_size")
+
+
+def write_noise(path, sequences, steps, dim, seed=0):
+    """Sequences of standard normal frames, standardized as the README asks of real data."""
+    rng = np.random.default_rng(seed)
+    splits = {split: [rng.normal(size=(steps, dim)).astype(np.float32) for _ in range(n)]
+              for split, n in (("train", sequences), ("valid", 40), ("test", 0))}
+    write_h5(str(path), splits, kind="real", name="noise", mean=np.zeros(dim), std=np.ones(dim), source="tests")
+    return str(path)
+
+
+def test_the_preset_grows_with_the_data_within_bounds():
+    grid = [(n, n * t, d) for n in (20, 243, 3000, 50000) for t in (10, 100, 1000) for d in (1, 12, 200)]
+    for n, steps, d in grid:
+        p = byo_preset(n, steps, d)
+        assert 32 <= p["hidden"] <= 1024 and 4 <= p["z_dim"] <= 64 and 2 <= p["components"] <= 20
+        assert 8 <= p["batch_size"] <= 64 and 50 <= p["epochs"] <= 1000 and 10 <= p["patience"] <= 50
+        assert p["patience"] < p["epochs"] and 1e-4 <= p["lr"] <= 1e-3
+        assert p["x_features"] == p["dec_hidden"] == p["hidden"] // 2
+        assert p["threads"] == (1 if p["hidden"] <= 256 else 0)
+        for more in ((2 * n, 2 * steps, d), (n, 4 * steps, d), (n, steps, 4 * d)):  # more data, never smaller
+            q = byo_preset(*more)
+            assert all(q[k] >= p[k] for k in ("hidden", "z_dim", "x_features")), (more, p, q)
+            assert q["lr"] <= p["lr"]
+        assert byo_preset(2 * n, 2 * steps, d)["batch_size"] >= p["batch_size"]
+        assert byo_preset(n, 4 * steps, d)["components"] >= p["components"]
+    small, large = byo_preset(243, 4802, 12), byo_preset(26018, 26018 * 40, 200)
+    assert (small["hidden"], small["components"], small["batch_size"], small["lr"]) == (64, 10, 16, 1e-3)
+    assert (large["hidden"], large["components"], large["batch_size"], large["lr"]) == (1024, 20, 64, 3e-4)
+    # an epoch of a few hundred sequences is a dozen steps or more; patience ~400 steps
+    assert 243 / small["batch_size"] >= 12 and small["patience"] * 16 >= 400
+
+
+def test_the_file_sizes_the_run_and_flags_override_it(tmp_path):
+    path = write_noise(tmp_path / "mine.h5", sequences=243, steps=20, dim=12)
+    assert train_sizes(path) == (243, 243 * 20, 12)
+    config = make_config("hdf5", data_dir=path)
+    preset = byo_preset(243, 243 * 20, 12)
+    assert {k: getattr(config, k) for k in preset} == preset
+    mine = make_config("hdf5", data_dir=path, hidden=40, lr=0.01, components=3, patience=None)
+    assert (mine.hidden, mine.lr, mine.components, mine.patience) == (40, 0.01, 3, preset["patience"])
+    assert mine.z_dim == preset["z_dim"]  # what is not given stays the preset's
+    # no file, or one that is not HDF5: the defaults; loading the data then says what is wrong
+    (tmp_path / "text.h5").write_text("not hdf5")
+    for data_dir in (None, str(tmp_path / "absent.h5"), str(tmp_path / "text.h5")):
+        assert make_config("hdf5", data_dir=data_dir).hidden == Config.hidden
+
+
+def test_a_few_hundred_short_sequences_train_to_early_stopping(tmp_path, monkeypatch):
+    """The preset's epoch budget is a ceiling that early stopping comes in under: 300 sequences of
+    8 steps of white noise, nothing to learn past the first epochs, stop after `patience` epochs."""
+    monkeypatch.setenv("PYRO_VRNN_CACHE", str(tmp_path / "cache"))
+    path = write_noise(tmp_path / "noise.h5", sequences=300, steps=8, dim=2)
+    config = make_config("hdf5", model="rnn-gauss", data_dir=path, out=str(tmp_path / "run"), device="cpu")
+    assert config.epochs >= 10 * config.patience
+    run_dir = train(config, quiet=True)
+    with open(os.path.join(run_dir, "log.jsonl")) as f:
+        records = [json.loads(line) for line in f]
+    end = records[-1]
+    epochs = [r for r in records if r["event"] == "epoch"]
+    assert end["event"] == "end" and end["reason"] == "early_stopping", end
+    assert len(epochs) < config.epochs
+    best = max(epochs, key=lambda r: r["valid_elbo_per_seq"])
+    assert len(epochs) == best["epoch"] + config.patience
+    # white noise of 2 dimensions: about -2.84 nats a step at best (the true density's entropy)
+    assert -3.1 < best["valid_elbo_per_step"] < -2.6
