@@ -1,7 +1,7 @@
 """The run configuration: every size and setting of a run, readable in one screen.
 
 `Config` holds the defaults; `PRESETS` overrides them per dataset (`iam` and `blizzard` are the
-authors' released configurations from PAPER.md; `hershey`, the embedded default, is sized to learn
+authors' released configurations from docs/paper.md; `hershey`, the embedded default, is sized to learn
 visibly in a few minutes on a laptop CPU), and `byo_preset` sizes `--dataset hdf5` from the user's
 training split; command-line flags override all of them. The resolved config is
 saved in every checkpoint, so a run can always be rebuilt from its checkpoint alone.
@@ -26,7 +26,7 @@ class Config:
     model: str = "vrnn-gmm"
     data_dir: Optional[str] = None
     out: Optional[str] = None  # run directory; default runs/<dataset>-<model>-<time>
-    # sizes (PAPER.md: phi_x, phi_z, phi_enc, phi_prior, phi_dec are ReLU MLPs; f is an LSTM)
+    # sizes (docs/paper.md: phi_x, phi_z, phi_enc, phi_prior, phi_dec are ReLU MLPs; f is an LSTM)
     hidden: int = 128  # LSTM units
     z_dim: int = 16
     x_features: int = 64  # phi_x
@@ -44,7 +44,7 @@ class Config:
     components: int = 20  # mixture components of the GMM emissions
     mixture: str = "shared"  # real-valued GMM: "shared" mean and scale + per-component offsets, or "independent"
     min_scale: float = 1e-4  # sigma = softplus(.) + min_scale
-    # optimisation (PAPER.md: Adam 3e-4, gradient norm clipped at 5, early stopping on validation)
+    # optimisation (docs/paper.md: Adam 3e-4, gradient norm clipped at 5, early stopping on validation)
     batch_size: int = 32
     lr: float = 3e-4
     clip: float = 5.0
@@ -68,10 +68,10 @@ PRESETS = {
     "hershey": dict(hidden=128, z_dim=16, x_features=64, z_features=64, enc_hidden=64,
                     prior_hidden=64, dec_hidden=64, components=10, batch_size=32, lr=3e-3,
                     epochs=4, threads=1),
-    # The authors' released IAM-OnDB configuration (PAPER.md).
+    # The authors' released IAM-OnDB configuration (docs/paper.md).
     "iam": dict(hidden=1200, z_dim=50, x_features=250, z_features=150, enc_hidden=150,
                 prior_hidden=150, dec_hidden=250, mlp_layers=1, components=20, batch_size=20),
-    # The authors' released Blizzard configuration (PAPER.md).
+    # The authors' released Blizzard configuration (docs/paper.md).
     "blizzard": dict(hidden=4000, z_dim=200, x_features=500, z_features=500, enc_hidden=500,
                      prior_hidden=500, dec_hidden=500, mlp_layers=4, components=20,
                      batch_size=128),

@@ -1,4 +1,4 @@
-"""Emission distributions p(x_t | z_t, h_{t-1}) of the VRNN (Chung et al. 2015, eq. 6; PAPER.md).
+"""Emission distributions p(x_t | z_t, h_{t-1}) of the VRNN (Chung et al. 2015, eq. 6; docs/paper.md).
 
 The decoder phi_dec(phi_z(z_t), h_{t-1}) outputs the parameters theta_t of one of four emission
 families (Table 1's "Gauss" / "GMM" column, per data kind):
@@ -181,7 +181,7 @@ class StrokeMixture(dist.TorchDistribution):
     with pi = softmax(logits) and N2 a bivariate normal with standard deviations scale_k and
     correlation corr_k. K = 1 is the paper's handwriting "Gauss" emission, K = 20 its "GMM".
     (Graves writes the pen bit as e_t = probability of the stroke ending; here pen_logits is its
-    logit and pen = 1 marks the last point of a stroke, as in PAPER.md.)
+    logit and pen = 1 marks the last point of a stroke, as in docs/paper.md.)
 
     Args:
         pen_logits: [...]          logit of pen = 1.

@@ -25,7 +25,7 @@ from pyro_vrnn.generate import generate, to_data_units
 from pyro_vrnn.objectives import traces
 from pyro_vrnn.runtime import TrainingError
 
-SAMPLE_RATE = 16000  # PAPER.md: the speech sets are 16 kHz waveforms (a data set may store its own)
+SAMPLE_RATE = 16000  # docs/paper.md: the speech sets are 16 kHz waveforms (a data set may store its own)
 
 
 class Run:

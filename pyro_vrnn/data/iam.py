@@ -2,7 +2,7 @@
 
 Chung et al. (2015, Sec. 5) model IAM-OnDB lines as sequences x_t = (pen_t, dx_t, dy_t) with a
 Bernoulli pen bit and a bivariate Gaussian (mixture) over the pen offsets (Graves 2013). The
-authors' preparation (PAPER.md, and their released `iamondb_utils.py`):
+authors' preparation (docs/paper.md, and their released `iamondb_utils.py`):
 
   * read every point (x, y) of a line's lineStrokes XML, strokes in file order;
   * flip y (the whiteboard's y axis points down);
@@ -224,7 +224,7 @@ def prepare_iam(data_dir, cache_path, seed=0, name="iam", verbose=True, note="",
     if not raw["train"]:
         raise DataError(f"no training line with at least two points under {data_dir}")
 
-    # ONE mean and ONE std for dx and dy together, from the training lines only (PAPER.md), computed
+    # ONE mean and ONE std for dx and dy together, from the training lines only (docs/paper.md), computed
     # as the authors' code does (module docstring): the sums over both columns, divided by the rows.
     train_offsets = np.concatenate([x[:, 1:3] for x in raw["train"]]).astype(np.float64)
     rows = len(train_offsets)
