@@ -1,14 +1,21 @@
 """Shared helpers and fixtures: small models and data for the ELBO checks, the embedded handwriting set
-built once per test session in a temporary cache, and a loader for the run/ scripts."""
+built once per test session in a temporary cache, loaders for the run/ scripts, and the fault tests'
+tools (a dead process id, snapshots of a folder, a read-only folder, the one-line error check)."""
 import os
 
 # The test models are tiny: one thread each is fastest, and it keeps the suite quick when other
 # processes share the machine. Set before torch is imported; subprocesses inherit it.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import builtins  # noqa: E402
+import contextlib  # noqa: E402
+import errno  # noqa: E402
+import hashlib  # noqa: E402
 import importlib.util  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
 
+import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 
 import pytest  # noqa: E402
@@ -98,6 +105,110 @@ def load_script(name):
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+# ---- The fault tests' tools (test_faults_data.py, test_faults_train.py) --------------------------
+
+TINY = ["--hidden", "8", "--z-dim", "2", "--x-features", "4", "--z-features", "4", "--enc-hidden", "4",
+        "--prior-hidden", "4", "--dec-hidden", "4", "--components", "2", "--batch-size", "8"]
+
+
+def fresh_script(name):
+    """run/NAME.py as a module, so that its main(argv) runs in this process: a new copy at every call,
+    not entered in sys.modules (load_script's are), so that what a fault test patches in it stays there."""
+    spec = importlib.util.spec_from_file_location(f"faults_{name}", os.path.join(ROOT, "run", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def dead_pid():
+    """The id of a process that has exited (and been reaped)."""
+    proc = subprocess.Popen([sys.executable, "-c", ""])
+    proc.wait()
+    return proc.pid
+
+
+def snapshot(folder):
+    """{relative path: sha256} of every file under `folder` (folders as None)."""
+    found = {}
+    for directory, dirs, files in os.walk(folder):
+        for name in dirs:
+            found[os.path.relpath(os.path.join(directory, name), folder)] = None
+        for name in files:
+            with open(os.path.join(directory, name), "rb") as f:
+                found[os.path.relpath(os.path.join(directory, name), folder)] = hashlib.sha256(f.read()).hexdigest()
+    return found
+
+
+def one_line_error(text):
+    assert text.startswith("error: ") and "\n" not in text.strip() and "Traceback" not in text, text
+    return text
+
+
+@contextlib.contextmanager
+def read_only(monkeypatch, root):
+    """Make `root` read-only: chmod a-w, and where that does not stop writes (as root), make every
+    write, creation or removal under it fail with EACCES as a read-only directory would."""
+    root = os.path.abspath(root)
+    modes = {}
+    for directory, dirs, files in os.walk(root):
+        for name in files + [""]:
+            path = os.path.join(directory, name) if name else directory
+            modes[path] = os.stat(path).st_mode
+            os.chmod(path, modes[path] & ~0o222)
+    try:
+        probe = os.path.join(root, ".probe")
+        try:
+            open(probe, "w").close()
+            os.remove(probe)
+            simulate = True
+        except OSError:
+            simulate = False
+        with monkeypatch.context() as patch:
+            if simulate:
+                def under(path):
+                    if not isinstance(path, (str, bytes, os.PathLike)):
+                        return False  # a file descriptor
+                    full = os.path.abspath(os.fsdecode(path))
+                    return full == root or full.startswith(root + os.sep)
+
+                def refuse(path):
+                    raise PermissionError(errno.EACCES, "Permission denied", os.fsdecode(path))
+
+                real_open, real_os_open, real_h5 = builtins.open, os.open, h5py.File
+
+                def guarded_open(file, mode="r", *args, **kwargs):
+                    if under(file) and any(c in mode for c in "wax+"):
+                        refuse(file)
+                    return real_open(file, mode, *args, **kwargs)
+
+                def guarded_os_open(path, flags, *args, **kwargs):
+                    if under(path) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC):
+                        refuse(path)
+                    return real_os_open(path, flags, *args, **kwargs)
+
+                def guarded_h5(name, mode="r", *args, **kwargs):
+                    if under(name) and mode != "r":
+                        raise OSError(errno.EACCES, f"Unable to create file (Permission denied): {name}")
+                    return real_h5(name, mode, *args, **kwargs)
+
+                def guarded(real):
+                    def call(path, *args, **kwargs):
+                        if under(path):
+                            refuse(path)
+                        return real(path, *args, **kwargs)
+                    return call
+
+                patch.setattr(builtins, "open", guarded_open)
+                patch.setattr(os, "open", guarded_os_open)
+                patch.setattr(h5py, "File", guarded_h5)
+                for name in ("mkdir", "remove", "unlink", "rmdir", "rename", "replace"):
+                    patch.setattr(os, name, guarded(getattr(os, name)))
+            yield
+    finally:
+        for path, mode in modes.items():
+            os.chmod(path, mode)
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,8 @@ import pytest
 
 from pyro_vrnn import data
 from pyro_vrnn.data import DataError, prompts
-from pyro_vrnn.data.audio import FRAME_SIZE, PIECE_FRAMES, cut_pieces, frame, open_audio, read_audio
+from pyro_vrnn.data.audio import FRAME_SIZE, PIECE_FRAMES, cut_pieces, frame, read_audio
+from pyro_vrnn.data.audio_formats import open_audio
 
 G722 = pytest.importorskip("G722")
 

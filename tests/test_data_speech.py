@@ -10,8 +10,9 @@ import pytest
 
 from pyro_vrnn import data
 from pyro_vrnn.data import DataError, SequenceDataset, StreamWriter
-from pyro_vrnn.data.audio import (Resampler, cut_pieces, frame, open_audio, parse_sphere_header,
-                                  prepare_audio_corpus, read_audio, resample, ulaw_to_float, write_wav)
+from pyro_vrnn.data.audio import cut_pieces, frame, prepare_audio_corpus, read_audio, write_wav
+from pyro_vrnn.data.audio_formats import open_audio, parse_sphere_header, ulaw_to_float
+from pyro_vrnn.data.resampling import Resampler, resample
 from pyro_vrnn.data.speech import CORE_TEST_SPEAKERS, find_timit, timit_splits
 from pyro_vrnn.data import speech_demo
 

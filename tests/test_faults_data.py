@@ -2,12 +2,7 @@
 bytes damaged on disk, corrupt audio, a read-only cache, absurd data, and flags no run can use.
 Each fault ends in one line that says what is wrong and what to do, or is repaired, and nothing
 good is lost."""
-import builtins
-import contextlib
-import errno
 import fcntl
-import hashlib
-import importlib.util
 import os
 import subprocess
 import sys
@@ -18,20 +13,13 @@ import pytest
 
 from pyro_vrnn import data
 from pyro_vrnn.data import DataError, SequenceDataset, schema
-from pyro_vrnn.data.audio import open_audio, read_audio, write_wav
+from pyro_vrnn.data.audio import read_audio, write_wav
+from pyro_vrnn.data.audio_formats import open_audio
+from conftest import TINY, dead_pid, one_line_error, read_only, snapshot
+from conftest import fresh_script as load_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPLITS = ("train", "valid", "test")
-TINY = ["--hidden", "8", "--z-dim", "2", "--x-features", "4", "--z-features", "4", "--enc-hidden", "4",
-        "--prior-hidden", "4", "--dec-hidden", "4", "--components", "2", "--batch-size", "8"]
-
-
-def load_script(name):
-    """run/NAME.py as a module, so that its main(argv) runs in this process."""
-    spec = importlib.util.spec_from_file_location(f"faults_{name}", os.path.join(ROOT, "run", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def patch_everywhere(monkeypatch, name, value, *modules):
@@ -41,25 +29,6 @@ def patch_everywhere(monkeypatch, name, value, *modules):
     for module in (pyro_vrnn.report, *modules):
         if hasattr(module, name):
             monkeypatch.setattr(module, name, value)
-
-
-def dead_pid():
-    """The id of a process that has exited (and been reaped)."""
-    proc = subprocess.Popen([sys.executable, "-c", ""])
-    proc.wait()
-    return proc.pid
-
-
-def snapshot(folder):
-    """{relative path: sha256} of every file under `folder` (folders as None)."""
-    found = {}
-    for directory, dirs, files in os.walk(folder):
-        for name in dirs:
-            found[os.path.relpath(os.path.join(directory, name), folder)] = None
-        for name in files:
-            with open(os.path.join(directory, name), "rb") as f:
-                found[os.path.relpath(os.path.join(directory, name), folder)] = hashlib.sha256(f.read()).hexdigest()
-    return found
 
 
 def arrays(path):
@@ -77,11 +46,6 @@ def damage_chunk(path, dataset="train/data", row=1):
     with open(path, "r+b") as f:
         f.seek(chunk.byte_offset + row * itemsize)
         f.write(np.array([1.0, 2.0, 3.0], np.float32).tobytes())
-
-
-def one_line_error(text):
-    assert text.startswith("error: ") and "\n" not in text.strip() and "Traceback" not in text, text
-    return text
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,71 +205,6 @@ def test_corrupt_wav_files_are_named_as_damaged(tmp_path, monkeypatch, with_soun
 # ---------------------------------------------------------------------------------------------
 # 4. A read-only cache: complete, it is used as it is; to build, one line
 # ---------------------------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def read_only(monkeypatch, root):
-    """Make `root` read-only: chmod a-w, and where that does not stop writes (as root), make every
-    write, creation or removal under it fail with EACCES as a read-only directory would."""
-    root = os.path.abspath(root)
-    modes = {}
-    for directory, dirs, files in os.walk(root):
-        for name in files + [""]:
-            path = os.path.join(directory, name) if name else directory
-            modes[path] = os.stat(path).st_mode
-            os.chmod(path, modes[path] & ~0o222)
-    try:
-        probe = os.path.join(root, ".probe")
-        try:
-            open(probe, "w").close()
-            os.remove(probe)
-            simulate = True
-        except OSError:
-            simulate = False
-        with monkeypatch.context() as patch:
-            if simulate:
-                def under(path):
-                    if not isinstance(path, (str, bytes, os.PathLike)):
-                        return False  # a file descriptor
-                    full = os.path.abspath(os.fsdecode(path))
-                    return full == root or full.startswith(root + os.sep)
-
-                def refuse(path):
-                    raise PermissionError(errno.EACCES, "Permission denied", os.fsdecode(path))
-
-                real_open, real_os_open, real_h5 = builtins.open, os.open, h5py.File
-
-                def guarded_open(file, mode="r", *args, **kwargs):
-                    if under(file) and any(c in mode for c in "wax+"):
-                        refuse(file)
-                    return real_open(file, mode, *args, **kwargs)
-
-                def guarded_os_open(path, flags, *args, **kwargs):
-                    if under(path) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC):
-                        refuse(path)
-                    return real_os_open(path, flags, *args, **kwargs)
-
-                def guarded_h5(name, mode="r", *args, **kwargs):
-                    if under(name) and mode != "r":
-                        raise OSError(errno.EACCES, f"Unable to create file (Permission denied): {name}")
-                    return real_h5(name, mode, *args, **kwargs)
-
-                def guarded(real):
-                    def call(path, *args, **kwargs):
-                        if under(path):
-                            refuse(path)
-                        return real(path, *args, **kwargs)
-                    return call
-
-                patch.setattr(builtins, "open", guarded_open)
-                patch.setattr(os, "open", guarded_os_open)
-                patch.setattr(h5py, "File", guarded_h5)
-                for name in ("mkdir", "remove", "unlink", "rmdir", "rename", "replace"):
-                    patch.setattr(os, name, guarded(getattr(os, name)))
-            yield
-    finally:
-        for path, mode in modes.items():
-            os.chmod(path, mode)
-
 
 def test_a_read_only_cache(tmp_path, monkeypatch):
     cache = tmp_path / "cache"

@@ -24,8 +24,9 @@ from pyro_vrnn.data import SequenceDataset, schema
 from pyro_vrnn.data.fingerprints import file_fingerprint
 from pyro_vrnn.runs import read_log
 from pyro_vrnn.runtime import TrainingError
+from conftest import TINY, dead_pid, one_line_error, read_only, snapshot
+from conftest import fresh_script as load_script
 from svi_slow import start, wait_for
-from test_faults_data import TINY, dead_pid, load_script, one_line_error, read_only, snapshot
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 8  # 2 epochs of 4 batches

@@ -40,17 +40,19 @@ import errno
 import hashlib
 import os
 
-from pyro_vrnn.data.audio import read_audio, resample, write_wav
+from pyro_vrnn.data.audio import read_audio, write_wav
 from pyro_vrnn.data.byo import prepare_hdf5, validate_h5, validated_fingerprint
+from pyro_vrnn.data.dataset import LengthBucketSampler, SequenceDataset, pad_batch
 from pyro_vrnn.data.hershey import prepare_hershey
 from pyro_vrnn.data.iam import parse_line_strokes, offsets_to_strokes, prepare_iam
 from pyro_vrnn.data.music import piano_roll, prepare_chorales, score_to_piano_roll
-from pyro_vrnn.data.schema import (TEMP_NAME, DataError, LengthBucketSampler, SequenceDataset, StreamWriter,
-                                   pad_batch, remove_path, write_h5)
+from pyro_vrnn.data.schema import DataError, StreamWriter, write_h5
 from pyro_vrnn.data.speech import (prepare_accent, prepare_audio_folder, prepare_blizzard,
                                    prepare_onomatopoeia, prepare_timit)
 from pyro_vrnn.data.prompts import prepare_prompts, prepare_prompts_heldout
+from pyro_vrnn.data.resampling import resample
 from pyro_vrnn.data.speech_demo import prepare_speech_demo
+from pyro_vrnn.data.tempfiles import TEMP_NAME, remove_path
 
 DEFAULT_IAM_DIR = os.path.join("data", "iam-ondb")
 

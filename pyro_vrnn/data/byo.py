@@ -89,11 +89,109 @@ def _scan(path, split, data, offsets, kind, fingerprint, chunk_values=1 << 20):
                       f"has {value:g}", "threshold or fix these values, or set kind to 'real'")
 
 
+def _check_kind(path, f):
+    """The root attribute kind: present, and one of KINDS."""
+    if "kind" not in f.attrs:
+        _fail(path, "no root attribute 'kind'",
+              "set f.attrs['kind'] = 'real' (Gaussian emission), 'binary' (Bernoulli) or 'handwriting'")
+    kind = as_text(f.attrs["kind"])
+    if kind not in KINDS:
+        _fail(path, f"attribute kind is {kind!r}", f"it must be one of {', '.join(KINDS)}")
+    return kind
+
+
+def _check_structure(path, f, split):
+    """The group `split` with its datasets data [steps, D] (or [steps]) of numbers and offsets of
+    1-D integers; returns the split's D (from the shape: nothing is read yet)."""
+    if split not in f or not isinstance(f[split], h5py.Group):
+        _fail(path, f"no group '{split}'",
+              "the file needs groups train, valid and test, each with 'data' [steps, D] and 'offsets' "
+              "[sequences + 1] (an empty test split: data of shape [0, D], offsets [0])")
+    group = f[split]
+    for key in ("data", "offsets"):
+        if key not in group or not isinstance(group[key], h5py.Dataset):
+            _fail(path, f"group '{split}' has no dataset '{key}'",
+                  f"{split}/data holds every sequence end to end [steps, D] and {split}/offsets "
+                  f"the start of each plus the end ([0, T_1, T_1 + T_2, ...])")
+    data, offsets = group["data"], group["offsets"]
+    if data.dtype.kind not in "fiub":
+        _fail(path, f"{split}/data has dtype {data.dtype}",
+              "store numbers: np.asarray(x, dtype=np.float32)")
+    if data.ndim not in (1, 2):
+        _fail(path, f"{split}/data has shape {data.shape}",
+              "it must be [steps, D] (or [steps] for D = 1): concatenate the sequences along time")
+    if offsets.dtype.kind not in "iu" or offsets.ndim != 1:
+        _fail(path, f"{split}/offsets has dtype {offsets.dtype} and shape {offsets.shape}",
+              "it must be a 1-D integer array: np.cumsum([0] + lengths)")
+    return data.shape[1] if data.ndim == 2 else 1
+
+
+def _check_offsets(path, split, group):
+    """The offsets of `split` (its `group`): readable, from 0, increasing, ending at len(data), one
+    name per sequence where names are given; returns them (int64)."""
+    data, offsets = group["data"], group["offsets"]
+    try:
+        o = np.asarray(offsets[:], dtype=np.int64)
+    except OSError as error:  # a chunk that fails its checksum
+        _fail(path, f"{split}/offsets cannot be read ({error}): the file is damaged",
+              "write it again with your converter (or restore it from a copy)")
+    if len(o) == 0 or o[0] != 0:
+        _fail(path, f"{split}/offsets must start with 0 (found {o[:1].tolist() or 'no entries'})",
+              "offsets = np.cumsum([0] + lengths)")
+    steps = np.diff(o)
+    if (steps <= 0).any():
+        i = int(np.flatnonzero(steps <= 0)[0])
+        _fail(path, f"{split}/offsets are not increasing: offsets[{i + 1}] = {o[i + 1]} <= offsets[{i}] = {o[i]} "
+              f"(sequence {i} would have {steps[i]} steps)",
+              "every sequence needs at least one step and offsets = np.cumsum([0] + lengths)")
+    if o[-1] != len(data):
+        _fail(path, f"{split}/offsets end at {o[-1]} but {split}/data has {len(data)} steps",
+              "the last offset must equal the number of rows of data")
+    if "names" in group and len(group["names"]) != len(o) - 1:
+        _fail(path, f"{split}/names has {len(group['names'])} entries for {len(o) - 1} sequences",
+              "give one name per sequence or drop the names dataset")
+    return o
+
+
+def _check_dims(path, f, kind, dims, counts):
+    """Sequences in train and valid, one D >= 1 across the splits that have any, agreeing with the
+    attribute dim and with the kind (handwriting: D = 3); returns D."""
+    for split in ("train", "valid"):
+        if counts[split] == 0:
+            _fail(path, f"the {split} split is empty",
+                  "training needs sequences in train and valid (early stopping); test may be empty")
+    dims = {split: d for split, d in dims.items() if counts[split]}  # an empty split's D says nothing
+    if len(set(dims.values())) > 1:
+        _fail(path, f"the splits have different dimensions {dims}", "every sequence must have the same D")
+    dim = dims["train"]
+    if dim < 1:
+        _fail(path, f"the data has D = 0 (train/data has shape {f['train']['data'].shape})",
+              "every step needs at least one value: data is [steps, D] with D >= 1")
+    if "dim" in f.attrs and int(f.attrs["dim"]) != dim:
+        _fail(path, f"attribute dim is {int(f.attrs['dim'])} but the data has D = {dim}", "fix or drop dim")
+    if kind == "handwriting" and dim != 3:
+        _fail(path, f"kind 'handwriting' needs D = 3 (pen, dx, dy), the data has D = {dim}",
+              "use kind 'real' for other data")
+    return dim
+
+
+def _check_normalization(path, f, dim):
+    """The attributes mean and std, where present: D finite numbers each, std > 0."""
+    for key in ("mean", "std"):
+        if key in f.attrs:
+            value = np.asarray(f.attrs[key], dtype=np.float64).reshape(-1)
+            if value.shape != (dim,) or not np.isfinite(value).all() or (key == "std" and (value <= 0).any()):
+                _fail(path, f"attribute {key} is {value.tolist()[:6]}",
+                      f"it must be {dim} finite numbers{' > 0' if key == 'std' else ''} (the normalization "
+                      f"applied to the data: stored = (x - mean) / std), or absent")
+
+
 def validate_h5(path, fingerprint=None):
     """Check a user's file against the schema; returns {"kind", "dim", "name", "sequences": {split: n}}.
     Every value read is fed to `fingerprint` (a fingerprints.Fingerprint), if given: the one full read.
 
-    Raises DataError naming what is wrong and how to fix it.
+    Raises DataError naming what is wrong and how to fix it: the first failing check, in the order
+    kind; each split's structure, then its offsets; dimensions; normalization; values (_scan).
     """
     path = os.fspath(path)
     try:
@@ -101,81 +199,15 @@ def validate_h5(path, fingerprint=None):
     except OSError as error:
         raise DataError(f"{path} is not a readable HDF5 file ({error}); write it with h5py, {SCHEMA_HINT}") from None
     with f:
-        if "kind" not in f.attrs:
-            _fail(path, "no root attribute 'kind'",
-                  "set f.attrs['kind'] = 'real' (Gaussian emission), 'binary' (Bernoulli) or 'handwriting'")
-        kind = as_text(f.attrs["kind"])
-        if kind not in KINDS:
-            _fail(path, f"attribute kind is {kind!r}", f"it must be one of {', '.join(KINDS)}")
+        kind = _check_kind(path, f)
         dims, counts, offsets_of = {}, {}, {}
         fingerprint = fingerprint or Fingerprint(SPLITS)
         for split in SPLITS:
-            if split not in f or not isinstance(f[split], h5py.Group):
-                _fail(path, f"no group '{split}'",
-                      "the file needs groups train, valid and test, each with 'data' [steps, D] and 'offsets' "
-                      "[sequences + 1] (an empty test split: data of shape [0, D], offsets [0])")
-            group = f[split]
-            for key in ("data", "offsets"):
-                if key not in group or not isinstance(group[key], h5py.Dataset):
-                    _fail(path, f"group '{split}' has no dataset '{key}'",
-                          f"{split}/data holds every sequence end to end [steps, D] and {split}/offsets "
-                          f"the start of each plus the end ([0, T_1, T_1 + T_2, ...])")
-            data, offsets = group["data"], group["offsets"]
-            if data.dtype.kind not in "fiub":
-                _fail(path, f"{split}/data has dtype {data.dtype}",
-                      "store numbers: np.asarray(x, dtype=np.float32)")
-            if data.ndim not in (1, 2):
-                _fail(path, f"{split}/data has shape {data.shape}",
-                      "it must be [steps, D] (or [steps] for D = 1): concatenate the sequences along time")
-            dims[split] = data.shape[1] if data.ndim == 2 else 1
-            if offsets.dtype.kind not in "iu" or offsets.ndim != 1:
-                _fail(path, f"{split}/offsets has dtype {offsets.dtype} and shape {offsets.shape}",
-                      "it must be a 1-D integer array: np.cumsum([0] + lengths)")
-            try:
-                o = np.asarray(offsets[:], dtype=np.int64)
-            except OSError as error:  # a chunk that fails its checksum
-                _fail(path, f"{split}/offsets cannot be read ({error}): the file is damaged",
-                      "write it again with your converter (or restore it from a copy)")
-            if len(o) == 0 or o[0] != 0:
-                _fail(path, f"{split}/offsets must start with 0 (found {o[:1].tolist() or 'no entries'})",
-                      "offsets = np.cumsum([0] + lengths)")
-            steps = np.diff(o)
-            if (steps <= 0).any():
-                i = int(np.flatnonzero(steps <= 0)[0])
-                _fail(path, f"{split}/offsets are not increasing: offsets[{i + 1}] = {o[i + 1]} <= offsets[{i}] = {o[i]} "
-                      f"(sequence {i} would have {steps[i]} steps)",
-                      "every sequence needs at least one step and offsets = np.cumsum([0] + lengths)")
-            if o[-1] != len(data):
-                _fail(path, f"{split}/offsets end at {o[-1]} but {split}/data has {len(data)} steps",
-                      "the last offset must equal the number of rows of data")
-            if "names" in group and len(group["names"]) != len(o) - 1:
-                _fail(path, f"{split}/names has {len(group['names'])} entries for {len(o) - 1} sequences",
-                      "give one name per sequence or drop the names dataset")
-            counts[split] = len(o) - 1
-            offsets_of[split] = o
-        for split in ("train", "valid"):
-            if counts[split] == 0:
-                _fail(path, f"the {split} split is empty",
-                      "training needs sequences in train and valid (early stopping); test may be empty")
-        dims = {split: d for split, d in dims.items() if counts[split]}  # an empty split's D says nothing
-        if len(set(dims.values())) > 1:
-            _fail(path, f"the splits have different dimensions {dims}", "every sequence must have the same D")
-        dim = dims["train"]
-        if dim < 1:
-            _fail(path, f"the data has D = 0 (train/data has shape {f['train']['data'].shape})",
-                  "every step needs at least one value: data is [steps, D] with D >= 1")
-        if "dim" in f.attrs and int(f.attrs["dim"]) != dim:
-            _fail(path, f"attribute dim is {int(f.attrs['dim'])} but the data has D = {dim}", "fix or drop dim")
-        if kind == "handwriting" and dim != 3:
-            _fail(path, f"kind 'handwriting' needs D = 3 (pen, dx, dy), the data has D = {dim}",
-                  "use kind 'real' for other data")
-        for key in ("mean", "std"):
-            if key in f.attrs:
-                value = np.asarray(f.attrs[key], dtype=np.float64).reshape(-1)
-                if value.shape != (dim,) or not np.isfinite(value).all() or (key == "std" and (value <= 0).any()):
-                    _fail(path, f"attribute {key} is {value.tolist()[:6]}",
-                          f"it must be {dim} finite numbers{' > 0' if key == 'std' else ''} (the normalization "
-                          f"applied to the data: stored = (x - mean) / std), or absent")
+            dims[split] = _check_structure(path, f, split)
+            offsets_of[split] = _check_offsets(path, split, f[split])
+            counts[split] = len(offsets_of[split]) - 1
+        dim = _check_dims(path, f, kind, dims, counts)
+        _check_normalization(path, f, dim)
         for split in SPLITS:  # the values last: the one check that reads the whole file
             _scan(path, split, f[split]["data"], offsets_of[split], kind, fingerprint)
         name = as_text(f.attrs.get("name", os.path.splitext(os.path.basename(path))[0]))

@@ -26,7 +26,8 @@ import time
 import numpy as np
 
 from pyro_vrnn.data.iam import prepare_iam, random_split
-from pyro_vrnn.data.schema import DataError, remove_orphaned_temps, temp_path
+from pyro_vrnn.data.schema import DataError
+from pyro_vrnn.data.tempfiles import remove_orphaned_temps, temp_path
 
 # The embedded set keeps a test split of its own (IAM-OnDB's authors trained on testset_f).
 SPLIT_LISTS = {"trainset.txt": "train", "testset_v.txt": "valid", "testset_f.txt": "test"}

@@ -18,7 +18,7 @@ Their copyright file: Allison Smith (en, es) and June Wallack (fr), CC BY-SA 3.0
 Why G.722: the -wav, -gsm, -ulaw packages hold the same prompts at 8 kHz (telephone band, up to
 4 kHz); G.722 is the wide-band coding, 16 kHz samples (up to 7 kHz), the paper's sample rate,
 so no resampling and no missing upper half of the spectrum. A .g722 file is raw 64 kbit/s G.722
-without a header (audio.G722File, through the optional `g722` package, pip install g722).
+without a header (audio_formats.G722File, through the optional `g722` package, pip install g722).
 
 Preparation is the paper's (audio.prepare_audio_corpus): 200-sample frames, ONE global mean and
 std from the training split, training on 0.5 s pieces (40 frames), validation and test on whole
@@ -32,7 +32,8 @@ import zlib
 
 import numpy as np
 
-from pyro_vrnn.data.audio import G722_EXTENSIONS, G722_HINT, find_audio_files, prepare_audio_corpus
+from pyro_vrnn.data.audio import find_audio_files, prepare_audio_corpus
+from pyro_vrnn.data.audio_formats import G722_EXTENSIONS, G722_HINT
 from pyro_vrnn.data.iam import random_split
 from pyro_vrnn.data.schema import SPLITS, DataError
 from pyro_vrnn.data.speech import cache_path_for, relative_name

@@ -37,8 +37,9 @@ import re
 
 import numpy as np
 
-from pyro_vrnn.data.audio import (AUDIO_EXTENSIONS, CUTS, FRAME_SIZE, PIECE_FRAMES, SAMPLE_RATE,
-                                  find_audio_files, prepare_audio_corpus)
+from pyro_vrnn.data.audio import (CUTS, FRAME_SIZE, PIECE_FRAMES, SAMPLE_RATE, find_audio_files,
+                                  prepare_audio_corpus)
+from pyro_vrnn.data.audio_formats import AUDIO_EXTENSIONS
 from pyro_vrnn.data.iam import random_split
 from pyro_vrnn.data.schema import DataError, SPLITS
 

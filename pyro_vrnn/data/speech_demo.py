@@ -5,7 +5,7 @@ the project makes its own, TIMIT-shaped: `num_speakers` synthetic speakers (an e
 of English x a voice variant m1-m7 / f1-f5 x their own pitch, speed and word gap) read
 `sentences_per_speaker` sentences each (10, as in TIMIT), drawn from a small English grammar;
 each utterance varies its speaker's pitch and speed a little. espeak-ng speaks at 22.05 kHz:
-the waveforms are resampled to 16 kHz (audio.Resampler), scaled to leave ~1 dB of headroom (a
+the waveforms are resampled to 16 kHz (resampling.Resampler), scaled to leave ~1 dB of headroom (a
 few samples clip without it), written as 16-bit WAV files under the cache, and then prepared by
 exactly the same code as TIMIT (speech.py, audio.py): speakers split 90/5/5 with a fixed seed
 (no speaker in two splits), training on 0.5 s pieces (40 frames of 200 samples), validation and
