@@ -195,14 +195,17 @@ class ParticleBound(ELBO):
 def unscaled_site_sum(trace, zeros):
     """sum over the sample sites of their masked, unscaled log-densities, broadcast to the shape of `zeros`; and
     the sites' common scale (raises if the sites' scales differ: a KL weight)."""
-    total, scales = zeros, set()
-    for name, site in trace.nodes.items():
+    terms, scales = [zeros], set()
+    for site in trace.nodes.values():
         if site["type"] == "sample" and not site_is_subsample(site):
-            total = total + scale_and_mask(site["unscaled_log_prob"], 1.0, site["mask"])
+            mask = site["mask"]  # None or True: a step where every sequence is real
+            terms.append(site["unscaled_log_prob"] if mask is None or mask is True else scale_and_mask(
+                site["unscaled_log_prob"], 1.0, mask))
             scales.add(float(site["scale"]))
     if len(scales) > 1:
         raise ValueError("a particle bound weighs every site alike; a KL weight (--kl-anneal-epochs) has no place in it")
-    return total, scales.pop() if scales else 1.0
+    # one stack and one sum, not a chain of additions: one node in the backward pass instead of one a site
+    return torch.stack(torch.broadcast_tensors(*terms)).sum(0), scales.pop() if scales else 1.0
 
 
 class IWAEELBO(ParticleBound):

@@ -104,9 +104,12 @@ def particle_filter(stepper, num_particles, resampling="systematic", ess_thresho
 
 
 def take_particles(tensor, ancestors):
-    """tensor [K, B, ...] with [k, b] replaced by [ancestors[k, b], b]."""
-    index = ancestors.reshape(ancestors.shape + (1,) * (tensor.dim() - 2)).expand_as(tensor)
-    return tensor.gather(0, index)
+    """tensor [K, B, ...] with [k, b] replaced by [ancestors[k, b], b]: rows of the flat [K * B, ...] (index_select,
+    whose backward is one index_add, is some 2x faster than gather on CPU)."""
+    num_particles, batch = ancestors.shape
+    rows = (ancestors * batch + torch.arange(batch, device=ancestors.device)).reshape(-1)
+    flat = tensor.reshape((num_particles * batch,) + tensor.shape[2:])
+    return flat.index_select(0, rows).reshape(tensor.shape)
 
 
 class VRNNStepper:
@@ -123,21 +126,26 @@ class VRNNStepper:
         if guide_name not in ("filtering", "smoothing"):
             raise ValueError(f"unknown guide {guide_name!r} for the VRNN's particle filter")
         self.vrnn, self.x, self.mask = vrnn, x, mask
-        self.phi_x = vrnn.phi_x(x)  # [B, T, F], every step in one call, as the guides do
-        self.features = vrnn.backward_states(self.phi_x, mask) if guide_name == "smoothing" else self.phi_x
+        phi_x = vrnn.phi_x(x)  # [B, T, F], every step in one call, as the guides do
+        features = vrnn.backward_states(phi_x, mask) if guide_name == "smoothing" else phi_x
+        # one tensor a step: the backward pass then stacks T gradients once, where slicing [:, t] would add T
+        # gradients of the whole [B, T, F] (quadratic in T)
+        self.phi_x, self.features, self.values = phi_x.unbind(1), features.unbind(1), x.unbind(1)
 
     def initial_state(self, num_particles):
         h0 = self.vrnn.initial_state(self.x)  # h_0 = 0 (and c_0 = 0)
         return tuple(t.expand((num_particles,) + t.shape) for t in h0 if t is not None)
 
     def proposal(self, t, state):
-        return self.vrnn.posterior(self.features[:, t], state[0])
+        h = state[0]  # expanded to the particles here: a broadcasting concatenation costs 4x as much
+        return self.vrnn.posterior(self.features[t].expand(h.shape[:-1] + (-1,)), h)
 
     def transition(self, t, state, z):
         h = state[0]
         log_prior = self.vrnn.prior(h).log_prob(z)
-        log_likelihood = self.vrnn.emission(z, h).log_prob(self.x[:, t])
-        following = self.vrnn.step(self.phi_x[:, t], z, State(h, state[1] if len(state) > 1 else None))
+        log_likelihood = self.vrnn.emission(z, h).log_prob(self.values[t])
+        phi_x = self.phi_x[t].expand(h.shape[:-1] + (-1,))
+        following = self.vrnn.step(phi_x, z, State(h, state[1] if len(state) > 1 else None))
         return log_prior, log_likelihood, tuple(s for s in following if s is not None)
 
     def reorder(self, state, ancestors):
