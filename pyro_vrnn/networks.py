@@ -218,8 +218,11 @@ class VRNN(nn.Module):
                                                                                       z.shape[1:-1]).numel()
         per_step = 4 * self.emission_width * rows  # float32 parameters of one step
         block = max(1, EMISSION_BLOCK_BYTES // per_step)
-        log_probs = [self.emission(None if z is None else z[s:s + block], h_prev[s:s + block]).log_prob(
-            values[s:s + block]) for s in range(0, len(h_prev), block)]
+        # split, not [s:s + block]: a slice's backward writes its gradient into zeros of the whole [T, ...] tensor,
+        # T / block times over; split's is one concatenation
+        z_blocks = [None] * -(-len(h_prev) // block) if z is None else z.split(block)
+        log_probs = [self.emission(z_block, h_block).log_prob(values_block)
+                     for z_block, h_block, values_block in zip(z_blocks, h_prev.split(block), values.split(block))]
         return log_probs[0] if len(log_probs) == 1 else torch.cat(log_probs)
 
     def step(self, phi_x_t, z_t, state):
