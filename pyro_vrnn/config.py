@@ -136,7 +136,8 @@ def check_particle_bound(config):
     (annealing or free bits would make its weights p(x, z) / q(z | x) something else) and needs latents."""
     bound = config.elbo in ("iwae", "fivo")
     if not bound and config.particles != 1:
-        raise ValueError(f"--particles {config.particles} needs --elbo iwae or fivo; --elbo {config.elbo} takes one sample")
+        raise ValueError(f"--particles {config.particles} needs --elbo iwae or fivo; "
+                         f"--elbo {config.elbo} takes one sample")
     if bound and config.model in EXACT_MODELS:
         raise ValueError(f"--elbo {config.elbo} needs latent variables; {config.model}'s log-likelihood is exact: "
                          "train it with --elbo trace")

@@ -162,6 +162,9 @@ class FreeBitsELBO(TraceMeanField_ELBO):
         return -torch_item(elbo), -elbo
 
 
+NO_KL_WEIGHT = "a particle bound weighs every site alike; a KL weight (--kl-anneal-epochs) has no place in it"
+
+
 class ParticleBound(ELBO):
     """A K-particle bound on sum_b log p(x_b) as a Pyro ELBO: `differentiable_loss` is -(plate scale) times the
     sum over the batch of each sequence's bound, so that `bound(Program(model), Program(guide))` is an
@@ -203,7 +206,7 @@ def unscaled_site_sum(trace, zeros):
                 site["unscaled_log_prob"], 1.0, mask))
             scales.add(float(site["scale"]))
     if len(scales) > 1:
-        raise ValueError("a particle bound weighs every site alike; a KL weight (--kl-anneal-epochs) has no place in it")
+        raise ValueError(NO_KL_WEIGHT)
     # one stack and one sum, not a chain of additions: one node in the backward pass instead of one a site
     return torch.stack(torch.broadcast_tensors(*terms)).sum(0), scales.pop() if scales else 1.0
 
@@ -246,7 +249,7 @@ class FIVOELBO(ParticleBound):
 
     def per_sequence(self, model, guide, *args, num_sequences=None, kl_scale=1.0, record=None):
         if kl_scale != 1.0:
-            raise ValueError("a particle bound weighs every site alike; a KL weight (--kl-anneal-epochs) has no place in it")
+            raise ValueError(NO_KL_WEIGHT)
         vrnn, x, mask = (guide.vrnn, *args) if hasattr(guide, "vrnn") else args
         stepper = stepper_for(self.model_name, vrnn, self.guide_name, x, mask)
         result = particle_filter(stepper, self.num_particles, self.resampling)

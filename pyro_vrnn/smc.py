@@ -13,8 +13,8 @@ Le et al. 2018; Naesseth et al. 2018):
 
 E[p^(x)] = p(x) (Del Moral 2004), so E[log p^(x)] <= log p(x): FIVO, the filtering variational bound.
 Each sequence of the batch is its own population: its ESS decides its resampling, and a sequence's steps
-past its end (mask False) have alpha = 1, add nothing and never resample (nor does its last real step). Resampling moves a particle's
-whole past, the recurrence's state (h_t, c_t) with it. No resampling at all is importance sampling
+past its end (mask False) have alpha = 1, add nothing and never resample (nor does its last real step).
+Resampling moves a particle's whole past, the recurrence's state (h_t, c_t) with it. No resampling at all is importance sampling
 (log (1/K) sum_k w_k, the IWAE bound of Burda et al. 2016); K = 1 never resamples (ESS = 1 >= 1/2): the ELBO.
 Gradients: through z (reparameterized) and the weights; the resampling decisions' own score-function terms
 are dropped, as FIVO does (their variance is too high to be of use; Maddison et al. 2017, sec. 4).
@@ -117,8 +117,8 @@ class VRNNStepper:
 
         proposal    q(z_t | x_t, h_{t-1}) = vrnn.posterior(phi_x(x_t), h_{t-1}); with the smoothing guide
                     vrnn.posterior(a_t, h_{t-1}), a = vrnn.backward_states(phi_x(x), mask)
-        transition  log p(z_t | h_{t-1}) = vrnn.prior(h_{t-1}),  log p(x_t | z_t, h_{t-1}) = vrnn.emission(z_t, h_{t-1}),
-                    h_t = vrnn.step(phi_x(x_t), z_t, h_{t-1})
+        transition  log p(z_t | h_{t-1}) = vrnn.prior(h_{t-1}),
+                    log p(x_t | z_t, h_{t-1}) = vrnn.emission(z_t, h_{t-1}),  h_t = vrnn.step(phi_x(x_t), z_t, h_{t-1})
     The state is (h,) for a GRU, (h, c) for an LSTM, each [K, B, H].
     """
 

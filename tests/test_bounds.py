@@ -21,13 +21,13 @@ import torch
 import pyro.distributions as dist
 from pyro.infer import RenyiELBO, Trace_ELBO
 
-from pyro_vrnn import reference
+from pyro_vrnn import data as datasets, reference
 from pyro_vrnn.checkpoints import load_checkpoint
 from pyro_vrnn.config import config_from_dict, make_config
 from pyro_vrnn.objectives import particle_log_weights
 from pyro_vrnn.record import Record
 from pyro_vrnn.smc import VRNNStepper, particle_filter, stepper_for
-from pyro_vrnn.svi import Program, make_elbo
+from pyro_vrnn.svi import Program, make_elbo, validate
 from pyro_vrnn.train import train
 from conftest import ROOT, build, make_data
 
@@ -138,8 +138,8 @@ def test_the_stepper_without_resampling_gives_pyros_importance_weights(name, kin
                                                        ("vrnn-gauss", "real", "gru", "smoothing")])
 def test_the_plain_forms_give_the_bounds_numbers_and_gradients(name, kind, cell, guide_name):
     """reference.py's plain forms (the benchmark's floor), same seed: iwae_loss (both forms; the filtering guide)
-    is IWAEELBO's loss and gradients; the inlined filter is particle_filter's estimate and FIVOELBO's loss and gradients, with
-    resampling happening (K = 5 on these random networks)."""
+    is IWAEELBO's loss and gradients; the inlined filter is particle_filter's estimate and FIVOELBO's loss and
+    gradients, with resampling happening (K = 5 on these random networks)."""
     dim = 3 if kind == "handwriting" else 4
     config, model, guide, vrnn = build(name, kind, dim, cell=cell, guide=guide_name)
     x, mask = make_data(kind, dim=dim, steps=8)
@@ -289,3 +289,17 @@ def test_fivo_trains_under_ddp_unchanged(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     loss, grad_norm, spread = map(float, next(l for l in run.stdout.splitlines() if l.startswith("RESULT")).split()[1:])
     assert math.isfinite(loss) and loss > 0 and grad_norm > 0 and spread == 0.0
+
+
+def test_validation_reports_the_trained_bound(small_handwriting):
+    """validate(..., bound): the mean IWAE / FIVO bound per sequence and per step beside the ELBO; with K = 8 on
+    an untrained network (widely spread weights) both bounds sit well above the one-sample ELBO."""
+    valid = datasets.load("hdf5", data_dir=small_handwriting, verbose=False)["valid"]
+    config, model, guide, vrnn = build("vrnn-gmm", "handwriting", 3)
+    for name in ("iwae", "fivo"):
+        pyro.set_rng_seed(0)
+        metrics = validate(model, guide, vrnn, valid, 8, torch.device("cpu"),
+                           bound=make_elbo(name, particles=8, model="vrnn-gmm"))
+        assert metrics["bound_per_seq"] > metrics["elbo_per_seq"] + 1, (name, metrics)
+        steps = int(valid.lengths.sum())
+        assert metrics["bound_per_step"] == pytest.approx(metrics["bound_per_seq"] * len(valid) / steps)

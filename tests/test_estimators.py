@@ -243,10 +243,10 @@ def test_evaluate_ll_reports_every_estimator_per_sequence_and_per_step(fivo_run,
 def test_table1_shows_the_estimators_side_by_side(small_handwriting, tmp_path, capsys):
     """--estimators smc iwae: columns in that order between the ELBO and IS; the RNN's are its exact number."""
     table1 = load_script("table1")
-    rows, claims = table1.main(["--dataset", "hdf5", "--data-dir", small_handwriting, "--models", "vrnn-gmm", "rnn-gmm", "--seeds", "0",
-                                "--max-steps", "2", "--epochs", "1", "--num-samples", "4", "--estimators", "smc",
-                                "iwae", "--iwae-particles", "2", "--out", str(tmp_path / "t"), "--quiet",
-                                *[f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]])
+    rows, claims = table1.main(["--dataset", "hdf5", "--data-dir", small_handwriting, "--models", "vrnn-gmm",
+                                "rnn-gmm", "--seeds", "0", "--max-steps", "2", "--epochs", "1", "--num-samples", "4",
+                                "--estimators", "smc", "iwae", "--iwae-particles", "2", "--out", str(tmp_path / "t"),
+                                "--quiet", *[f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]])
     table = open(tmp_path / "t" / "table1.md").read()
     assert "| model | ELBO (>=) | SMC K=4 | IWAE K=2 | log p(x) (~) |" in table
     assert rows["vrnn-gmm"]["smc_per_seq"] > rows["vrnn-gmm"]["iwae_per_seq"] > rows["vrnn-gmm"]["elbo_per_seq"]
