@@ -20,12 +20,14 @@ def filtering_guide(vrnn, x, mask, num_sequences=None, kl_scale=1.0, record=None
     """Same arguments as `models.vrnn.vrnn_model`, with which it is paired site by site (z_1..z_T)."""
     batch, steps, _ = x.shape
     masks = step_masks(mask)  # mask[:, t]: padding steps count for nothing
-    phi_x = vrnn.phi_x(x)  # phi_x(x_t) of every step in one call: the guide sees all of x
+    # phi_x(x_t) of every step in one call (the guide sees all of x), unbound into steps: the backward pass
+    # then stacks T gradients once, where indexing phi_x[:, t] would write T gradients of the whole of it
+    phi_x = vrnn.phi_x(x).unbind(1)
     state = vrnn.initial_state(x)  # h_0 = 0
     with pyro.plate("sequences", num_sequences or batch, subsample=torch.arange(batch, device=x.device)):
         for t in pyro.markov(range(steps)):
             with poutine.mask(mask=masks[t]), poutine.scale(scale=kl_scale):
-                z_t = pyro.sample(f"z_{t + 1}", vrnn.posterior(phi_x[:, t], state.h))  # q(z_t | x_t, h_{t-1})
-            state = vrnn.step(phi_x[:, t], z_t, state)  # h_t = f(phi_x(x_t), phi_z(z_t), h_{t-1})
+                z_t = pyro.sample(f"z_{t + 1}", vrnn.posterior(phi_x[t], state.h))  # q(z_t | x_t, h_{t-1})
+            state = vrnn.step(phi_x[t], z_t, state)  # h_t = f(phi_x(x_t), phi_z(z_t), h_{t-1})
             if record is not None:
                 record.add(z_t, state)  # for the model, replayed on this z_t

@@ -23,12 +23,13 @@ def smoothing_guide(vrnn, x, mask, num_sequences=None, kl_scale=1.0, record=None
     batch, steps, _ = x.shape
     masks = step_masks(mask)  # mask[:, t]: padding steps count for nothing
     phi_x = vrnn.phi_x(x)  # phi_x(x_t) of every step in one call
-    a = vrnn.backward_states(phi_x, mask)  # a_t = g(a_{t+1}, phi_x(x_t)): what x_t .. x_T say
+    a = vrnn.backward_states(phi_x, mask).unbind(1)  # a_t = g(a_{t+1}, phi_x(x_t)): what x_t .. x_T say
+    phi_x = phi_x.unbind(1)  # steps (unbind: one stack in the backward pass, as guides/filtering.py)
     state = vrnn.initial_state(x)  # h_0 = 0
     with pyro.plate("sequences", num_sequences or batch, subsample=torch.arange(batch, device=x.device)):
         for t in pyro.markov(range(steps)):
             with poutine.mask(mask=masks[t]), poutine.scale(scale=kl_scale):
-                z_t = pyro.sample(f"z_{t + 1}", vrnn.posterior(a[:, t], state.h))  # q(z_t | h_{t-1}, a_t)
-            state = vrnn.step(phi_x[:, t], z_t, state)  # h_t = f(phi_x(x_t), phi_z(z_t), h_{t-1})
+                z_t = pyro.sample(f"z_{t + 1}", vrnn.posterior(a[t], state.h))  # q(z_t | h_{t-1}, a_t)
+            state = vrnn.step(phi_x[t], z_t, state)  # h_t = f(phi_x(x_t), phi_z(z_t), h_{t-1})
             if record is not None:
                 record.add(z_t, state)  # for the model, replayed on this z_t

@@ -27,11 +27,12 @@ def srnn_guide(srnn, x, mask, num_sequences=None, kl_scale=1.0, record=None):
     if record is not None:
         record.add_data_states(x, d)  # for the model, replayed on this pass: d depends on x alone
     a = srnn.backward_states(d, phi_x, mask)  # a_t = g(a_{t+1}, [d_t, phi_x(x_t)]): what d_t, x_t .. x_T say
+    a, d_steps = a.unbind(1), d.unbind(1)  # steps (unbind: one stack in the backward pass, not T gradients)
     z_prev = srnn.initial_z(x)  # z_0 = 0
     with pyro.plate("sequences", num_sequences or batch, subsample=torch.arange(batch, device=x.device)):
         for t in pyro.markov(range(steps)):
             with poutine.mask(mask=masks[t]), poutine.scale(scale=kl_scale):
-                z_t = pyro.sample(f"z_{t + 1}", srnn.posterior(z_prev, a[:, t], d[:, t]))  # q(z_t | z_{t-1}, a_t)
+                z_t = pyro.sample(f"z_{t + 1}", srnn.posterior(z_prev, a[t], d_steps[t]))  # q(z_t | z_{t-1}, a_t)
             if record is not None:
                 record.add(z_t)  # for the batched model, which scores the guide's z_t
             z_prev = z_t

@@ -34,12 +34,12 @@ def rnn_model_batched(vrnn, x, mask, num_sequences=None, kl_scale=1.0, record=No
     log p(x_t | h_{t-1}) of all steps is one call of phi_dec, observed as one factor per sequence.
     """
     batch, steps, _ = x.shape
-    phi_x = vrnn.phi_x(x)  # phi_x(x_t) of every step in one call
+    phi_x = vrnn.phi_x(x).unbind(1)  # phi_x(x_t) of every step in one call, as steps
     state = vrnn.initial_state(x)  # h_0 = 0
     h_prev = []
     for t in range(steps):
         h_prev.append(state.h)
-        state = vrnn.step(phi_x[:, t], None, state)  # h_t = f(phi_x(x_t), h_{t-1})
+        state = vrnn.step(phi_x[t], None, state)  # h_t = f(phi_x(x_t), h_{t-1})
     with pyro.plate("sequences", num_sequences or batch, subsample=torch.arange(batch, device=x.device)):
         log_px = vrnn.emission_log_prob(None, torch.stack(h_prev), x)  # log p(x_t | h_{t-1}), [T, B]
         pyro.factor("x", sum_over_steps(log_px, mask))  # sum_t log p(x_t | h_{t-1}), padding masked out

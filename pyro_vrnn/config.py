@@ -17,6 +17,8 @@ from pyro_vrnn.data.byo import train_sizes
 TABLE1_MODELS = ("rnn-gauss", "rnn-gmm", "vrnn-i-gauss", "vrnn-gauss", "vrnn-gmm")  # Chung et al. 2015, Table 1
 SRNN_MODELS = ("srnn", "srnn-gmm")  # Fraccaro et al. 2016 (pyro_vrnn/srnn.py): Gaussian or mixture emission
 MODEL_NAMES = TABLE1_MODELS + SRNN_MODELS
+EXACT_MODELS = ("rnn-gauss", "rnn-gmm")  # no latent variables: log p(x) is exact, the ELBO equals it
+ELBO_NAMES = ("trace", "meanfield", "iwae", "fivo")
 
 
 @dataclass
@@ -51,7 +53,8 @@ class Config:
     epochs: int = 100
     max_steps: Optional[int] = None
     patience: int = 10  # epochs without a better validation bound before stopping
-    elbo: str = "trace"  # "trace": Trace_ELBO; "meanfield": TraceMeanField_ELBO (analytic KL)
+    elbo: str = "trace"  # "trace": Trace_ELBO; "meanfield": TraceMeanField_ELBO (analytic KL); "iwae"; "fivo"
+    particles: int = 1  # K of --elbo iwae / fivo (objectives.IWAEELBO, FIVOELBO); the ELBOs take one
     scoring: str = "batched"  # the model's form: "batched" (one network call over all steps) or "steps"
     kl_anneal_epochs: float = 0.0  # KL weight rises linearly from 0 to 1 over this many epochs
     free_bits: float = 0.0  # nats per step of KL that cost nothing (Kingma et al. 2016); 0: the plain ELBO
@@ -143,7 +146,8 @@ def make_config(dataset="hershey", **overrides):
 
 # The least each number may be: sizes and counts at least 1, rates and scales above 0.
 AT_LEAST_ONE = ("hidden", "z_dim", "x_features", "z_features", "enc_hidden", "prior_hidden", "dec_hidden",
-                "mlp_layers", "components", "batch_size", "max_steps", "patience", "checkpoint_every", "log_every")
+                "mlp_layers", "components", "batch_size", "max_steps", "patience", "checkpoint_every", "log_every",
+                "particles")
 POSITIVE = ("lr", "clip")
 NOT_NEGATIVE = ("min_scale", "epochs", "kl_anneal_epochs", "threads", "backward_hidden", "free_bits")
 
@@ -152,8 +156,8 @@ def check_config(config):
     """Raise ValueError, one line naming the flag, for a setting no run can use; returns the config."""
     if config.model not in MODEL_NAMES:
         raise ValueError(f"unknown --model {config.model!r}; choose one of {', '.join(MODEL_NAMES)}")
-    if config.elbo not in ("trace", "meanfield"):
-        raise ValueError(f"unknown --elbo {config.elbo!r}; choose 'trace' or 'meanfield'")
+    if config.elbo not in ELBO_NAMES:
+        raise ValueError(f"unknown --elbo {config.elbo!r}; choose one of {', '.join(ELBO_NAMES)}")
     if config.cell not in ("lstm", "gru"):
         raise ValueError(f"unknown --cell {config.cell!r}; choose 'lstm' or 'gru'")
     if config.mixture not in ("shared", "independent"):
@@ -171,11 +175,27 @@ def check_config(config):
             value = getattr(config, name)
             if value is not None and not test(value):
                 raise ValueError(f"--{name.replace('_', '-')} is {value}; it must be {need}")
+    check_particle_bound(config)
     # Checked here, not when training seeds numpy or moves the model (a traceback, after the data
     # is prepared): each rank of a torchrun group is seeded seed + rank.
     check_seed(config.seed, processes=int(os.environ.get("WORLD_SIZE", "1") or 1))
     parse_device(config.device)
     return config
+
+
+def check_particle_bound(config):
+    """--elbo iwae / fivo take K = --particles; the other objectives one sample. A particle bound has no KL weight
+    (annealing or free bits would make its weights p(x, z) / q(z | x) something else) and needs latents."""
+    bound = config.elbo in ("iwae", "fivo")
+    if not bound and config.particles != 1:
+        raise ValueError(f"--particles {config.particles} needs --elbo iwae or fivo; "
+                         f"--elbo {config.elbo} takes one sample")
+    if bound and config.model in EXACT_MODELS:
+        raise ValueError(f"--elbo {config.elbo} needs latent variables; {config.model}'s log-likelihood is exact: "
+                         "train it with --elbo trace")
+    for name, value in (("kl_anneal_epochs", config.kl_anneal_epochs), ("free_bits", config.free_bits)):
+        if bound and value:
+            raise ValueError(f"--{name.replace('_', '-')} weighs the KL term, which --elbo {config.elbo} does not have")
 
 
 def config_to_dict(config):

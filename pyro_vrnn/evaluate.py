@@ -1,15 +1,26 @@
-"""Evaluating a trained model as Table 1 does (Chung et al. 2015): the ELBO and the importance-sampled
-log p(x) of every sequence of a split, averaged per sequence and per time step.
+"""Evaluating a trained model as Table 1 does (Chung et al. 2015), and as FIVO's papers do: estimates of
+log p(x) for every sequence of a split, averaged per sequence and per time step. `Estimators` chooses them:
 
-The estimators themselves are in objectives.py (Pyro's traces and `vectorized_importance_weights`);
-here they run over a data set in length-sorted batches, with the K particles drawn in chunks that fit
-in memory, and are summarized with standard errors, the KL term, the gap between the estimate and the
-bound, and the effective sample size. Models without latent variables (the RNN baselines) have an exact
-log p(x) = sum_t log p(x_t | x_{<t}): no sampling, reported as exact.
+  elbo  the K-sample average mean_k log w_k of the IS particles (Table 1's ">=");
+  iwae  log (1/K') sum_k w_k with K' = iwae_particles (Burda et al. 2016): a bound, tighter as K' grows;
+  smc   log p^(x) of the particle filter with smc_particles, each sequence resampled when its ESS < K/2
+        (pyro_vrnn/smc.py; Maddison et al. 2017): its expectation is FIVO's bound;
+  is    log (1/K) sum_k w_k with K = num_samples, importance sampling with the guide as proposal ("~").
+
+IWAE(K) and IS with K particles are one and the same number: by default iwae_particles = num_samples and
+the IS particles give both (reported under both names); a different --iwae-particles draws its own.
+
+The importance weights are in objectives.py (Pyro's traces and `vectorized_importance_weights`); here
+they run over a data set in length-sorted batches, with the K particles drawn in chunks that fit in
+memory (the particle filter needs no chunks: it holds one step), and are summarized with standard
+errors, the KL term, the gap between the IS estimate and the ELBO, and the effective sample size. Models
+without latent variables (the RNN baselines) have an exact log p(x) = sum_t log p(x_t | x_{<t}): no
+sampling, every estimator reported as that exact number.
 """
 import math
 import os
 import time
+from typing import Callable, NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
@@ -21,12 +32,29 @@ from pyro_vrnn import data as datasets
 from pyro_vrnn.checkpoints import check_same_data, load_checkpoint, rebuild, resolve_checkpoint
 from pyro_vrnn.objectives import exact_log_likelihood, particle_terms, summarize_log_weights
 from pyro_vrnn.runtime import TrainingError, frozen_heap, resolve_device, set_threads
+from pyro_vrnn.smc import particle_filter, stepper_for
 
 # Peak memory of one vectorized pass over K particles; K is drawn in chunks that fit it. On a CPU: an
 # eighth of the memory free now, between these bounds; on a GPU, a quarter of its free memory. Fewer,
 # larger chunks amortize Pyro's per-site work.
 CPU_MEMORY_BUDGET = (2 ** 28, 2 ** 32)  # 256 MiB to 4 GiB
 PASS_RESERVE_BYTES = 2 ** 25  # what a pass takes whatever its size: an emission block, the allocator's slack
+ESTIMATORS = ("elbo", "iwae", "smc", "is")
+DEFAULT_ESTIMATORS = ("elbo", "is")
+FIGURES = ("elbo", "iwae", "smc", "log_px", "kl", "gap")  # per-sequence figures summarized (log_px: IS)
+
+
+class Estimators(NamedTuple):
+    """What `evaluate_dataset` estimates: `names` among ESTIMATORS; K of IS (and of the ELBO's average); K' of
+    IWAE (None: K, the IS number itself); K of SMC (None: K); stepper(vrnn, x, mask) for SMC (smc.stepper_for)."""
+    names: Tuple[str, ...] = DEFAULT_ESTIMATORS
+    num_samples: int = 100
+    iwae_particles: Optional[int] = None
+    smc_particles: Optional[int] = None
+    stepper: Optional[Callable] = None
+
+    def particles(self, name):
+        return {"iwae": self.iwae_particles, "smc": self.smc_particles}.get(name) or self.num_samples
 
 
 def bytes_per_cell(vrnn):
@@ -89,6 +117,26 @@ def estimate_log_likelihood(model, guide, vrnn, x, mask, num_samples=100, chunk_
     return summarize_log_weights(log_likelihood - kl, kl)
 
 
+@torch.no_grad()
+def estimate_batch(model, guide, vrnn, x, mask, estimators, chunk_size=None, latent=True):
+    """Per-sequence [B] float64 tensors for one padded batch: elbo, log_px (IS), kl, ess from the IS particles
+    (drawn when elbo or is is asked for, or iwae with the same K); iwae; smc and smc_resamples."""
+    names = estimators.names
+    if not latent:
+        exact = estimate_log_likelihood(model, guide, vrnn, x, mask, latent=False)
+        return dict(exact, **{name: exact["log_px"] for name in ("iwae", "smc") if name in names})
+    result, iwae_k = {}, estimators.particles("iwae")
+    if {"elbo", "is"} & set(names) or ("iwae" in names and iwae_k == estimators.num_samples):
+        result = estimate_log_likelihood(model, guide, vrnn, x, mask, estimators.num_samples, chunk_size)
+    if "iwae" in names:  # IS with K' particles: the same number as IS when K' = K
+        result["iwae"] = result["log_px"] if iwae_k == estimators.num_samples else summarize_log_weights(
+            importance_log_weights(model, guide, vrnn, x, mask, iwae_k, chunk_size))["log_px"]
+    if "smc" in names:
+        smc = particle_filter(estimators.stepper(vrnn, x, mask), estimators.particles("smc"))
+        result.update(smc=smc.log_evidence, smc_resamples=smc.resamples.double())
+    return result
+
+
 def mean_and_stderr(values):
     """Mean across sequences and its standard error (None for a single sequence)."""
     values = np.asarray(values, dtype=np.float64)
@@ -107,14 +155,18 @@ def ratio_and_stderr(values, lengths):
     return ratio, float(math.sqrt((residual ** 2).sum() / (n * (n - 1))) / lengths.mean())
 
 
-def summarize(per_sequence, lengths, exact, num_samples):
-    """The report's figures from per-sequence arrays (elbo, log_px, kl, ess) and the sequence lengths:
-    each per sequence and per time step with its standard error; the gap log p(x) - ELBO (how far the
-    bound is from the estimate: the guide's distance from the posterior); the ESS."""
+def summarize(per_sequence, lengths, exact, num_samples, estimators=None):
+    """The report's figures from per-sequence arrays (elbo, log_px, kl, ess; iwae, smc, smc_resamples) and
+    the sequence lengths: each per sequence and per time step with its standard error; the gap
+    log p(x) - ELBO (how far the bound is from the estimate: the guide's distance from the posterior);
+    the ESS; the estimators asked for and their particles (`Estimators`)."""
+    estimators = estimators or Estimators(num_samples=num_samples)
     figures = {"exact": exact, "num_samples": None if exact else num_samples,
-               "sequences": len(lengths), "steps": int(np.sum(lengths))}
-    per_sequence = dict(per_sequence, gap=np.asarray(per_sequence["log_px"]) - np.asarray(per_sequence["elbo"]))
-    for key in ("elbo", "log_px", "kl", "gap"):
+               "sequences": len(lengths), "steps": int(np.sum(lengths)), "estimators": list(estimators.names),
+               **{f"{name}_particles": None if exact else estimators.particles(name) for name in ("iwae", "smc")}}
+    if "log_px" in per_sequence and "elbo" in per_sequence:
+        per_sequence = dict(per_sequence, gap=np.asarray(per_sequence["log_px"]) - np.asarray(per_sequence["elbo"]))
+    for key in FIGURES:
         if key in per_sequence:
             figures[f"{key}_per_seq"], figures[f"{key}_per_seq_stderr"] = mean_and_stderr(per_sequence[key])
             figures[f"{key}_per_step"], figures[f"{key}_per_step_stderr"] = ratio_and_stderr(per_sequence[key],
@@ -122,44 +174,55 @@ def summarize(per_sequence, lengths, exact, num_samples):
     ess = per_sequence.get("ess")
     figures["ess_mean"] = None if ess is None else float(np.mean(ess))
     figures["ess_min"] = None if ess is None else float(np.min(ess))
+    if "smc_resamples" in per_sequence:
+        figures["smc_resamples_per_seq"] = float(np.mean(per_sequence["smc_resamples"]))
     return figures
 
 
 @torch.no_grad()
 def evaluate_dataset(model, guide, vrnn, dataset, latent, num_samples=100, batch_size=32, chunk_size=None,
-                     device="cpu", progress=False):
+                     device="cpu", progress=False, estimators=None):
     """Evaluate every sequence of a SequenceDataset; returns (summary dict, per-sequence dict of arrays
-    in the dataset's order). Batches hold sequences of similar length (sorted), so little is padded."""
+    in the dataset's order). Batches hold sequences of similar length (sorted), so little is padded.
+    estimators: an `Estimators` (default: the ELBO and IS with num_samples particles)."""
+    estimators = estimators or Estimators(num_samples=num_samples)
+    num_samples = estimators.num_samples
     lengths = np.asarray(dataset.lengths)
     order = np.argsort(lengths, kind="stable")
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    keys = ("elbo", "log_px", "kl", "ess") if latent else ("elbo", "log_px", "kl")
-    per_sequence = {key: np.zeros(len(lengths)) for key in keys}
+    per_sequence = {}
     start = time.time()
     # argument checks cost time and were done in training; frozen_heap: see pyro_vrnn/runtime.py
     with pyro.validation_enabled(False), frozen_heap():
         for indices in tqdm(batches, disable=not progress, desc="evaluating", unit="batch", dynamic_ncols=True):
             x, mask = datasets.pad_batch([dataset[int(i)] for i in indices])
             x, mask = x.to(device), mask.to(device)
-            result = estimate_log_likelihood(model, guide, vrnn, x, mask, num_samples, chunk_size, latent)
-            for key in keys:
-                per_sequence[key][indices] = result[key].cpu().numpy()
-    summary = summarize(per_sequence, lengths, exact=not latent, num_samples=num_samples)
+            result = estimate_batch(model, guide, vrnn, x, mask, estimators, chunk_size, latent)
+            for key, values in result.items():
+                if values is not None:
+                    per_sequence.setdefault(key, np.zeros(len(lengths)))[indices] = values.cpu().numpy()
+    summary = summarize(per_sequence, lengths, exact=not latent, num_samples=num_samples, estimators=estimators)
     summary["seconds"] = time.time() - start
     per_sequence["length"] = lengths
     return summary, per_sequence
 
 
 def evaluate_checkpoint(path, split=None, num_samples=100, batch_size=None, chunk_size=None, device="cpu",
-                        data_dir=None, seed=0, progress=False):
+                        data_dir=None, seed=0, progress=False, estimators=DEFAULT_ESTIMATORS, iwae_particles=None,
+                        smc_particles=None):
     """Load a checkpoint (file or run directory), evaluate it on a split of its dataset; returns the
     summary dict (with model, dataset, split, checkpoint) and the per-sequence arrays.
 
     split None: test, or valid where the data set has no test split (IAM-OnDB with its official lists:
-    the authors trained on every list but validation set 1 and reported on that)."""
-    for flag, value in (("num-samples", num_samples), ("batch-size", batch_size), ("chunk-size", chunk_size)):
+    the authors trained on every list but validation set 1 and reported on that). estimators: names
+    among ESTIMATORS, with iwae_particles and smc_particles (default num_samples; see `Estimators`)."""
+    for flag, value in (("num-samples", num_samples), ("batch-size", batch_size), ("chunk-size", chunk_size),
+                        ("iwae-particles", iwae_particles), ("smc-particles", smc_particles)):
         if value is not None and value < 1:
             raise TrainingError(f"--{flag} is {value}; it must be at least 1")
+    unknown = [name for name in estimators if name not in ESTIMATORS]
+    if unknown or not estimators:
+        raise TrainingError(f"unknown --estimators {' '.join(unknown)}; choose among {', '.join(ESTIMATORS)}")
     path = resolve_checkpoint(path)
     state = load_checkpoint(path)
     device = resolve_device(device) if isinstance(device, str) else device
@@ -173,9 +236,11 @@ def evaluate_checkpoint(path, split=None, num_samples=100, batch_size=None, chun
         raise TrainingError(f"dataset {config.dataset!r} has no sequences in a split {split!r}")
     check_same_data(info, dataset, f"{config.dataset} {split}")
     latent = models.MODELS[config.model].latent
+    plan = Estimators(tuple(dict.fromkeys(estimators)), num_samples, iwae_particles, smc_particles,
+                      lambda network, x, mask: stepper_for(config, network, config.guide, x, mask))
     pyro.set_rng_seed(seed)
     summary, per_sequence = evaluate_dataset(model, guide, vrnn, dataset, latent, num_samples,
-                                             batch_size or config.batch_size, chunk_size, device, progress)
+                                             batch_size or config.batch_size, chunk_size, device, progress, plan)
     summary = {"checkpoint": path, "model": config.model, "dataset": config.dataset, "split": split,
                "step": state["progress"]["step"], "device": str(device), **summary}
     return summary, per_sequence

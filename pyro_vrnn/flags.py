@@ -6,7 +6,7 @@ returns the ones given, as config fields.
 """
 import argparse
 
-from pyro_vrnn.config import Config
+from pyro_vrnn.config import ELBO_NAMES, Config
 
 SIZES = {"hidden": "LSTM units (f)", "z_dim": "latent dimension", "x_features": "phi_x width",
          "z_features": "phi_z width", "enc_hidden": "phi_enc width", "prior_hidden": "phi_prior width",
@@ -38,8 +38,11 @@ def add_config_flags(parser, seed=True):
     g.add_argument("--epochs", type=int, help="passes over the training set")
     g.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
     g.add_argument("--patience", type=int, help="early stopping: epochs without a better valid bound")
-    g.add_argument("--elbo", choices=("trace", "meanfield"),
-                   help="trace: Trace_ELBO; meanfield: TraceMeanField_ELBO (analytic KL, as the paper)")
+    g.add_argument("--elbo", choices=ELBO_NAMES,
+                   help="trace: Trace_ELBO; meanfield: TraceMeanField_ELBO (analytic KL, as the paper); iwae: the "
+                        "importance-weighted bound (Burda et al. 2016); fivo: the filtering variational objective, "
+                        "SMC with the guide as proposal (Maddison et al. 2017); both with --particles K")
+    g.add_argument("--particles", type=int, help="K, particles of --elbo iwae or fivo (default 1)")
     g.add_argument("--kl-anneal-epochs", type=float, help="KL weight rises from 0 to 1 over this many epochs")
     g.add_argument("--free-bits", type=float,
                    help="nats of KL per time step that cost nothing in training (Kingma et al. 2016; 0: off)")

@@ -107,8 +107,11 @@ def emission_log_prob_in_blocks(emission, width, z, context, x):
                                                                                   z.shape[1:-1]).numel()
     per_step = 4 * width * rows  # float32 parameters of one step
     block = max(1, EMISSION_BLOCK_BYTES // per_step)
-    log_probs = [emission(None if z is None else z[s:s + block], context[s:s + block]).log_prob(
-        values[s:s + block]) for s in range(0, len(context), block)]
+    # split, not [s:s + block]: a slice's backward writes its gradient into zeros of the whole [T, ...] tensor,
+    # T / block times over; split's is one concatenation
+    z_blocks = [None] * -(-len(context) // block) if z is None else z.split(block)
+    log_probs = [emission(z_block, context_block).log_prob(values_block)
+                 for z_block, context_block, values_block in zip(z_blocks, context.split(block), values.split(block))]
     return log_probs[0] if len(log_probs) == 1 else torch.cat(log_probs)
 
 

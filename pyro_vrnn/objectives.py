@@ -21,19 +21,24 @@ inequality log mean_k w_k >= mean_k log w_k for every sequence: the "~" number i
 Each call creates the `Record` that carries the guide's recurrence to the model (pyro_vrnn/record.py).
 
 Training may also use `FreeBitsELBO`, the ELBO with free bits (Kingma et al. 2016), which keeps the
-optimizer from pushing q(z_t | ...) onto the prior for the last few nats of each step.
+optimizer from pushing q(z_t | ...) onto the prior for the last few nats of each step, or a tighter
+bound on log p(x) from K particles: `IWAEELBO` (Burda et al. 2016) and `FIVOELBO` (Maddison et al. 2017;
+Le et al. 2018; Naesseth et al. 2018), both per sequence.
 """
 import math
 
 import torch
 import pyro.poutine as poutine
-from pyro.infer import TraceMeanField_ELBO
+from pyro.distributions.util import scale_and_mask
+from pyro.infer import ELBO, TraceMeanField_ELBO
+from pyro.infer.enum import get_importance_trace
 from pyro.infer.importance import vectorized_importance_weights
 from pyro.infer.util import torch_item
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import kl_divergence
 
 from pyro_vrnn.record import Record
+from pyro_vrnn.smc import particle_filter, stepper_for
 
 
 def site_log_prob_sum(trace, observed, dtype=None):
@@ -156,3 +161,96 @@ class FreeBitsELBO(TraceMeanField_ELBO):
             elbo = elbo - guide_site["scale"] * torch.clamp(kl.sum(), min=self.free_bits * count)
         return -torch_item(elbo), -elbo
 
+
+NO_KL_WEIGHT = "a particle bound weighs every site alike; a KL weight (--kl-anneal-epochs) has no place in it"
+
+
+class ParticleBound(ELBO):
+    """A K-particle bound on sum_b log p(x_b) as a Pyro ELBO: `differentiable_loss` is -(plate scale) times the
+    sum over the batch of each sequence's bound, so that `bound(Program(model), Program(guide))` is an
+    ELBOModule that pyro_vrnn/svi.py trains (and DDP wraps) as it does Trace_ELBO's. No KL weight: the
+    weights p(x, z) / q(z | x) are only a bound with every site counted once (kl_scale must be 1)."""
+
+    def __init__(self, num_particles):
+        super().__init__(num_particles=num_particles, max_plate_nesting=1, vectorize_particles=True)
+
+    def per_sequence(self, model, guide, *args, **kwargs):
+        """The bound of each sequence [B], and the plate's scale (the data set's size over the batch's)."""
+        raise NotImplementedError
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        bound, scale = self.per_sequence(model, guide, *args, **kwargs)
+        return -scale * bound.sum()
+
+    def loss(self, model, guide, *args, **kwargs):
+        with torch.no_grad():
+            return torch_item(self.differentiable_loss(model, guide, *args, **kwargs))
+
+    def loss_and_grads(self, model, guide, *args, **kwargs):
+        loss = self.differentiable_loss(model, guide, *args, **kwargs)
+        loss.backward()
+        return torch_item(loss)
+
+    def _get_trace(self, model, guide, args, kwargs):
+        return get_importance_trace("flat", self.max_plate_nesting, model, guide, args, kwargs)
+
+
+def unscaled_site_sum(trace, zeros):
+    """sum over the sample sites of their masked, unscaled log-densities, broadcast to the shape of `zeros`; and
+    the sites' common scale (raises if the sites' scales differ: a KL weight)."""
+    terms, scales = [zeros], set()
+    for site in trace.nodes.values():
+        if site["type"] == "sample" and not site_is_subsample(site):
+            mask = site["mask"]  # None or True: a step where every sequence is real
+            terms.append(site["unscaled_log_prob"] if mask is None or mask is True else scale_and_mask(
+                site["unscaled_log_prob"], 1.0, mask))
+            scales.add(float(site["scale"]))
+    if len(scales) > 1:
+        raise ValueError(NO_KL_WEIGHT)
+    # one stack and one sum, not a chain of additions: one node in the backward pass instead of one a site
+    return torch.stack(torch.broadcast_tensors(*terms)).sum(0), scales.pop() if scales else 1.0
+
+
+class IWAEELBO(ParticleBound):
+    """The importance-weighted bound of each sequence (Burda et al. 2016, eq. 8), summed over the batch:
+
+        sum_b log (1/K) sum_k w_kb,   w_kb = p(x_b, z^k_b) / q(z^k_b | x_b),   z^k_b ~ q(z | x_b)
+
+    The K particles are drawn in one vectorized pass (Pyro's particle plate at dim -2, as RenyiELBO and
+    vectorized_importance_weights draw them), the guide's `record` passed to both programs. log w [K, B]
+    comes from the sites' masked, *unscaled* log-densities: RenyiELBO(alpha=0) keeps the sequences apart
+    too, but it exponentiates the scaled ones, log mean_k exp(s log w_kb) for the plate's scale s = N / B,
+    and it has no differentiable_loss, so it cannot be an ELBOModule (tests/test_bounds.py). The plate's
+    scale multiplies the bound instead. K = 1 is Trace_ELBO's one-sample ELBO, with its gradient.
+    """
+
+    def per_sequence(self, model, guide, *args, **kwargs):
+        kwargs.setdefault("record", Record())
+        model_trace, guide_trace = next(self._get_traces(model, guide, args, kwargs))
+        x = args[-2]  # (vrnn,) x, mask: the programs' arguments
+        zeros = x.new_zeros(self.num_particles, x.shape[0])
+        log_p, scale = unscaled_site_sum(model_trace, zeros)
+        log_q, _ = unscaled_site_sum(guide_trace, zeros)
+        return torch.logsumexp(log_p - log_q, dim=0) - math.log(self.num_particles), scale
+
+
+class FIVOELBO(ParticleBound):
+    """The filtering variational objective of each sequence (Maddison et al. 2017, eq. 3; Le et al. 2018;
+    Naesseth et al. 2018), summed over the batch: E log p^(x_b), p^ the particle filter's estimate of p(x_b)
+    with K particles, the guide as proposal, each sequence resampled (systematically) when its ESS < K/2;
+    pyro_vrnn/smc.py has the equations. The filter runs on the networks of the Programs (a Program's
+    .vrnn; or the programs' first argument), through the stepper of `model_name`, not on Pyro traces; the
+    resampling decisions' score-function gradient terms are dropped, as FIVO does. K = 1 is the ELBO.
+    """
+
+    def __init__(self, num_particles, model_name, guide_name, resampling="systematic"):
+        super().__init__(num_particles)
+        self.model_name, self.guide_name, self.resampling = model_name, guide_name, resampling
+
+    def per_sequence(self, model, guide, *args, num_sequences=None, kl_scale=1.0, record=None):
+        if kl_scale != 1.0:
+            raise ValueError(NO_KL_WEIGHT)
+        vrnn, x, mask = (guide.vrnn, *args) if hasattr(guide, "vrnn") else args
+        stepper = stepper_for(self.model_name, vrnn, self.guide_name, x, mask)
+        result = particle_filter(stepper, self.num_particles, self.resampling)
+        return result.log_evidence.to(x.dtype), (num_sequences or x.shape[0]) / x.shape[0]

@@ -16,11 +16,12 @@ import torch.nn as nn
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 from pyro_vrnn import data as datasets
-from pyro_vrnn.objectives import FreeBitsELBO, elbo_terms
+from pyro_vrnn.objectives import FIVOELBO, FreeBitsELBO, IWAEELBO, elbo_terms
 from pyro_vrnn.record import Record
 from pyro_vrnn.runtime import all_reduce_sum
 
 ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}
+PARTICLE_BOUNDS = ("iwae", "fivo")  # K-particle bounds, per sequence (objectives.py)
 
 
 class Program(nn.Module):
@@ -35,9 +36,15 @@ class Program(nn.Module):
         return self.fn(self.vrnn, *args, **kwargs)
 
 
-def make_elbo(name, free_bits=0.0):
+def make_elbo(name, free_bits=0.0, particles=1, model="vrnn-gmm", guide="filtering"):
     """Trace_ELBO ("trace") or TraceMeanField_ELBO ("meanfield", analytic KL); with free bits (> 0 nats a
-    step), FreeBitsELBO, whose KL is analytic too. One particle, as the paper; one plate, over sequences."""
+    step), FreeBitsELBO, whose KL is analytic too: one particle, as the paper. "iwae": IWAEELBO, "fivo":
+    FIVOELBO with `particles` K, FIVO's particle filter being the stepper of `model` and `guide` (the run's
+    --model, --guide). One plate, over sequences."""
+    if name == "iwae":
+        return IWAEELBO(particles)
+    if name == "fivo":
+        return FIVOELBO(particles, model, guide)
     if free_bits > 0:
         return FreeBitsELBO(free_bits, max_plate_nesting=1)
     return ELBOS[name](max_plate_nesting=1)
@@ -46,7 +53,8 @@ def make_elbo(name, free_bits=0.0):
 def make_loss_module(config, model, guide, vrnn, world_size=1, device=None):
     """Pyro's ELBOModule over the model and guide, wrapped in DDP when there are several processes."""
     pyro.settings.set(module_local_params=True)
-    loss_module = make_elbo(config.elbo, config.free_bits)(Program(model, vrnn), Program(guide, vrnn))
+    elbo = make_elbo(config.elbo, config.free_bits, config.particles, config.model, config.guide)
+    loss_module = elbo(Program(model, vrnn), Program(guide, vrnn))
     if world_size > 1:
         loss_module = nn.parallel.DistributedDataParallel(
             loss_module, device_ids=[device.index] if device is not None and device.type == "cuda" else None)
@@ -87,12 +95,14 @@ def to_device(batch, device):
 
 
 @torch.no_grad()
-def validate(model, guide, vrnn, dataset, batch_size, device, rank=0, world_size=1):
-    """Mean ELBO per sequence and per time step on a split, with its reconstruction and KL parts."""
+def validate(model, guide, vrnn, dataset, batch_size, device, rank=0, world_size=1, bound=None):
+    """Mean ELBO per sequence and per time step on a split, with its reconstruction and KL parts; with a particle
+    `bound` (IWAEELBO, FIVOELBO: the run's objective), its mean too ("bound_per_seq"), which training then
+    selects the best model and stops early by, as FIVO does."""
     vrnn.eval()
     sampler = datasets.LengthBucketSampler(dataset.lengths, batch_size, shuffle=False, rank=rank,
                                            world_size=world_size)
-    totals = [0.0, 0.0, 0.0, 0.0]  # log-likelihood, kl, sequences, steps
+    totals = [0.0, 0.0, 0.0, 0.0, 0.0]  # log-likelihood, kl, sequences, steps, bound
     for indices in sampler:
         x, mask = to_device(datasets.pad_batch([dataset[i] for i in indices]), device)
         log_likelihood, kl = elbo_terms(model, guide, vrnn, x, mask)
@@ -100,9 +110,14 @@ def validate(model, guide, vrnn, dataset, batch_size, device, rank=0, world_size
         totals[1] += kl.sum().item()
         totals[2] += len(indices)
         totals[3] += mask.sum().item()
+        if bound is not None:
+            totals[4] += bound.per_sequence(model, guide, vrnn, x, mask)[0].sum().item()
     vrnn.train()
-    log_likelihood, kl, sequences, steps = all_reduce_sum(totals, device)
+    log_likelihood, kl, sequences, steps, bound_sum = all_reduce_sum(totals, device)
     elbo = log_likelihood - kl
-    return {"elbo_per_seq": elbo / sequences, "elbo_per_step": elbo / steps,
-            "log_likelihood_per_seq": log_likelihood / sequences, "kl_per_seq": kl / sequences,
-            "kl_per_step": kl / steps}
+    metrics = {"elbo_per_seq": elbo / sequences, "elbo_per_step": elbo / steps,
+               "log_likelihood_per_seq": log_likelihood / sequences, "kl_per_seq": kl / sequences,
+               "kl_per_step": kl / steps}
+    if bound is not None:
+        metrics.update(bound_per_seq=bound_sum / sequences, bound_per_step=bound_sum / steps)
+    return metrics

@@ -3,7 +3,9 @@
 One loop serves one process and a `torchrun` group alike (world size 1 is not a special case): steps
 of `svi.svi_step` (Pyro's Trace_ELBO as a module, Adam, gradient clipping) over length-bucketed
 batches. The ELBO is the sum over time steps of reconstruction minus KL; `--elbo meanfield` computes
-each KL analytically (TraceMeanField_ELBO, as the paper) and `--kl-anneal-epochs` anneals its weight.
+each KL analytically (TraceMeanField_ELBO, as the paper) and `--kl-anneal-epochs` anneals its weight;
+`--elbo iwae` / `fivo` with `--particles K` train a K-particle bound instead (objectives.py), which then
+also picks the best model on validation.
 
 `Trainer.run` reads in one screen: resume or start, then epochs of steps, each epoch ended by
 validation, early stopping and a checkpoint; `--resume` continues exactly where `last.pt` was.
@@ -26,7 +28,7 @@ from pyro_vrnn.config import config_to_dict
 from pyro_vrnn.runs import RunDirectory
 from pyro_vrnn.runtime import (EXIT_CODES, StopRequest, TrainingError, all_reduce_sum, any_rank, frozen_heap,
                                get_rng_state, set_rng_state, set_threads, setup_distributed)
-from pyro_vrnn.svi import kl_weight, make_loss_module, svi_step, to_device, validate
+from pyro_vrnn.svi import PARTICLE_BOUNDS, kl_weight, make_elbo, make_loss_module, svi_step, to_device, validate
 
 @dataclasses.dataclass
 class Progress:
@@ -34,7 +36,7 @@ class Progress:
     epoch: int = 0  # epochs finished
     batch: int = 0  # batches done in the current epoch
     step: int = 0  # optimizer steps in all
-    best_valid: float = -math.inf  # best validation ELBO per sequence so far
+    best_valid: float = -math.inf  # best validation ELBO per sequence so far (the IWAE / FIVO bound if trained on)
     bad_epochs: int = 0  # epochs since it last improved
     epoch_loss: float = 0.0  # the current epoch's sum of loss x sequences (over every rank)
     epoch_sequences: float = 0.0
@@ -210,18 +212,22 @@ class Trainer:
         """Validate, remember the best, checkpoint; returns why to stop ("early_stopping", ...) or None."""
         c, p = self.config, self.progress
         train_loss, train_sequences = all_reduce_sum([p.epoch_loss, p.epoch_sequences], self.device)
+        bound = make_elbo(c.elbo, particles=c.particles, model=c.model, guide=c.guide) if (
+            c.elbo in PARTICLE_BOUNDS) else None
         metrics = validate(self.model, self.guide, self.vrnn, self.valid_set, c.batch_size, self.device,
-                           self.rank, self.world_size)
-        improved = metrics["elbo_per_seq"] > p.best_valid
+                           self.rank, self.world_size, bound)
+        score = metrics.get("bound_per_seq", metrics["elbo_per_seq"])  # the objective trained
+        improved = score > p.best_valid
         p.epoch, p.batch, p.epoch_loss, p.epoch_sequences = p.epoch + 1, 0, 0.0, 0.0
         p.bad_epochs = 0 if improved else p.bad_epochs + 1
-        p.best_valid = max(p.best_valid, metrics["elbo_per_seq"])
+        p.best_valid = max(p.best_valid, score)
         self.log({"event": "epoch", "epoch": p.epoch, "step": p.step,
                   "train_elbo_per_seq": -train_loss / max(train_sequences, 1),
                   **{f"valid_{k}": v for k, v in metrics.items()}, "time": time.time() - self.start})
         self.say(f"epoch {p.epoch}: train ELBO/seq {-train_loss / max(train_sequences, 1):.2f}, valid ELBO/seq "
                  f"{metrics['elbo_per_seq']:.2f} ({metrics['elbo_per_step']:.3f}/step), KL/seq "
-                 f"{metrics['kl_per_seq']:.2f}" + ("  (best)" if improved else ""))
+                 f"{metrics['kl_per_seq']:.2f}" + (f", valid {c.elbo.upper()}(K={c.particles})/seq {score:.2f}"
+                                                  if bound is not None else "") + ("  (best)" if improved else ""))
         if improved:
             self.checkpoint("best.pt")
         self.checkpoint("last.pt")
@@ -280,7 +286,8 @@ class Trainer:
                      f"standardize the data (mean 0, std 1, statistics from train) and start again{again}")
             return (f" on a batch with values up to {largest:.3g}: the data are not standardized; standardize them "
                     f"(mean 0, std 1, statistics from train) and start again{again}")
-        remedy = "a lower --lr, a smaller --clip, --kl-anneal-epochs 1 or --elbo meanfield"
+        remedy = "a lower --lr, a smaller --clip" + (
+            "" if self.config.elbo in PARTICLE_BOUNDS else ", --kl-anneal-epochs 1 or --elbo meanfield")
         if os.path.isfile(self.run_dir.file("last.pt")):
             self.say(f"\nthe loss or its gradient became non-finite at step {step}; {self.run_dir.path}/last.pt holds "
                      f"the last good checkpoint. Resume it with {remedy} (as is, it would diverge again): "

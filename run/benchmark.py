@@ -6,6 +6,7 @@
     python run/benchmark.py --quick                        # tiny sizes: checks that it runs (the test suite)
     python run/benchmark.py --hidden 1200 --z-dim 50 --features 250 --batch 20 --steps 200 --no-is
                                                            # near the authors' IAM-OnDB sizes
+    python run/benchmark.py --objectives iwae fivo smc --models vrnn-gmm --steps 200   # the particle bounds
 
 For each model of Table 1, data dimension (3: handwriting (pen, dx, dy); 200: speech frames) and
 sequence length T it measures, in one process and back to back:
@@ -23,36 +24,41 @@ sequence length T it measures, in one process and back to back:
          estimate and of the faster plain form (CPU: the high-water mark of a forked child's resident
          set; CUDA: torch.cuda.max_memory_allocated).
 
+and, with --objectives iwae fivo smc, the K-particle bounds (pyro_vrnn/objectives.py, pyro_vrnn/smc.py):
+
+  iwae   one training step on IWAEELBO with --particles K (a vectorized particle plate over the Pyro
+         programs) against reference.py's two forms of the same bound with K particles and gradients;
+  fivo   one training step on FIVOELBO (smc.particle_filter through the VRNN's stepper) against
+         reference.fivo_loss, the same filter inlined into one loop over the networks;
+  smc    evaluation's particle-filter estimate with --num-samples particles (no gradients) against
+         reference.smc_log_evidence; seconds per sequence, --is-batch sequences a batch.
+
 The floor is the faster plain form of each repeat: `ratio` is the median over repeats of Pyro's time
 over it, and `ratio_per_step`, `ratio_batched` the same against each form. Repeats rotate the order
 of the three. On CPU the times are the process's CPU time (one intra-op thread): on a machine shared
 with other jobs that is far steadier than wall time, which is also recorded in the JSON.
 """
 import argparse
-import contextlib
-import ctypes
-import gc
 import json
 import math
 import os
-import platform
-import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
 import pyro  # noqa: E402
 import torch  # noqa: E402
-from torch.distributions import Distribution  # noqa: E402
 
 import models  # noqa: E402
 from pyro_vrnn import evaluate, reference  # noqa: E402
 from pyro_vrnn.config import TABLE1_MODELS, make_config  # noqa: E402
 from pyro_vrnn.runtime import frozen_heap, resolve_device  # noqa: E402
+from pyro_vrnn.smc import particle_filter, stepper_for  # noqa: E402
 from pyro_vrnn.svi import Program, make_elbo, svi_step  # noqa: E402
+from pyro_vrnn.timing import Clock, compare, machine, no_validation, peak_memory  # noqa: E402
 
 KINDS = {3: "handwriting", 200: "real"}  # data dimension -> kind: IAM-OnDB strokes, speech frames
+OBJECTIVES = ("elbo", "is", "iwae", "fivo", "smc")  # rows: ELBO and IWAE / FIVO training steps; IS and SMC estimates
 
 
 def parse_args(argv=None):
@@ -78,8 +84,11 @@ def parse_args(argv=None):
     p.add_argument("--is-steps", nargs="+", type=int, help="lengths for the IS rows (default: --steps)")
     p.add_argument("--is-repeats", type=int, default=3)
     p.add_argument("--chunk-size", type=int, help="particles per vectorized pass (default: evaluate's, from memory)")
-    p.add_argument("--no-train", action="store_true", help="skip the training-step rows")
-    p.add_argument("--no-is", action="store_true", help="skip the importance-sampling rows")
+    p.add_argument("--objectives", nargs="+", choices=OBJECTIVES, default=["elbo", "is"],
+                   help="rows to measure: elbo and iwae / fivo training steps, is and smc estimates (--quick: all)")
+    p.add_argument("--particles", type=int, default=4, help="K of the iwae and fivo training steps")
+    p.add_argument("--no-train", action="store_true", help="skip the training-step rows (--objectives without elbo)")
+    p.add_argument("--no-is", action="store_true", help="skip the importance-sampling rows (--objectives without is)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, auto")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads on CPU")
@@ -92,6 +101,9 @@ def parse_args(argv=None):
         args.features, args.components, args.repeats, args.is_repeats = 5, 3, 1, 1
         args.num_samples, args.is_batch, args.is_steps = 5, 2, [5]
         args.models = [m for m in args.models if m in ("rnn-gmm", "vrnn-gmm", "vrnn-i-gauss")] or args.models
+        args.objectives, args.particles = list(OBJECTIVES), 3
+    args.objectives = [o for o in dict.fromkeys(args.objectives)
+                       if not (o == "elbo" and args.no_train or o == "is" and args.no_is)]
     return args
 
 
@@ -117,57 +129,6 @@ def build(name, dim, args, device):
     torch.manual_seed(args.seed)
     model, guide, vrnn = models.build(config, KINDS.get(dim, "real"), dim)
     return model, guide, vrnn.to(device)
-
-
-@contextlib.contextmanager
-def no_validation():
-    """torch.distributions' argument and support checks off, as they are in Pyro's hot path (a fair race)."""
-    previous = Distribution._validate_args
-    Distribution.set_default_validate_args(False)
-    try:
-        yield
-    finally:
-        Distribution.set_default_validate_args(previous)
-
-
-class Clock:
-    """CPU time of this process on CPU (steady on a shared machine); wall time, synchronized, on CUDA."""
-
-    def __init__(self, device):
-        self.cuda = device.type == "cuda"
-
-    def __call__(self, fn):
-        if self.cuda:
-            torch.cuda.synchronize()
-        wall, cpu = time.perf_counter(), time.process_time()
-        fn()
-        if self.cuda:
-            torch.cuda.synchronize()
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        return {"time": wall if self.cuda else cpu, "wall": wall}
-
-
-def compare(clock, pyro_fn, plain_fns, repeats):
-    """Time the Pyro callable and each plain form `repeats` times, rotating their order; per repeat, Pyro's
-    time over the faster plain form (the floor) and over each form; medians of all of them."""
-    names = ["pyro"] + list(plain_fns)
-    fns = dict(pyro=pyro_fn, **plain_fns)
-    times = {name: [] for name in names}
-    for i in range(repeats):
-        order = names[i % len(names):] + names[:i % len(names)]
-        for name in order:
-            times[name].append(clock(fns[name]))
-    med = statistics.median
-    seconds = {name: [t["time"] for t in times[name]] for name in names}
-    floor = [min(seconds[name][i] for name in plain_fns) for i in range(repeats)]
-    ratios = [p / f for p, f in zip(seconds["pyro"], floor)]
-    result = {"pyro_s": med(seconds["pyro"]), "torch_s": med(floor), "pyro_wall_s": med([t["wall"] for t in times["pyro"]]),
-              "ratio": med(ratios), "ratios": ratios, "ratio_low": min(ratios), "ratio_high": max(ratios),
-              "faster_form": min(plain_fns, key=lambda name: med(seconds[name]))}
-    for name in plain_fns:
-        result[f"{name}_s"] = med(seconds[name])
-        result[f"ratio_{name}"] = med([p / t for p, t in zip(seconds["pyro"], seconds[name])])
-    return result
 
 
 def bench_training(name, dim, steps, args, device, clock):
@@ -201,59 +162,68 @@ def bench_training(name, dim, steps, args, device, clock):
         return compare(clock, pyro_step, plain, args.repeats)
 
 
-def release_free_memory():
-    """Give the C heap's free pages back to the OS (glibc), so that a resident-set high-water mark counts
-    every page a computation touches."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+def optimizer_step(loss, vrnn, optimizer):
+    """The rest of svi_step around a plain loss (already divided by the data set's size)."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(vrnn.parameters(), 5.0).item()
+    loss.item()
+    optimizer.step()
 
 
-def resident_kib(field):
-    """VmRSS (resident set now) or VmHWM (its high-water mark) of this process, in KiB."""
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+def bench_bound_training(objective, name, dim, steps, args, device, clock):
+    """One training step on IWAEELBO or FIVOELBO (svi_step, as train.py takes it) against its plain forms."""
+    model, guide, vrnn = build(name, dim, args, device)
+    x, mask = make_batch(dim, args.batch, steps, device, args.seed)
+    num_train, k = 1000 * args.batch, args.particles
+    loss_module = make_elbo(objective, particles=k, model=name)(Program(model, vrnn), Program(guide, vrnn))
+    optimizer = torch.optim.Adam(vrnn.parameters(), lr=1e-4)
+
+    def pyro_step(validate=False):
+        svi_step(loss_module, optimizer, x, mask, num_train, kl_scale=1.0, clip=5.0, validate=validate)
+
+    def plain_step(loss_fn):
+        def step():
+            with no_validation():
+                optimizer_step(loss_fn() / num_train, vrnn, optimizer)
+        return step
+
+    if objective == "iwae":
+        plain = {form: plain_step(lambda form=form: reference.iwae_loss(vrnn, x, mask, k, num_train, form))
+                 for form in reference.FORMS}
+    else:
+        plain = {"inline": plain_step(lambda: reference.fivo_loss(vrnn, x, mask, k, num_train))}
+    pyro_step(validate=True)
+    for step in plain.values():
+        step()
+    with frozen_heap():
+        return dict(compare(clock, pyro_step, plain, args.repeats), particles=k)
 
 
-def peak_memory(fn, device):
-    """Peak memory (bytes) that fn adds: CUDA's allocator statistics, or on CPU the high-water mark of the
-    resident set of a forked child that runs fn once (None where fork is not available)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
-        fn()
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated(device) - before
-    if not hasattr(os, "fork") or not os.path.exists("/proc/self/clear_refs"):
-        return None
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        code = 1
-        try:
-            gc.freeze()  # a collection would write to every inherited object, copying all their pages
-            os.close(read_end)
-            release_free_memory()  # or the child would reuse the parent's freed pages unseen
-            # The child's high-water mark starts at the resident set it inherits, free heap pages included;
-            # "5" resets it to the resident set now, after the trim (Linux 4.0+).
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")
-            # fork copies only this thread: a parallel region of the parent's OpenMP pool would wait forever
-            # on threads the child does not have (--threads > 1). Memory barely depends on the thread count.
-            torch.set_num_threads(1)
-            rss = resident_kib("VmRSS")
-            fn()
-            os.write(write_end, str(max(0, resident_kib("VmHWM") - rss) * 1024).encode())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(write_end)
-    with os.fdopen(read_end) as f:
-        text = f.read()
-    os.waitpid(pid, 0)
-    return int(text) if text else None
+def bench_smc(name, dim, steps, args, device, clock):
+    """Evaluation's SMC estimate (smc.particle_filter through the stepper) against the inlined filter."""
+    _, _, vrnn = build(name, dim, args, device)
+    vrnn.eval()
+    x, mask = make_batch(dim, args.is_batch, steps, device, args.seed + 1)
+    k = args.num_samples
+
+    @torch.no_grad()
+    def ours():
+        with no_validation():  # as evaluate_dataset, under pyro.validation_enabled(False)
+            particle_filter(stepper_for(name, vrnn, "filtering", x, mask), k).log_evidence.sum().item()
+
+    @torch.no_grad()
+    def inline():
+        with no_validation():
+            reference.smc_log_evidence(vrnn, x, mask, k).sum().item()
+
+    ours()
+    inline()
+    with frozen_heap():
+        result = compare(clock, ours, {"inline": inline}, args.is_repeats)
+    for key in ("pyro_s", "torch_s", "pyro_wall_s", "inline_s"):
+        result[key[:-len("_s")] + "_s_per_seq"] = result.pop(key) / x.shape[0]
+    return dict(result, particles=k, sequences=x.shape[0])
 
 
 def bench_importance(name, dim, steps, args, device, clock):
@@ -291,20 +261,6 @@ def bench_importance(name, dim, steps, args, device, clock):
     return result
 
 
-def machine(device):
-    info = {"python": platform.python_version(), "torch": torch.__version__, "pyro": pyro.__version__,
-            "platform": platform.platform(), "cpu": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "threads": torch.get_num_threads()}
-    try:
-        with open("/proc/cpuinfo") as f:
-            info["cpu"] = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
-
-
 def mib(n):
     return "-" if n is None else f"{n / 2 ** 20:.0f}"
 
@@ -318,10 +274,10 @@ def main(argv=None):
     clock = Clock(device)
     unit = "s (wall)" if device.type == "cuda" else "s (CPU)"
     results = {"settings": {k: v for k, v in vars(args).items() if k != "json"}, "device": str(device),
-               "machine": machine(device), "train": [], "importance": []}
+               "machine": machine(device), "train": [], "importance": [], "bounds": []}
     print(f"device {device}, batch {args.batch}, hidden {args.hidden}, z {args.z_dim}, features {args.features}, "
           f"{args.components} components, {args.elbo} ELBO, {torch.get_num_threads()} thread(s)")
-    if not args.no_train:
+    if "elbo" in args.objectives:
         print(f"\ntraining step ({args.repeats} repeats, medians; ratio = Pyro / the faster plain form of each "
               f"repeat, its lowest and highest over the repeats, and against each form; extra = Pyro's extra time "
               f"per time step)")
@@ -339,7 +295,7 @@ def main(argv=None):
                           f"{r['ratio_per_step']:6.2f} {r['ratio_batched']:6.2f} "
                           f"{1000 * r['extra_s_per_step']:14.3f}", flush=True)
     latent = [m for m in args.models if models.MODELS[m].latent]
-    if not args.no_is and latent:
+    if "is" in args.objectives and latent:
         print(f"\nimportance-sampled log p(x), K = {args.num_samples} ({args.is_repeats} repeats, "
               f"{args.is_batch} sequences a batch; per sequence; peak memory in MiB)")
         print(f"{'model':14s} {'dim':>4s} {'T':>5s} {'chunk':>5s} {'pyro s/seq':>11s} {'floor s/seq':>12s} "
@@ -354,9 +310,36 @@ def main(argv=None):
                           f"{r['torch_s_per_seq']:12.4f} {r['faster_form']:>8s} {r['ratio']:6.2f} "
                           f"{r['ratio_per_step']:6.2f} {r['ratio_batched']:6.2f} {mib(r.get('pyro_peak_bytes')):>9s} "
                           f"{mib(r.get('torch_peak_bytes')):>10s}", flush=True)
+    bounds = [o for o in args.objectives if o in ("iwae", "fivo", "smc")]
+    if bounds and latent:
+        bench_bounds(bounds, latent, args, device, clock, results, unit)
     if args.json:
         print(f"\nwrote {args.json}")
     return results
+
+
+def bench_bounds(objectives, latent, args, device, clock, results, unit):
+    """The rows of the K-particle bounds, printed as they come and saved in results["bounds"]."""
+    print(f"\nK-particle bounds: iwae / fivo training steps with K = {args.particles} (batch {args.batch}, "
+          f"{args.repeats} repeats), smc estimates with K = {args.num_samples} ({args.is_batch} sequences a batch, "
+          f"{args.is_repeats} repeats, per sequence); ratio = ours / the faster plain form, its range over the repeats")
+    print(f"{'row':5s} {'model':14s} {'dim':>4s} {'T':>5s} {'K':>4s} {'ours ' + unit:>14s} {'floor ' + unit:>15s} "
+          f"{'faster':>8s} {'ratio':>6s} {'range':>10s}")
+    for objective in objectives:
+        for dim in args.dims:
+            for steps in (args.is_steps or args.steps) if objective == "smc" else args.steps:
+                for name in latent:
+                    if objective == "smc":
+                        r = bench_smc(name, dim, steps, args, device, clock)
+                        ours, floor = r["pyro_s_per_seq"], r["torch_s_per_seq"]
+                    else:
+                        r = bench_bound_training(objective, name, dim, steps, args, device, clock)
+                        ours, floor = r["pyro_s"], r["torch_s"]
+                    results["bounds"].append({"objective": objective, "model": name, "dim": dim, "steps": steps, **r})
+                    save(results, args.json)
+                    print(f"{objective:5s} {name:14s} {dim:4d} {steps:5d} {r['particles']:4d} {ours:14.4f} "
+                          f"{floor:15.4f} {r['faster_form']:>8s} {r['ratio']:6.2f} "
+                          f"{r['ratio_low']:5.2f}-{r['ratio_high']:4.2f}", flush=True)
 
 
 def save(results, path):

@@ -3,6 +3,7 @@
     python run/evaluate_ll.py                                    # the newest run under runs/, test split (or valid)
     python run/evaluate_ll.py --checkpoint runs/RUN/best.pt --split valid --num-samples 100
     python run/evaluate_ll.py --checkpoint runs/RUN --json ll.json
+    python run/evaluate_ll.py --estimators elbo iwae smc is --iwae-particles 8 --smc-particles 100
 
 Prints, in nats of the normalized data, the mean ELBO per sequence (Table 1's ">=" rows) and the mean
 importance-sampled log p(x) (the "~" rows, K particles from the guide, log (1/K) sum_k p(x, z^k) / q(z^k | x)),
@@ -10,6 +11,12 @@ each with its standard error across sequences, the same per time step; the ELBO'
 latent variables carry), the gap between the estimate and the bound (how far the guide is from the
 posterior), and the effective sample size of the importance weights. For the RNN baselines log p(x) is
 exact and no sampling is done.
+
+--estimators picks among elbo, iwae (the importance-weighted bound with --iwae-particles K'), smc (the
+particle filter's log p^(x) with --smc-particles, resampling each sequence when its ESS falls below K/2:
+FIVO's bound in expectation) and is (pyro_vrnn/evaluate.py). IWAE with K particles is the IS estimate
+with K particles, the same number: with --iwae-particles unset (or equal to --num-samples) it is computed
+once and reported under both names.
 """
 import argparse
 import glob
@@ -21,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from pyro_vrnn.checks import FlagError, check_output_file, check_seed, parse_device  # noqa: E402
 from pyro_vrnn.data import DataError  # noqa: E402
-from pyro_vrnn.evaluate import evaluate_checkpoint  # noqa: E402
+from pyro_vrnn.evaluate import DEFAULT_ESTIMATORS, ESTIMATORS, evaluate_checkpoint  # noqa: E402
 from pyro_vrnn.runtime import TrainingError, resolve_device  # noqa: E402
 
 DEFAULT_RUNS = "runs"
@@ -34,6 +41,10 @@ def parse_args(argv=None):
     p.add_argument("--split", choices=("train", "valid", "test"),
                    help="default: test, or valid where the data set has none (IAM-OnDB, as the paper)")
     p.add_argument("--num-samples", "-k", type=int, default=100, help="importance samples K per sequence (default 100)")
+    p.add_argument("--estimators", nargs="+", choices=ESTIMATORS, default=list(DEFAULT_ESTIMATORS),
+                   help="what to report (default: elbo is): elbo, iwae, smc (particle filter), is")
+    p.add_argument("--iwae-particles", type=int, help="K' of the IWAE bound (default --num-samples: the IS number)")
+    p.add_argument("--smc-particles", type=int, help="particles of the SMC estimate (default --num-samples)")
     p.add_argument("--batch-size", type=int, help="sequences per batch (default: the run's batch size)")
     p.add_argument("--chunk-size", type=int,
                    help="particles per vectorized pass (default: as many as fit 256 MiB, or a quarter "
@@ -60,25 +71,37 @@ def fmt(value, stderr=None, digits=2):
     return text if stderr is None else f"{text} +- {stderr:.{digits}f}"
 
 
+def row(s, label, key):
+    return (f"  {label:18}{fmt(s[f'{key}_per_seq'], s[f'{key}_per_seq_stderr']):>22}"
+            f"{fmt(s[f'{key}_per_step'], s[f'{key}_per_step_stderr'], 4):>22}")
+
+
+def estimator_rows(s):
+    """(label, summary key) of each estimator asked for, in --estimators' order."""
+    k = s["num_samples"]
+    labels = {"elbo": ("ELBO (>=)", "elbo"), "iwae": (f"IWAE K={s['iwae_particles']}", "iwae"),
+              "smc": (f"SMC K={s['smc_particles']}", "smc"), "is": (f"log p(x) IS K={k}", "log_px")}
+    return [labels[name] for name in s.get("estimators", DEFAULT_ESTIMATORS)]
+
+
 def report(s):
     """A compact, readable report of evaluate_checkpoint's summary."""
-    how = "exact (no latent variables)" if s["exact"] else f"importance sampling, K = {s['num_samples']}"
-    lines = [
-        f"{s['model']} on {s['dataset']} {s['split']}: {s['sequences']} sequences, {s['steps']} time steps",
-        f"  checkpoint {s['checkpoint']} (step {s['step']}), {how}, {s['device']}",
-        f"  {'':14}{'per sequence':>22}{'per time step':>22}",
-        f"  {'ELBO (>=)':14}{fmt(s['elbo_per_seq'], s['elbo_per_seq_stderr']):>22}"
-        f"{fmt(s['elbo_per_step'], s['elbo_per_step_stderr'], 4):>22}",
-        f"  {'log p(x) (~)':14}{fmt(s['log_px_per_seq'], s['log_px_per_seq_stderr']):>22}"
-        f"{fmt(s['log_px_per_step'], s['log_px_per_step_stderr'], 4):>22}",
-    ]
-    if not s["exact"]:
-        lines += [f"  {'KL term':14}{fmt(s['kl_per_seq'], s['kl_per_seq_stderr']):>22}"
-                  f"{fmt(s['kl_per_step'], s['kl_per_step_stderr'], 4):>22}",
-                  f"  {'IS - ELBO':14}{fmt(s['gap_per_seq'], s['gap_per_seq_stderr']):>22}"
-                  f"{fmt(s['gap_per_step'], s['gap_per_step_stderr'], 4):>22}",
-                  f"  effective sample size of the weights: mean {s['ess_mean']:.1f}, "
-                  f"min {s['ess_min']:.1f} of {s['num_samples']}"]
+    if s["exact"]:
+        how, rows = "exact (no latent variables)", [row(s, "log p(x) (exact)", "log_px")]
+    else:
+        how, rows = f"estimators {' '.join(s['estimators'])}", [row(s, *r) for r in estimator_rows(s)]
+    lines = [f"{s['model']} on {s['dataset']} {s['split']}: {s['sequences']} sequences, {s['steps']} time steps",
+             f"  checkpoint {s['checkpoint']} (step {s['step']}), {how}, {s['device']}",
+             f"  {'':18}{'per sequence':>22}{'per time step':>22}", *rows]
+    if not s["exact"] and "kl_per_seq" in s:
+        lines += [row(s, "KL term", "kl")]
+    if not s["exact"] and "gap_per_seq" in s:
+        lines += [row(s, "IS - ELBO", "gap"), f"  effective sample size of the IS weights: mean {s['ess_mean']:.1f}, "
+                                              f"min {s['ess_min']:.1f} of {s['num_samples']}"]
+    if not s["exact"] and s.get("iwae_particles") == s["num_samples"] and {"iwae", "is"} <= set(s["estimators"]):
+        lines.append(f"  IWAE K={s['num_samples']} is the IS estimate with K={s['num_samples']}: the same particles")
+    if not s["exact"] and "smc_resamples_per_seq" in s:
+        lines.append(f"  SMC resampled {s['smc_resamples_per_seq']:.1f} times a sequence (when its ESS < K/2)")
     lines.append(f"  nats of the normalized data, +- one standard error across sequences; {s['seconds']:.1f} s")
     return "\n".join(lines)
 
@@ -99,7 +122,8 @@ def main(argv=None):
         summary, per_sequence = evaluate_checkpoint(
             checkpoint, split=args.split, num_samples=args.num_samples, batch_size=args.batch_size,
             chunk_size=args.chunk_size, device=resolve_device(args.device), data_dir=args.data_dir,
-            seed=args.seed, progress=True)
+            seed=args.seed, progress=True, estimators=args.estimators, iwae_particles=args.iwae_particles,
+            smc_particles=args.smc_particles)
     except (DataError, TrainingError, FlagError) as error:
         sys.exit(f"error: {error}")
     print(report(summary))

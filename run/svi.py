@@ -38,7 +38,7 @@ from pyro_vrnn.train import Interrupted, resume_path, train  # noqa: E402
 # Flags that may change when a run is resumed (the optimization's: e.g. a lower --lr after a
 # divergence); everything else must match the checkpoint.
 RESUMABLE = {"epochs", "max_steps", "patience", "device", "threads", "checkpoint_every", "log_every",
-             "data_dir", "lr", "clip", "kl_anneal_epochs", "elbo", "scoring", "free_bits"}
+             "data_dir", "lr", "clip", "kl_anneal_epochs", "elbo", "particles", "scoring", "free_bits"}
 
 
 def parse_args(argv=None):

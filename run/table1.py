@@ -17,6 +17,10 @@ the mean difference between two models and its standard error across sequences):
   3. VRNN-GMM >= RNN-GMM         4. log p(x) >= ELBO (IS estimate over the bound), for every VRNN
 A claim holds when the difference is more than two standard errors in its favour, is a tie within two,
 and fails beyond two against it. Writes OUT/table1.md and OUT/table1.json.
+
+--estimators iwae smc (with --iwae-particles, --smc-particles) adds the IWAE bound and the particle
+filter's estimate (FIVO's evaluation) as columns beside the ELBO and IS, which are always computed (the
+claims rest on them); pyro_vrnn/evaluate.py defines them.
 """
 import argparse
 import json
@@ -35,7 +39,7 @@ from pyro_vrnn.checkpoints import load_checkpoint  # noqa: E402
 from pyro_vrnn.checks import FlagError, check_output_dir, check_seed  # noqa: E402
 from pyro_vrnn.config import MODEL_NAMES, TABLE1_MODELS, config_from_dict, make_config  # noqa: E402
 from pyro_vrnn.data import DATASETS, DataError  # noqa: E402
-from pyro_vrnn.evaluate import evaluate_checkpoint  # noqa: E402
+from pyro_vrnn.evaluate import ESTIMATORS, evaluate_checkpoint  # noqa: E402
 from pyro_vrnn.flags import add_config_flags, overrides as flag_overrides  # noqa: E402
 from pyro_vrnn.runtime import TrainingError  # noqa: E402
 from pyro_vrnn.train import train  # noqa: E402
@@ -56,6 +60,10 @@ def parse_args(argv=None):
     p.add_argument("--split", choices=("valid", "test"), help="default: test, or valid where the data set has none")
     p.add_argument("--num-samples", "-k", type=int, default=100, help="importance samples K per sequence (default 100)")
     p.add_argument("--eval-batch-size", type=int, help="sequences per evaluation batch (default: the run's)")
+    p.add_argument("--estimators", nargs="+", choices=ESTIMATORS, default=["elbo", "is"],
+                   help="columns of the table: elbo, iwae, smc, is (elbo and is are always computed)")
+    p.add_argument("--iwae-particles", type=int, help="K' of the IWAE column (default --num-samples: the IS number)")
+    p.add_argument("--smc-particles", type=int, help="particles of the SMC column (default --num-samples)")
     p.add_argument("--jobs", type=int, default=1, help="trainings at a time, each in its own process (default 1)")
     p.add_argument("--out", help="table directory (default runs/table1-<dataset>-<time>)")
     p.add_argument("--quiet", action="store_true", help="no training progress")
@@ -76,9 +84,21 @@ def job_config(args, model, seed, run_dir):
                        **flag_overrides(args, exclude=("dataset", "data_dir", "out"))), None
 
 
+def estimators(args):
+    """The estimators to compute: elbo and is (the claims), then those asked for."""
+    return tuple(dict.fromkeys(("elbo", "is", *args.estimators)))
+
+
+def evaluation_name(args):
+    """evaluation-<split>-k<K>[-iwae<K'>][-smc<K>].json: a finished evaluation is reused only for the same ones."""
+    extra = "".join(f"-{name}{getattr(args, name + '_particles') or args.num_samples}" for name in ("iwae", "smc")
+                    if name in args.estimators)
+    return f"evaluation-{args.split or 'default'}-k{args.num_samples}{extra}.json"
+
+
 def run_job(args, model, seed, run_dir):
     """Train (or finish) one run and evaluate it; returns its evaluation (summary and per-sequence lists)."""
-    done = os.path.join(run_dir, f"evaluation-{args.split or 'default'}-k{args.num_samples}.json")
+    done = os.path.join(run_dir, evaluation_name(args))
     config, resume = job_config(args, model, seed, run_dir)
     quiet = args.quiet or args.jobs > 1
     train(config, resume=resume, quiet=quiet, overwrite=resume is None)  # no last.pt: nothing to keep
@@ -87,7 +107,9 @@ def run_job(args, model, seed, run_dir):
             return json.load(f)
     summary, per_sequence = evaluate_checkpoint(run_dir, split=args.split, num_samples=args.num_samples,
                                                 batch_size=args.eval_batch_size, data_dir=args.data_dir,
-                                                device=config.device, seed=seed, progress=not quiet)
+                                                device=config.device, seed=seed, progress=not quiet,
+                                                estimators=estimators(args), iwae_particles=args.iwae_particles,
+                                                smc_particles=args.smc_particles)
     result = {"summary": summary, "per_sequence": {k: np.asarray(v).tolist() for k, v in per_sequence.items()}}
     with open(done + ".tmp", "w") as f:
         json.dump(result, f)
@@ -118,7 +140,9 @@ def run_all(args, table_dir):
 
 def say_done(model, seed, result):
     s = result["summary"]
-    print(f"   {PAPER_NAMES[model]} seed {seed} ({s['split']}): ELBO {s['elbo_per_seq']:.1f}, log p(x) "
+    extra = "".join(f", {name.upper()} {s[f'{name}_per_seq']:.1f}" for name in ("iwae", "smc")
+                    if f"{name}_per_seq" in s and not s["exact"])
+    print(f"   {PAPER_NAMES[model]} seed {seed} ({s['split']}): ELBO {s['elbo_per_seq']:.1f}{extra}, log p(x) "
           f"{s['log_px_per_seq']:.1f}" + (" (exact)" if s["exact"] else f", KL {s['kl_per_seq']:.2f}, "
                                           f"ESS {s['ess_mean']:.1f}/{s['num_samples']}"), flush=True)
 
@@ -150,7 +174,8 @@ def tabulate(results, args):
     for model in args.models:
         lengths = np.asarray(results[model, seeds[0]]["per_sequence"]["length"], dtype=np.float64)
         row = {"exact": results[model, seeds[0]]["summary"]["exact"]}
-        for key in ("elbo", "log_px", "kl", "gap"):
+        keys = [key for key in ("iwae", "smc") if key in args.estimators]
+        for key in ("elbo", *keys, "log_px", "kl", "gap"):
             values = per_sequence(results, model, seeds, key) if key != "gap" else (
                 per_sequence(results, model, seeds, "log_px") - per_sequence(results, model, seeds, "elbo"))
             row[f"{key}_per_seq"], row[f"{key}_per_seq_se"] = mean_se(values)
@@ -175,19 +200,22 @@ def tabulate(results, args):
     return rows, claims
 
 
-def markdown(rows, claims, title):
+def markdown(rows, claims, title, extra=()):
+    """The table; `extra`: (key, header) of the columns between the ELBO and IS (IWAE, SMC)."""
     def cell(row, key):
         se = row[f"{key}_per_seq_se"]
         return f"{row[f'{key}_per_seq']:.1f}" + ("" if se is None else f" ± {se:.1f}")
 
-    lines = [f"**{title}**", "", "| model | ELBO (>=) | log p(x) (~) | per step | KL / seq | KL / step | IS - ELBO | ESS |",
-             "|---|---|---|---|---|---|---|---|"]
+    headers = "".join(f" {header} |" for _, header in extra)
+    lines = [f"**{title}**", "", f"| model | ELBO (>=) |{headers} log p(x) (~) | per step | KL / seq | KL / step | "
+             "IS - ELBO | ESS |", "|---|---|" + "---|" * len(extra) + "---|---|---|---|---|---|"]
     for model, row in rows.items():
         if row["exact"]:
-            lines.append(f"| {PAPER_NAMES[model]} | {cell(row, 'log_px')} | = (exact) | {row['log_px_per_step']:.4f} "
-                         "| - | - | - | - |")
+            lines.append(f"| {PAPER_NAMES[model]} | {cell(row, 'log_px')} |" + " = |" * len(extra) +
+                         f" = (exact) | {row['log_px_per_step']:.4f} | - | - | - | - |")
         else:
-            lines.append(f"| {PAPER_NAMES[model]} | >= {cell(row, 'elbo')} | ~ {cell(row, 'log_px')} | "
+            columns = "".join(f" {cell(row, key)} |" for key, _ in extra)
+            lines.append(f"| {PAPER_NAMES[model]} | >= {cell(row, 'elbo')} |{columns} ~ {cell(row, 'log_px')} | "
                          f"{row['log_px_per_step']:.4f} | {cell(row, 'kl')} | {row['kl_per_step']:.4f} | "
                          f"{cell(row, 'gap')} | {row['ess']:.1f} |")
     lines += ["", "| claim | difference / seq (± se) | / step | per seed | verdict |", "|---|---|---|---|---|"]
@@ -206,8 +234,8 @@ def main(argv=None):
     try:
         for seed in args.seeds:
             check_seed(seed, "--seeds")
-        if args.jobs < 1 or args.num_samples < 1:
-            raise FlagError("--jobs and --num-samples must be at least 1")
+        if args.jobs < 1 or args.num_samples < 1 or min(args.iwae_particles or 1, args.smc_particles or 1) < 1:
+            raise FlagError("--jobs, --num-samples, --iwae-particles and --smc-particles must be at least 1")
         check_output_dir(table_dir, "--out")
         results = run_all(args, table_dir)
     except (DataError, TrainingError, FlagError, ValueError) as error:
@@ -217,12 +245,16 @@ def main(argv=None):
     title = (f"Table 1 on {args.dataset} {split}: average log-likelihood per sequence (nats, normalized data, ± one "
              f"standard error across sequences; seeds {', '.join(map(str, args.seeds))}; K = {args.num_samples}; "
              f"{(time.time() - start) / 60:.0f} min)")
-    table = markdown(rows, claims, title)
+    extra = [(name, f"{name.upper()} K={getattr(args, name + '_particles') or args.num_samples}")
+             for name in dict.fromkeys(args.estimators) if name in ("iwae", "smc")]
+    table = markdown(rows, claims, title, extra)
     print("\n" + table)
     with open(os.path.join(table_dir, "table1.md"), "w") as f:
         f.write(table + "\n")
     with open(os.path.join(table_dir, "table1.json"), "w") as f:
         json.dump({"dataset": args.dataset, "split": split, "seeds": args.seeds, "num_samples": args.num_samples,
+                   "estimators": list(estimators(args)), "iwae_particles": args.iwae_particles,
+                   "smc_particles": args.smc_particles,
                    "flags": flag_overrides(args), "models": rows, "claims": claims}, f, indent=2)
     print(f"wrote {os.path.join(table_dir, 'table1.md')} and table1.json")
     return rows, claims

@@ -47,6 +47,14 @@ def test_benchmark_runs_at_a_tiny_size(tmp_path):
         assert row["pyro_s_per_seq"] > 0 and row["torch_s_per_seq"] > 0
         assert row["per_step_s_per_seq"] > 0 and row["batched_s_per_seq"] > 0
         assert row["pyro_peak_bytes"] is None or row["pyro_peak_bytes"] >= 0
+    assert "K-particle bounds" in result.stdout
+    bounds = figures["bounds"]  # --quick measures every objective: iwae and fivo steps (K = 3), smc (K = 5)
+    assert {(r["objective"], r["model"], r["dim"]) for r in bounds} == {
+        (o, m, d) for o in ("iwae", "fivo", "smc") for m in ("vrnn-i-gauss", "vrnn-gmm") for d in (3, 6)}
+    for row in bounds:
+        assert row["particles"] == (5 if row["objective"] == "smc" else 3) and row["ratio"] > 0
+        assert row["faster_form"] in (("per_step", "batched") if row["objective"] == "iwae" else ("inline",))
+        assert row["ratio_low"] <= row["ratio"] <= row["ratio_high"]
 
 
 def test_peak_memory_counts_what_the_function_allocates_not_the_heap_it_inherits():

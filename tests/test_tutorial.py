@@ -23,6 +23,8 @@ import sys
 import textwrap
 import time
 
+import pytest
+
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TUTORIAL = os.path.join(ROOT, "docs", "tutorial.md")
@@ -123,3 +125,63 @@ def test_tutorial_runs_as_written(hershey_cache, tmp_path, monkeypatch):
             assert path.read_bytes()[:8] == PNG, name
     for image in re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", text):
         assert os.path.isfile(os.path.join(ROOT, "docs", image)), f"the tutorial shows {image}, which is missing"
+
+
+# ---- the same tutorial as a Jupyter notebook (docs/tutorial.ipynb, paired with the page by jupytext) ----
+
+NOTEBOOK = os.path.join(ROOT, "docs", "tutorial.ipynb")
+
+
+def notebook_cells(path):
+    """(cell type, source) of every cell of a notebook or of a jupytext Markdown page."""
+    jupytext = pytest.importorskip("jupytext")
+    return [(cell.cell_type, cell.source.strip()) for cell in jupytext.read(path).cells]
+
+
+def test_the_notebook_is_the_page():
+    """docs/tutorial.ipynb holds exactly the cells of docs/tutorial.md (regenerate it with
+    `jupytext --sync docs/tutorial.md` after editing the page)."""
+    page, notebook = notebook_cells(TUTORIAL), notebook_cells(NOTEBOOK)
+    assert len(page) == len(notebook) and page == notebook
+    code = [source for kind, source in notebook if kind == "code"]
+    commands = [line for source in code if source.startswith("%%bash") for line in source.splitlines()[1:]]
+    assert sum(line.startswith("python run/") for line in commands) >= 8  # the commands run as bash cells
+    assert not any("excerpt:" in source for source in code)  # quotations stay text
+
+
+def tiny(source):
+    """A %%bash cell with TINY's flags after each `python run/NAME.py ...` command and the scripts' paths made
+    absolute (the notebook runs in a temporary directory)."""
+    lines = []
+    for line in source.split("\n"):
+        words = line.split()
+        if len(words) > 1 and words[0] == "python" and words[1].startswith("run/"):
+            name = os.path.basename(words[1])
+            line = " ".join(["python", os.path.join(ROOT, words[1]), *words[2:], *TINY.get(name, [])])
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def test_the_notebook_runs_at_a_tiny_size(hershey_cache, tmp_path):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    for cell in notebook.cells:
+        if cell.cell_type == "code" and cell.source.startswith("%%bash"):
+            cell.source = tiny(cell.source)
+    # the kernel and the cells' `python` are this interpreter, with the test session's data cache
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    client = nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
+                                     resources={"metadata": {"path": str(tmp_path)}})
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        client.execute()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    outputs = [out for cell in notebook.cells if cell.cell_type == "code" for out in cell.get("outputs", [])]
+    assert not any(out.get("output_type") == "error" for out in outputs)
+    assert (tmp_path / "runs" / "tutorial" / "vrnn-gmm" / "samples.png").is_file()
+    assert (tmp_path / "runs" / "tutorial" / "figure3.png").is_file()
