@@ -1,5 +1,6 @@
 """Guides q(z | x): the VRNN's filtering guide (the paper's), a smoothing guide that also reads the
 future of x, the SRNN's own smoothing guide, and the empty guide of models without latents."""
+
 from guides.filtering import filtering_guide
 from guides.smoothing import smoothing_guide
 from guides.srnn import srnn_guide

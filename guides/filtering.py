@@ -9,9 +9,10 @@ recurrence itself, driven by its own samples: the networks (and f) are shared wi
 It writes each h_t into the `record` that the training and evaluation code passes to both programs,
 so that the model, replayed on these draws, reads h_t instead of computing it again.
 """
-import torch
+
 import pyro
 import pyro.poutine as poutine
+import torch
 
 from pyro_vrnn.networks import step_masks
 

@@ -11,9 +11,10 @@ importance-sampled log p(x) and the ELBO) and tends to leave z unused. Reading a
 x_t .. x_T, as the smoothing proposals of SRNN (Fraccaro et al. 2016) and FIVO (Maddison et al.
 2017) do, removes that blindness; h_{t-1} still carries z_{<t} and x_{<t}. Same sites, same record.
 """
-import torch
+
 import pyro
 import pyro.poutine as poutine
+import torch
 
 from pyro_vrnn.networks import step_masks
 

@@ -12,9 +12,10 @@ which a_t summarizes. The SRNN has no filtering guide: `--guide` does not apply 
 d is what the model needs too, and it depends on x alone: the guide runs f over all of x in one call and
 leaves d_1..d_T in the `record` for the model replayed on this pass, with every z_t it draws.
 """
-import torch
+
 import pyro
 import pyro.poutine as poutine
+import torch
 
 from pyro_vrnn.networks import step_masks
 

@@ -15,6 +15,7 @@ same density scored with one network call over all steps (models/vrnn.py). `--sc
 of the two training and evaluation run. `--guide` picks a VRNN's guide; the SRNN has its own smoothing
 guide (guides/srnn.py), and the RNN baselines none.
 """
+
 from collections import namedtuple
 
 from guides import GUIDES, empty_guide, filtering_guide, srnn_guide
@@ -24,8 +25,9 @@ from models.vrnn import vrnn_model, vrnn_model_batched
 from pyro_vrnn.networks import VRNN
 from pyro_vrnn.srnn import SRNN
 
-ModelSpec = namedtuple("ModelSpec", ["model", "batched", "guide", "latent", "conditional_prior", "emission",
-                                     "network"], defaults=[VRNN])
+ModelSpec = namedtuple(
+    "ModelSpec", ["model", "batched", "guide", "latent", "conditional_prior", "emission", "network"], defaults=[VRNN]
+)
 
 MODELS = {
     "rnn-gauss": ModelSpec(rnn_model, rnn_model_batched, empty_guide, False, False, "gauss"),
@@ -48,5 +50,14 @@ def build(config, kind, x_dim):
     return (spec.batched if config.scoring == "batched" else spec.model), guide, net
 
 
-__all__ = ["MODELS", "SCORINGS", "build", "vrnn_model", "vrnn_model_batched", "rnn_model", "rnn_model_batched",
-           "srnn_model", "srnn_model_batched"]
+__all__ = [
+    "MODELS",
+    "SCORINGS",
+    "build",
+    "vrnn_model",
+    "vrnn_model_batched",
+    "rnn_model",
+    "rnn_model_batched",
+    "srnn_model",
+    "srnn_model_batched",
+]

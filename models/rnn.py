@@ -8,9 +8,10 @@ the empty guide equals it, and no guide is needed. `rnn_model` runs one step at 
 above, and generates; `rnn_model_batched` computes the same log-density with the emission of every
 step in one network call (models/vrnn.py explains the two forms).
 """
-import torch
+
 import pyro
 import pyro.poutine as poutine
+import torch
 
 from pyro_vrnn.networks import step_masks, sum_over_steps
 

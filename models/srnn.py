@@ -17,9 +17,10 @@ all steps for the prior and one for the emission (per-step calls are what costs 
 343 ms a training step at the hershey preset's sizes, 32 lines of 100 steps, one CPU thread), and cannot
 generate. `--scoring` picks the form for training and evaluation, as for the VRNN.
 """
-import torch
+
 import pyro
 import pyro.poutine as poutine
+import torch
 
 from pyro_vrnn.networks import stack_steps, step_masks, sum_over_steps, unbind_steps
 
@@ -45,7 +46,7 @@ def srnn_model(srnn, x, mask, num_sequences=None, kl_scale=1.0, record=None):
                     z_t = pyro.sample(f"z_{t + 1}", srnn.prior(z_prev, d_t))  # p(z_t | z_{t-1}, d_t)
                 x_t = pyro.sample(f"x_{t + 1}", srnn.emission(z_t, d_t), obs=x_obs)  # p(x_t | z_t, d_t)
             if d is not None and x_t is not x_obs:  # x_t drawn, not the data: d_{t+1} on is the model's own
-                d, state = None, srnn.state_after(x[:, :t + 1])  # f's state at d_t, from the data x_{<t}
+                d, state = None, srnn.state_after(x[:, : t + 1])  # f's state at d_t, from the data x_{<t}
             x_prev, z_prev = x_t, z_t
 
 
@@ -61,8 +62,10 @@ def srnn_model_batched(srnn, x, mask, num_sequences=None, kl_scale=1.0, record=N
     masks = step_masks(mask)
     d = None if record is None else record.data_states(x)
     if d is None or len(record) != steps:
-        raise ValueError("srnn_model_batched is replayed on the guide's record of this batch; "
-                         "run srnn_model to generate or to run the model alone")
+        raise ValueError(
+            "srnn_model_batched is replayed on the guide's record of this batch; "
+            "run srnn_model to generate or to run the model alone"
+        )
     z_prev = stack_steps([srnn.initial_z(x)] + record.z[:-1])  # z_0..z_{T-1}, [T, (K,) B, Z]
     d = d.transpose(0, 1)  # [T, B, H]: d_t of every step, the same for every particle,
     d = d.reshape(d.shape[:1] + (1,) * (z_prev.dim() - 3) + d.shape[1:])  # so [T, 1, B, H] against particles

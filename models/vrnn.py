@@ -18,9 +18,10 @@ time, and is the one that generates; `vrnn_model_batched` computes the same dens
 network call over all steps, from the guide's record, which is faster where steps are small
 (run/benchmark.py, docs/speed.md). `--scoring` picks the form for training and evaluation.
 """
-import torch
+
 import pyro
 import pyro.poutine as poutine
+import torch
 
 from pyro_vrnn.networks import stack_steps, step_masks, sum_over_steps, unbind_steps
 
@@ -61,8 +62,10 @@ def vrnn_model_batched(vrnn, x, mask, num_sequences=None, kl_scale=1.0, record=N
     batch, steps, _ = x.shape
     masks = step_masks(mask)
     if record is None or len(record) != steps:
-        raise ValueError("vrnn_model_batched is replayed on the guide's record of this batch; "
-                         "run vrnn_model to generate or to run the model alone")
+        raise ValueError(
+            "vrnn_model_batched is replayed on the guide's record of this batch; "
+            "run vrnn_model to generate or to run the model alone"
+        )
     h_prev = stack_steps([vrnn.initial_state(x).h] + [state.h for state in record.states[:-1]])  # h_0..h_{T-1}
     priors = vrnn.prior(h_prev)  # p(z_t | h_{t-1}) of every step: batch shape [T, (K,) B]
     priors = unbind_steps(priors)  # one per step, for the z_t sites

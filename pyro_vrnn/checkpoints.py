@@ -12,6 +12,7 @@ A checkpoint (`last.pt`, `best.pt`; written atomically by runs.RunDirectory.save
 so that a run can be rebuilt (evaluation, sampling, figures) from its checkpoint alone, and a killed
 run resumes exactly where it was.
 """
+
 import os
 
 import numpy as np
@@ -44,14 +45,23 @@ def load_checkpoint(path, map_location="cpu"):
     try:
         state = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as error:  # a truncated or foreign file
-        raise TrainingError(f"cannot read checkpoint {path} ({error.__class__.__name__}); "
-                            "it is not a pyro-vrnn checkpoint or it is damaged") from None
+        raise TrainingError(
+            f"cannot read checkpoint {path} ({error.__class__.__name__}); "
+            "it is not a pyro-vrnn checkpoint or it is damaged"
+        ) from None
     if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
-        raise TrainingError(f"{path} is not a pyro-vrnn checkpoint of version {CHECKPOINT_VERSION}; "
-                            "retrain with this version of the code")
+        raise TrainingError(
+            f"{path} is not a pyro-vrnn checkpoint of version {CHECKPOINT_VERSION}; "
+            "retrain with this version of the code"
+        )
     missing = [key for key in KEYS if key not in state]
-    missing += [f"{record}[{key!r}]" for record, keys in INNER_KEYS.items() if isinstance(state.get(record), dict)
-                for key in keys if key not in state[record]]
+    missing += [
+        f"{record}[{key!r}]"
+        for record, keys in INNER_KEYS.items()
+        if isinstance(state.get(record), dict)
+        for key in keys
+        if key not in state[record]
+    ]
     missing += [key for key in ("config", "model", *INNER_KEYS) if key in state and not isinstance(state[key], dict)]
     if missing:
         raise TrainingError(f"{path} lacks {', '.join(missing)}: it is damaged or was not written by pyro-vrnn")
@@ -60,10 +70,16 @@ def load_checkpoint(path, map_location="cpu"):
 
 def data_info(dataset):
     """What a checkpoint remembers of its training data (a SequenceDataset)."""
-    return {"kind": dataset.kind, "dim": dataset.dim, "name": dataset.name,
-            "mean": np.asarray(dataset.mean).tolist(), "std": np.asarray(dataset.std).tolist(),
-            "median_length": int(np.median(dataset.lengths)), "train_sequences": len(dataset),
-            "fingerprint": getattr(dataset, "fingerprint", None)}
+    return {
+        "kind": dataset.kind,
+        "dim": dataset.dim,
+        "name": dataset.name,
+        "mean": np.asarray(dataset.mean).tolist(),
+        "std": np.asarray(dataset.std).tolist(),
+        "median_length": int(np.median(dataset.lengths)),
+        "train_sequences": len(dataset),
+        "fingerprint": getattr(dataset, "fingerprint", None),
+    }
 
 
 def rebuild(state, device="cpu"):
@@ -85,12 +101,18 @@ def load_weights(module, weights):
     unexpected = [k for k in weights if k not in own]
     wrong = [k for k in own if k in weights and tuple(weights[k].shape) != tuple(own[k].shape)]
     if missing or unexpected or wrong:
-        first = (f"{wrong[0]} is {tuple(weights[wrong[0]].shape)} in the checkpoint and {tuple(own[wrong[0]].shape)} "
-                 "in the network" if wrong else f"{(missing or unexpected)[0]} is "
-                 + ("missing from the checkpoint" if missing else "in the checkpoint but not in the network"))
+        first = (
+            f"{wrong[0]} is {tuple(weights[wrong[0]].shape)} in the checkpoint and {tuple(own[wrong[0]].shape)} "
+            "in the network"
+            if wrong
+            else f"{(missing or unexpected)[0]} is "
+            + ("missing from the checkpoint" if missing else "in the checkpoint but not in the network")
+        )
         count = len(missing) + len(unexpected) + len(wrong)
-        raise TrainingError(f"the checkpoint's weights do not fit the network its config describes ({count} "
-                            f"tensor(s) differ; e.g. {first}); was it written by another version?")
+        raise TrainingError(
+            f"the checkpoint's weights do not fit the network its config describes ({count} "
+            f"tensor(s) differ; e.g. {first}); was it written by another version?"
+        )
     module.load_state_dict(weights)
 
 
@@ -98,11 +120,15 @@ def check_same_data(info, dataset, what):
     """Raise TrainingError unless `dataset` is the data (kind, dimension, normalization and, where both are
     known, the content fingerprint) the checkpoint's model was trained on; `what` names it in the message."""
     if dataset.kind != info["kind"] or dataset.dim != info["dim"]:
-        raise TrainingError(f"the model was trained on {info['kind']} data of dimension {info['dim']}, but "
-                            f"{what} is {dataset.kind} of dimension {dataset.dim}")
+        raise TrainingError(
+            f"the model was trained on {info['kind']} data of dimension {info['dim']}, but "
+            f"{what} is {dataset.kind} of dimension {dataset.dim}"
+        )
     if not (np.allclose(dataset.mean, info["mean"]) and np.allclose(dataset.std, info["std"])):
-        raise TrainingError(f"{what} is normalized differently from the data the model was trained on (was the "
-                            "dataset rebuilt from other files?); log-likelihoods would not compare")
+        raise TrainingError(
+            f"{what} is normalized differently from the data the model was trained on (was the "
+            "dataset rebuilt from other files?); log-likelihoods would not compare"
+        )
 
 
 def check_same_training_data(info, dataset, what):
@@ -110,9 +136,13 @@ def check_same_training_data(info, dataset, what):
     check_same_data(info, dataset, what)
     trained_on = info.get("train_sequences", len(dataset))
     if len(dataset) != trained_on:
-        raise TrainingError(f"{what} has {len(dataset)} sequences, the run was trained on {trained_on}; "
-                            "resume with the same data or start a new run")
+        raise TrainingError(
+            f"{what} has {len(dataset)} sequences, the run was trained on {trained_on}; "
+            "resume with the same data or start a new run"
+        )
     known = info.get("fingerprint"), getattr(dataset, "fingerprint", None)
     if None not in known and known[0] != known[1]:
-        raise TrainingError(f"{what} holds other sequences than the run was trained on (content fingerprint "
-                            f"{known[1][:12]}, the run's {known[0][:12]}); resume with the same data or start a new run")
+        raise TrainingError(
+            f"{what} holds other sequences than the run was trained on (content fingerprint "
+            f"{known[1][:12]}, the run's {known[0][:12]}); resume with the same data or start a new run"
+        )

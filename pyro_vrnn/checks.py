@@ -4,6 +4,7 @@ Each raises FlagError (a ValueError) with one line that names the flag and says 
 instead; the scripts print it as "error: ..." and exit. config.check_config applies the seed and
 device checks to every run configuration.
 """
+
 import math
 import os
 import re
@@ -11,7 +12,7 @@ import tempfile
 
 import torch
 
-SEED_LIMIT = 2 ** 32  # numpy's: pyro.set_rng_seed seeds numpy, random and torch with the same number
+SEED_LIMIT = 2**32  # numpy's: pyro.set_rng_seed seeds numpy, random and torch with the same number
 DEVICES = "auto, cpu, cuda or cuda:N"
 
 
@@ -36,14 +37,17 @@ def parse_device(name, flag="--device"):
     if match is None:
         raise FlagError(f"{flag} {text!r} is not a device; choose {DEVICES} (a GPU's number)")
     if not torch.cuda.is_available():
-        raise FlagError(f"{flag} {text}: torch {torch.__version__} sees no CUDA GPU on this machine; "
-                        f"use --device cpu (or auto)")
+        raise FlagError(
+            f"{flag} {text}: torch {torch.__version__} sees no CUDA GPU on this machine; use --device cpu (or auto)"
+        )
     count = torch.cuda.device_count()
     # Under torchrun, plain "cuda" means cuda:LOCAL_RANK (runtime.resolve_device).
     index = int(match[1]) if match[1] is not None else int(os.environ.get("LOCAL_RANK", "0"))
     if index >= count:
-        raise FlagError(f"{flag} {text}: GPU {index} does not exist, torch sees {count} "
-                        f"(cuda:0{f' to cuda:{count - 1}' if count > 1 else ''}); choose one of those, cpu or auto")
+        raise FlagError(
+            f"{flag} {text}: GPU {index} does not exist, torch sees {count} "
+            f"(cuda:0{f' to cuda:{count - 1}' if count > 1 else ''}); choose one of those, cpu or auto"
+        )
     return text
 
 
@@ -61,8 +65,9 @@ def _writable(folder, flag, path):
         os.close(handle)
         os.remove(probe)
     except OSError as error:
-        raise FlagError(f"{flag} {path}: cannot write in {folder} ({error.strerror or error}); "
-                        f"choose a writable place") from None
+        raise FlagError(
+            f"{flag} {path}: cannot write in {folder} ({error.strerror or error}); choose a writable place"
+        ) from None
 
 
 def check_output_dir(path, flag="--out"):
@@ -144,12 +149,16 @@ def check_sample_memory(num, steps, dim, config, what, device="cpu", available=N
     need = sample_bytes(num, steps, dim, config.hidden, config.z_dim, config.components)
     have = available_memory() if available is None else available
     if have is not None and need > have:
-        raise FlagError(f"{what}: sampling would need about {size_text(need)} of memory, and {size_text(have)} "
-                        f"is available; ask for fewer samples (--num) or fewer steps (--length)")
+        raise FlagError(
+            f"{what}: sampling would need about {size_text(need)} of memory, and {size_text(have)} "
+            f"is available; ask for fewer samples (--num) or fewer steps (--length)"
+        )
     if str(device).startswith("cuda"):
         free, _ = torch.cuda.mem_get_info(torch.device(device))
         on_gpu = need - steps * (num * dim * 12 + STEP_BOOKKEEPING)  # the trace's tensors
         if on_gpu > free:
-            raise FlagError(f"{what}: sampling would need about {size_text(on_gpu)} on {device}, which has "
-                            f"{size_text(free)} free; ask for fewer samples or steps, or use --device cpu")
+            raise FlagError(
+                f"{what}: sampling would need about {size_text(on_gpu)} on {device}, which has "
+                f"{size_text(free)} free; ask for fewer samples or steps, or use --device cpu"
+            )
     return need

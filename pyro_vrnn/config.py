@@ -6,6 +6,7 @@ visibly in a few minutes on a laptop CPU), and `byo_preset` sizes `--dataset hdf
 training split; command-line flags override all of them. The resolved config is
 saved in every checkpoint, so a run can always be rebuilt from its checkpoint alone.
 """
+
 import math
 import os
 from dataclasses import asdict, dataclass, fields
@@ -68,27 +69,90 @@ class Config:
 
 PRESETS = {
     # Small enough to train in minutes on a 2-core CPU, large enough to write legibly.
-    "hershey": dict(hidden=128, z_dim=16, x_features=64, z_features=64, enc_hidden=64,
-                    prior_hidden=64, dec_hidden=64, components=10, batch_size=32, lr=3e-3,
-                    epochs=4, threads=1),
+    "hershey": dict(
+        hidden=128,
+        z_dim=16,
+        x_features=64,
+        z_features=64,
+        enc_hidden=64,
+        prior_hidden=64,
+        dec_hidden=64,
+        components=10,
+        batch_size=32,
+        lr=3e-3,
+        epochs=4,
+        threads=1,
+    ),
     # The authors' released IAM-OnDB configuration (docs/paper.md).
-    "iam": dict(hidden=1200, z_dim=50, x_features=250, z_features=150, enc_hidden=150,
-                prior_hidden=150, dec_hidden=250, mlp_layers=1, components=20, batch_size=20),
+    "iam": dict(
+        hidden=1200,
+        z_dim=50,
+        x_features=250,
+        z_features=150,
+        enc_hidden=150,
+        prior_hidden=150,
+        dec_hidden=250,
+        mlp_layers=1,
+        components=20,
+        batch_size=20,
+    ),
     # The authors' released Blizzard configuration (docs/paper.md).
-    "blizzard": dict(hidden=4000, z_dim=200, x_features=500, z_features=500, enc_hidden=500,
-                     prior_hidden=500, dec_hidden=500, mlp_layers=4, components=20,
-                     batch_size=128),
+    "blizzard": dict(
+        hidden=4000,
+        z_dim=200,
+        x_features=500,
+        z_features=500,
+        enc_hidden=500,
+        prior_hidden=500,
+        dec_hidden=500,
+        mlp_layers=4,
+        components=20,
+        batch_size=128,
+    ),
     # Embedded speech and music: sized for a CPU in tens of minutes.
-    "speech-demo": dict(hidden=256, z_dim=32, x_features=128, z_features=64, enc_hidden=64,
-                        prior_hidden=64, dec_hidden=128, components=10, batch_size=32, lr=1e-3,
-                        epochs=20, threads=1),
+    "speech-demo": dict(
+        hidden=256,
+        z_dim=32,
+        x_features=128,
+        z_features=64,
+        enc_hidden=64,
+        prior_hidden=64,
+        dec_hidden=128,
+        components=10,
+        batch_size=32,
+        lr=1e-3,
+        epochs=20,
+        threads=1,
+    ),
     # Real recorded speech (Asterisk's voice prompts, about two hours): speech-demo's size for now.
-    "prompts": dict(hidden=256, z_dim=32, x_features=128, z_features=64, enc_hidden=64,
-                    prior_hidden=64, dec_hidden=128, components=10, batch_size=32, lr=1e-3,
-                    epochs=20, threads=1),
-    "chorales": dict(hidden=256, z_dim=32, x_features=64, z_features=64, enc_hidden=64,
-                     prior_hidden=64, dec_hidden=128, batch_size=16, lr=1e-3, epochs=200,
-                     patience=20, threads=1),
+    "prompts": dict(
+        hidden=256,
+        z_dim=32,
+        x_features=128,
+        z_features=64,
+        enc_hidden=64,
+        prior_hidden=64,
+        dec_hidden=128,
+        components=10,
+        batch_size=32,
+        lr=1e-3,
+        epochs=20,
+        threads=1,
+    ),
+    "chorales": dict(
+        hidden=256,
+        z_dim=32,
+        x_features=64,
+        z_features=64,
+        enc_hidden=64,
+        prior_hidden=64,
+        dec_hidden=128,
+        batch_size=16,
+        lr=1e-3,
+        epochs=200,
+        patience=20,
+        threads=1,
+    ),
 }
 # The other speech sets take Blizzard's networks with the paper's 2000 LSTM units.
 for _name in ("timit", "timit-core", "accent", "onomatopoeia", "audio"):
@@ -118,11 +182,22 @@ def byo_preset(num_sequences, total_steps, dim):
     batch_size = _power_of_two(num_sequences / 16, 8, 64)
     batches = math.ceil(num_sequences / batch_size)
     features = hidden // 2
-    return dict(hidden=hidden, z_dim=min(64, max(4, hidden // 8)), x_features=features, z_features=features,
-                enc_hidden=features, prior_hidden=features, dec_hidden=features, mlp_layers=1,
-                components=int(min(20, max(2, total_steps // (40 * dim)))), batch_size=batch_size,
-                lr=1e-3 if hidden <= 256 else 3e-4, epochs=min(1000, max(50, math.ceil(20000 / batches))),
-                patience=min(50, max(10, math.ceil(400 / batches))), threads=1 if hidden <= 256 else 0)
+    return dict(
+        hidden=hidden,
+        z_dim=min(64, max(4, hidden // 8)),
+        x_features=features,
+        z_features=features,
+        enc_hidden=features,
+        prior_hidden=features,
+        dec_hidden=features,
+        mlp_layers=1,
+        components=int(min(20, max(2, total_steps // (40 * dim)))),
+        batch_size=batch_size,
+        lr=1e-3 if hidden <= 256 else 3e-4,
+        epochs=min(1000, max(50, math.ceil(20000 / batches))),
+        patience=min(50, max(10, math.ceil(400 / batches))),
+        threads=1 if hidden <= 256 else 0,
+    )
 
 
 def make_config(dataset="hershey", **overrides):
@@ -138,16 +213,35 @@ def make_config(dataset="hershey", **overrides):
     sizes = train_sizes(overrides["data_dir"]) if dataset == "hdf5" and overrides.get("data_dir") else None
     if sizes is not None:
         values.update(byo_preset(*sizes))
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    values.update(given)
+    if values.get("elbo") in ("iwae", "fivo"):  # a preset's KL levers serve the ELBO; these bounds have no KL term
+        for lever in ("kl_anneal_epochs", "free_bits"):
+            if lever not in given:
+                values.pop(lever, None)
     if values.get("model") in SRNN_MODELS:  # the SRNN's guide is a smoothing one by design (guides/srnn.py)
         values.setdefault("guide", "smoothing")
     return check_config(Config(dataset=dataset, **values))
 
 
 # The least each number may be: sizes and counts at least 1, rates and scales above 0.
-AT_LEAST_ONE = ("hidden", "z_dim", "x_features", "z_features", "enc_hidden", "prior_hidden", "dec_hidden",
-                "mlp_layers", "components", "batch_size", "max_steps", "patience", "checkpoint_every", "log_every",
-                "particles")
+AT_LEAST_ONE = (
+    "hidden",
+    "z_dim",
+    "x_features",
+    "z_features",
+    "enc_hidden",
+    "prior_hidden",
+    "dec_hidden",
+    "mlp_layers",
+    "components",
+    "batch_size",
+    "max_steps",
+    "patience",
+    "checkpoint_every",
+    "log_every",
+    "particles",
+)
 POSITIVE = ("lr", "clip")
 NOT_NEGATIVE = ("min_scale", "epochs", "kl_anneal_epochs", "threads", "backward_hidden", "free_bits")
 
@@ -167,10 +261,15 @@ def check_config(config):
     if config.guide not in ("filtering", "smoothing"):
         raise ValueError(f"unknown --guide {config.guide!r}; choose 'filtering' or 'smoothing'")
     if config.model in SRNN_MODELS and config.guide != "smoothing":
-        raise ValueError(f"--guide {config.guide} does not apply to --model {config.model}: its guide is the "
-                         "smoothing one of Fraccaro et al. 2016 (guides/srnn.py); drop --guide")
-    for names, test, need in ((AT_LEAST_ONE, lambda v: v >= 1, "at least 1"), (POSITIVE, lambda v: v > 0, "above 0"),
-                              (NOT_NEGATIVE, lambda v: v >= 0, "0 or more")):
+        raise ValueError(
+            f"--guide {config.guide} does not apply to --model {config.model}: its guide is the "
+            "smoothing one of Fraccaro et al. 2016 (guides/srnn.py); drop --guide"
+        )
+    for names, test, need in (
+        (AT_LEAST_ONE, lambda v: v >= 1, "at least 1"),
+        (POSITIVE, lambda v: v > 0, "above 0"),
+        (NOT_NEGATIVE, lambda v: v >= 0, "0 or more"),
+    ):
         for name in names:
             value = getattr(config, name)
             if value is not None and not test(value):
@@ -188,11 +287,14 @@ def check_particle_bound(config):
     (annealing or free bits would make its weights p(x, z) / q(z | x) something else) and needs latents."""
     bound = config.elbo in ("iwae", "fivo")
     if not bound and config.particles != 1:
-        raise ValueError(f"--particles {config.particles} needs --elbo iwae or fivo; "
-                         f"--elbo {config.elbo} takes one sample")
+        raise ValueError(
+            f"--particles {config.particles} needs --elbo iwae or fivo; --elbo {config.elbo} takes one sample"
+        )
     if bound and config.model in EXACT_MODELS:
-        raise ValueError(f"--elbo {config.elbo} needs latent variables; {config.model}'s log-likelihood is exact: "
-                         "train it with --elbo trace")
+        raise ValueError(
+            f"--elbo {config.elbo} needs latent variables; {config.model}'s log-likelihood is exact: "
+            "train it with --elbo trace"
+        )
     for name, value in (("kl_anneal_epochs", config.kl_anneal_epochs), ("free_bits", config.free_bits)):
         if bound and value:
             raise ValueError(f"--{name.replace('_', '-')} weighs the KL term, which --elbo {config.elbo} does not have")

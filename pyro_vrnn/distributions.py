@@ -24,14 +24,14 @@ index is discrete), so neither class has `rsample`; the ELBO only ever scores ob
 `with_temperature(tau)` is Graves' sampling "bias": mixture logits / tau and scales * sqrt(tau);
 tau < 1 gives cleaner, more probable samples, tau = 1 is the model itself.
 """
+
 import math
 
+import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
-from torch.distributions.utils import lazy_property
-
-import pyro.distributions as dist
 from pyro.distributions import constraints
+from torch.distributions.utils import lazy_property
 
 __all__ = ["DiagNormalMixture", "StrokeMixture"]
 
@@ -104,18 +104,27 @@ class DiagNormalMixture(dist.TorchDistribution):
 
     def __init__(self, logits, loc, scale, validate_args=None):
         if logits.dim() < 1 or loc.dim() < 2 or scale.dim() < 2:
-            raise _shape_error("DiagNormalMixture", "need logits [..., K], loc and scale [..., K, D]; got "
-                               f"{tuple(logits.shape)}, {tuple(loc.shape)}, {tuple(scale.shape)}")
+            raise _shape_error(
+                "DiagNormalMixture",
+                "need logits [..., K], loc and scale [..., K, D]; got "
+                f"{tuple(logits.shape)}, {tuple(loc.shape)}, {tuple(scale.shape)}",
+            )
         k = logits.shape[-1]
         if loc.shape[-2] != k or scale.shape[-2] != k:
-            raise _shape_error("DiagNormalMixture", f"number of components differs: logits {tuple(logits.shape)}, "
-                               f"loc {tuple(loc.shape)}, scale {tuple(scale.shape)}")
+            raise _shape_error(
+                "DiagNormalMixture",
+                f"number of components differs: logits {tuple(logits.shape)}, "
+                f"loc {tuple(loc.shape)}, scale {tuple(scale.shape)}",
+            )
         try:
             d = torch.broadcast_shapes(loc.shape[-1:], scale.shape[-1:])[0]
             batch_shape = torch.broadcast_shapes(logits.shape[:-1], loc.shape[:-2], scale.shape[:-2])
         except RuntimeError as e:
-            raise _shape_error("DiagNormalMixture", f"shapes do not broadcast: logits {tuple(logits.shape)}, "
-                               f"loc {tuple(loc.shape)}, scale {tuple(scale.shape)}") from e
+            raise _shape_error(
+                "DiagNormalMixture",
+                f"shapes do not broadcast: logits {tuple(logits.shape)}, "
+                f"loc {tuple(loc.shape)}, scale {tuple(scale.shape)}",
+            ) from e
         self.logits = logits.expand(batch_shape + (k,))
         self.loc = loc.expand(batch_shape + (k, d))
         self.scale = scale.expand(batch_shape + (k, d))
@@ -169,8 +178,7 @@ class DiagNormalMixture(dist.TorchDistribution):
     def with_temperature(self, tau):
         """Graves' sampling bias: mixture logits / tau, scales * sqrt(tau); tau = 1 is the identity."""
         root_tau = _check_temperature(tau)
-        return DiagNormalMixture(self.logits / tau, self.loc, self.scale * root_tau,
-                                 validate_args=self._validate_args)
+        return DiagNormalMixture(self.logits / tau, self.loc, self.scale * root_tau, validate_args=self._validate_args)
 
 
 class StrokeMixture(dist.TorchDistribution):
@@ -204,8 +212,10 @@ class StrokeMixture(dist.TorchDistribution):
 
     def __init__(self, pen_logits, logits, loc, scale, corr, validate_args=None):
         pen_logits = torch.as_tensor(pen_logits, dtype=logits.dtype, device=logits.device)
-        shapes = (f"pen_logits {tuple(pen_logits.shape)}, logits {tuple(logits.shape)}, loc {tuple(loc.shape)}, "
-                  f"scale {tuple(scale.shape)}, corr {tuple(corr.shape)}")
+        shapes = (
+            f"pen_logits {tuple(pen_logits.shape)}, logits {tuple(logits.shape)}, loc {tuple(loc.shape)}, "
+            f"scale {tuple(scale.shape)}, corr {tuple(corr.shape)}"
+        )
         if logits.dim() < 1 or loc.dim() < 2 or scale.dim() < 2 or corr.dim() < 1:
             raise _shape_error("StrokeMixture", f"need logits/corr [..., K], loc/scale [..., K, 2]; got {shapes}")
         k = logits.shape[-1]
@@ -214,8 +224,9 @@ class StrokeMixture(dist.TorchDistribution):
         if loc.shape[-2] != k or scale.shape[-2] != k or corr.shape[-1] != k:
             raise _shape_error("StrokeMixture", f"number of components differs; got {shapes}")
         try:
-            batch_shape = torch.broadcast_shapes(pen_logits.shape, logits.shape[:-1], loc.shape[:-2],
-                                                 scale.shape[:-2], corr.shape[:-1])
+            batch_shape = torch.broadcast_shapes(
+                pen_logits.shape, logits.shape[:-1], loc.shape[:-2], scale.shape[:-2], corr.shape[:-1]
+            )
         except RuntimeError as e:
             raise _shape_error("StrokeMixture", f"shapes do not broadcast; got {shapes}") from e
         self.pen_logits = pen_logits.expand(batch_shape)
@@ -295,5 +306,11 @@ class StrokeMixture(dist.TorchDistribution):
         """Graves' sampling bias: mixture logits / tau, scales * sqrt(tau); tau = 1 is the identity.
         The pen bit and the correlations are left alone."""
         root_tau = _check_temperature(tau)
-        return StrokeMixture(self.pen_logits, self.logits / tau, self.loc, self.scale * root_tau,
-                             self.corr, validate_args=self._validate_args)
+        return StrokeMixture(
+            self.pen_logits,
+            self.logits / tau,
+            self.loc,
+            self.scale * root_tau,
+            self.corr,
+            validate_args=self._validate_args,
+        )

@@ -17,14 +17,15 @@ errors, the KL term, the gap between the IS estimate and the ELBO, and the effec
 without latent variables (the RNN baselines) have an exact log p(x) = sum_t log p(x_t | x_{<t}): no
 sampling, every estimator reported as that exact number.
 """
+
 import math
 import os
 import time
 from typing import Callable, NamedTuple, Optional, Tuple
 
 import numpy as np
-import torch
 import pyro
+import torch
 from tqdm import tqdm
 
 import models
@@ -37,8 +38,8 @@ from pyro_vrnn.smc import particle_filter, stepper_for
 # Peak memory of one vectorized pass over K particles; K is drawn in chunks that fit it. On a CPU: an
 # eighth of the memory free now, between these bounds; on a GPU, a quarter of its free memory. Fewer,
 # larger chunks amortize Pyro's per-site work.
-CPU_MEMORY_BUDGET = (2 ** 28, 2 ** 32)  # 256 MiB to 4 GiB
-PASS_RESERVE_BYTES = 2 ** 25  # what a pass takes whatever its size: an emission block, the allocator's slack
+CPU_MEMORY_BUDGET = (2**28, 2**32)  # 256 MiB to 4 GiB
+PASS_RESERVE_BYTES = 2**25  # what a pass takes whatever its size: an emission block, the allocator's slack
 ESTIMATORS = ("elbo", "iwae", "smc", "is")
 DEFAULT_ESTIMATORS = ("elbo", "is")
 FIGURES = ("elbo", "iwae", "smc", "log_px", "kl", "gap")  # per-sequence figures summarized (log_px: IS)
@@ -47,6 +48,7 @@ FIGURES = ("elbo", "iwae", "smc", "log_px", "kl", "gap")  # per-sequence figures
 class Estimators(NamedTuple):
     """What `evaluate_dataset` estimates: `names` among ESTIMATORS; K of IS (and of the ELBO's average); K' of
     IWAE (None: K, the IS number itself); K of SMC (None: K); stepper(vrnn, x, mask) for SMC (smc.stepper_for)."""
+
     names: Tuple[str, ...] = DEFAULT_ESTIMATORS
     num_samples: int = 100
     iwae_particles: Optional[int] = None
@@ -93,8 +95,10 @@ def importance_terms(model, guide, vrnn, x, mask, num_samples=100, chunk_size=No
     """(log p(x | z^k), KL term) [K, B] for K = num_samples particles, drawn `chunk_size` at a time
     (default: what fits memory); log w = the first minus the second."""
     chunk_size = chunk_size or default_chunk_size(num_samples, x.shape[0], x.shape[1], vrnn, memory_budget(x.device))
-    chunks = [particle_terms(model, guide, vrnn, x, mask, min(chunk_size, num_samples - start))
-              for start in range(0, num_samples, chunk_size)]
+    chunks = [
+        particle_terms(model, guide, vrnn, x, mask, min(chunk_size, num_samples - start))
+        for start in range(0, num_samples, chunk_size)
+    ]
     return torch.cat([c[0] for c in chunks]), torch.cat([c[1] for c in chunks])
 
 
@@ -129,8 +133,13 @@ def estimate_batch(model, guide, vrnn, x, mask, estimators, chunk_size=None, lat
     if {"elbo", "is"} & set(names) or ("iwae" in names and iwae_k == estimators.num_samples):
         result = estimate_log_likelihood(model, guide, vrnn, x, mask, estimators.num_samples, chunk_size)
     if "iwae" in names:  # IS with K' particles: the same number as IS when K' = K
-        result["iwae"] = result["log_px"] if iwae_k == estimators.num_samples else summarize_log_weights(
-            importance_log_weights(model, guide, vrnn, x, mask, iwae_k, chunk_size))["log_px"]
+        result["iwae"] = (
+            result["log_px"]
+            if iwae_k == estimators.num_samples
+            else summarize_log_weights(importance_log_weights(model, guide, vrnn, x, mask, iwae_k, chunk_size))[
+                "log_px"
+            ]
+        )
     if "smc" in names:
         smc = particle_filter(estimators.stepper(vrnn, x, mask), estimators.particles("smc"))
         result.update(smc=smc.log_evidence, smc_resamples=smc.resamples.double())
@@ -152,7 +161,7 @@ def ratio_and_stderr(values, lengths):
     if n < 2:
         return ratio, None
     residual = values - ratio * lengths
-    return ratio, float(math.sqrt((residual ** 2).sum() / (n * (n - 1))) / lengths.mean())
+    return ratio, float(math.sqrt((residual**2).sum() / (n * (n - 1))) / lengths.mean())
 
 
 def summarize(per_sequence, lengths, exact, num_samples, estimators=None):
@@ -161,16 +170,20 @@ def summarize(per_sequence, lengths, exact, num_samples, estimators=None):
     log p(x) - ELBO (how far the bound is from the estimate: the guide's distance from the posterior);
     the ESS; the estimators asked for and their particles (`Estimators`)."""
     estimators = estimators or Estimators(num_samples=num_samples)
-    figures = {"exact": exact, "num_samples": None if exact else num_samples,
-               "sequences": len(lengths), "steps": int(np.sum(lengths)), "estimators": list(estimators.names),
-               **{f"{name}_particles": None if exact else estimators.particles(name) for name in ("iwae", "smc")}}
+    figures = {
+        "exact": exact,
+        "num_samples": None if exact else num_samples,
+        "sequences": len(lengths),
+        "steps": int(np.sum(lengths)),
+        "estimators": list(estimators.names),
+        **{f"{name}_particles": None if exact else estimators.particles(name) for name in ("iwae", "smc")},
+    }
     if "log_px" in per_sequence and "elbo" in per_sequence:
         per_sequence = dict(per_sequence, gap=np.asarray(per_sequence["log_px"]) - np.asarray(per_sequence["elbo"]))
     for key in FIGURES:
         if key in per_sequence:
             figures[f"{key}_per_seq"], figures[f"{key}_per_seq_stderr"] = mean_and_stderr(per_sequence[key])
-            figures[f"{key}_per_step"], figures[f"{key}_per_step_stderr"] = ratio_and_stderr(per_sequence[key],
-                                                                                            lengths)
+            figures[f"{key}_per_step"], figures[f"{key}_per_step_stderr"] = ratio_and_stderr(per_sequence[key], lengths)
     ess = per_sequence.get("ess")
     figures["ess_mean"] = None if ess is None else float(np.mean(ess))
     figures["ess_min"] = None if ess is None else float(np.min(ess))
@@ -180,8 +193,19 @@ def summarize(per_sequence, lengths, exact, num_samples, estimators=None):
 
 
 @torch.no_grad()
-def evaluate_dataset(model, guide, vrnn, dataset, latent, num_samples=100, batch_size=32, chunk_size=None,
-                     device="cpu", progress=False, estimators=None):
+def evaluate_dataset(
+    model,
+    guide,
+    vrnn,
+    dataset,
+    latent,
+    num_samples=100,
+    batch_size=32,
+    chunk_size=None,
+    device="cpu",
+    progress=False,
+    estimators=None,
+):
     """Evaluate every sequence of a SequenceDataset; returns (summary dict, per-sequence dict of arrays
     in the dataset's order). Batches hold sequences of similar length (sorted), so little is padded.
     estimators: an `Estimators` (default: the ELBO and IS with num_samples particles)."""
@@ -189,7 +213,7 @@ def evaluate_dataset(model, guide, vrnn, dataset, latent, num_samples=100, batch
     num_samples = estimators.num_samples
     lengths = np.asarray(dataset.lengths)
     order = np.argsort(lengths, kind="stable")
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     per_sequence = {}
     start = time.time()
     # argument checks cost time and were done in training; frozen_heap: see pyro_vrnn/runtime.py
@@ -207,17 +231,33 @@ def evaluate_dataset(model, guide, vrnn, dataset, latent, num_samples=100, batch
     return summary, per_sequence
 
 
-def evaluate_checkpoint(path, split=None, num_samples=100, batch_size=None, chunk_size=None, device="cpu",
-                        data_dir=None, seed=0, progress=False, estimators=DEFAULT_ESTIMATORS, iwae_particles=None,
-                        smc_particles=None):
+def evaluate_checkpoint(
+    path,
+    split=None,
+    num_samples=100,
+    batch_size=None,
+    chunk_size=None,
+    device="cpu",
+    data_dir=None,
+    seed=0,
+    progress=False,
+    estimators=DEFAULT_ESTIMATORS,
+    iwae_particles=None,
+    smc_particles=None,
+):
     """Load a checkpoint (file or run directory), evaluate it on a split of its dataset; returns the
     summary dict (with model, dataset, split, checkpoint) and the per-sequence arrays.
 
     split None: test, or valid where the data set has no test split (IAM-OnDB with its official lists:
     the authors trained on every list but validation set 1 and reported on that). estimators: names
     among ESTIMATORS, with iwae_particles and smc_particles (default num_samples; see `Estimators`)."""
-    for flag, value in (("num-samples", num_samples), ("batch-size", batch_size), ("chunk-size", chunk_size),
-                        ("iwae-particles", iwae_particles), ("smc-particles", smc_particles)):
+    for flag, value in (
+        ("num-samples", num_samples),
+        ("batch-size", batch_size),
+        ("chunk-size", chunk_size),
+        ("iwae-particles", iwae_particles),
+        ("smc-particles", smc_particles),
+    ):
         if value is not None and value < 1:
             raise TrainingError(f"--{flag} is {value}; it must be at least 1")
     unknown = [name for name in estimators if name not in ESTIMATORS]
@@ -236,11 +276,34 @@ def evaluate_checkpoint(path, split=None, num_samples=100, batch_size=None, chun
         raise TrainingError(f"dataset {config.dataset!r} has no sequences in a split {split!r}")
     check_same_data(info, dataset, f"{config.dataset} {split}")
     latent = models.MODELS[config.model].latent
-    plan = Estimators(tuple(dict.fromkeys(estimators)), num_samples, iwae_particles, smc_particles,
-                      lambda network, x, mask: stepper_for(config, network, config.guide, x, mask))
+    plan = Estimators(
+        tuple(dict.fromkeys(estimators)),
+        num_samples,
+        iwae_particles,
+        smc_particles,
+        lambda network, x, mask: stepper_for(config, network, config.guide, x, mask),
+    )
     pyro.set_rng_seed(seed)
-    summary, per_sequence = evaluate_dataset(model, guide, vrnn, dataset, latent, num_samples,
-                                             batch_size or config.batch_size, chunk_size, device, progress, plan)
-    summary = {"checkpoint": path, "model": config.model, "dataset": config.dataset, "split": split,
-               "step": state["progress"]["step"], "device": str(device), **summary}
+    summary, per_sequence = evaluate_dataset(
+        model,
+        guide,
+        vrnn,
+        dataset,
+        latent,
+        num_samples,
+        batch_size or config.batch_size,
+        chunk_size,
+        device,
+        progress,
+        plan,
+    )
+    summary = {
+        "checkpoint": path,
+        "model": config.model,
+        "dataset": config.dataset,
+        "split": split,
+        "step": state["progress"]["step"],
+        "device": str(device),
+        **summary,
+    }
     return summary, per_sequence

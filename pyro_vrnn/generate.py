@@ -15,6 +15,7 @@ change what the same program does:
                            scales * sqrt(tau) (Bernoulli logits / tau); tau < 1 gives cleaner, more
                            probable samples, tau = 1 is the model itself. The prior of z is left alone.
 """
+
 import math
 
 import numpy as np
@@ -78,8 +79,13 @@ def prime_sites(guide, vrnn, prime, num):
     mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
     guide_trace = poutine.trace(guide).get_trace(vrnn, x, mask)
     data = {f"x_{t + 1}": x[:, t] for t in range(x.shape[1])}
-    data.update({name: site["value"] for name, site in guide_trace.nodes.items()
-                 if site["type"] == "sample" and name.startswith("z_")})
+    data.update(
+        {
+            name: site["value"]
+            for name, site in guide_trace.nodes.items()
+            if site["type"] == "sample" and name.startswith("z_")
+        }
+    )
     return data
 
 
@@ -99,8 +105,11 @@ def generate(model, vrnn, num, steps, prime=None, guide=None, tau=1.0):
     program = poutine.uncondition(model)
     if prime is not None:
         prime = torch.as_tensor(prime, dtype=torch.float32)[:steps]
-        data = (prime_sites(guide, vrnn, prime, num) if guide is not None
-                else {f"x_{t + 1}": prime[t].to(device).expand(num, -1) for t in range(len(prime))})
+        data = (
+            prime_sites(guide, vrnn, prime, num)
+            if guide is not None
+            else {f"x_{t + 1}": prime[t].to(device).expand(num, -1) for t in range(len(prime))}
+        )
         program = poutine.condition(program, data=data)
     program = TemperatureMessenger(tau)(program)
     trace = poutine.trace(program).get_trace(vrnn, x, mask)

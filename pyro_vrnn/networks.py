@@ -16,19 +16,20 @@ tensors or to a distribution; the programs own the sample sites. Every method ac
 of leading batch dimensions: importance sampling adds a particle dimension in front of the
 sequences. Scales are softplus plus a floor (sigma = softplus(.) + 1e-4, as the authors).
 """
+
 import math
 from typing import NamedTuple, Optional
 
+import pyro.distributions as dist
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import pyro.distributions as dist
 
 from pyro_vrnn.distributions import DiagNormalMixture, StrokeMixture
 
 CELLS = {"lstm": nn.LSTMCell, "gru": nn.GRUCell}
 BACKWARD_RNNS = {"lstm": nn.LSTM, "gru": nn.GRU}  # the smoothing guide's RNN over x, run back in time
-EMISSION_BLOCK_BYTES = 2 ** 22  # see emission_log_prob_in_blocks
+EMISSION_BLOCK_BYTES = 2**22  # see emission_log_prob_in_blocks
 MIXTURES = ("shared", "independent")  # the two forms of the real-valued mixture (EmissionHead)
 
 
@@ -75,8 +76,10 @@ def stack_steps(tensors):
 def unbind_steps(normal):
     """A diagonal Normal of batch shape [T, ...] as T per-step Normals of batch shape [...], for one sample
     site per step (unbind, not indexing: its backward is one stack, not T scatters)."""
-    return [dist.Normal(loc, scale).to_event(1)
-            for loc, scale in zip(normal.base_dist.loc.unbind(0), normal.base_dist.scale.unbind(0))]
+    return [
+        dist.Normal(loc, scale).to_event(1)
+        for loc, scale in zip(normal.base_dist.loc.unbind(0), normal.base_dist.scale.unbind(0))
+    ]
 
 
 def backward_states(rnn, inputs, mask):
@@ -103,15 +106,18 @@ def emission_log_prob_in_blocks(emission, width, z, context, x):
     """
     values = x.transpose(0, 1)  # [T, B, D], and [T, 1, B, D] against particles
     values = values.reshape(values.shape[:1] + (1,) * (context.dim() - 3) + values.shape[1:])
-    rows = context.shape[1:-1].numel() if z is None else torch.broadcast_shapes(context.shape[1:-1],
-                                                                                  z.shape[1:-1]).numel()
+    rows = (
+        context.shape[1:-1].numel() if z is None else torch.broadcast_shapes(context.shape[1:-1], z.shape[1:-1]).numel()
+    )
     per_step = 4 * width * rows  # float32 parameters of one step
     block = max(1, EMISSION_BLOCK_BYTES // per_step)
     # split, not [s:s + block]: a slice's backward writes its gradient into zeros of the whole [T, ...] tensor,
     # T / block times over; split's is one concatenation
     z_blocks = [None] * -(-len(context) // block) if z is None else z.split(block)
-    log_probs = [emission(z_block, context_block).log_prob(values_block)
-                 for z_block, context_block, values_block in zip(z_blocks, context.split(block), values.split(block))]
+    log_probs = [
+        emission(z_block, context_block).log_prob(values_block)
+        for z_block, context_block, values_block in zip(z_blocks, context.split(block), values.split(block))
+    ]
     return log_probs[0] if len(log_probs) == 1 else torch.cat(log_probs)
 
 
@@ -176,8 +182,8 @@ class EmissionHead(nn.Module):
         marginal, not K copies of one near 0, so that each component starts responsible for other frames."""
         k, d = self.components, self.x_dim
         self.shared.bias[d:] = math.log(math.expm1(1 - self.min_scale))  # softplus^-1(1 - floor)
-        self.linear.bias[k:k + k * d] = torch.randn(k * d)
-        self.linear.bias[k + k * d:] = 0
+        self.linear.bias[k : k + k * d] = torch.randn(k * d)
+        self.linear.bias[k + k * d :] = 0
 
     def scale(self, raw):
         return F.softplus(raw) + self.min_scale
@@ -203,12 +209,14 @@ class EmissionHead(nn.Module):
         shape = batch_shape + (k, 2)
         # tanh keeps each correlation strictly inside (-1, 1); the factor keeps 1 - rho^2 > 0 in float32
         corr = torch.tanh(raw_corr) * (1 - 1e-5)
-        return StrokeMixture(pen_logit.squeeze(-1), logits, loc.reshape(shape),
-                             self.scale(raw_scale).reshape(shape), corr)
+        return StrokeMixture(
+            pen_logit.squeeze(-1), logits, loc.reshape(shape), self.scale(raw_scale).reshape(shape), corr
+        )
 
 
 class State(NamedTuple):
     """The recurrence after a step: h_t, and c_t, the LSTM's cell (None for a GRU)."""
+
     h: torch.Tensor
     c: Optional[torch.Tensor]
 
@@ -235,11 +243,14 @@ class VRNN(nn.Module):
             if c.guide == "smoothing":
                 encoder_input = c.backward_hidden or c.hidden
                 self.backward_rnn = BACKWARD_RNNS[c.cell](c.x_features, encoder_input, batch_first=True)
-            self.encoder = nn.Sequential(mlp(encoder_input + c.hidden, c.enc_hidden, c.mlp_layers),
-                                         NormalHead(c.enc_hidden, c.z_dim, c.min_scale))
+            self.encoder = nn.Sequential(
+                mlp(encoder_input + c.hidden, c.enc_hidden, c.mlp_layers),
+                NormalHead(c.enc_hidden, c.z_dim, c.min_scale),
+            )
             if conditional_prior:
-                self.prior_net = nn.Sequential(mlp(c.hidden, c.prior_hidden, c.mlp_layers),
-                                               NormalHead(c.prior_hidden, c.z_dim, c.min_scale))
+                self.prior_net = nn.Sequential(
+                    mlp(c.hidden, c.prior_hidden, c.mlp_layers), NormalHead(c.prior_hidden, c.z_dim, c.min_scale)
+                )
             rnn_input += c.z_features
             dec_input += c.z_features
         head = EmissionHead(c.dec_hidden, kind, x_dim, emission, c.components, c.min_scale, c.mixture)
@@ -268,7 +279,8 @@ class VRNN(nn.Module):
         return backward_states(self.backward_rnn, phi_x, mask)
 
     def emission(self, z_t, h):
-        """p(x_t | z_t, h_{t-1}) with theta_t = phi_dec(phi_z(z_t), h_{t-1}); phi_dec(h_{t-1}) for the RNNs (z_t None)."""
+        """p(x_t | z_t, h_{t-1}) with theta_t = phi_dec(phi_z(z_t), h_{t-1}); phi_dec(h_{t-1}) for the RNNs
+        (z_t None)."""
         return self.decoder(h if z_t is None else cat(self.phi_z(z_t), h))
 
     def emission_log_prob(self, z, h_prev, x):
@@ -281,8 +293,10 @@ class VRNN(nn.Module):
         inputs = phi_x_t if z_t is None else cat(phi_x_t, self.phi_z(z_t))
         # The cell wants one flat batch dim; the programs may have two (particles, sequences).
         batch_shape = torch.broadcast_shapes(inputs.shape[:-1], state.h.shape[:-1])
-        inputs, h, c = (None if t is None else t.expand(batch_shape + t.shape[-1:]).reshape(-1, t.shape[-1])
-                        for t in (inputs, state.h, state.c))
+        inputs, h, c = (
+            None if t is None else t.expand(batch_shape + t.shape[-1:]).reshape(-1, t.shape[-1])
+            for t in (inputs, state.h, state.c)
+        )
         if self.cell == "lstm":
             h, c = self.rnn(inputs, (h, c))
             return State(h.reshape(batch_shape + h.shape[-1:]), c.reshape(batch_shape + c.shape[-1:]))

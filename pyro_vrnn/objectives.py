@@ -25,10 +25,11 @@ optimizer from pushing q(z_t | ...) onto the prior for the last few nats of each
 bound on log p(x) from K particles: `IWAEELBO` (Burda et al. 2016) and `FIVOELBO` (Maddison et al. 2017;
 Le et al. 2018; Naesseth et al. 2018), both per sequence.
 """
+
 import math
 
-import torch
 import pyro.poutine as poutine
+import torch
 from pyro.distributions.util import scale_and_mask
 from pyro.infer import ELBO, TraceMeanField_ELBO
 from pyro.infer.enum import get_importance_trace
@@ -59,8 +60,9 @@ def traces(model, guide, vrnn, x, mask, **kwargs):
     """(guide trace, model trace replayed on it), the record of the guide's pass passed to both."""
     record = Record()
     guide_trace = poutine.trace(guide).get_trace(vrnn, x, mask, record=record, **kwargs)
-    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(vrnn, x, mask, record=record,
-                                                                                  **kwargs)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
+        vrnn, x, mask, record=record, **kwargs
+    )
     return guide_trace, model_trace
 
 
@@ -94,17 +96,23 @@ def particle_terms(model, guide, vrnn, x, mask, num_samples):
     the particles at dim -2 and the sequences at dim -1 (padding steps are masked to zero).
     """
     _, model_trace, guide_trace = vectorized_importance_weights(
-        model, guide, vrnn, x, mask, record=Record(), num_samples=num_samples, max_plate_nesting=1)
+        model, guide, vrnn, x, mask, record=Record(), num_samples=num_samples, max_plate_nesting=1
+    )
     shape = (num_samples, x.shape[0])
     for trace in (model_trace, guide_trace):
         for name, site in trace.nodes.items():
             if site["type"] == "sample" and not site_is_subsample(site) and site["log_prob"].shape != shape:
-                raise RuntimeError(f"site {name} has log-densities of shape {tuple(site['log_prob'].shape)}, "
-                                   f"expected {shape} (particles x sequences)")
+                raise RuntimeError(
+                    f"site {name} has log-densities of shape {tuple(site['log_prob'].shape)}, "
+                    f"expected {shape} (particles x sequences)"
+                )
     zeros = x.new_zeros(shape, dtype=torch.float64)
     log_likelihood = zeros + site_log_prob_sum(model_trace, True, torch.float64)
-    kl = zeros + site_log_prob_sum(guide_trace, False, torch.float64) - site_log_prob_sum(model_trace, False,
-                                                                                           torch.float64)
+    kl = (
+        zeros
+        + site_log_prob_sum(guide_trace, False, torch.float64)
+        - site_log_prob_sum(model_trace, False, torch.float64)
+    )
     return log_likelihood, kl
 
 
@@ -120,8 +128,11 @@ def summarize_log_weights(log_w, kl=None):
     particles' KL terms kl [K, B] (log q - log p), their mean, the ELBO's KL part."""
     num_samples = log_w.shape[0]
     log_sum = torch.logsumexp(log_w, dim=0)
-    figures = {"elbo": log_w.mean(0), "log_px": log_sum - math.log(num_samples),
-               "ess": torch.exp(2 * log_sum - torch.logsumexp(2 * log_w, dim=0))}
+    figures = {
+        "elbo": log_w.mean(0),
+        "log_px": log_sum - math.log(num_samples),
+        "ess": torch.exp(2 * log_sum - torch.logsumexp(2 * log_w, dim=0)),
+    }
     if kl is not None:
         figures["kl"] = kl.mean(0)
     return figures
@@ -202,8 +213,11 @@ def unscaled_site_sum(trace, zeros):
     for site in trace.nodes.values():
         if site["type"] == "sample" and not site_is_subsample(site):
             mask = site["mask"]  # None or True: a step where every sequence is real
-            terms.append(site["unscaled_log_prob"] if mask is None or mask is True else scale_and_mask(
-                site["unscaled_log_prob"], 1.0, mask))
+            terms.append(
+                site["unscaled_log_prob"]
+                if mask is None or mask is True
+                else scale_and_mask(site["unscaled_log_prob"], 1.0, mask)
+            )
             scales.add(float(site["scale"]))
     if len(scales) > 1:
         raise ValueError(NO_KL_WEIGHT)

@@ -13,6 +13,7 @@
 Every function takes arrays in the data's own units (see `pyro_vrnn.generate.to_data_units`)
 and returns the path it wrote.
 """
+
 import os
 
 import matplotlib
@@ -45,6 +46,7 @@ def save(fig, path, dpi=110):
 # Handwriting
 # ---------------------------------------------------------------------------------------------
 
+
 def draw_handwriting(ax, sequence, prime_steps=0, color="k", linewidth=1.2):
     """Draw one line of (pen, dx, dy) rows (data units) on `ax`, one polyline per stroke.
 
@@ -56,8 +58,7 @@ def draw_handwriting(ax, sequence, prime_steps=0, color="k", linewidth=1.2):
         ax.plot(stroke[:, 0], stroke[:, 1], "-", color=color, linewidth=linewidth, solid_capstyle="round")
     if prime_steps:
         for stroke in offsets_to_strokes(np.asarray(sequence)[:prime_steps]):
-            ax.plot(stroke[:, 0], stroke[:, 1], "-", color=PRIME_COLOR, linewidth=linewidth,
-                    solid_capstyle="round")
+            ax.plot(stroke[:, 0], stroke[:, 1], "-", color=PRIME_COLOR, linewidth=linewidth, solid_capstyle="round")
     ax.set_aspect("equal")
     ax.axis("off")
 
@@ -65,7 +66,9 @@ def draw_handwriting(ax, sequence, prime_steps=0, color="k", linewidth=1.2):
 def plot_rows(items, path, draw, row_height, titles=None, suptitle=None, xlabel=None, sharex=False):
     """One panel per item, stacked: draw(ax, item) fills each; writes a PNG at `path`."""
     margin = 0.5 if xlabel else 0.4  # inches for the titles (and the x label)
-    fig, axes = plt.subplots(len(items), 1, figsize=(10, row_height * len(items) + margin), squeeze=False, sharex=sharex)
+    fig, axes = plt.subplots(
+        len(items), 1, figsize=(10, row_height * len(items) + margin), squeeze=False, sharex=sharex
+    )
     for i, (ax, item) in enumerate(zip(axes[:, 0], items)):
         draw(ax, item)
         if titles:
@@ -105,22 +108,33 @@ def plot_figure3(columns, path, suptitle=None):
 # Speech and piano rolls
 # ---------------------------------------------------------------------------------------------
 
+
 def plot_waveforms(waves, path, sample_rate=16000, titles=None, suptitle=None, prime_samples=0):
     """One row per waveform (1-d arrays, data units); time in seconds."""
+
     def draw(ax, wave):
         t = np.arange(len(wave)) / sample_rate
         ax.plot(t, wave, color="k", linewidth=0.5)
         if prime_samples:
             ax.plot(t[:prime_samples], wave[:prime_samples], color=PRIME_COLOR, linewidth=0.5)
         ax.set_xlim(0, max(len(wave), 1) / sample_rate)
+
     return plot_rows(waves, path, draw, 1.5, titles, suptitle, xlabel="time (s)", sharex=True)
 
 
 def draw_piano_roll(ax, roll, prime_steps=0):
     """[T, P] bits: time to the right, key (lowest first) up."""
     roll = np.asarray(roll)
-    ax.imshow(roll.T, origin="lower", aspect="auto", cmap="Greys", interpolation="nearest",
-              extent=(0, roll.shape[0], 0, roll.shape[1]), vmin=0, vmax=1)
+    ax.imshow(
+        roll.T,
+        origin="lower",
+        aspect="auto",
+        cmap="Greys",
+        interpolation="nearest",
+        extent=(0, roll.shape[0], 0, roll.shape[1]),
+        vmin=0,
+        vmax=1,
+    )
     if prime_steps:
         ax.axvline(prime_steps, color=PRIME_COLOR, linewidth=1)
     ax.set_ylabel("key")
@@ -128,13 +142,15 @@ def draw_piano_roll(ax, roll, prime_steps=0):
 
 def plot_piano_rolls(rolls, path, titles=None, suptitle=None, prime_steps=0):
     """One panel per [T, 88] piano roll; a vertical line marks the end of a prime."""
-    return plot_rows(rolls, path, lambda ax, roll: draw_piano_roll(ax, roll, prime_steps), 2.0, titles, suptitle,
-                     xlabel="time step")
+    return plot_rows(
+        rolls, path, lambda ax, roll: draw_piano_roll(ax, roll, prime_steps), 2.0, titles, suptitle, xlabel="time step"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # Figure 2: what the latent variables do along one sequence
 # ---------------------------------------------------------------------------------------------
+
 
 def plot_figure2(path, delta, kl, kind, sequence, sample_rate=16000, title=None):
     """Chung et al. (2015), Figure 2: delta_t and KL_t per step above the sequence they describe.
@@ -155,8 +171,9 @@ def plot_figure2(path, delta, kl, kind, sequence, sample_rate=16000, title=None)
         unit = "time step t"
     below = 2 if kind == "handwriting" else 1
     heights = [1, 1, 1.2] + ([1.6] if kind == "handwriting" else [])
-    fig, axes = plt.subplots(2 + below, 1, figsize=(10, 2.0 * sum(heights) + 0.4),
-                             gridspec_kw={"height_ratios": heights})
+    fig, axes = plt.subplots(
+        2 + below, 1, figsize=(10, 2.0 * sum(heights) + 0.4), gridspec_kw={"height_ratios": heights}
+    )
     axes[0].stairs(delta, edges, color="tab:red", baseline=None)
     axes[0].set_ylabel("delta_t")
     axes[0].set_title("change of the posterior mean  sum_j (mu_z,t^j - mu_z,t-1^j)^2", fontsize=9, loc="left")
@@ -205,6 +222,7 @@ def plot_figure2(path, delta, kl, kind, sequence, sample_rate=16000, title=None)
 # Training curves
 # ---------------------------------------------------------------------------------------------
 
+
 def plot_training_curves(log_path, path):
     """The run's log.jsonl as four panels; returns None when the log has no records to plot yet.
 
@@ -240,8 +258,7 @@ def plot_training_curves(log_path, path):
             if values and all(v is not None for v in values):
                 ax.plot(e, values, "o-", label=label)
         if not epochs:
-            ax.text(0.5, 0.5, "no epoch finished yet", ha="center", va="center", transform=ax.transAxes,
-                    color="0.5")
+            ax.text(0.5, 0.5, "no epoch finished yet", ha="center", va="center", transform=ax.transAxes, color="0.5")
         elif len(series) > 1:
             ax.legend(fontsize=8)
         ax.set(xlabel="epoch", ylabel="nats per sequence", title=title)

@@ -21,6 +21,7 @@ The K-particle bounds have their plain forms too: `iwae_loss` (either form, with
 the networks, particles and sequences flattened into one batch of K * B rows, with no stepper in between;
 with the same seed they give IWAEELBO's and FIVOELBO's numbers and smc.particle_filter's (tests/test_bounds.py).
 """
+
 import math
 
 import torch
@@ -114,8 +115,10 @@ def importance_log_weights(vrnn, x, mask, num_samples=100, chunk_size=None, form
     """log w [K, B] for K particles, `chunk_size` particles per vectorized pass; chunking bounds the memory
     of the [T, K, B, ...] tensors of one pass."""
     chunk_size = chunk_size or num_samples
-    chunks = [particle_log_weights(vrnn, x, mask, min(chunk_size, num_samples - start), form)
-              for start in range(0, num_samples, chunk_size)]
+    chunks = [
+        particle_log_weights(vrnn, x, mask, min(chunk_size, num_samples - start), form)
+        for start in range(0, num_samples, chunk_size)
+    ]
     return torch.cat(chunks, dim=0)
 
 

@@ -10,6 +10,7 @@ the pictures written at the end of every run.
     figure3(...)                real lines beside samples of an RNN-GMM and a VRNN-GMM
     end_of_run_figures(run_dir) samples.png and curves.png, after training (run/svi.py)
 """
+
 import os
 
 import numpy as np
@@ -17,8 +18,7 @@ import pyro
 import torch
 
 import models
-from pyro_vrnn import data as datasets
-from pyro_vrnn import plots
+from pyro_vrnn import data as datasets, plots
 from pyro_vrnn.checkpoints import check_same_data, load_checkpoint, rebuild, resolve_checkpoint
 from pyro_vrnn.data import write_wav
 from pyro_vrnn.generate import generate, to_data_units
@@ -77,6 +77,7 @@ def load_run(path, device="cpu"):
 # Samples, written in the form that suits the data
 # ---------------------------------------------------------------------------------------------
 
+
 def audio_units(info):
     """The data's waveform values per unit of full scale, for `pyro_vrnn.data.write_wav` (floats in [-1, 1]).
 
@@ -101,8 +102,10 @@ def write_samples(x, info, out_dir, suptitle=None, prime_steps=0, audio=True, ar
     x = np.asarray(x)
     kind = info["kind"]
     where = "left of the blue line" if kind == "binary" else "in blue"
-    titles = [f"sample {i + 1}" + (f" (the first {prime_steps} steps are real, {where})" if prime_steps else "")
-              for i in range(len(x))]
+    titles = [
+        f"sample {i + 1}" + (f" (the first {prime_steps} steps are real, {where})" if prime_steps else "")
+        for i in range(len(x))
+    ]
     picture = os.path.join(out_dir, f"{name}.png")
     written = []
     if kind == "handwriting":
@@ -146,6 +149,7 @@ def sample_run(run, num, steps, seed=0, tau=1.0, prime=None):
 # Figure 2: what the latent variables do along one sequence
 # ---------------------------------------------------------------------------------------------
 
+
 @torch.no_grad()
 def latent_activity(model, guide, vrnn, sequence, particles=1):
     """Figure 2's numbers for one normalized sequence [T, D]: a dict of [T] numpy arrays
@@ -166,8 +170,10 @@ def latent_activity(model, guide, vrnn, sequence, particles=1):
     if names[0] not in guide_trace.nodes:
         raise TrainingError("this model has no latent variables (an RNN baseline): Figure 2 needs a VRNN")
     mu = torch.stack([guide_trace.nodes[n]["fn"].mean for n in names], dim=1)  # [particles, T, z]
-    kl = torch.stack([torch.distributions.kl_divergence(guide_trace.nodes[n]["fn"], model_trace.nodes[n]["fn"])
-                      for n in names], dim=1)  # [particles, T]
+    kl = torch.stack(
+        [torch.distributions.kl_divergence(guide_trace.nodes[n]["fn"], model_trace.nodes[n]["fn"]) for n in names],
+        dim=1,
+    )  # [particles, T]
     delta = torch.cat([torch.zeros_like(mu[:, :1, 0]), (mu[:, 1:] - mu[:, :-1]).pow(2).sum(-1)], dim=1)
     return {"delta": delta.mean(0).cpu().numpy(), "kl": kl.mean(0).cpu().numpy(), "mu": mu[0].cpu().numpy()}
 
@@ -180,20 +186,28 @@ def figure2(run, sequence, path, particles=1, title=None):
     kind = run.info["kind"]
     data = to_data_units(sequence, run.info) if kind != "binary" else np.asarray(sequence)
     stem = os.path.splitext(path)[0]
-    png = plots.plot_figure2(stem + ".png", numbers["delta"], numbers["kl"], kind, data,
-                             int(run.info.get("sample_rate", SAMPLE_RATE)), title)
+    png = plots.plot_figure2(
+        stem + ".png", numbers["delta"], numbers["kl"], kind, data, int(run.info.get("sample_rate", SAMPLE_RATE)), title
+    )
     columns = ["t", "delta", "kl"] + (["pen", "dx", "dy"] if kind == "handwriting" else [])
     table = [np.arange(1, len(data) + 1), numbers["delta"], numbers["kl"]]
     if kind == "handwriting":
         table += [data[:, 0], data[:, 1], data[:, 2]]
-    np.savetxt(stem + ".csv", np.column_stack(table), delimiter=",", header=",".join(columns), comments="",
-               fmt=["%d"] + ["%.6g"] * (len(columns) - 1))
+    np.savetxt(
+        stem + ".csv",
+        np.column_stack(table),
+        delimiter=",",
+        header=",".join(columns),
+        comments="",
+        fmt=["%d"] + ["%.6g"] * (len(columns) - 1),
+    )
     return [png, stem + ".csv"], numbers
 
 
 # ---------------------------------------------------------------------------------------------
 # Figure 3: real lines beside samples of an RNN and a VRNN
 # ---------------------------------------------------------------------------------------------
+
 
 def figure3(runs, path, num=4, steps=None, split="valid", seed=0, tau=1.0, data_dir=None, first=0):
     """Real lines (`num` of the split, from index `first`) beside `num` samples of each run (handwriting).
@@ -207,8 +221,10 @@ def figure3(runs, path, num=4, steps=None, split="valid", seed=0, tau=1.0, data_
     reference = runs[0]
     for run in runs[1:]:
         if run.config.dataset != reference.config.dataset or not np.allclose(run.info["std"], reference.info["std"]):
-            raise TrainingError(f"{run.path} and {reference.path} were trained on different data "
-                                f"({run.config.dataset}, {reference.config.dataset}); compare models of one data set")
+            raise TrainingError(
+                f"{run.path} and {reference.path} were trained on different data "
+                f"({run.config.dataset}, {reference.config.dataset}); compare models of one data set"
+            )
     data = reference.dataset(split, data_dir)
     check_index(data, first, split, "--first")
     indices = range(first, min(first + num, len(data)))
@@ -225,6 +241,7 @@ def figure3(runs, path, num=4, steps=None, split="valid", seed=0, tau=1.0, data_
 # After training
 # ---------------------------------------------------------------------------------------------
 
+
 def end_of_run_figures(run_dir, num=None, seed=0):
     """Write samples.png (generated sequences, any data kind) and curves.png into run_dir; returns the paths."""
     written = []
@@ -232,8 +249,7 @@ def end_of_run_figures(run_dir, num=None, seed=0):
     if os.path.exists(os.path.join(run_dir, name)):
         run = Run(os.path.join(run_dir, name))
         x = sample_run(run, num or run.config.num_samples_figure, run.info["median_length"], seed)
-        written += write_samples(x, run.info, run_dir, suptitle=f"{run.describe()}: samples", audio=False,
-                                 arrays=False)
+        written += write_samples(x, run.info, run_dir, suptitle=f"{run.describe()}: samples", audio=False, arrays=False)
     log_path = os.path.join(run_dir, "log.jsonl")
     if os.path.exists(log_path):
         curves = plots.plot_training_curves(log_path, os.path.join(run_dir, "curves.png"))

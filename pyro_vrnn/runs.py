@@ -15,6 +15,7 @@ when the log is read; temporary files of a killed writer are removed the next ti
 is opened; a run that fails before it writes anything (bad data, a Ctrl-C at start-up) leaves no
 directory behind.
 """
+
 import contextlib
 import errno
 import glob
@@ -35,9 +36,13 @@ RUN_FILES = ("config.json", "log.jsonl", "last.pt", "best.pt", "samples.png", "c
 
 def describe_os_error(error, path, doing):
     """One line for an OSError while `doing` `path`: a full disk or a read-only place says so."""
-    what = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exhausted",
-            errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
-            errno.EIO: "an input/output error (a failing disk?)"}.get(error.errno, error.strerror or str(error))
+    what = {
+        errno.ENOSPC: "the disk is full",
+        errno.EDQUOT: "the disk quota is exhausted",
+        errno.EROFS: "the file system is read-only",
+        errno.EACCES: "permission denied",
+        errno.EIO: "an input/output error (a failing disk?)",
+    }.get(error.errno, error.strerror or str(error))
     return f"cannot {doing} {path}: {what}"
 
 
@@ -64,14 +69,17 @@ class RunDirectory:
         try:
             os.makedirs(self.path, exist_ok=True)
         except OSError as error:
-            raise TrainingError(describe_os_error(error, self.path, "create the run directory")
-                                + "; pass another --out") from None
+            raise TrainingError(
+                describe_os_error(error, self.path, "create the run directory") + "; pass another --out"
+            ) from None
         try:
             self.lock(resuming)
             self.remove_stale_temporaries()
             if not resuming and self.holds_a_run() and not overwrite:
-                raise TrainingError(f"{self.path} holds another run; resume it with --resume {self.path}, "
-                                    "choose another --out, or pass --overwrite to delete that run first")
+                raise TrainingError(
+                    f"{self.path} holds another run; resume it with --resume {self.path}, "
+                    "choose another --out, or pass --overwrite to delete that run first"
+                )
         except BaseException:
             self.close(abandon=True)
             raise
@@ -104,8 +112,10 @@ class RunDirectory:
             self.lock_file.close()
             self.lock_file = None
             holder = f"process {previous.strip()}" if previous.strip() else "another process"
-            raise TrainingError(f"{self.path} is in use: {holder} is training into it; wait for it to finish "
-                                "or stop it, or choose another --out") from None
+            raise TrainingError(
+                f"{self.path} is in use: {holder} is training into it; wait for it to finish "
+                "or stop it, or choose another --out"
+            ) from None
         self.created_lock, self.previous_holder = created, previous
         self.write_lock(str(os.getpid()))
 
@@ -163,8 +173,11 @@ class RunDirectory:
             self.replace_file(name, lambda f: torch.save(state, f), binary=True)
         except OSError as error:
             kept = " (the previous one is intact)" if os.path.exists(path) else ""
-            raise TrainingError(describe_os_error(error, path, "write the checkpoint") + kept
-                                + f"; free some space and resume with --resume {self.path}") from None
+            raise TrainingError(
+                describe_os_error(error, path, "write the checkpoint")
+                + kept
+                + f"; free some space and resume with --resume {self.path}"
+            ) from None
 
     # -- the log -------------------------------------------------------------------------------
 
@@ -175,8 +188,10 @@ class RunDirectory:
             with open(path, "a") as f:
                 f.write(json.dumps(record) + "\n")
         except OSError as error:
-            raise TrainingError(describe_os_error(error, path, "append to the log") + "; the last checkpoint "
-                                f"is intact: free some space and resume with --resume {self.path}") from None
+            raise TrainingError(
+                describe_os_error(error, path, "append to the log") + "; the last checkpoint "
+                f"is intact: free some space and resume with --resume {self.path}"
+            ) from None
 
     def truncate_log(self, step):
         """On resume: keep the records up to the checkpoint's step (later ones will be written again),
@@ -192,8 +207,10 @@ class RunDirectory:
         try:
             self.replace_file(name, lambda f: f.write(text))
         except OSError as error:
-            raise TrainingError(describe_os_error(error, self.file(name), "write") + "; free some space (or make "
-                                f"{self.path} writable) and run again") from None
+            raise TrainingError(
+                describe_os_error(error, self.file(name), "write") + "; free some space (or make "
+                f"{self.path} writable) and run again"
+            ) from None
 
 
 def read_log(path):

@@ -3,6 +3,7 @@
 Nothing here is about the VRNN itself; it is what every entry point (training, evaluation, the
 benchmark) needs around the Pyro programs, in one place.
 """
+
 import contextlib
 import gc
 import os

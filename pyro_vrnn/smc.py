@@ -14,8 +14,9 @@ Le et al. 2018; Naesseth et al. 2018):
 E[p^(x)] = p(x) (Del Moral 2004), so E[log p^(x)] <= log p(x): FIVO, the filtering variational bound.
 Each sequence of the batch is its own population: its ESS decides its resampling, and a sequence's steps
 past its end (mask False) have alpha = 1, add nothing and never resample (nor does its last real step).
-Resampling moves a particle's whole past, the recurrence's state (h_t, c_t) with it. No resampling at all is importance sampling
-(log (1/K) sum_k w_k, the IWAE bound of Burda et al. 2016); K = 1 never resamples (ESS = 1 >= 1/2): the ELBO.
+Resampling moves a particle's whole past, the recurrence's state (h_t, c_t) with it. No resampling at all is
+importance sampling (log (1/K) sum_k w_k, the IWAE bound of Burda et al. 2016); K = 1 never resamples
+(ESS = 1 >= 1/2): the ELBO.
 Gradients: through z (reparameterized) and the weights; the resampling decisions' own score-function terms
 are dropped, as FIVO does (their variance is too high to be of use; Maddison et al. 2017, sec. 4).
 
@@ -33,6 +34,7 @@ So the filter runs on the per-step network calls the Pyro programs make, through
 factory(network, guide_name, x, mask) -> stepper, and `stepper_for` finds it (the FIVO objective and the
 evaluation call it with the run's --model and --guide).
 """
+
 import math
 from typing import NamedTuple
 
@@ -46,6 +48,7 @@ from pyro_vrnn.srnn import SRNNStepper
 class SMCResult(NamedTuple):
     """log p^(x) [B] (float64); the particles' log-weights [K, B] at the end, on the scale where their mean is
     p^(x) (with no resampling: importance sampling's log w_k); the resampling events of each sequence [B]."""
+
     log_evidence: torch.Tensor
     log_weights: torch.Tensor
     resamples: torch.Tensor
@@ -55,8 +58,10 @@ def systematic_ancestors(weights):
     """Ancestors [K, B] from normalized weights [K, B]: a^k = min{j : sum_{i<=j} w^i >= (k + u) / K}, one u ~ U(0, 1)
     per sequence (lower variance than multinomial; Douc et al. 2005)."""
     num_particles, batch = weights.shape
-    positions = (torch.arange(num_particles, device=weights.device)[:, None]
-                 + torch.rand(batch, device=weights.device, dtype=weights.dtype)) / num_particles
+    positions = (
+        torch.arange(num_particles, device=weights.device)[:, None]
+        + torch.rand(batch, device=weights.device, dtype=weights.dtype)
+    ) / num_particles
     cdf = weights.cumsum(0).T.contiguous()
     return torch.searchsorted(cdf, positions.T.contiguous()).T.clamp(max=num_particles - 1)
 

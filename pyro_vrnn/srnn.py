@@ -20,12 +20,21 @@ nn.GRU by --cell), and the guide's d serves the model too (pyro_vrnn/record.py);
 paper feeds x itself: the two models then see the data alike. Methods accept leading particle dims in front
 of the sequences.
 """
+
+import pyro.distributions as dist
 import torch
 import torch.nn as nn
-import pyro.distributions as dist
 
-from pyro_vrnn.networks import (BACKWARD_RNNS, EmissionHead, NormalHead, State, backward_states, cat,
-                                emission_log_prob_in_blocks, mlp)
+from pyro_vrnn.networks import (
+    BACKWARD_RNNS,
+    EmissionHead,
+    NormalHead,
+    State,
+    backward_states,
+    cat,
+    emission_log_prob_in_blocks,
+    mlp,
+)
 
 SEQUENCE_RNNS = BACKWARD_RNNS  # nn.LSTM, nn.GRU by --cell: whole sequences in one call; f forward, g backward
 
@@ -46,10 +55,12 @@ class SRNN(nn.Module):
         self.rnn = SEQUENCE_RNNS[c.cell](c.x_features, c.hidden, batch_first=True)  # f, forward in time
         backward_hidden = c.backward_hidden or c.hidden
         self.backward_rnn = SEQUENCE_RNNS[c.cell](c.hidden + c.x_features, backward_hidden, batch_first=True)  # g
-        self.prior_net = nn.Sequential(mlp(c.z_dim + c.hidden, c.prior_hidden, c.mlp_layers),
-                                       NormalHead(c.prior_hidden, c.z_dim, c.min_scale))
-        self.encoder = nn.Sequential(mlp(c.z_dim + backward_hidden, c.enc_hidden, c.mlp_layers),
-                                     NormalHead(c.enc_hidden, c.z_dim, c.min_scale))
+        self.prior_net = nn.Sequential(
+            mlp(c.z_dim + c.hidden, c.prior_hidden, c.mlp_layers), NormalHead(c.prior_hidden, c.z_dim, c.min_scale)
+        )
+        self.encoder = nn.Sequential(
+            mlp(c.z_dim + backward_hidden, c.enc_hidden, c.mlp_layers), NormalHead(c.enc_hidden, c.z_dim, c.min_scale)
+        )
         head = EmissionHead(c.dec_hidden, kind, x_dim, emission, c.components, c.min_scale)
         self.decoder = nn.Sequential(mlp(c.z_dim + c.hidden, c.dec_hidden, c.mlp_layers), head)
         self.emission_width = sum(head.sizes)  # the emission's parameters per sequence and step
@@ -85,8 +96,10 @@ class SRNN(nn.Module):
         inputs = self.phi_x(x_prev)
         # nn.LSTM wants [N, 1, F] and states [1, N, H]; the programs may have two batch dims (particles, sequences)
         batch_shape = torch.broadcast_shapes(inputs.shape[:-1], state.h.shape[:-1])
-        flat = [None if t is None else t.expand(batch_shape + t.shape[-1:]).reshape(1, -1, t.shape[-1])
-                for t in (inputs, state.h, state.c)]
+        flat = [
+            None if t is None else t.expand(batch_shape + t.shape[-1:]).reshape(1, -1, t.shape[-1])
+            for t in (inputs, state.h, state.c)
+        ]
         hidden = (flat[1], flat[2]) if self.cell == "lstm" else flat[1]
         _, final = self.rnn(flat[0].transpose(0, 1), hidden)
         h, c = final if self.cell == "lstm" else (final, None)
@@ -168,6 +181,4 @@ class SRNNStepper:
 
     def reorder(self, state, ancestors):
         """The state with particle k of sequence b taken from particle ancestors[k, b] of sequence b."""
-        return tuple(s.gather(0, ancestors.reshape(ancestors.shape + (1,) * (s.dim() - 2)).expand_as(s))
-                     for s in state)
-
+        return tuple(s.gather(0, ancestors.reshape(ancestors.shape + (1,) * (s.dim() - 2)).expand_as(s)) for s in state)

@@ -8,6 +8,7 @@ which is what `pyro.infer.SVI.step` does, with module-local parameters so that t
 wrapped in DistributedDataParallel, and with the `Record` that carries the guide's recurrence to the
 model (pyro_vrnn/record.py).
 """
+
 import math
 
 import pyro
@@ -16,7 +17,7 @@ import torch.nn as nn
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 from pyro_vrnn import data as datasets
-from pyro_vrnn.objectives import FIVOELBO, FreeBitsELBO, IWAEELBO, elbo_terms
+from pyro_vrnn.objectives import FIVOELBO, IWAEELBO, FreeBitsELBO, elbo_terms
 from pyro_vrnn.record import Record
 from pyro_vrnn.runtime import all_reduce_sum
 
@@ -57,7 +58,8 @@ def make_loss_module(config, model, guide, vrnn, world_size=1, device=None):
     loss_module = elbo(Program(model, vrnn), Program(guide, vrnn))
     if world_size > 1:
         loss_module = nn.parallel.DistributedDataParallel(
-            loss_module, device_ids=[device.index] if device is not None and device.type == "cuda" else None)
+            loss_module, device_ids=[device.index] if device is not None and device.type == "cuda" else None
+        )
     return loss_module
 
 
@@ -100,8 +102,7 @@ def validate(model, guide, vrnn, dataset, batch_size, device, rank=0, world_size
     `bound` (IWAEELBO, FIVOELBO: the run's objective), its mean too ("bound_per_seq"), which training then
     selects the best model and stops early by, as FIVO does."""
     vrnn.eval()
-    sampler = datasets.LengthBucketSampler(dataset.lengths, batch_size, shuffle=False, rank=rank,
-                                           world_size=world_size)
+    sampler = datasets.LengthBucketSampler(dataset.lengths, batch_size, shuffle=False, rank=rank, world_size=world_size)
     totals = [0.0, 0.0, 0.0, 0.0, 0.0]  # log-likelihood, kl, sequences, steps, bound
     for indices in sampler:
         x, mask = to_device(datasets.pad_batch([dataset[i] for i in indices]), device)
@@ -115,9 +116,13 @@ def validate(model, guide, vrnn, dataset, batch_size, device, rank=0, world_size
     vrnn.train()
     log_likelihood, kl, sequences, steps, bound_sum = all_reduce_sum(totals, device)
     elbo = log_likelihood - kl
-    metrics = {"elbo_per_seq": elbo / sequences, "elbo_per_step": elbo / steps,
-               "log_likelihood_per_seq": log_likelihood / sequences, "kl_per_seq": kl / sequences,
-               "kl_per_step": kl / steps}
+    metrics = {
+        "elbo_per_seq": elbo / sequences,
+        "elbo_per_step": elbo / steps,
+        "log_likelihood_per_seq": log_likelihood / sequences,
+        "kl_per_seq": kl / sequences,
+        "kl_per_step": kl / steps,
+    }
     if bound is not None:
         metrics.update(bound_per_seq=bound_sum / sequences, bound_per_step=bound_sum / steps)
     return metrics

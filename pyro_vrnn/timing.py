@@ -3,6 +3,7 @@ CPU, steady on a shared machine; synchronized wall time on CUDA), `compare` (rep
 the faster plain form of each repeat), peak memory (CUDA's allocator, or a forked child's resident high-water
 mark on CPU), torch.distributions' argument checks off as in Pyro's hot path, and a description of the machine.
 """
+
 import contextlib
 import ctypes
 import gc
@@ -51,16 +52,23 @@ def compare(clock, pyro_fn, plain_fns, repeats):
     fns = dict(pyro=pyro_fn, **plain_fns)
     times = {name: [] for name in names}
     for i in range(repeats):
-        order = names[i % len(names):] + names[:i % len(names)]
+        order = names[i % len(names) :] + names[: i % len(names)]
         for name in order:
             times[name].append(clock(fns[name]))
     med = statistics.median
     seconds = {name: [t["time"] for t in times[name]] for name in names}
     floor = [min(seconds[name][i] for name in plain_fns) for i in range(repeats)]
     ratios = [p / f for p, f in zip(seconds["pyro"], floor)]
-    result = {"pyro_s": med(seconds["pyro"]), "torch_s": med(floor), "pyro_wall_s": med([t["wall"] for t in times["pyro"]]),
-              "ratio": med(ratios), "ratios": ratios, "ratio_low": min(ratios), "ratio_high": max(ratios),
-              "faster_form": min(plain_fns, key=lambda name: med(seconds[name]))}
+    result = {
+        "pyro_s": med(seconds["pyro"]),
+        "torch_s": med(floor),
+        "pyro_wall_s": med([t["wall"] for t in times["pyro"]]),
+        "ratio": med(ratios),
+        "ratios": ratios,
+        "ratio_low": min(ratios),
+        "ratio_high": max(ratios),
+        "faster_form": min(plain_fns, key=lambda name: med(seconds[name])),
+    }
     for name in plain_fns:
         result[f"{name}_s"] = med(seconds[name])
         result[f"ratio_{name}"] = med([p / t for p, t in zip(seconds["pyro"], seconds[name])])
@@ -123,9 +131,15 @@ def peak_memory(fn, device):
 
 
 def machine(device):
-    info = {"python": platform.python_version(), "torch": torch.__version__, "pyro": pyro.__version__,
-            "platform": platform.platform(), "cpu": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "threads": torch.get_num_threads()}
+    info = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "pyro": pyro.__version__,
+        "platform": platform.platform(),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+    }
     try:
         with open("/proc/cpuinfo") as f:
             info["cpu"] = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))

@@ -10,6 +10,7 @@ also picks the best model on validation.
 `Trainer.run` reads in one screen: resume or start, then epochs of steps, each epoch ended by
 validation, early stopping and a checkpoint; `--resume` continues exactly where `last.pt` was.
 """
+
 import dataclasses
 import math
 import os
@@ -22,17 +23,28 @@ from tqdm import tqdm
 
 import models
 from pyro_vrnn import data as datasets
-from pyro_vrnn.checkpoints import (CHECKPOINT_VERSION, check_same_training_data, data_info, load_checkpoint,
-                                   load_weights)
+from pyro_vrnn.checkpoints import CHECKPOINT_VERSION, check_same_training_data, data_info, load_checkpoint, load_weights
 from pyro_vrnn.config import config_to_dict
 from pyro_vrnn.runs import RunDirectory
-from pyro_vrnn.runtime import (EXIT_CODES, StopRequest, TrainingError, all_reduce_sum, any_rank, frozen_heap,
-                               get_rng_state, set_rng_state, set_threads, setup_distributed)
+from pyro_vrnn.runtime import (
+    EXIT_CODES,
+    StopRequest,
+    TrainingError,
+    all_reduce_sum,
+    any_rank,
+    frozen_heap,
+    get_rng_state,
+    set_rng_state,
+    set_threads,
+    setup_distributed,
+)
 from pyro_vrnn.svi import PARTICLE_BOUNDS, kl_weight, make_elbo, make_loss_module, svi_step, to_device, validate
+
 
 @dataclasses.dataclass
 class Progress:
     """Where a run is: what a checkpoint must hold to resume it exactly."""
+
     epoch: int = 0  # epochs finished
     batch: int = 0  # batches done in the current epoch
     step: int = 0  # optimizer steps in all
@@ -76,8 +88,11 @@ class Trainer:
         self.main = self.rank == 0
         self.quiet = quiet
         self.state = load_checkpoint(resume_path(resume)) if resume is not None else None
-        out = os.path.dirname(resume_path(resume)) if resume is not None else config.out or os.path.join(
-            "runs", f"{config.dataset}-{config.model}-{time.strftime('%Y%m%d-%H%M%S')}")
+        out = (
+            os.path.dirname(resume_path(resume))
+            if resume is not None
+            else config.out or os.path.join("runs", f"{config.dataset}-{config.model}-{time.strftime('%Y%m%d-%H%M%S')}")
+        )
         self.run_dir = RunDirectory(out)
         if config.data_dir is not None:  # saved in config.json and checkpoints: valid from any directory
             config = dataclasses.replace(config, data_dir=os.path.abspath(os.path.expanduser(config.data_dir)))
@@ -114,8 +129,9 @@ class Trainer:
         self.vrnn.to(self.device)
         self.loss_module = make_loss_module(c, self.model, self.guide, self.vrnn, self.world_size, self.device)
         self.optimizer = torch.optim.Adam(self.vrnn.parameters(), lr=c.lr)
-        self.sampler = datasets.LengthBucketSampler(self.train_set.lengths, c.batch_size, shuffle=True, seed=c.seed,
-                                                    rank=self.rank, world_size=self.world_size)
+        self.sampler = datasets.LengthBucketSampler(
+            self.train_set.lengths, c.batch_size, shuffle=True, seed=c.seed, rank=self.rank, world_size=self.world_size
+        )
         self.data_info = data_info(self.train_set)
 
     def resume(self):
@@ -127,16 +143,20 @@ class Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
             progress = Progress(**state["progress"])
         except (KeyError, TypeError, ValueError) as error:  # written by another version, or damaged
-            raise TrainingError(f"the optimizer state or progress in {self.run_dir.file('last.pt')} does not fit "
-                                f"this run ({error}); start a new run") from None
+            raise TrainingError(
+                f"the optimizer state or progress in {self.run_dir.file('last.pt')} does not fit "
+                f"this run ({error}); start a new run"
+            ) from None
         for group in self.optimizer.param_groups:  # --lr may change on resume (e.g. after a divergence)
             group["lr"] = c.lr
         saved_world_size = len(state["rng"])  # one random state per process
         if saved_world_size != self.world_size and progress.batch > 0:
             # The position within an epoch indexes the batches of that many processes' shards.
-            raise TrainingError(f"{self.run_dir.path} stopped mid-epoch with {saved_world_size} process(es); "
-                                f"resume it with as many ({resume_command(self.run_dir.path, saved_world_size)}): "
-                                "a different number can only take over at the end of an epoch")
+            raise TrainingError(
+                f"{self.run_dir.path} stopped mid-epoch with {saved_world_size} process(es); "
+                f"resume it with as many ({resume_command(self.run_dir.path, saved_world_size)}): "
+                "a different number can only take over at the end of an epoch"
+            )
         if self.rank != 0:  # rank 0 carries the epoch's sums so far
             progress.epoch_loss = progress.epoch_sequences = 0.0
         set_rng_state(state["rng"][self.rank] if self.rank < len(state["rng"]) else state["rng"][0])
@@ -152,10 +172,12 @@ class Trainer:
             return self.run_dir.path
         if self.main:
             self.start_log()
-        self.say(f"training {c.model} on {c.dataset} ({len(self.train_set)} sequences, "
-                 f"{sum(q.numel() for q in self.vrnn.parameters()):,} parameters) on {self.device}"
-                 + (f" x {self.world_size} processes" if self.world_size > 1 else "")
-                 + f"; run directory {self.run_dir.path}")
+        self.say(
+            f"training {c.model} on {c.dataset} ({len(self.train_set)} sequences, "
+            f"{sum(q.numel() for q in self.vrnn.parameters()):,} parameters) on {self.device}"
+            + (f" x {self.world_size} processes" if self.world_size > 1 else "")
+            + f"; run directory {self.run_dir.path}"
+        )
         self.start = time.time() - p.elapsed  # the log's "time" goes on across resumes
         with StopRequest() as self.stop, frozen_heap():
             while p.epoch < c.epochs and self.stop_reason is None:
@@ -168,20 +190,36 @@ class Trainer:
         epoch = p.epoch
         self.sampler.set_epoch(epoch)
         batches = len(self.sampler)
-        bar = tqdm(total=batches, initial=p.batch, disable=not self.main or self.quiet,
-                   desc=f"epoch {epoch + 1}/{c.epochs}", dynamic_ncols=True, leave=True)
+        bar = tqdm(
+            total=batches,
+            initial=p.batch,
+            disable=not self.main or self.quiet,
+            desc=f"epoch {epoch + 1}/{c.epochs}",
+            dynamic_ncols=True,
+            leave=True,
+        )
         try:
             for i, indices in enumerate(self.sampler):
                 if i < p.batch:
                     continue  # already done before the run was resumed
                 x, mask = to_device(datasets.pad_batch([self.train_set[j] for j in indices]), self.device)
                 if not torch.isfinite(x).all():
-                    raise TrainingError(f"a training batch holds NaN or inf (sequences {list(indices)[:5]}...); "
-                                        "check the data or rebuild its cache")
+                    raise TrainingError(
+                        f"a training batch holds NaN or inf (sequences {list(indices)[:5]}...); "
+                        "check the data or rebuild its cache"
+                    )
                 kl_scale = kl_weight(c, epoch, i, batches)
                 # Pyro checks shapes and supports on the first step only: clear errors up front, no per-step cost.
-                loss, grad_norm = svi_step(self.loss_module, self.optimizer, x, mask, len(self.train_set), kl_scale,
-                                           c.clip, validate=self.first_step)
+                loss, grad_norm = svi_step(
+                    self.loss_module,
+                    self.optimizer,
+                    x,
+                    mask,
+                    len(self.train_set),
+                    kl_scale,
+                    c.clip,
+                    validate=self.first_step,
+                )
                 self.first_step = False
                 if not (math.isfinite(loss) and math.isfinite(grad_norm)):
                     self.divergence = self.diverged(x)
@@ -194,8 +232,9 @@ class Trainer:
                 if p.step % c.log_every == 0:
                     self.log_train(loss, grad_norm, kl_scale, indices, mask)
                 # a stop asked for at the run's very last step lets it finish as it would have
-                last_step = ((i + 1 == batches and epoch + 1 == c.epochs)
-                             or (c.max_steps is not None and p.step >= c.max_steps))
+                last_step = (i + 1 == batches and epoch + 1 == c.epochs) or (
+                    c.max_steps is not None and p.step >= c.max_steps
+                )
                 if any_rank(self.stop.requested, self.device) and not last_step:
                     self.checkpoint("last.pt")
                     return "signal"
@@ -212,22 +251,44 @@ class Trainer:
         """Validate, remember the best, checkpoint; returns why to stop ("early_stopping", ...) or None."""
         c, p = self.config, self.progress
         train_loss, train_sequences = all_reduce_sum([p.epoch_loss, p.epoch_sequences], self.device)
-        bound = make_elbo(c.elbo, particles=c.particles, model=c.model, guide=c.guide) if (
-            c.elbo in PARTICLE_BOUNDS) else None
-        metrics = validate(self.model, self.guide, self.vrnn, self.valid_set, c.batch_size, self.device,
-                           self.rank, self.world_size, bound)
+        bound = (
+            make_elbo(c.elbo, particles=c.particles, model=c.model, guide=c.guide)
+            if (c.elbo in PARTICLE_BOUNDS)
+            else None
+        )
+        metrics = validate(
+            self.model,
+            self.guide,
+            self.vrnn,
+            self.valid_set,
+            c.batch_size,
+            self.device,
+            self.rank,
+            self.world_size,
+            bound,
+        )
         score = metrics.get("bound_per_seq", metrics["elbo_per_seq"])  # the objective trained
         improved = score > p.best_valid
         p.epoch, p.batch, p.epoch_loss, p.epoch_sequences = p.epoch + 1, 0, 0.0, 0.0
         p.bad_epochs = 0 if improved else p.bad_epochs + 1
         p.best_valid = max(p.best_valid, score)
-        self.log({"event": "epoch", "epoch": p.epoch, "step": p.step,
-                  "train_elbo_per_seq": -train_loss / max(train_sequences, 1),
-                  **{f"valid_{k}": v for k, v in metrics.items()}, "time": time.time() - self.start})
-        self.say(f"epoch {p.epoch}: train ELBO/seq {-train_loss / max(train_sequences, 1):.2f}, valid ELBO/seq "
-                 f"{metrics['elbo_per_seq']:.2f} ({metrics['elbo_per_step']:.3f}/step), KL/seq "
-                 f"{metrics['kl_per_seq']:.2f}" + (f", valid {c.elbo.upper()}(K={c.particles})/seq {score:.2f}"
-                                                  if bound is not None else "") + ("  (best)" if improved else ""))
+        self.log(
+            {
+                "event": "epoch",
+                "epoch": p.epoch,
+                "step": p.step,
+                "train_elbo_per_seq": -train_loss / max(train_sequences, 1),
+                **{f"valid_{k}": v for k, v in metrics.items()},
+                "time": time.time() - self.start,
+            }
+        )
+        self.say(
+            f"epoch {p.epoch}: train ELBO/seq {-train_loss / max(train_sequences, 1):.2f}, valid ELBO/seq "
+            f"{metrics['elbo_per_seq']:.2f} ({metrics['elbo_per_step']:.3f}/step), KL/seq "
+            f"{metrics['kl_per_seq']:.2f}"
+            + (f", valid {c.elbo.upper()}(K={c.particles})/seq {score:.2f}" if bound is not None else "")
+            + ("  (best)" if improved else "")
+        )
         if improved:
             self.checkpoint("best.pt")
         self.checkpoint("last.pt")
@@ -251,11 +312,20 @@ class Trainer:
         p.elapsed = time.time() - self.start
         epoch_loss, epoch_sequences = all_reduce_sum([p.epoch_loss, p.epoch_sequences], self.device)
         if self.main:
-            self.run_dir.save(name, {
-                "version": CHECKPOINT_VERSION, "config": config_to_dict(self.config), "data": self.data_info,
-                "model": self.vrnn.state_dict(), "optimizer": self.optimizer.state_dict(), "rng": rng,
-                "progress": dataclasses.asdict(dataclasses.replace(p, epoch_loss=epoch_loss,
-                                                                   epoch_sequences=epoch_sequences))})
+            self.run_dir.save(
+                name,
+                {
+                    "version": CHECKPOINT_VERSION,
+                    "config": config_to_dict(self.config),
+                    "data": self.data_info,
+                    "model": self.vrnn.state_dict(),
+                    "optimizer": self.optimizer.state_dict(),
+                    "rng": rng,
+                    "progress": dataclasses.asdict(
+                        dataclasses.replace(p, epoch_loss=epoch_loss, epoch_sequences=epoch_sequences)
+                    ),
+                },
+            )
 
     # -- the log, the end, and what goes wrong ------------------------------------------------
 
@@ -270,11 +340,19 @@ class Trainer:
 
     def log_train(self, loss, grad_norm, kl_scale, indices, mask):
         """A train record for the whole batch, over every rank."""
-        loss_sum, sequences, steps = all_reduce_sum([loss * len(indices), len(indices), mask.sum().item()],
-                                                    self.device)
-        self.log({"event": "train", "epoch": self.progress.epoch + 1, "step": self.progress.step,
-                  "elbo_per_seq": -loss_sum / sequences, "elbo_per_step": -loss_sum / steps, "kl_scale": kl_scale,
-                  "grad_norm": grad_norm, "time": time.time() - self.start})
+        loss_sum, sequences, steps = all_reduce_sum([loss * len(indices), len(indices), mask.sum().item()], self.device)
+        self.log(
+            {
+                "event": "train",
+                "epoch": self.progress.epoch + 1,
+                "step": self.progress.step,
+                "elbo_per_seq": -loss_sum / sequences,
+                "elbo_per_step": -loss_sum / steps,
+                "kl_scale": kl_scale,
+                "grad_norm": grad_norm,
+                "time": time.time() - self.start,
+            }
+        )
 
     def diverged(self, x):
         """Say why the loss became non-finite and what to do; returns the cause for the error line."""
@@ -282,19 +360,28 @@ class Trainer:
         largest = x.abs().max().item()
         again = f" (with --overwrite to train into {self.run_dir.path} again)"
         if largest > 1e4:  # standardized data are O(1): values this large are the data's fault, not the optimizer's
-            self.say(f"\nthe loss became non-finite at step {step} on a batch with values up to {largest:.3g}: "
-                     f"standardize the data (mean 0, std 1, statistics from train) and start again{again}")
-            return (f" on a batch with values up to {largest:.3g}: the data are not standardized; standardize them "
-                    f"(mean 0, std 1, statistics from train) and start again{again}")
+            self.say(
+                f"\nthe loss became non-finite at step {step} on a batch with values up to {largest:.3g}: "
+                f"standardize the data (mean 0, std 1, statistics from train) and start again{again}"
+            )
+            return (
+                f" on a batch with values up to {largest:.3g}: the data are not standardized; standardize them "
+                f"(mean 0, std 1, statistics from train) and start again{again}"
+            )
         remedy = "a lower --lr, a smaller --clip" + (
-            "" if self.config.elbo in PARTICLE_BOUNDS else ", --kl-anneal-epochs 1 or --elbo meanfield")
+            "" if self.config.elbo in PARTICLE_BOUNDS else ", --kl-anneal-epochs 1 or --elbo meanfield"
+        )
         if os.path.isfile(self.run_dir.file("last.pt")):
-            self.say(f"\nthe loss or its gradient became non-finite at step {step}; {self.run_dir.path}/last.pt holds "
-                     f"the last good checkpoint. Resume it with {remedy} (as is, it would diverge again): "
-                     f"{resume_command(self.run_dir.path, self.world_size)} --lr ...")
+            self.say(
+                f"\nthe loss or its gradient became non-finite at step {step}; {self.run_dir.path}/last.pt holds "
+                f"the last good checkpoint. Resume it with {remedy} (as is, it would diverge again): "
+                f"{resume_command(self.run_dir.path, self.world_size)} --lr ..."
+            )
         else:
-            self.say(f"\nthe loss or its gradient became non-finite at step {step}, before the first checkpoint; "
-                     f"start again with {remedy}{again}")
+            self.say(
+                f"\nthe loss or its gradient became non-finite at step {step}, before the first checkpoint; "
+                f"start again with {remedy}{again}"
+            )
         return "; see the message above"
 
     def finish(self, after_training):
@@ -303,9 +390,11 @@ class Trainer:
         if reason == "nan":
             raise TrainingError(f"training diverged (non-finite loss){self.divergence}. Run: {self.run_dir.path}")
         if reason == "signal":
-            raise Interrupted(f"stopped at step {self.progress.step}, last.pt written; resume with: "
-                              f"{resume_command(self.run_dir.path, self.world_size)}",
-                              EXIT_CODES.get(self.stop.signal_number, 130))
+            raise Interrupted(
+                f"stopped at step {self.progress.step}, last.pt written; resume with: "
+                f"{resume_command(self.run_dir.path, self.world_size)}",
+                EXIT_CODES.get(self.stop.signal_number, 130),
+            )
         if self.main and after_training is not None:
             after_training(self.run_dir.path)
         if dist.is_initialized():
@@ -314,8 +403,11 @@ class Trainer:
 
     def make_missing_figures(self, after_training):
         """A finished run whose end-of-run pictures were never made (killed while drawing) makes them now."""
-        if self.main and after_training is not None and not all(
-                os.path.exists(self.run_dir.file(name)) for name in ("samples.png", "curves.png")):
+        if (
+            self.main
+            and after_training is not None
+            and not all(os.path.exists(self.run_dir.file(name)) for name in ("samples.png", "curves.png"))
+        ):
             after_training(self.run_dir.path)
 
     def close(self, abandon=False):
@@ -328,8 +420,10 @@ def resume_path(resume):
     it would rewind last.pt to an earlier step and cut the log."""
     path = os.path.join(resume, "last.pt") if os.path.isdir(resume) else resume
     if os.path.basename(path) != "last.pt":
-        raise TrainingError(f"--resume continues a run from its last.pt; {path} is not one (resuming from best.pt "
-                            f"would rewind the run and cut its log): pass the run directory {os.path.dirname(path)}")
+        raise TrainingError(
+            f"--resume continues a run from its last.pt; {path} is not one (resuming from best.pt "
+            f"would rewind the run and cut its log): pass the run directory {os.path.dirname(path)}"
+        )
     return path
 
 

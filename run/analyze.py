@@ -14,16 +14,17 @@ the latent changes line up with changes of the waveform's mode), the pen offsets
 marked and the line itself for handwriting, the roll for piano rolls. Writes figure2-SPLIT-INDEX.png
 and .csv (t, delta, kl, and the data) into --out (default: the run directory).
 """
+
 import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
-from pyro_vrnn.checks import FlagError, check_output_dir, check_seed, parse_device  # noqa: E402
-from pyro_vrnn.data import DataError  # noqa: E402
 import pyro  # noqa: E402
 
+from pyro_vrnn.checks import FlagError, check_output_dir, check_seed, parse_device  # noqa: E402
+from pyro_vrnn.data import DataError  # noqa: E402
 from pyro_vrnn.report import Run, figure2  # noqa: E402
 from pyro_vrnn.runtime import TrainingError, resolve_device  # noqa: E402
 
@@ -33,8 +34,12 @@ def parse_args(argv=None):
     p.add_argument("--checkpoint", required=True, help="a .pt file or a run directory (its best.pt, else last.pt)")
     p.add_argument("--split", default="valid", choices=("train", "valid", "test"), help="default: valid")
     p.add_argument("--index", type=int, default=0, help="which sequence of the split (default 0)")
-    p.add_argument("--particles", type=int, default=1,
-                   help="average delta_t and KL_t over this many draws of the guide (default 1, as the paper)")
+    p.add_argument(
+        "--particles",
+        type=int,
+        default=1,
+        help="average delta_t and KL_t over this many draws of the guide (default 1, as the paper)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed of the guide's draws (default 0)")
     p.add_argument("--data-dir", help="where the dataset's files are, if not where the run found them")
     p.add_argument("--out", help="output directory (default: the run directory)")
@@ -55,19 +60,24 @@ def main(argv=None):
             raise TrainingError(f"no checkpoint at {args.checkpoint}")
         run = Run(args.checkpoint, resolve_device(args.device))
         if not run.latent:
-            raise TrainingError(f"{run.config.model} has no latent variables: Figure 2 needs a VRNN "
-                                "(vrnn-gmm, vrnn-gauss or vrnn-i-gauss) or an SRNN (srnn, srnn-gmm)")
+            raise TrainingError(
+                f"{run.config.model} has no latent variables: Figure 2 needs a VRNN "
+                "(vrnn-gmm, vrnn-gauss or vrnn-i-gauss) or an SRNN (srnn, srnn-gmm)"
+            )
         sequence = run.sequence(args.split, args.index, args.data_dir)
         out = args.out or run.run_dir
         os.makedirs(out, exist_ok=True)
         pyro.set_rng_seed(args.seed)
         title = f"{run.describe()}: {args.split} sequence {args.index} ({len(sequence)} steps)"
-        written, numbers = figure2(run, sequence, os.path.join(out, f"figure2-{args.split}-{args.index}.png"),
-                                   args.particles, title)
+        written, numbers = figure2(
+            run, sequence, os.path.join(out, f"figure2-{args.split}-{args.index}.png"), args.particles, title
+        )
     except (DataError, TrainingError, FlagError) as error:
         sys.exit(f"error: {error}")
-    print(f"{title}: KL {numbers['kl'].sum():.2f} nats in all, largest at step {numbers['kl'].argmax() + 1}; "
-          f"largest change of the posterior mean at step {numbers['delta'].argmax() + 1}")
+    print(
+        f"{title}: KL {numbers['kl'].sum():.2f} nats in all, largest at step {numbers['kl'].argmax() + 1}; "
+        f"largest change of the posterior mean at step {numbers['delta'].argmax() + 1}"
+    )
     for path in written:
         print(f"wrote {path}")
     return written

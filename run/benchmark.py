@@ -38,6 +38,7 @@ over it, and `ratio_per_step`, `ratio_batched` the same against each form. Repea
 of the three. On CPU the times are the process's CPU time (one intra-op thread): on a machine shared
 with other jobs that is far steadier than wall time, which is also recorded in the JSON.
 """
+
 import argparse
 import json
 import math
@@ -62,21 +63,31 @@ OBJECTIVES = ("elbo", "is", "iwae", "fivo", "smc")  # rows: ELBO and IWAE / FIVO
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     # the VRNN family only: pyro_vrnn/reference.py's plain forms are the VRNN's (not the SRNN's)
     p.add_argument("--models", nargs="+", default=list(TABLE1_MODELS), choices=TABLE1_MODELS)
     p.add_argument("--steps", nargs="+", type=int, default=[50, 200, 800], help="sequence lengths T")
-    p.add_argument("--dims", nargs="+", type=int, default=[3, 200],
-                   help="data dimension: 3 = handwriting (pen, dx, dy), anything else = real-valued frames")
+    p.add_argument(
+        "--dims",
+        nargs="+",
+        type=int,
+        default=[3, 200],
+        help="data dimension: 3 = handwriting (pen, dx, dy), anything else = real-valued frames",
+    )
     p.add_argument("--batch", type=int, default=32, help="sequences per training batch")
     p.add_argument("--hidden", type=int, default=256, help="LSTM units")
     p.add_argument("--z-dim", type=int, default=32)
     p.add_argument("--features", type=int, default=64, help="width of phi_x, phi_z, phi_enc, phi_prior, phi_dec")
     p.add_argument("--components", type=int, default=20, help="mixture components of the GMM emissions")
     p.add_argument("--elbo", choices=("trace", "meanfield"), default="trace")
-    p.add_argument("--scoring", choices=("batched", "steps"), default="batched",
-                   help="the model program's form (training and evaluation use batched)")
+    p.add_argument(
+        "--scoring",
+        choices=("batched", "steps"),
+        default="batched",
+        help="the model program's form (training and evaluation use batched)",
+    )
     p.add_argument("--cell", choices=("lstm", "gru"), default="lstm")
     p.add_argument("--repeats", type=int, default=7, help="timed training steps of each kind")
     p.add_argument("--num-samples", type=int, default=100, help="K, particles of the importance-sampled estimate")
@@ -84,8 +95,13 @@ def parse_args(argv=None):
     p.add_argument("--is-steps", nargs="+", type=int, help="lengths for the IS rows (default: --steps)")
     p.add_argument("--is-repeats", type=int, default=3)
     p.add_argument("--chunk-size", type=int, help="particles per vectorized pass (default: evaluate's, from memory)")
-    p.add_argument("--objectives", nargs="+", choices=OBJECTIVES, default=["elbo", "is"],
-                   help="rows to measure: elbo and iwae / fivo training steps, is and smc estimates (--quick: all)")
+    p.add_argument(
+        "--objectives",
+        nargs="+",
+        choices=OBJECTIVES,
+        default=["elbo", "is"],
+        help="rows to measure: elbo and iwae / fivo training steps, is and smc estimates (--quick: all)",
+    )
     p.add_argument("--particles", type=int, default=4, help="K of the iwae and fivo training steps")
     p.add_argument("--no-train", action="store_true", help="skip the training-step rows (--objectives without elbo)")
     p.add_argument("--no-is", action="store_true", help="skip the importance-sampling rows (--objectives without is)")
@@ -102,8 +118,9 @@ def parse_args(argv=None):
         args.num_samples, args.is_batch, args.is_steps = 5, 2, [5]
         args.models = [m for m in args.models if m in ("rnn-gmm", "vrnn-gmm", "vrnn-i-gauss")] or args.models
         args.objectives, args.particles = list(OBJECTIVES), 3
-    args.objectives = [o for o in dict.fromkeys(args.objectives)
-                       if not (o == "elbo" and args.no_train or o == "is" and args.no_is)]
+    args.objectives = [
+        o for o in dict.fromkeys(args.objectives) if not (o == "elbo" and args.no_train or o == "is" and args.no_is)
+    ]
     return args
 
 
@@ -111,8 +128,13 @@ def make_batch(dim, batch, steps, device, seed):
     """Random data of the right kind, lengths between 3T/4 and T (a length-bucketed batch), on the device."""
     g = torch.Generator().manual_seed(seed)
     if KINDS.get(dim, "real") == "handwriting":
-        x = torch.cat([torch.bernoulli(torch.full((batch, steps, 1), 0.2), generator=g),
-                       torch.randn(batch, steps, 2, generator=g)], dim=-1)
+        x = torch.cat(
+            [
+                torch.bernoulli(torch.full((batch, steps, 1), 0.2), generator=g),
+                torch.randn(batch, steps, 2, generator=g),
+            ],
+            dim=-1,
+        )
     else:
         x = torch.randn(batch, steps, dim, generator=g)
     lengths = torch.randint(max(1, 3 * steps // 4), steps + 1, (batch,), generator=g)
@@ -123,9 +145,21 @@ def make_batch(dim, batch, steps, device, seed):
 
 def build(name, dim, args, device):
     w = args.features
-    config = make_config("benchmark", model=name, hidden=args.hidden, z_dim=args.z_dim, x_features=w,
-                         z_features=w, enc_hidden=w, prior_hidden=w, dec_hidden=w, components=args.components,
-                         elbo=args.elbo, scoring=args.scoring, cell=args.cell)
+    config = make_config(
+        "benchmark",
+        model=name,
+        hidden=args.hidden,
+        z_dim=args.z_dim,
+        x_features=w,
+        z_features=w,
+        enc_hidden=w,
+        prior_hidden=w,
+        dec_hidden=w,
+        components=args.components,
+        elbo=args.elbo,
+        scoring=args.scoring,
+        cell=args.cell,
+    )
     torch.manual_seed(args.seed)
     model, guide, vrnn = models.build(config, KINDS.get(dim, "real"), dim)
     return model, guide, vrnn.to(device)
@@ -144,14 +178,16 @@ def bench_training(name, dim, steps, args, device, clock):
     def torch_step(form):  # the same update around a plain-PyTorch form of the loss
         def step():
             with no_validation():
-                loss = reference.elbo_loss(vrnn, x, mask, num_train, 1.0, analytic_kl=args.elbo == "meanfield",
-                                           form=form)
+                loss = reference.elbo_loss(
+                    vrnn, x, mask, num_train, 1.0, analytic_kl=args.elbo == "meanfield", form=form
+                )
             loss = loss / num_train
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(vrnn.parameters(), 5.0).item()
             loss.item()
             optimizer.step()
+
         return step
 
     plain = {form: torch_step(form) for form in reference.FORMS}
@@ -186,11 +222,14 @@ def bench_bound_training(objective, name, dim, steps, args, device, clock):
         def step():
             with no_validation():
                 optimizer_step(loss_fn() / num_train, vrnn, optimizer)
+
         return step
 
     if objective == "iwae":
-        plain = {form: plain_step(lambda form=form: reference.iwae_loss(vrnn, x, mask, k, num_train, form))
-                 for form in reference.FORMS}
+        plain = {
+            form: plain_step(lambda form=form: reference.iwae_loss(vrnn, x, mask, k, num_train, form))
+            for form in reference.FORMS
+        }
     else:
         plain = {"inline": plain_step(lambda: reference.fivo_loss(vrnn, x, mask, k, num_train))}
     pyro_step(validate=True)
@@ -222,7 +261,7 @@ def bench_smc(name, dim, steps, args, device, clock):
     with frozen_heap():
         result = compare(clock, ours, {"inline": inline}, args.is_repeats)
     for key in ("pyro_s", "torch_s", "pyro_wall_s", "inline_s"):
-        result[key[:-len("_s")] + "_s_per_seq"] = result.pop(key) / x.shape[0]
+        result[key[: -len("_s")] + "_s_per_seq"] = result.pop(key) / x.shape[0]
     return dict(result, particles=k, sequences=x.shape[0])
 
 
@@ -244,6 +283,7 @@ def bench_importance(name, dim, steps, args, device, clock):
             with no_validation():
                 log_w = reference.importance_log_weights(vrnn, x, mask, k, chunk, form=form)
                 (torch.logsumexp(log_w, 0) - math.log(k)).sum().item()
+
         return estimate
 
     plain = {form: torch_estimate(form) for form in reference.FORMS}
@@ -253,7 +293,7 @@ def bench_importance(name, dim, steps, args, device, clock):
     with frozen_heap():  # as evaluate_dataset runs
         result = compare(clock, pyro_estimate, plain, args.is_repeats)
     for key in ("pyro_s", "torch_s", "pyro_wall_s", *(f"{form}_s" for form in reference.FORMS)):
-        result[key[:-len("_s")] + "_s_per_seq"] = result.pop(key) / x.shape[0]
+        result[key[: -len("_s")] + "_s_per_seq"] = result.pop(key) / x.shape[0]
     result.update(num_samples=k, chunk_size=chunk, sequences=x.shape[0])
     if not args.no_memory:
         result["pyro_peak_bytes"] = peak_memory(pyro_estimate, device)
@@ -262,7 +302,7 @@ def bench_importance(name, dim, steps, args, device, clock):
 
 
 def mib(n):
-    return "-" if n is None else f"{n / 2 ** 20:.0f}"
+    return "-" if n is None else f"{n / 2**20:.0f}"
 
 
 def main(argv=None):
@@ -273,16 +313,28 @@ def main(argv=None):
     pyro.settings.set(module_local_params=True)  # as train.py
     clock = Clock(device)
     unit = "s (wall)" if device.type == "cuda" else "s (CPU)"
-    results = {"settings": {k: v for k, v in vars(args).items() if k != "json"}, "device": str(device),
-               "machine": machine(device), "train": [], "importance": [], "bounds": []}
-    print(f"device {device}, batch {args.batch}, hidden {args.hidden}, z {args.z_dim}, features {args.features}, "
-          f"{args.components} components, {args.elbo} ELBO, {torch.get_num_threads()} thread(s)")
+    results = {
+        "settings": {k: v for k, v in vars(args).items() if k != "json"},
+        "device": str(device),
+        "machine": machine(device),
+        "train": [],
+        "importance": [],
+        "bounds": [],
+    }
+    print(
+        f"device {device}, batch {args.batch}, hidden {args.hidden}, z {args.z_dim}, features {args.features}, "
+        f"{args.components} components, {args.elbo} ELBO, {torch.get_num_threads()} thread(s)"
+    )
     if "elbo" in args.objectives:
-        print(f"\ntraining step ({args.repeats} repeats, medians; ratio = Pyro / the faster plain form of each "
-              f"repeat, its lowest and highest over the repeats, and against each form; extra = Pyro's extra time "
-              f"per time step)")
-        print(f"{'model':14s} {'dim':>4s} {'T':>5s} {'pyro ' + unit:>14s} {'floor ' + unit:>15s} {'faster':>8s} "
-              f"{'ratio':>6s} {'range':>10s} {'/step':>6s} {'/batch':>6s} {'extra ms/step':>14s}")
+        print(
+            f"\ntraining step ({args.repeats} repeats, medians; ratio = Pyro / the faster plain form of each "
+            f"repeat, its lowest and highest over the repeats, and against each form; extra = Pyro's extra time "
+            f"per time step)"
+        )
+        print(
+            f"{'model':14s} {'dim':>4s} {'T':>5s} {'pyro ' + unit:>14s} {'floor ' + unit:>15s} {'faster':>8s} "
+            f"{'ratio':>6s} {'range':>10s} {'/step':>6s} {'/batch':>6s} {'extra ms/step':>14s}"
+        )
         for dim in args.dims:
             for steps in args.steps:
                 for name in args.models:
@@ -290,26 +342,36 @@ def main(argv=None):
                     r["extra_s_per_step"] = (r["pyro_s"] - r["torch_s"]) / steps  # Pyro's cost per time step
                     results["train"].append({"model": name, "dim": dim, "steps": steps, **r})
                     save(results, args.json)
-                    print(f"{name:14s} {dim:4d} {steps:5d} {r['pyro_s']:14.4f} {r['torch_s']:15.4f} "
-                          f"{r['faster_form']:>8s} {r['ratio']:6.2f} {r['ratio_low']:5.2f}-{r['ratio_high']:4.2f} "
-                          f"{r['ratio_per_step']:6.2f} {r['ratio_batched']:6.2f} "
-                          f"{1000 * r['extra_s_per_step']:14.3f}", flush=True)
+                    print(
+                        f"{name:14s} {dim:4d} {steps:5d} {r['pyro_s']:14.4f} {r['torch_s']:15.4f} "
+                        f"{r['faster_form']:>8s} {r['ratio']:6.2f} {r['ratio_low']:5.2f}-{r['ratio_high']:4.2f} "
+                        f"{r['ratio_per_step']:6.2f} {r['ratio_batched']:6.2f} "
+                        f"{1000 * r['extra_s_per_step']:14.3f}",
+                        flush=True,
+                    )
     latent = [m for m in args.models if models.MODELS[m].latent]
     if "is" in args.objectives and latent:
-        print(f"\nimportance-sampled log p(x), K = {args.num_samples} ({args.is_repeats} repeats, "
-              f"{args.is_batch} sequences a batch; per sequence; peak memory in MiB)")
-        print(f"{'model':14s} {'dim':>4s} {'T':>5s} {'chunk':>5s} {'pyro s/seq':>11s} {'floor s/seq':>12s} "
-              f"{'faster':>8s} {'ratio':>6s} {'/step':>6s} {'/batch':>6s} {'pyro MiB':>9s} {'torch MiB':>10s}")
+        print(
+            f"\nimportance-sampled log p(x), K = {args.num_samples} ({args.is_repeats} repeats, "
+            f"{args.is_batch} sequences a batch; per sequence; peak memory in MiB)"
+        )
+        print(
+            f"{'model':14s} {'dim':>4s} {'T':>5s} {'chunk':>5s} {'pyro s/seq':>11s} {'floor s/seq':>12s} "
+            f"{'faster':>8s} {'ratio':>6s} {'/step':>6s} {'/batch':>6s} {'pyro MiB':>9s} {'torch MiB':>10s}"
+        )
         for dim in args.dims:
             for steps in args.is_steps or args.steps:
                 for name in latent:
                     r = bench_importance(name, dim, steps, args, device, clock)
                     results["importance"].append({"model": name, "dim": dim, "steps": steps, **r})
                     save(results, args.json)
-                    print(f"{name:14s} {dim:4d} {steps:5d} {r['chunk_size']:5d} {r['pyro_s_per_seq']:11.4f} "
-                          f"{r['torch_s_per_seq']:12.4f} {r['faster_form']:>8s} {r['ratio']:6.2f} "
-                          f"{r['ratio_per_step']:6.2f} {r['ratio_batched']:6.2f} {mib(r.get('pyro_peak_bytes')):>9s} "
-                          f"{mib(r.get('torch_peak_bytes')):>10s}", flush=True)
+                    print(
+                        f"{name:14s} {dim:4d} {steps:5d} {r['chunk_size']:5d} {r['pyro_s_per_seq']:11.4f} "
+                        f"{r['torch_s_per_seq']:12.4f} {r['faster_form']:>8s} {r['ratio']:6.2f} "
+                        f"{r['ratio_per_step']:6.2f} {r['ratio_batched']:6.2f} {mib(r.get('pyro_peak_bytes')):>9s} "
+                        f"{mib(r.get('torch_peak_bytes')):>10s}",
+                        flush=True,
+                    )
     bounds = [o for o in args.objectives if o in ("iwae", "fivo", "smc")]
     if bounds and latent:
         bench_bounds(bounds, latent, args, device, clock, results, unit)
@@ -320,11 +382,15 @@ def main(argv=None):
 
 def bench_bounds(objectives, latent, args, device, clock, results, unit):
     """The rows of the K-particle bounds, printed as they come and saved in results["bounds"]."""
-    print(f"\nK-particle bounds: iwae / fivo training steps with K = {args.particles} (batch {args.batch}, "
-          f"{args.repeats} repeats), smc estimates with K = {args.num_samples} ({args.is_batch} sequences a batch, "
-          f"{args.is_repeats} repeats, per sequence); ratio = ours / the faster plain form, its range over the repeats")
-    print(f"{'row':5s} {'model':14s} {'dim':>4s} {'T':>5s} {'K':>4s} {'ours ' + unit:>14s} {'floor ' + unit:>15s} "
-          f"{'faster':>8s} {'ratio':>6s} {'range':>10s}")
+    print(
+        f"\nK-particle bounds: iwae / fivo training steps with K = {args.particles} (batch {args.batch}, "
+        f"{args.repeats} repeats), smc estimates with K = {args.num_samples} ({args.is_batch} sequences a batch, "
+        f"{args.is_repeats} repeats, per sequence); ratio = ours / the faster plain form, its range over the repeats"
+    )
+    print(
+        f"{'row':5s} {'model':14s} {'dim':>4s} {'T':>5s} {'K':>4s} {'ours ' + unit:>14s} {'floor ' + unit:>15s} "
+        f"{'faster':>8s} {'ratio':>6s} {'range':>10s}"
+    )
     for objective in objectives:
         for dim in args.dims:
             for steps in (args.is_steps or args.steps) if objective == "smc" else args.steps:
@@ -337,9 +403,12 @@ def bench_bounds(objectives, latent, args, device, clock, results, unit):
                         ours, floor = r["pyro_s"], r["torch_s"]
                     results["bounds"].append({"objective": objective, "model": name, "dim": dim, "steps": steps, **r})
                     save(results, args.json)
-                    print(f"{objective:5s} {name:14s} {dim:4d} {steps:5d} {r['particles']:4d} {ours:14.4f} "
-                          f"{floor:15.4f} {r['faster_form']:>8s} {r['ratio']:6.2f} "
-                          f"{r['ratio_low']:5.2f}-{r['ratio_high']:4.2f}", flush=True)
+                    print(
+                        f"{objective:5s} {name:14s} {dim:4d} {steps:5d} {r['particles']:4d} {ours:14.4f} "
+                        f"{floor:15.4f} {r['faster_form']:>8s} {r['ratio']:6.2f} "
+                        f"{r['ratio_low']:5.2f}-{r['ratio_high']:4.2f}",
+                        flush=True,
+                    )
 
 
 def save(results, path):

@@ -18,6 +18,7 @@ FIVO's bound in expectation) and is (pyro_vrnn/evaluate.py). IWAE with K particl
 with K particles, the same number: with --iwae-particles unset (or equal to --num-samples) it is computed
 once and reported under both names.
 """
+
 import argparse
 import glob
 import json
@@ -36,19 +37,32 @@ DEFAULT_RUNS = "runs"
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--checkpoint", help="a .pt file or a run directory (its best.pt, else last.pt); "
-                                        f"default: the newest run under {DEFAULT_RUNS}/")
-    p.add_argument("--split", choices=("train", "valid", "test"),
-                   help="default: test, or valid where the data set has none (IAM-OnDB, as the paper)")
+    p.add_argument(
+        "--checkpoint",
+        help="a .pt file or a run directory (its best.pt, else last.pt); "
+        f"default: the newest run under {DEFAULT_RUNS}/",
+    )
+    p.add_argument(
+        "--split",
+        choices=("train", "valid", "test"),
+        help="default: test, or valid where the data set has none (IAM-OnDB, as the paper)",
+    )
     p.add_argument("--num-samples", "-k", type=int, default=100, help="importance samples K per sequence (default 100)")
-    p.add_argument("--estimators", nargs="+", choices=ESTIMATORS, default=list(DEFAULT_ESTIMATORS),
-                   help="what to report (default: elbo is): elbo, iwae, smc (particle filter), is")
+    p.add_argument(
+        "--estimators",
+        nargs="+",
+        choices=ESTIMATORS,
+        default=list(DEFAULT_ESTIMATORS),
+        help="what to report (default: elbo is): elbo, iwae, smc (particle filter), is",
+    )
     p.add_argument("--iwae-particles", type=int, help="K' of the IWAE bound (default --num-samples: the IS number)")
     p.add_argument("--smc-particles", type=int, help="particles of the SMC estimate (default --num-samples)")
     p.add_argument("--batch-size", type=int, help="sequences per batch (default: the run's batch size)")
-    p.add_argument("--chunk-size", type=int,
-                   help="particles per vectorized pass (default: as many as fit 256 MiB, or a quarter "
-                        "of the GPU's free memory)")
+    p.add_argument(
+        "--chunk-size",
+        type=int,
+        help="particles per vectorized pass (default: as many as fit 256 MiB, or a quarter of the GPU's free memory)",
+    )
     p.add_argument("--device", default="auto", help="auto (cuda if available; the default), cpu, cuda, cuda:1")
     p.add_argument("--data-dir", help="where the dataset's files are, if not where the run found them")
     p.add_argument("--seed", type=int, default=0, help="seed of the particles (default 0)")
@@ -58,8 +72,9 @@ def parse_args(argv=None):
 
 def newest_run(root=DEFAULT_RUNS):
     """The most recently written checkpoint under `root` (run directories may be nested, as table1's)."""
-    checkpoints = [p for name in ("best.pt", "last.pt") for p in glob.glob(os.path.join(root, "**", name),
-                                                                              recursive=True)]
+    checkpoints = [
+        p for name in ("best.pt", "last.pt") for p in glob.glob(os.path.join(root, "**", name), recursive=True)
+    ]
     if not checkpoints:
         raise TrainingError(f"no runs found under {root}/; train one with run/svi.py or pass --checkpoint")
     newest = max(checkpoints, key=os.path.getmtime)
@@ -72,15 +87,21 @@ def fmt(value, stderr=None, digits=2):
 
 
 def row(s, label, key):
-    return (f"  {label:18}{fmt(s[f'{key}_per_seq'], s[f'{key}_per_seq_stderr']):>22}"
-            f"{fmt(s[f'{key}_per_step'], s[f'{key}_per_step_stderr'], 4):>22}")
+    return (
+        f"  {label:18}{fmt(s[f'{key}_per_seq'], s[f'{key}_per_seq_stderr']):>22}"
+        f"{fmt(s[f'{key}_per_step'], s[f'{key}_per_step_stderr'], 4):>22}"
+    )
 
 
 def estimator_rows(s):
     """(label, summary key) of each estimator asked for, in --estimators' order."""
     k = s["num_samples"]
-    labels = {"elbo": ("ELBO (>=)", "elbo"), "iwae": (f"IWAE K={s['iwae_particles']}", "iwae"),
-              "smc": (f"SMC K={s['smc_particles']}", "smc"), "is": (f"log p(x) IS K={k}", "log_px")}
+    labels = {
+        "elbo": ("ELBO (>=)", "elbo"),
+        "iwae": (f"IWAE K={s['iwae_particles']}", "iwae"),
+        "smc": (f"SMC K={s['smc_particles']}", "smc"),
+        "is": (f"log p(x) IS K={k}", "log_px"),
+    }
     return [labels[name] for name in s.get("estimators", DEFAULT_ESTIMATORS)]
 
 
@@ -90,14 +111,20 @@ def report(s):
         how, rows = "exact (no latent variables)", [row(s, "log p(x) (exact)", "log_px")]
     else:
         how, rows = f"estimators {' '.join(s['estimators'])}", [row(s, *r) for r in estimator_rows(s)]
-    lines = [f"{s['model']} on {s['dataset']} {s['split']}: {s['sequences']} sequences, {s['steps']} time steps",
-             f"  checkpoint {s['checkpoint']} (step {s['step']}), {how}, {s['device']}",
-             f"  {'':18}{'per sequence':>22}{'per time step':>22}", *rows]
+    lines = [
+        f"{s['model']} on {s['dataset']} {s['split']}: {s['sequences']} sequences, {s['steps']} time steps",
+        f"  checkpoint {s['checkpoint']} (step {s['step']}), {how}, {s['device']}",
+        f"  {'':18}{'per sequence':>22}{'per time step':>22}",
+        *rows,
+    ]
     if not s["exact"] and "kl_per_seq" in s:
         lines += [row(s, "KL term", "kl")]
     if not s["exact"] and "gap_per_seq" in s:
-        lines += [row(s, "IS - ELBO", "gap"), f"  effective sample size of the IS weights: mean {s['ess_mean']:.1f}, "
-                                              f"min {s['ess_min']:.1f} of {s['num_samples']}"]
+        lines += [
+            row(s, "IS - ELBO", "gap"),
+            f"  effective sample size of the IS weights: mean {s['ess_mean']:.1f}, "
+            f"min {s['ess_min']:.1f} of {s['num_samples']}",
+        ]
     if not s["exact"] and s.get("iwae_particles") == s["num_samples"] and {"iwae", "is"} <= set(s["estimators"]):
         lines.append(f"  IWAE K={s['num_samples']} is the IS estimate with K={s['num_samples']}: the same particles")
     if not s["exact"] and "smc_resamples_per_seq" in s:
@@ -120,10 +147,19 @@ def main(argv=None):
         elif not os.path.exists(checkpoint):
             raise TrainingError(f"no checkpoint at {checkpoint}")
         summary, per_sequence = evaluate_checkpoint(
-            checkpoint, split=args.split, num_samples=args.num_samples, batch_size=args.batch_size,
-            chunk_size=args.chunk_size, device=resolve_device(args.device), data_dir=args.data_dir,
-            seed=args.seed, progress=True, estimators=args.estimators, iwae_particles=args.iwae_particles,
-            smc_particles=args.smc_particles)
+            checkpoint,
+            split=args.split,
+            num_samples=args.num_samples,
+            batch_size=args.batch_size,
+            chunk_size=args.chunk_size,
+            device=resolve_device(args.device),
+            data_dir=args.data_dir,
+            seed=args.seed,
+            progress=True,
+            estimators=args.estimators,
+            iwae_particles=args.iwae_particles,
+            smc_particles=args.smc_particles,
+        )
     except (DataError, TrainingError, FlagError) as error:
         sys.exit(f"error: {error}")
     print(report(summary))

@@ -8,14 +8,14 @@ samples of each model, of the real lines' median length (or --length). Chung et 
 style: within one VRNN line the slant, size and spacing stay the same, where the RNN's drift. The
 two checkpoints must come from the same handwriting data set.
 """
+
 import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
-from pyro_vrnn.checks import (check_output_file, check_positive_finite, check_sample_memory, check_seed,  # noqa: E402
-                              parse_device)
+from pyro_vrnn.checks import check_output_file, check_positive_finite, check_sample_memory, check_seed, parse_device  # noqa: E402
 from pyro_vrnn.data import DataError  # noqa: E402
 from pyro_vrnn.report import Run, figure3  # noqa: E402
 from pyro_vrnn.runtime import TrainingError, resolve_device  # noqa: E402
@@ -29,8 +29,12 @@ def parse_args(argv=None):
     p.add_argument("--length", type=int, help="steps per sample (default: median length of the real lines shown)")
     p.add_argument("--temperature", type=float, default=1.0, help="emission temperature (default 1: the models)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--split", default="valid", choices=("train", "valid", "test"),
-                   help="where the real lines come from (default valid)")
+    p.add_argument(
+        "--split",
+        default="valid",
+        choices=("train", "valid", "test"),
+        help="where the real lines come from (default valid)",
+    )
     p.add_argument("--first", type=int, default=0, help="index of the first real line (default 0)")
     p.add_argument("--data-dir", help="where the dataset's files are, if not where the runs found them")
     p.add_argument("--out", default="figure3.png", help="the PNG to write (default figure3.png)")
@@ -54,12 +58,19 @@ def main(argv=None):
         runs = [Run(args.rnn, device), Run(args.vrnn, device)]
         if args.length is not None:  # (the default, the real lines' median length, is short)
             for run in runs:
-                check_sample_memory(args.num, args.length, run.info["dim"], run.config,
-                                    f"--num {args.num} --length {args.length}", args.device)
+                check_sample_memory(
+                    args.num,
+                    args.length,
+                    run.info["dim"],
+                    run.config,
+                    f"--num {args.num} --length {args.length}",
+                    args.device,
+                )
         if os.path.dirname(args.out):
             os.makedirs(os.path.dirname(args.out), exist_ok=True)
-        path = figure3(runs, args.out, args.num, args.length, args.split, args.seed, args.temperature,
-                       args.data_dir, args.first)
+        path = figure3(
+            runs, args.out, args.num, args.length, args.split, args.seed, args.temperature, args.data_dir, args.first
+        )
     except (DataError, TrainingError, ValueError) as error:
         sys.exit(f"error: {error}")
     print(f"wrote {path}")

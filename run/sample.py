@@ -16,14 +16,14 @@ observations removed (pyro_vrnn/generate.py). Writes, into --out (default RUN/sa
 --temperature scales the emission only (mixture weights sharpened, scales narrowed, Graves 2013);
 --prime starts every sample with the first --prime-steps steps of a real sequence (drawn in blue).
 """
+
 import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
-from pyro_vrnn.checks import (check_output_dir, check_positive_finite, check_sample_memory, check_seed,  # noqa: E402
-                              parse_device)
+from pyro_vrnn.checks import check_output_dir, check_positive_finite, check_sample_memory, check_seed, parse_device  # noqa: E402
 from pyro_vrnn.data import DataError  # noqa: E402
 from pyro_vrnn.report import Run, sample_run, write_samples  # noqa: E402
 from pyro_vrnn.runtime import TrainingError, resolve_device  # noqa: E402
@@ -33,17 +33,34 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="a .pt file or a run directory (its best.pt, else last.pt)")
     p.add_argument("--num", type=int, default=None, help="how many samples (default: the run's num_samples_figure, 6)")
-    p.add_argument("--length", type=int, default=None,
-                   help="time steps to generate, after the prime if any (default: the training data's median length)")
+    p.add_argument(
+        "--length",
+        type=int,
+        default=None,
+        help="time steps to generate, after the prime if any (default: the training data's median length)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--temperature", type=float, default=1.0,
-                   help="emission temperature: <1 cleaner and more probable, 1 the model itself (default 1)")
-    p.add_argument("--prime", type=int, metavar="INDEX",
-                   help="start every sample with sequence INDEX of --split (real data), then generate")
-    p.add_argument("--prime-steps", type=int, default=None,
-                   help="how many steps of the prime to keep (default: half of it)")
-    p.add_argument("--split", default="valid", choices=("train", "valid", "test"),
-                   help="split the prime comes from (default valid)")
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        help="emission temperature: <1 cleaner and more probable, 1 the model itself (default 1)",
+    )
+    p.add_argument(
+        "--prime",
+        type=int,
+        metavar="INDEX",
+        help="start every sample with sequence INDEX of --split (real data), then generate",
+    )
+    p.add_argument(
+        "--prime-steps", type=int, default=None, help="how many steps of the prime to keep (default: half of it)"
+    )
+    p.add_argument(
+        "--split",
+        default="valid",
+        choices=("train", "valid", "test"),
+        help="split the prime comes from (default valid)",
+    )
     p.add_argument("--data-dir", help="where the dataset's files are, if not where the run found them")
     p.add_argument("--out", help="output directory (default: RUN/samples)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
@@ -74,8 +91,9 @@ def main(argv=None):
             prime_steps = min(prime_steps, len(sequence))
             prime = sequence[:prime_steps]
         out = args.out or check_output_dir(os.path.join(run.run_dir, "samples"), "--out (default)")
-        check_sample_memory(num, prime_steps + length, run.info["dim"], run.config,
-                            f"--num {num} --length {length}", args.device)
+        check_sample_memory(
+            num, prime_steps + length, run.info["dim"], run.config, f"--num {num} --length {length}", args.device
+        )
         x = sample_run(run, num, prime_steps + length, args.seed, args.temperature, prime)
         title = f"{run.describe()}: {num} samples of {length} steps"
         title += f" after the first {prime_steps} of {args.split} sequence {args.prime}" if prime_steps else ""

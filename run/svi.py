@@ -8,6 +8,7 @@
 Writes to the run directory: log.jsonl, config.json, last.pt, best.pt, and at the end
 samples.png (generated lines) and curves.png (training curves).
 """
+
 import argparse
 import os
 import signal
@@ -37,21 +38,39 @@ from pyro_vrnn.train import Interrupted, resume_path, train  # noqa: E402
 
 # Flags that may change when a run is resumed (the optimization's: e.g. a lower --lr after a
 # divergence); everything else must match the checkpoint.
-RESUMABLE = {"epochs", "max_steps", "patience", "device", "threads", "checkpoint_every", "log_every",
-             "data_dir", "lr", "clip", "kl_anneal_epochs", "elbo", "particles", "scoring", "free_bits"}
+RESUMABLE = {
+    "epochs",
+    "max_steps",
+    "patience",
+    "device",
+    "threads",
+    "checkpoint_every",
+    "log_every",
+    "data_dir",
+    "lr",
+    "clip",
+    "kl_anneal_epochs",
+    "elbo",
+    "particles",
+    "scoring",
+    "free_bits",
+}
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", choices=sorted(DATASETS),
-                   help="data set (default hershey: embedded, no download)")
-    p.add_argument("--model", choices=MODEL_NAMES,
-                   help="a Table 1 model, or an SRNN (Fraccaro et al. 2016; default vrnn-gmm)")
+    p.add_argument("--dataset", choices=sorted(DATASETS), help="data set (default hershey: embedded, no download)")
+    p.add_argument(
+        "--model", choices=MODEL_NAMES, help="a Table 1 model, or an SRNN (Fraccaro et al. 2016; default vrnn-gmm)"
+    )
     p.add_argument("--data-dir", help="where the dataset's files are (licensed sets)")
     p.add_argument("--out", help="run directory (default runs/<dataset>-<model>-<time>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from last.pt")
-    p.add_argument("--overwrite", action="store_true",
-                   help="delete the run that --out holds before training into it (default: refuse)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete the run that --out holds before training into it (default: refuse)",
+    )
     add_config_flags(p)
     return p.parse_args(argv)
 
@@ -67,8 +86,10 @@ def config_for(args):
         if key in RESUMABLE:
             setattr(config, key, value)
         elif value != getattr(config, key):
-            raise TrainingError(f"--{key.replace('_', '-')} {value} differs from the resumed run's "
-                                f"{getattr(config, key)}; drop it or start a new run")
+            raise TrainingError(
+                f"--{key.replace('_', '-')} {value} differs from the resumed run's "
+                f"{getattr(config, key)}; drop it or start a new run"
+            )
     check_config(config)
     return config
 
@@ -97,8 +118,11 @@ def main(argv=None):
         print(stop, file=sys.stderr, flush=True)
         sys.exit(stop.exit_code)
     except KeyboardInterrupt:  # a second Ctrl-C, or one before training started: the last checkpoint stands
-        print("\ninterrupted; what was written before stands (resume a run with --resume RUN_DIR)",
-              file=sys.stderr, flush=True)
+        print(
+            "\ninterrupted; what was written before stands (resume a run with --resume RUN_DIR)",
+            file=sys.stderr,
+            flush=True,
+        )
         sys.exit(130)
     except (DataError, TrainingError) as error:
         sys.exit(f"error: {error}")

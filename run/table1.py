@@ -22,6 +22,7 @@ and fails beyond two against it. Writes OUT/table1.md and OUT/table1.json.
 filter's estimate (FIVO's evaluation) as columns beside the ELBO and IS, which are always computed (the
 claims rest on them); pyro_vrnn/evaluate.py defines them.
 """
+
 import argparse
 import json
 import math
@@ -44,8 +45,15 @@ from pyro_vrnn.flags import add_config_flags, overrides as flag_overrides  # noq
 from pyro_vrnn.runtime import TrainingError  # noqa: E402
 from pyro_vrnn.train import train  # noqa: E402
 
-PAPER_NAMES = {"rnn-gauss": "RNN-Gauss", "rnn-gmm": "RNN-GMM", "vrnn-i-gauss": "VRNN-I-Gauss",
-               "vrnn-gauss": "VRNN-Gauss", "vrnn-gmm": "VRNN-GMM", "srnn": "SRNN", "srnn-gmm": "SRNN-GMM"}
+PAPER_NAMES = {
+    "rnn-gauss": "RNN-Gauss",
+    "rnn-gmm": "RNN-GMM",
+    "vrnn-i-gauss": "VRNN-I-Gauss",
+    "vrnn-gauss": "VRNN-Gauss",
+    "vrnn-gmm": "VRNN-GMM",
+    "srnn": "SRNN",
+    "srnn-gmm": "SRNN-GMM",
+}
 CLAIMS = [("vrnn-gauss", "rnn-gauss", ">"), ("vrnn-gauss", "vrnn-i-gauss", ">="), ("vrnn-gmm", "rnn-gmm", ">=")]
 RESUMABLE = ("epochs", "max_steps", "patience", "device", "threads")  # what a finished run may be given more of
 
@@ -54,14 +62,25 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="hershey", choices=sorted(DATASETS), help="default: hershey (embedded)")
     p.add_argument("--data-dir", help="where the dataset's files are (licensed sets)")
-    p.add_argument("--models", nargs="+", default=list(TABLE1_MODELS), choices=MODEL_NAMES, metavar="MODEL",
-                   help="a subset of the five models (default: all), and the SRNNs (srnn, srnn-gmm) beside them")
+    p.add_argument(
+        "--models",
+        nargs="+",
+        default=list(TABLE1_MODELS),
+        choices=MODEL_NAMES,
+        metavar="MODEL",
+        help="a subset of the five models (default: all), and the SRNNs (srnn, srnn-gmm) beside them",
+    )
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="training and evaluation seeds (default 0 1)")
     p.add_argument("--split", choices=("valid", "test"), help="default: test, or valid where the data set has none")
     p.add_argument("--num-samples", "-k", type=int, default=100, help="importance samples K per sequence (default 100)")
     p.add_argument("--eval-batch-size", type=int, help="sequences per evaluation batch (default: the run's)")
-    p.add_argument("--estimators", nargs="+", choices=ESTIMATORS, default=["elbo", "is"],
-                   help="columns of the table: elbo, iwae, smc, is (elbo and is are always computed)")
+    p.add_argument(
+        "--estimators",
+        nargs="+",
+        choices=ESTIMATORS,
+        default=["elbo", "is"],
+        help="columns of the table: elbo, iwae, smc, is (elbo and is are always computed)",
+    )
     p.add_argument("--iwae-particles", type=int, help="K' of the IWAE column (default --num-samples: the IS number)")
     p.add_argument("--smc-particles", type=int, help="particles of the SMC column (default --num-samples)")
     p.add_argument("--jobs", type=int, default=1, help="trainings at a time, each in its own process (default 1)")
@@ -80,8 +99,14 @@ def job_config(args, model, seed, run_dir):
             if key in RESUMABLE:
                 setattr(config, key, value)
         return config, run_dir
-    return make_config(args.dataset, model=model, seed=seed, data_dir=args.data_dir, out=run_dir,
-                       **flag_overrides(args, exclude=("dataset", "data_dir", "out"))), None
+    return make_config(
+        args.dataset,
+        model=model,
+        seed=seed,
+        data_dir=args.data_dir,
+        out=run_dir,
+        **flag_overrides(args, exclude=("dataset", "data_dir", "out")),
+    ), None
 
 
 def estimators(args):
@@ -91,8 +116,11 @@ def estimators(args):
 
 def evaluation_name(args):
     """evaluation-<split>-k<K>[-iwae<K'>][-smc<K>].json: a finished evaluation is reused only for the same ones."""
-    extra = "".join(f"-{name}{getattr(args, name + '_particles') or args.num_samples}" for name in ("iwae", "smc")
-                    if name in args.estimators)
+    extra = "".join(
+        f"-{name}{getattr(args, name + '_particles') or args.num_samples}"
+        for name in ("iwae", "smc")
+        if name in args.estimators
+    )
     return f"evaluation-{args.split or 'default'}-k{args.num_samples}{extra}.json"
 
 
@@ -105,11 +133,19 @@ def run_job(args, model, seed, run_dir):
     if os.path.exists(done) and os.path.getmtime(done) >= os.path.getmtime(os.path.join(run_dir, "last.pt")):
         with open(done) as f:
             return json.load(f)
-    summary, per_sequence = evaluate_checkpoint(run_dir, split=args.split, num_samples=args.num_samples,
-                                                batch_size=args.eval_batch_size, data_dir=args.data_dir,
-                                                device=config.device, seed=seed, progress=not quiet,
-                                                estimators=estimators(args), iwae_particles=args.iwae_particles,
-                                                smc_particles=args.smc_particles)
+    summary, per_sequence = evaluate_checkpoint(
+        run_dir,
+        split=args.split,
+        num_samples=args.num_samples,
+        batch_size=args.eval_batch_size,
+        data_dir=args.data_dir,
+        device=config.device,
+        seed=seed,
+        progress=not quiet,
+        estimators=estimators(args),
+        iwae_particles=args.iwae_particles,
+        smc_particles=args.smc_particles,
+    )
     result = {"summary": summary, "per_sequence": {k: np.asarray(v).tolist() for k, v in per_sequence.items()}}
     with open(done + ".tmp", "w") as f:
         json.dump(result, f)
@@ -119,8 +155,9 @@ def run_job(args, model, seed, run_dir):
 
 def run_all(args, table_dir):
     """{(model, seed): evaluation}, trained `args.jobs` at a time."""
-    jobs = [(model, seed, os.path.join(table_dir, model, f"seed-{seed}")) for model in args.models
-            for seed in args.seeds]
+    jobs = [
+        (model, seed, os.path.join(table_dir, model, f"seed-{seed}")) for model in args.models for seed in args.seeds
+    ]
     results = {}
     if args.jobs == 1:
         for model, seed, run_dir in jobs:
@@ -140,11 +177,17 @@ def run_all(args, table_dir):
 
 def say_done(model, seed, result):
     s = result["summary"]
-    extra = "".join(f", {name.upper()} {s[f'{name}_per_seq']:.1f}" for name in ("iwae", "smc")
-                    if f"{name}_per_seq" in s and not s["exact"])
-    print(f"   {PAPER_NAMES[model]} seed {seed} ({s['split']}): ELBO {s['elbo_per_seq']:.1f}{extra}, log p(x) "
-          f"{s['log_px_per_seq']:.1f}" + (" (exact)" if s["exact"] else f", KL {s['kl_per_seq']:.2f}, "
-                                          f"ESS {s['ess_mean']:.1f}/{s['num_samples']}"), flush=True)
+    extra = "".join(
+        f", {name.upper()} {s[f'{name}_per_seq']:.1f}"
+        for name in ("iwae", "smc")
+        if f"{name}_per_seq" in s and not s["exact"]
+    )
+    print(
+        f"   {PAPER_NAMES[model]} seed {seed} ({s['split']}): ELBO {s['elbo_per_seq']:.1f}{extra}, log p(x) "
+        f"{s['log_px_per_seq']:.1f}"
+        + (" (exact)" if s["exact"] else f", KL {s['kl_per_seq']:.2f}, ESS {s['ess_mean']:.1f}/{s['num_samples']}"),
+        flush=True,
+    )
 
 
 def mean_se(values):
@@ -176,8 +219,11 @@ def tabulate(results, args):
         row = {"exact": results[model, seeds[0]]["summary"]["exact"]}
         keys = [key for key in ("iwae", "smc") if key in args.estimators]
         for key in ("elbo", *keys, "log_px", "kl", "gap"):
-            values = per_sequence(results, model, seeds, key) if key != "gap" else (
-                per_sequence(results, model, seeds, "log_px") - per_sequence(results, model, seeds, "elbo"))
+            values = (
+                per_sequence(results, model, seeds, key)
+                if key != "gap"
+                else (per_sequence(results, model, seeds, "log_px") - per_sequence(results, model, seeds, "elbo"))
+            )
             row[f"{key}_per_seq"], row[f"{key}_per_seq_se"] = mean_se(values)
             row[f"{key}_per_step"] = float(values.sum() / lengths.sum())
         row["seed_log_px_per_seq"] = [results[model, s]["summary"]["log_px_per_seq"] for s in seeds]
@@ -187,43 +233,74 @@ def tabulate(results, args):
         if a in rows and b in rows:
             d = per_sequence(results, a, seeds, "log_px") - per_sequence(results, b, seeds, "log_px")
             diff, se = mean_se(d)
-            per_seed = [float(np.mean(np.asarray(results[a, s]["per_sequence"]["log_px"])
-                                      - np.asarray(results[b, s]["per_sequence"]["log_px"]))) for s in seeds]
-            claims.append({"claim": f"{PAPER_NAMES[a]} {relation} {PAPER_NAMES[b]}", "diff_per_seq": diff, "se": se,
-                           "diff_per_step": float(d.sum() / lengths.sum()), "per_seed": per_seed,
-                           "verdict": verdict(diff, se, relation)})
+            per_seed = [
+                float(
+                    np.mean(
+                        np.asarray(results[a, s]["per_sequence"]["log_px"])
+                        - np.asarray(results[b, s]["per_sequence"]["log_px"])
+                    )
+                )
+                for s in seeds
+            ]
+            claims.append(
+                {
+                    "claim": f"{PAPER_NAMES[a]} {relation} {PAPER_NAMES[b]}",
+                    "diff_per_seq": diff,
+                    "se": se,
+                    "diff_per_step": float(d.sum() / lengths.sum()),
+                    "per_seed": per_seed,
+                    "verdict": verdict(diff, se, relation),
+                }
+            )
     for model, row in rows.items():
         if not row["exact"]:
-            claims.append({"claim": f"{PAPER_NAMES[model]}: log p(x) >= ELBO", "diff_per_seq": row["gap_per_seq"],
-                           "se": row["gap_per_seq_se"], "diff_per_step": row["gap_per_step"],
-                           "verdict": verdict(row["gap_per_seq"], row["gap_per_seq_se"], ">=")})
+            claims.append(
+                {
+                    "claim": f"{PAPER_NAMES[model]}: log p(x) >= ELBO",
+                    "diff_per_seq": row["gap_per_seq"],
+                    "se": row["gap_per_seq_se"],
+                    "diff_per_step": row["gap_per_step"],
+                    "verdict": verdict(row["gap_per_seq"], row["gap_per_seq_se"], ">="),
+                }
+            )
     return rows, claims
 
 
 def markdown(rows, claims, title, extra=()):
     """The table; `extra`: (key, header) of the columns between the ELBO and IS (IWAE, SMC)."""
+
     def cell(row, key):
         se = row[f"{key}_per_seq_se"]
         return f"{row[f'{key}_per_seq']:.1f}" + ("" if se is None else f" ± {se:.1f}")
 
     headers = "".join(f" {header} |" for _, header in extra)
-    lines = [f"**{title}**", "", f"| model | ELBO (>=) |{headers} log p(x) (~) | per step | KL / seq | KL / step | "
-             "IS - ELBO | ESS |", "|---|---|" + "---|" * len(extra) + "---|---|---|---|---|---|"]
+    lines = [
+        f"**{title}**",
+        "",
+        f"| model | ELBO (>=) |{headers} log p(x) (~) | per step | KL / seq | KL / step | IS - ELBO | ESS |",
+        "|---|---|" + "---|" * len(extra) + "---|---|---|---|---|---|",
+    ]
     for model, row in rows.items():
         if row["exact"]:
-            lines.append(f"| {PAPER_NAMES[model]} | {cell(row, 'log_px')} |" + " = |" * len(extra) +
-                         f" = (exact) | {row['log_px_per_step']:.4f} | - | - | - | - |")
+            lines.append(
+                f"| {PAPER_NAMES[model]} | {cell(row, 'log_px')} |"
+                + " = |" * len(extra)
+                + f" = (exact) | {row['log_px_per_step']:.4f} | - | - | - | - |"
+            )
         else:
             columns = "".join(f" {cell(row, key)} |" for key, _ in extra)
-            lines.append(f"| {PAPER_NAMES[model]} | >= {cell(row, 'elbo')} |{columns} ~ {cell(row, 'log_px')} | "
-                         f"{row['log_px_per_step']:.4f} | {cell(row, 'kl')} | {row['kl_per_step']:.4f} | "
-                         f"{cell(row, 'gap')} | {row['ess']:.1f} |")
+            lines.append(
+                f"| {PAPER_NAMES[model]} | >= {cell(row, 'elbo')} |{columns} ~ {cell(row, 'log_px')} | "
+                f"{row['log_px_per_step']:.4f} | {cell(row, 'kl')} | {row['kl_per_step']:.4f} | "
+                f"{cell(row, 'gap')} | {row['ess']:.1f} |"
+            )
     lines += ["", "| claim | difference / seq (± se) | / step | per seed | verdict |", "|---|---|---|---|---|"]
     for c in claims:
         se = "" if c["se"] is None else f" ± {c['se']:.2f}"
         seeds = ", ".join(f"{v:+.1f}" for v in c.get("per_seed", [])) or "-"
-        lines.append(f"| {c['claim']} | {c['diff_per_seq']:+.2f}{se} | {c['diff_per_step']:+.4f} | {seeds} | "
-                     f"{c['verdict']} |")
+        lines.append(
+            f"| {c['claim']} | {c['diff_per_seq']:+.2f}{se} | {c['diff_per_step']:+.4f} | {seeds} | {c['verdict']} |"
+        )
     return "\n".join(lines)
 
 
@@ -242,20 +319,37 @@ def main(argv=None):
         sys.exit(f"error: {error}")
     rows, claims = tabulate(results, args)
     split = results[args.models[0], args.seeds[0]]["summary"]["split"]
-    title = (f"Table 1 on {args.dataset} {split}: average log-likelihood per sequence (nats, normalized data, ± one "
-             f"standard error across sequences; seeds {', '.join(map(str, args.seeds))}; K = {args.num_samples}; "
-             f"{(time.time() - start) / 60:.0f} min)")
-    extra = [(name, f"{name.upper()} K={getattr(args, name + '_particles') or args.num_samples}")
-             for name in dict.fromkeys(args.estimators) if name in ("iwae", "smc")]
+    title = (
+        f"Table 1 on {args.dataset} {split}: average log-likelihood per sequence (nats, normalized data, ± one "
+        f"standard error across sequences; seeds {', '.join(map(str, args.seeds))}; K = {args.num_samples}; "
+        f"{(time.time() - start) / 60:.0f} min)"
+    )
+    extra = [
+        (name, f"{name.upper()} K={getattr(args, name + '_particles') or args.num_samples}")
+        for name in dict.fromkeys(args.estimators)
+        if name in ("iwae", "smc")
+    ]
     table = markdown(rows, claims, title, extra)
     print("\n" + table)
     with open(os.path.join(table_dir, "table1.md"), "w") as f:
         f.write(table + "\n")
     with open(os.path.join(table_dir, "table1.json"), "w") as f:
-        json.dump({"dataset": args.dataset, "split": split, "seeds": args.seeds, "num_samples": args.num_samples,
-                   "estimators": list(estimators(args)), "iwae_particles": args.iwae_particles,
-                   "smc_particles": args.smc_particles,
-                   "flags": flag_overrides(args), "models": rows, "claims": claims}, f, indent=2)
+        json.dump(
+            {
+                "dataset": args.dataset,
+                "split": split,
+                "seeds": args.seeds,
+                "num_samples": args.num_samples,
+                "estimators": list(estimators(args)),
+                "iwae_particles": args.iwae_particles,
+                "smc_particles": args.smc_particles,
+                "flags": flag_overrides(args),
+                "models": rows,
+                "claims": claims,
+            },
+            f,
+            indent=2,
+        )
     print(f"wrote {os.path.join(table_dir, 'table1.md')} and table1.json")
     return rows, claims
 

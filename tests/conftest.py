@@ -1,6 +1,7 @@
 """Shared helpers and fixtures: small models and data for the ELBO checks, the embedded handwriting set
 built once per test session in a temporary cache, loaders for the run/ scripts, and the fault tests'
 tools (a dead process id, snapshots of a folder, a read-only folder, the one-line error check)."""
+
 import os
 
 # The test models are tiny: one thread each is fastest, and it keeps the suite quick when other
@@ -17,7 +18,6 @@ import sys  # noqa: E402
 
 import h5py  # noqa: E402
 import numpy as np  # noqa: E402
-
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -29,15 +29,31 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def small_config(model, **kw):
-    return make_config("test", model=model, hidden=7, z_dim=3, x_features=5, z_features=4,
-                       enc_hidden=6, prior_hidden=6, dec_hidden=5, components=3, **kw)
+    return make_config(
+        "test",
+        model=model,
+        hidden=7,
+        z_dim=3,
+        x_features=5,
+        z_features=4,
+        enc_hidden=6,
+        prior_hidden=6,
+        dec_hidden=5,
+        components=3,
+        **kw,
+    )
 
 
 def make_data(kind, batch=4, steps=6, dim=3, seed=0):
     g = torch.Generator().manual_seed(seed)
     if kind == "handwriting":
-        x = torch.cat([torch.bernoulli(torch.full((batch, steps, 1), 0.3), generator=g),
-                       torch.randn(batch, steps, 2, generator=g)], dim=-1)
+        x = torch.cat(
+            [
+                torch.bernoulli(torch.full((batch, steps, 1), 0.3), generator=g),
+                torch.randn(batch, steps, 2, generator=g),
+            ],
+            dim=-1,
+        )
     elif kind == "binary":
         x = torch.bernoulli(torch.full((batch, steps, dim), 0.4), generator=g)
     else:
@@ -58,12 +74,18 @@ def build(model_name, kind, dim, scoring="batched", **kw):
 
 # ---- IAM-OnDB files, as the tests write them -------------------------------------------------
 
+
 def write_line(path, strokes, broken=False):
     """Write a lineStrokes XML file as IAM-OnDB does; `strokes` are lists of (x, y)."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    lines = ['<?xml version="1.0" encoding="ISO-8859-1"?>', "<WhiteboardCaptureSession>",
-             "  <WhiteboardDescription>", '    <SensorLocation corner="top_left"/>',
-             "  </WhiteboardDescription>", "  <StrokeSet>"]
+    lines = [
+        '<?xml version="1.0" encoding="ISO-8859-1"?>',
+        "<WhiteboardCaptureSession>",
+        "  <WhiteboardDescription>",
+        '    <SensorLocation corner="top_left"/>',
+        "  </WhiteboardDescription>",
+        "  <StrokeSet>",
+    ]
     t = 100.0
     for stroke in strokes:
         lines.append(f'    <Stroke colour="black" start_time="{t:.2f}" end_time="{t + len(stroke):.2f}">')
@@ -74,26 +96,38 @@ def write_line(path, strokes, broken=False):
     lines += ["  </StrokeSet>", "</WhiteboardCaptureSession>"]
     text = "\n".join(lines)
     with open(path, "w") as f:
-        f.write(text[:len(text) // 2] if broken else text)
+        f.write(text[: len(text) // 2] if broken else text)
 
 
 def line_path(root, line_id):
     """IAM-OnDB's layout: lineStrokes/a01/a01-000/a01-000u-01.xml."""
     form = line_id.rsplit("-", 1)[0]
-    return os.path.join(root, "lineStrokes", form.split("-")[0], form.rstrip("abcdefghijklmnopqrstuvwxyz"),
-                        line_id + ".xml")
+    return os.path.join(
+        root, "lineStrokes", form.split("-")[0], form.rstrip("abcdefghijklmnopqrstuvwxyz"), line_id + ".xml"
+    )
 
 
 def make_iam(root, rng):
     """A tiny IAM-OnDB: six forms, official lists (in a task folder, with IAM's leading spaces)."""
-    lines = {"a01-000u-01": 12, "a01-000u-02": 9, "a01-001x-01": 15, "c03-003z-01": 7,
-             "b02-002-01": 10, "d04-004-01": 8, "e05-005-01": 11}
+    lines = {
+        "a01-000u-01": 12,
+        "a01-000u-02": 9,
+        "a01-001x-01": 15,
+        "c03-003z-01": 7,
+        "b02-002-01": 10,
+        "d04-004-01": 8,
+        "e05-005-01": 11,
+    }
     for line_id, n in lines.items():
         points = np.cumsum(rng.integers(-20, 21, size=(n, 2)), axis=0) + 1000
-        write_line(line_path(root, line_id), [points[: n // 2].tolist(), points[n // 2:].tolist()])
+        write_line(line_path(root, line_id), [points[: n // 2].tolist(), points[n // 2 :].tolist()])
     os.makedirs(os.path.join(root, "task"), exist_ok=True)
-    for file, forms in (("trainset.txt", ["a01-000u", "a01-001x"]), ("testset_t.txt", ["c03-003z"]),
-                        ("testset_v.txt", ["b02-002"]), ("testset_f.txt", ["e05-005"])):
+    for file, forms in (
+        ("trainset.txt", ["a01-000u", "a01-001x"]),
+        ("testset_t.txt", ["c03-003z"]),
+        ("testset_v.txt", ["b02-002"]),
+        ("testset_f.txt", ["e05-005"]),
+    ):
         with open(os.path.join(root, "task", file), "w") as f:
             f.writelines(f" {form}\n" for form in forms)
 
@@ -109,8 +143,26 @@ def load_script(name):
 
 # ---- The fault tests' tools (test_faults_data.py, test_faults_train.py) --------------------------
 
-TINY = ["--hidden", "8", "--z-dim", "2", "--x-features", "4", "--z-features", "4", "--enc-hidden", "4",
-        "--prior-hidden", "4", "--dec-hidden", "4", "--components", "2", "--batch-size", "8"]
+TINY = [
+    "--hidden",
+    "8",
+    "--z-dim",
+    "2",
+    "--x-features",
+    "4",
+    "--z-features",
+    "4",
+    "--enc-hidden",
+    "4",
+    "--prior-hidden",
+    "4",
+    "--dec-hidden",
+    "4",
+    "--components",
+    "2",
+    "--batch-size",
+    "8",
+]
 
 
 def fresh_script(name):
@@ -167,6 +219,7 @@ def read_only(monkeypatch, root):
             simulate = False
         with monkeypatch.context() as patch:
             if simulate:
+
                 def under(path):
                     if not isinstance(path, (str, bytes, os.PathLike)):
                         return False  # a file descriptor
@@ -198,6 +251,7 @@ def read_only(monkeypatch, root):
                         if under(path):
                             refuse(path)
                         return real(path, *args, **kwargs)
+
                     return call
 
                 patch.setattr(builtins, "open", guarded_open)
@@ -237,7 +291,13 @@ def small_handwriting(hershey_cache, tmp_path_factory):
     splits = datasets.load("hershey", verbose=False)
     sizes = {"train": 96, "valid": 16, "test": 16}
     path = tmp_path_factory.mktemp("small") / "small-hershey.h5"
-    write_h5(str(path), {s: [splits[s][i].numpy() for i in range(n)] for s, n in sizes.items()},
-             kind="handwriting", name="small-hershey", mean=splits["train"].mean, std=splits["train"].std,
-             source="tests")
+    write_h5(
+        str(path),
+        {s: [splits[s][i].numpy() for i in range(n)] for s, n in sizes.items()},
+        kind="handwriting",
+        name="small-hershey",
+        mean=splits["train"].mean,
+        std=splits["train"].std,
+        source="tests",
+    )
     return str(path)

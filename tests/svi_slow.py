@@ -5,6 +5,7 @@ Test-only; the script is set by the environment:
     SLOW_SVI_STEP=S    every SVI step takes S seconds longer (after the step itself)
     SLOW_SVI_LOAD=S    loading the data takes S seconds longer, after creating the file SLOW_SVI_READY
 """
+
 import os
 import runpy
 import subprocess
@@ -20,8 +21,14 @@ import pyro_vrnn.train  # noqa: E402
 
 def start(argv, script=os.path.abspath(__file__), **env):
     """This script (or another) in a new process, with `env` added to the environment."""
-    return subprocess.Popen([sys.executable, script, *argv], cwd=ROOT, env=dict(os.environ, **env), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, script, *argv],
+        cwd=ROOT,
+        env=dict(os.environ, **env),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def wait_for(proc, ready, timeout=60):
@@ -37,6 +44,7 @@ def then_sleep(function, seconds):
         result = function(*args, **kwargs)
         time.sleep(seconds)  # after the step: a signal lands between two steps, as it mostly does
         return result
+
     return call
 
 
@@ -45,6 +53,7 @@ def sleep_first(function, seconds, ready):
         open(ready, "w").close()  # the test's cue: the signal must land while this runs
         time.sleep(seconds)
         return function(*args, **kwargs)
+
     return call
 
 
@@ -52,8 +61,9 @@ if __name__ == "__main__":
     if os.environ.get("SLOW_SVI_STEP"):
         pyro_vrnn.train.svi_step = then_sleep(pyro_vrnn.train.svi_step, float(os.environ["SLOW_SVI_STEP"]))
     if os.environ.get("SLOW_SVI_LOAD"):
-        pyro_vrnn.data.load = sleep_first(pyro_vrnn.data.load, float(os.environ["SLOW_SVI_LOAD"]),
-                                          os.environ["SLOW_SVI_READY"])
+        pyro_vrnn.data.load = sleep_first(
+            pyro_vrnn.data.load, float(os.environ["SLOW_SVI_LOAD"]), os.environ["SLOW_SVI_READY"]
+        )
     script = os.path.join(ROOT, "run", "svi.py")
     sys.argv = [script, *sys.argv[1:]]
     runpy.run_path(script, run_name="__main__")

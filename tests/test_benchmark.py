@@ -3,18 +3,14 @@
 (The benchmark itself stays out of the suite: its figures are the README's, measured with
 `python run/benchmark.py`; here it only has to run, in seconds.)
 """
+
 import json
 import os
 import subprocess
 import sys
 
-import pyro
 import pytest
 import torch
-
-import models
-from pyro_vrnn import evaluate
-from pyro_vrnn.config import make_config
 from conftest import load_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -22,15 +18,21 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_benchmark_runs_at_a_tiny_size(tmp_path):
     out = tmp_path / "bench.json"
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "run", "benchmark.py"), "--quick", "--json", str(out)],
-                            capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "run", "benchmark.py"), "--quick", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "training step" in result.stdout and "importance-sampled" in result.stdout
     figures = json.loads(out.read_text())
     assert figures["device"] == "cpu" and figures["machine"]["torch"]
     train = figures["train"]
     assert {(r["model"], r["dim"], r["steps"]) for r in train} == {
-        (m, d, t) for m in ("rnn-gmm", "vrnn-i-gauss", "vrnn-gmm") for d in (3, 6) for t in (4, 7)}
+        (m, d, t) for m in ("rnn-gmm", "vrnn-i-gauss", "vrnn-gmm") for d in (3, 6) for t in (4, 7)
+    }
     for row in train:
         assert row["pyro_s"] > 0 and row["torch_s"] > 0 and row["ratio"] > 0
         assert row["ratio_low"] <= row["ratio"] <= row["ratio_high"]
@@ -50,7 +52,8 @@ def test_benchmark_runs_at_a_tiny_size(tmp_path):
     assert "K-particle bounds" in result.stdout
     bounds = figures["bounds"]  # --quick measures every objective: iwae and fivo steps (K = 3), smc (K = 5)
     assert {(r["objective"], r["model"], r["dim"]) for r in bounds} == {
-        (o, m, d) for o in ("iwae", "fivo", "smc") for m in ("vrnn-i-gauss", "vrnn-gmm") for d in (3, 6)}
+        (o, m, d) for o in ("iwae", "fivo", "smc") for m in ("vrnn-i-gauss", "vrnn-gmm") for d in (3, 6)
+    }
     for row in bounds:
         assert row["particles"] == (5 if row["objective"] == "smc" else 3) and row["ratio"] > 0
         assert row["faster_form"] in (("per_step", "batched") if row["objective"] == "iwae" else ("inline",))
@@ -67,7 +70,7 @@ def test_peak_memory_counts_what_the_function_allocates_not_the_heap_it_inherits
     junk = [torch.ones(16_000) for _ in range(3_200)]
     last = junk[-1]
     del junk
-    mib = 2 ** 20
+    mib = 2**20
     assert benchmark.peak_memory(lambda: None, cpu) < 16 * mib
     assert 120 * mib < benchmark.peak_memory(lambda: torch.ones(32 * mib).sum(), cpu) < 150 * mib  # 128 MiB
     del last
@@ -90,7 +93,7 @@ print(peak)
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     peak = result.stdout.strip()
-    assert peak == "None" or int(peak) >= 3 * 2 ** 24  # three 16 MiB matrices
+    assert peak == "None" or int(peak) >= 3 * 2**24  # three 16 MiB matrices
 
 
 PEAK_OF_A_PASS = """
@@ -123,10 +126,11 @@ def test_importance_sampling_peaks_within_its_memory_budget(name, kind, dim, tmp
     """The particles are drawn in chunks sized from evaluate.bytes_per_cell; a pass's measured peak must stay
     within the budget they were sized for, and use a fair part of it (or the estimate would be a waste).
     Measured in a fresh process: a heap that other tests left fragmented would count their holes too."""
-    budget = 2 ** 27  # 128 MiB: 100 particles would need several passes; two are run
+    budget = 2**27  # 128 MiB: 100 particles would need several passes; two are run
     script = tmp_path / "peak.py"
-    script.write_text(PEAK_OF_A_PASS.format(root=ROOT, run=os.path.join(ROOT, "run"), name=name, kind=kind, dim=dim,
-                                            budget=budget))
+    script.write_text(
+        PEAK_OF_A_PASS.format(root=ROOT, run=os.path.join(ROOT, "run"), name=name, kind=kind, dim=dim, budget=budget)
+    )
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     if result.stdout.strip() == "None":

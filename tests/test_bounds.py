@@ -7,6 +7,7 @@
   - the VRNN stepper without resampling draws Pyro's particles and gives its importance weights;
   - each sequence resamples on its own; padding steps add nothing and never resample.
 """
+
 import dataclasses
 import json
 import math
@@ -16,9 +17,10 @@ import subprocess
 import sys
 
 import pyro
+import pyro.distributions as dist
 import pytest
 import torch
-import pyro.distributions as dist
+from conftest import ROOT, build, make_data
 from pyro.infer import RenyiELBO, Trace_ELBO
 
 from pyro_vrnn import data as datasets, reference
@@ -29,7 +31,6 @@ from pyro_vrnn.record import Record
 from pyro_vrnn.smc import VRNNStepper, particle_filter, stepper_for
 from pyro_vrnn.svi import Program, make_elbo, validate
 from pyro_vrnn.train import train
-from conftest import ROOT, build, make_data
 
 
 def loss_and_grads(module, vrnn, x, mask, seed, **kwargs):
@@ -74,11 +75,16 @@ def test_renyi_elbo_keeps_the_sequences_apart_but_puts_the_plate_scale_inside_th
         renyi(Program(model, vrnn), Program(guide, vrnn))(x, mask, record=Record())
 
 
-@pytest.mark.parametrize("name,kind,scoring,guide_name", [("vrnn-gmm", "handwriting", "batched", "filtering"),
-                                                          ("vrnn-gauss", "real", "steps", "smoothing"),
-                                                          ("vrnn-i-gauss", "binary", "batched", "smoothing"),
-                                                          ("srnn", "real", "batched", "smoothing"),
-                                                          ("srnn-gmm", "handwriting", "steps", "smoothing")])
+@pytest.mark.parametrize(
+    "name,kind,scoring,guide_name",
+    [
+        ("vrnn-gmm", "handwriting", "batched", "filtering"),
+        ("vrnn-gauss", "real", "steps", "smoothing"),
+        ("vrnn-i-gauss", "binary", "batched", "smoothing"),
+        ("srnn", "real", "batched", "smoothing"),
+        ("srnn-gmm", "handwriting", "steps", "smoothing"),
+    ],
+)
 def test_iwae_and_fivo_with_one_particle_are_trace_elbo(name, kind, scoring, guide_name):
     """K = 1: IWAE's log mean of one weight is its log; FIVO's filter cannot resample (ESS = 1): both are the
     one-sample ELBO, value and gradient, scaled by the plate as Trace_ELBO's (N = 40 of a batch of 4)."""
@@ -98,8 +104,9 @@ def test_iwae_is_the_per_sequence_bound_of_pyros_importance_weights():
     loss = -(N / B) sum_b [log sum_k w_kb - log K]."""
     config, model, guide, vrnn = build("vrnn-gmm", "handwriting", 3)
     x, mask = make_data("handwriting")
-    loss, _ = loss_and_grads(make_elbo("iwae", particles=6)(Program(model, vrnn), Program(guide, vrnn)), vrnn, x,
-                             mask, 2, num_sequences=12)
+    loss, _ = loss_and_grads(
+        make_elbo("iwae", particles=6)(Program(model, vrnn), Program(guide, vrnn)), vrnn, x, mask, 2, num_sequences=12
+    )
     pyro.set_rng_seed(2)
     log_w = particle_log_weights(model, guide, vrnn, x, mask, 6)
     expected = -3 * (torch.logsumexp(log_w, 0) - math.log(6)).sum()
@@ -115,10 +122,15 @@ def test_a_kl_weight_is_refused_by_the_particle_bounds():
             elbo(Program(model, vrnn), Program(guide, vrnn))(x, mask, kl_scale=0.5, record=Record())
 
 
-@pytest.mark.parametrize("name,kind,cell,guide_name", [("vrnn-gmm", "handwriting", "lstm", "filtering"),
-                                                       ("vrnn-gmm", "handwriting", "lstm", "smoothing"),
-                                                       ("vrnn-gauss", "real", "gru", "filtering"),
-                                                       ("vrnn-i-gauss", "real", "gru", "smoothing")])
+@pytest.mark.parametrize(
+    "name,kind,cell,guide_name",
+    [
+        ("vrnn-gmm", "handwriting", "lstm", "filtering"),
+        ("vrnn-gmm", "handwriting", "lstm", "smoothing"),
+        ("vrnn-gauss", "real", "gru", "filtering"),
+        ("vrnn-i-gauss", "real", "gru", "smoothing"),
+    ],
+)
 def test_the_stepper_without_resampling_gives_pyros_importance_weights(name, kind, cell, guide_name):
     """Same seed, no resampling (ess_threshold 0): the stepper draws the particles the Pyro guide draws under
     the particle plate, and the filter's final log-weights are Pyro's log w [K, B]; its estimate is IS's."""
@@ -136,8 +148,10 @@ def test_the_stepper_without_resampling_gives_pyros_importance_weights(name, kin
     assert (result.resamples == 0).all() and expected.std(0).min() > 0.1  # the particles differ
 
 
-@pytest.mark.parametrize("name,kind,cell,guide_name", [("vrnn-gmm", "handwriting", "lstm", "filtering"),
-                                                       ("vrnn-gauss", "real", "gru", "smoothing")])
+@pytest.mark.parametrize(
+    "name,kind,cell,guide_name",
+    [("vrnn-gmm", "handwriting", "lstm", "filtering"), ("vrnn-gauss", "real", "gru", "smoothing")],
+)
 def test_the_plain_forms_give_the_bounds_numbers_and_gradients(name, kind, cell, guide_name):
     """reference.py's plain forms (the benchmark's floor), same seed: iwae_loss (both forms; the filtering guide)
     is IWAEELBO's loss and gradients; the inlined filter is particle_filter's estimate and FIVOELBO's loss and
@@ -155,8 +169,9 @@ def test_the_plain_forms_give_the_bounds_numbers_and_gradients(name, kind, cell,
     iwae = loss_and_grads(make_elbo("iwae", particles=5)(*programs), vrnn, x, mask, 1, num_sequences=40)
     for form in reference.FORMS if guide_name == "filtering" else ():  # the ELBO's plain forms are the paper's guide
         assert_same_numbers(plain(lambda: reference.iwae_loss(vrnn, x, mask, 5, 40, form), 1), iwae)
-    fivo = loss_and_grads(make_elbo("fivo", particles=5, model=name, guide=guide_name)(*programs), vrnn, x, mask, 2,
-                          num_sequences=40)
+    fivo = loss_and_grads(
+        make_elbo("fivo", particles=5, model=name, guide=guide_name)(*programs), vrnn, x, mask, 2, num_sequences=40
+    )
     smoothing = guide_name == "smoothing"
     assert_same_numbers(plain(lambda: reference.fivo_loss(vrnn, x, mask, 5, 40, smoothing), 2), fivo)
     with torch.no_grad():
@@ -218,8 +233,19 @@ def test_a_model_without_a_stepper_is_one_line():
 
 # ---- through the training loop ---------------------------------------------------------------
 
-TINY = dict(hidden=24, z_dim=4, x_features=16, z_features=16, enc_hidden=16, prior_hidden=16, dec_hidden=16,
-            components=3, batch_size=16, lr=3e-3, log_every=1)
+TINY = dict(
+    hidden=24,
+    z_dim=4,
+    x_features=16,
+    z_features=16,
+    enc_hidden=16,
+    prior_hidden=16,
+    dec_hidden=16,
+    components=3,
+    batch_size=16,
+    lr=3e-3,
+    log_every=1,
+)
 
 
 @pytest.mark.parametrize("elbo,guide_name", [("iwae", "filtering"), ("fivo", "smoothing")])
@@ -240,12 +266,22 @@ def test_a_particle_bound_trains_through_the_loop_and_resumes_exactly(tmp_path, 
     assert len(records) == 3 and all(math.isfinite(r["elbo_per_seq"]) and r["elbo_per_seq"] < 0 for r in records)
 
 
-@pytest.mark.parametrize("flags,message", [
-    (dict(particles=4), "--particles 4 needs --elbo iwae or fivo; --elbo trace takes one sample"),
-    (dict(elbo="fivo", particles=4, kl_anneal_epochs=1.0), "--kl-anneal-epochs weighs the KL term, which --elbo fivo"),
-    (dict(elbo="iwae", particles=4, free_bits=0.5), "--free-bits weighs the KL term, which --elbo iwae does not have"),
-    (dict(elbo="iwae", model="rnn-gmm"), "--elbo iwae needs latent variables; rnn-gmm's log-likelihood is exact"),
-    (dict(elbo="fivo", particles=0), "--particles is 0; it must be at least 1")])
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (dict(particles=4), "--particles 4 needs --elbo iwae or fivo; --elbo trace takes one sample"),
+        (
+            dict(elbo="fivo", particles=4, kl_anneal_epochs=1.0),
+            "--kl-anneal-epochs weighs the KL term, which --elbo fivo",
+        ),
+        (
+            dict(elbo="iwae", particles=4, free_bits=0.5),
+            "--free-bits weighs the KL term, which --elbo iwae does not have",
+        ),
+        (dict(elbo="iwae", model="rnn-gmm"), "--elbo iwae needs latent variables; rnn-gmm's log-likelihood is exact"),
+        (dict(elbo="fivo", particles=0), "--particles is 0; it must be at least 1"),
+    ],
+)
 def test_settings_a_particle_bound_cannot_use_are_one_line(flags, message):
     with pytest.raises(ValueError, match="^" + re.escape(message)):
         make_config("hershey", **flags)
@@ -286,10 +322,13 @@ def test_fivo_trains_under_ddp_unchanged(tmp_path):
     script = tmp_path / "fivo_ddp.py"
     script.write_text(DDP_SCRIPT.format(root=ROOT))
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)]
-    run = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300,
-                         env=dict(os.environ, OMP_NUM_THREADS="1"))
+    run = subprocess.run(
+        command, capture_output=True, text=True, cwd=ROOT, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1")
+    )
     assert run.returncode == 0, run.stderr[-3000:]
-    loss, grad_norm, spread = map(float, next(l for l in run.stdout.splitlines() if l.startswith("RESULT")).split()[1:])
+    loss, grad_norm, spread = map(
+        float, next(line for line in run.stdout.splitlines() if line.startswith("RESULT")).split()[1:]
+    )
     assert math.isfinite(loss) and loss > 0 and grad_norm > 0 and spread == 0.0
 
 
@@ -300,8 +339,9 @@ def test_validation_reports_the_trained_bound(small_handwriting):
     config, model, guide, vrnn = build("vrnn-gmm", "handwriting", 3)
     for name in ("iwae", "fivo"):
         pyro.set_rng_seed(0)
-        metrics = validate(model, guide, vrnn, valid, 8, torch.device("cpu"),
-                           bound=make_elbo(name, particles=8, model="vrnn-gmm"))
+        metrics = validate(
+            model, guide, vrnn, valid, 8, torch.device("cpu"), bound=make_elbo(name, particles=8, model="vrnn-gmm")
+        )
         assert metrics["bound_per_seq"] > metrics["elbo_per_seq"] + 1, (name, metrics)
         steps = int(valid.lengths.sum())
         assert metrics["bound_per_step"] == pytest.approx(metrics["bound_per_seq"] * len(valid) / steps)

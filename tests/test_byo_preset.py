@@ -1,5 +1,6 @@
 """`--dataset hdf5` sizes itself from the user's data (config.byo_preset): sensible numbers at every
 size, explicit flags first, and a few hundred short sequences trained to early stopping."""
+
 import json
 import os
 
@@ -16,8 +17,10 @@ SIZES = ("hidden", "z_dim", "x_features", "components", "batch_size")
 def write_noise(path, sequences, steps, dim, seed=0):
     """Sequences of standard normal frames, standardized as the README asks of real data."""
     rng = np.random.default_rng(seed)
-    splits = {split: [rng.normal(size=(steps, dim)).astype(np.float32) for _ in range(n)]
-              for split, n in (("train", sequences), ("valid", 40), ("test", 0))}
+    splits = {
+        split: [rng.normal(size=(steps, dim)).astype(np.float32) for _ in range(n)]
+        for split, n in (("train", sequences), ("valid", 40), ("test", 0))
+    }
     write_h5(str(path), splits, kind="real", name="noise", mean=np.zeros(dim), std=np.ones(dim), source="tests")
     return str(path)
 

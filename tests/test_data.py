@@ -1,22 +1,31 @@
 """Tests of the data pipeline: the IAM-OnDB parser and preparation (on hand-made lineStrokes
 files), the embedded Hershey dataset, the HDF5 schema and reader, padding and the sampler."""
+
 import os
 import pickle
 
 import numpy as np
 import pytest
 import torch
-
-from pyro_vrnn import data
-from pyro_vrnn.data import (DataError, LengthBucketSampler, SequenceDataset, pad_batch,
-                            parse_line_strokes, prepare_hershey, prepare_iam, write_h5)
-from pyro_vrnn.data.iam import offsets_to_strokes, random_split
 from conftest import line_path, make_iam, write_line
 
+from pyro_vrnn import data
+from pyro_vrnn.data import (
+    DataError,
+    LengthBucketSampler,
+    SequenceDataset,
+    pad_batch,
+    parse_line_strokes,
+    prepare_hershey,
+    prepare_iam,
+    write_h5,
+)
+from pyro_vrnn.data.iam import offsets_to_strokes, random_split
 
 # ---------------------------------------------------------------------------------------------
 # The parser
 # ---------------------------------------------------------------------------------------------
+
 
 def test_parse_two_strokes_exactly(tmp_path):
     path = str(tmp_path / "a01-000u-01.xml")
@@ -45,8 +54,10 @@ def test_malformed_xml_names_the_file(tmp_path):
     with pytest.raises(DataError, match="a01-000u-03.xml"):
         parse_line_strokes(path)
     with open(path, "w") as f:
-        f.write('<WhiteboardCaptureSession><StrokeSet><Stroke><Point x="1"/></Stroke></StrokeSet>'
-                '</WhiteboardCaptureSession>')
+        f.write(
+            '<WhiteboardCaptureSession><StrokeSet><Stroke><Point x="1"/></Stroke></StrokeSet>'
+            "</WhiteboardCaptureSession>"
+        )
     with pytest.raises(DataError, match="a01-000u-03.xml"):
         parse_line_strokes(path)
     # ... and through the preparation too
@@ -70,6 +81,7 @@ def test_missing_data_is_one_clear_line(tmp_path):
 # Preparation of IAM-OnDB-format data
 # ---------------------------------------------------------------------------------------------
 
+
 def test_split_lists_and_train_statistics(tmp_path, capsys):
     root = str(tmp_path / "iam")
     make_iam(root, np.random.default_rng(0))
@@ -86,7 +98,7 @@ def test_split_lists_and_train_statistics(tmp_path, capsys):
     offsets = np.concatenate([x[:, 1:] for x in raw])
     rows = len(offsets)
     m = offsets.sum() / rows
-    s = np.sqrt((offsets ** 2).sum() / rows - m ** 2)
+    s = np.sqrt((offsets**2).sum() / rows - m**2)
     assert np.isclose(m, offsets[:, 0].mean() + offsets[:, 1].mean())
     train = splits["train"]
     np.testing.assert_allclose(train.mean, [0, m, m])
@@ -147,10 +159,13 @@ def test_random_split_by_form_without_lists(tmp_path):
 # The embedded Hershey dataset
 # ---------------------------------------------------------------------------------------------
 
+
 def hershey_arrays(cache_dir, seed):
     path = prepare_hershey(str(cache_dir), num_lines=30, seed=seed, verbose=False)
-    return {s: [d[i].numpy() for i in range(len(d))]
-            for s, d in ((s, SequenceDataset(path, s)) for s in ("train", "valid", "test"))}
+    return {
+        s: [d[i].numpy() for i in range(len(d))]
+        for s, d in ((s, SequenceDataset(path, s)) for s in ("train", "valid", "test"))
+    }
 
 
 def test_hershey_is_deterministic_and_iam_shaped(tmp_path, capsys):
@@ -162,7 +177,8 @@ def test_hershey_is_deterministic_and_iam_shaped(tmp_path, capsys):
             np.testing.assert_array_equal(x, y)
     assert sum(len(v) for v in a.values()) == 30
     assert len(a["train"]) != len(c["train"]) or any(
-        x.shape != y.shape or not np.array_equal(x, y) for x, y in zip(a["train"], c["train"]))
+        x.shape != y.shape or not np.array_equal(x, y) for x, y in zip(a["train"], c["train"])
+    )
 
     path = prepare_hershey(str(tmp_path / "a"), num_lines=30, seed=0)  # reused: nothing printed
     assert capsys.readouterr().out == ""
@@ -188,12 +204,21 @@ def test_hershey_is_deterministic_and_iam_shaped(tmp_path, capsys):
 # Schema, reader, padding
 # ---------------------------------------------------------------------------------------------
 
+
 def test_schema_round_trip_and_lazy_handle(tmp_path):
     path = str(tmp_path / "toy.h5")
     rng = np.random.default_rng(0)
     train = [rng.normal(size=(n, 2)).astype(np.float32) for n in (5, 1, 3)]
-    write_h5(path, {"train": train, "valid": train[:1]}, kind="real", name="toy", mean=[1.0, 2.0],
-             std=[3.0, 4.0], source="abc", names={"train": ["p", "q", "r"], "valid": ["p"], "test": []})
+    write_h5(
+        path,
+        {"train": train, "valid": train[:1]},
+        kind="real",
+        name="toy",
+        mean=[1.0, 2.0],
+        std=[3.0, 4.0],
+        source="abc",
+        names={"train": ["p", "q", "r"], "valid": ["p"], "test": []},
+    )
     ds = SequenceDataset(path, "train")
     assert (len(ds), ds.kind, ds.dim, ds.name, ds.names) == (3, "real", 2, "toy", ["p", "q", "r"])
     np.testing.assert_array_equal(ds.lengths, [5, 1, 3])
@@ -222,8 +247,9 @@ def test_dataloader_workers_read_their_own_handle(tmp_path):
     write_h5(path, {"train": seqs}, kind="real", name="toy", mean=np.zeros(3), std=np.ones(3), source="x")
     ds = SequenceDataset(path, "train")
     ds[0]  # the parent opens a handle before the workers fork
-    loader = torch.utils.data.DataLoader(ds, batch_sampler=LengthBucketSampler(ds.lengths, 4),
-                                         collate_fn=pad_batch, num_workers=2)
+    loader = torch.utils.data.DataLoader(
+        ds, batch_sampler=LengthBucketSampler(ds.lengths, 4), collate_fn=pad_batch, num_workers=2
+    )
     seen = 0
     for x, mask in loader:
         lengths = mask.sum(1)
@@ -246,6 +272,7 @@ def test_pad_batch_zero_pads_and_masks():
 # ---------------------------------------------------------------------------------------------
 # The sampler
 # ---------------------------------------------------------------------------------------------
+
 
 def spread(batches, lengths):
     return np.mean([lengths[b].max() - lengths[b].min() for b in batches])

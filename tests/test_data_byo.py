@@ -1,5 +1,6 @@
 """Tests of bring-your-own data (byo.py): the README's converter writes a file that trains as is,
 and every way of getting the schema wrong fails with a message that says what and how to fix."""
+
 import h5py
 import numpy as np
 import pytest
@@ -12,17 +13,20 @@ def write_sequences(path, splits, kind="real"):  # the converter of the README, 
     splits = {name: [np.asarray(s, np.float32).reshape(len(s), -1) for s in seqs] for name, seqs in splits.items()}
     dim = splits["train"][0].shape[1]
     with h5py.File(path, "w") as f:
-        f.attrs["kind"] = kind                       # "real", "binary" or "handwriting"
+        f.attrs["kind"] = kind  # "real", "binary" or "handwriting"
         for split in ("train", "valid", "test"):
-            seqs = splits.get(split, [])             # an empty split: data [0, D], offsets [0]
+            seqs = splits.get(split, [])  # an empty split: data [0, D], offsets [0]
             group = f.create_group(split)
             group["data"] = np.concatenate(seqs) if seqs else np.zeros((0, dim), np.float32)
             group["offsets"] = np.cumsum([0] + [len(s) for s in seqs])
 
 
 def toy_splits(rng, dim=2):
-    return {"train": [rng.normal(size=(n, dim)) for n in (5, 3, 8)], "valid": [rng.normal(size=(4, dim))],
-            "test": [rng.normal(size=(6, dim)), rng.normal(size=(2, dim))]}
+    return {
+        "train": [rng.normal(size=(n, dim)) for n in (5, 3, 8)],
+        "valid": [rng.normal(size=(4, dim))],
+        "test": [rng.normal(size=(6, dim)), rng.normal(size=(2, dim))],
+    }
 
 
 def test_converter_file_loads_in_place(tmp_path, capsys):
@@ -32,8 +36,10 @@ def test_converter_file_loads_in_place(tmp_path, capsys):
     write_sequences(path, splits)
     loaded = data.load("hdf5", data_dir=path, cache_dir=str(tmp_path / "cache"))
     summary = capsys.readouterr().out
-    assert summary == (f"validated mine: train 3 / valid 1 / test 2 sequences; length 3-8 / 4-4 / 2-6 steps; "
-                       f"dim 2 (real); {path} (your file, read in place)\n")
+    assert summary == (
+        f"validated mine: train 3 / valid 1 / test 2 sequences; length 3-8 / 4-4 / 2-6 steps; "
+        f"dim 2 (real); {path} (your file, read in place)\n"
+    )
     train = loaded["train"]
     assert train.path == path and (train.kind, train.dim, train.name) == ("real", 2, "mine")
     np.testing.assert_array_equal(train.lengths, [5, 3, 8])
@@ -51,8 +57,12 @@ def test_one_dimensional_integer_and_binary_data(tmp_path):
         for split, values in (("train", [1, 0, 1, 1, 0]), ("valid", [0, 1]), ("test", [1])):
             f[f"{split}/data"] = np.array(values, dtype=np.uint8)  # [steps]: D = 1, integers
             f[f"{split}/offsets"] = np.array([0, len(values)], dtype=np.int32)
-    assert validate_h5(path) == {"kind": "binary", "dim": 1, "name": "coin flips",
-                                 "sequences": {"train": 1, "valid": 1, "test": 1}}
+    assert validate_h5(path) == {
+        "kind": "binary",
+        "dim": 1,
+        "name": "coin flips",
+        "sequences": {"train": 1, "valid": 1, "test": 1},
+    }
     train = SequenceDataset(path, "train")
     x = train[0]
     assert x.shape == (5, 1) and x.dtype.is_floating_point and x.flatten().tolist() == [1, 0, 1, 1, 0]
@@ -97,6 +107,7 @@ def test_schema_errors_say_what_and_how_to_fix(tmp_path):
 
     def nan(f):
         f["test/data"][6, 1] = np.nan  # row 6 is the second test sequence's first step
+
     message = broken(tmp_path, nan)
     assert "NaN or infinite value in sequence 1 (row 6)" in message and "interpolate" in message
     message = broken(tmp_path, lambda f: replace(f, "valid/data", np.zeros((4, 3), np.float32)))
@@ -111,6 +122,7 @@ def test_schema_errors_say_what_and_how_to_fix(tmp_path):
     def empty_valid(f):
         replace(f, "valid/data", np.zeros((0, 2), np.float32))
         replace(f, "valid/offsets", np.array([0]))
+
     assert "the valid split is empty" in broken(tmp_path, empty_valid)
 
 
@@ -142,5 +154,16 @@ def test_missing_or_unreadable_file(tmp_path):
 
 
 def test_every_dataset_is_registered():
-    assert {"hershey", "iam", "timit", "timit-core", "blizzard", "accent", "onomatopoeia", "audio",
-            "speech-demo", "chorales", "hdf5"} <= set(data.DATASETS)
+    assert {
+        "hershey",
+        "iam",
+        "timit",
+        "timit-core",
+        "blizzard",
+        "accent",
+        "onomatopoeia",
+        "audio",
+        "speech-demo",
+        "chorales",
+        "hdf5",
+    } <= set(data.DATASETS)

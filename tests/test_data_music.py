@@ -1,26 +1,29 @@
 """Tests of the chorales dataset (music.py): the quarter-note piano roll on note lists, the
 conversion of tiny music21 scores built here, the JSB-proportion split, and the preparation
 pipeline on a stand-in corpus (the full corpus takes ~40 s to parse and is not needed here)."""
+
 import builtins
 
 import numpy as np
 import pytest
 
 from pyro_vrnn import data
-from pyro_vrnn.data import DataError, SequenceDataset
-from pyro_vrnn.data import music
+from pyro_vrnn.data import DataError, SequenceDataset, music
 from pyro_vrnn.data.music import jsb_split, piano_roll, unique_rolls
 
 KEY = {name: midi - 21 for name, midi in (("A0", 21), ("C4", 60), ("E4", 64), ("G4", 67), ("C8", 108))}
 
 
 def test_piano_roll_samples_notes_on_quarter_note_frames():
-    notes = [(60, 0, 2),      # C4 held two beats: frames 0 and 1
-             (64, 0.5, 1.0),  # an off-beat eighth: sounds at no frame time, gone
-             (67, 1, 1.5),    # on at beat 1 only
-             (21, 0, 1),      # the lowest key
-             (108, 2, 3),     # the highest key
-             (20, 0, 3), (109, 0, 3)]  # off the keyboard: dropped
+    notes = [
+        (60, 0, 2),  # C4 held two beats: frames 0 and 1
+        (64, 0.5, 1.0),  # an off-beat eighth: sounds at no frame time, gone
+        (67, 1, 1.5),  # on at beat 1 only
+        (21, 0, 1),  # the lowest key
+        (108, 2, 3),  # the highest key
+        (20, 0, 3),
+        (109, 0, 3),
+    ]  # off the keyboard: dropped
     roll = piano_roll(notes)
     assert roll.shape == (3, 88) and roll.dtype == np.float32
     expected = np.zeros((3, 88), dtype=np.float32)
@@ -49,17 +52,32 @@ def test_music21_score_to_piano_roll_keeps_the_voices():
 
     tied_a, tied_b = note.Note("D5", quarterLength=1), note.Note("D5", quarterLength=1)
     tied_a.tie, tied_b.tie = tie.Tie("start"), tie.Tie("stop")
-    soprano = part("Soprano", [note.Note("C5", quarterLength=2), tied_a, tied_b,
-                               note.Rest(quarterLength=1), note.Note("E5", quarterLength=0.5),
-                               note.Note("F5", quarterLength=0.5)])
+    soprano = part(
+        "Soprano",
+        [
+            note.Note("C5", quarterLength=2),
+            tied_a,
+            tied_b,
+            note.Rest(quarterLength=1),
+            note.Note("E5", quarterLength=0.5),
+            note.Note("F5", quarterLength=0.5),
+        ],
+    )
     bass = part("Bass Continuo", [chord.Chord(["C3", "G3"], quarterLength=4), note.Note("C2", quarterLength=3)])
     violin = part("Violin 1", [note.Note("C7", quarterLength=7)])  # an obbligato part: not a voice
     score = stream.Score([soprano, bass, violin])
     roll = music.score_to_piano_roll(score)
     assert roll.shape == (7, 88)
     on = {t: sorted(int(k) + 21 for k in np.flatnonzero(roll[t])) for t in range(7)}
-    assert on == {0: [48, 55, 72], 1: [48, 55, 72], 2: [48, 55, 74], 3: [48, 55, 74],
-                  4: [36], 5: [36, 76], 6: [36]}  # D5 tied over 2-4; rest at 4; E5 at 5; F5 (5.5) falls between
+    assert on == {
+        0: [48, 55, 72],
+        1: [48, 55, 72],
+        2: [48, 55, 74],
+        3: [48, 55, 74],
+        4: [36],
+        5: [36, 76],
+        6: [36],
+    }  # D5 tied over 2-4; rest at 4; E5 at 5; F5 (5.5) falls between
     # a score without voice names keeps every part
     assert music.score_to_piano_roll(stream.Score([violin])).sum() == 7
     assert m21.__version__
@@ -78,8 +96,9 @@ def test_jsb_split_proportions_and_seed():
 def fake_corpus(monkeypatch, count=12):
     """Stand-in chorales: count small random piano rolls, one of them a duplicate and one empty."""
     rng = np.random.default_rng(0)
-    rolls = {f"bach/bwv{i}": (rng.random((int(rng.integers(4, 30)), 88)) < 0.05).astype(np.float32)
-             for i in range(count)}
+    rolls = {
+        f"bach/bwv{i}": (rng.random((int(rng.integers(4, 30)), 88)) < 0.05).astype(np.float32) for i in range(count)
+    }
     rolls["bach/bwv_copy"] = rolls["bach/bwv3"].copy()
     rolls["bach/bwv_empty"] = np.zeros((0, 88), dtype=np.float32)
     monkeypatch.setattr(music, "chorale_files", lambda: sorted(rolls))

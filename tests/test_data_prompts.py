@@ -3,6 +3,7 @@ here in the Debian layout: voice folders of raw 16 kHz G.722 files, nested digit
 silence/ folder, an empty file and the en -> voice symbolic link that Debian installs. Checked as
 the paper prepares speech: 200-sample frames, 0.5 s training pieces, whole valid/test prompts, one
 mean and std from the training split; the split by file within each voice; the one-line errors."""
+
 import os
 import sys
 
@@ -19,8 +20,10 @@ G722 = pytest.importorskip("G722")
 
 VOICES = ("en_US_f_Test", "fr_CA_f_Test", "ru_RU_f_Test")
 FILES = ("activated", "goodbye", "vm-intro", "digits/1", "digits/2", "digits/20", "letters/a", "dictate/pause")
-INSTALL = ("apt-get install asterisk-core-sounds-en-g722 asterisk-core-sounds-es-g722 "
-           "asterisk-core-sounds-fr-g722 asterisk-core-sounds-it-g722 asterisk-core-sounds-ru-g722")
+INSTALL = (
+    "apt-get install asterisk-core-sounds-en-g722 asterisk-core-sounds-es-g722 "
+    "asterisk-core-sounds-fr-g722 asterisk-core-sounds-it-g722 asterisk-core-sounds-ru-g722"
+)
 
 
 def encode_g722(path, samples):
@@ -76,6 +79,7 @@ def by_voice(names):
 # The G.722 reader
 # ---------------------------------------------------------------------------------------------
 
+
 def test_g722_files_decode_in_blocks_to_16_khz_floats(sounds):
     path = os.path.join(sounds, "en_US_f_Test", "activated.g722")
     audio = open_audio(path)  # no magic bytes: recognised by the extension
@@ -90,15 +94,22 @@ def test_g722_files_decode_in_blocks_to_16_khz_floats(sounds):
 
 
 def test_dataset_audio_reads_a_folder_of_g722_files(sounds, tmp_path):
-    d = data.load("audio", data_dir=os.path.join(sounds, "fr_CA_f_Test"), cache_dir=str(tmp_path),
-                  verbose=False, use_split_folders=False)
+    d = data.load(
+        "audio",
+        data_dir=os.path.join(sounds, "fr_CA_f_Test"),
+        cache_dir=str(tmp_path),
+        verbose=False,
+        use_split_folders=False,
+    )
     assert sum(len(d[s]) for s in d) > 0 and d["train"].dim == FRAME_SIZE
 
 
 def test_without_the_g722_module_one_line_names_pip_install(sounds, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "G722", None)  # import G722 now raises ImportError
-    for run in (lambda: data.prepare("prompts", data_dir=sounds, cache_dir=str(tmp_path), verbose=False),
-                lambda: open_audio(os.path.join(sounds, "en_US_f_Test", "goodbye.g722"))):
+    for run in (
+        lambda: data.prepare("prompts", data_dir=sounds, cache_dir=str(tmp_path), verbose=False),
+        lambda: open_audio(os.path.join(sounds, "en_US_f_Test", "goodbye.g722")),
+    ):
         with pytest.raises(DataError) as error:
             run()
         assert "pip install g722" in str(error.value) and "\n" not in str(error.value)
@@ -108,6 +119,7 @@ def test_without_the_g722_module_one_line_names_pip_install(sounds, tmp_path, mo
 # ---------------------------------------------------------------------------------------------
 # The tree, the split, the preparation
 # ---------------------------------------------------------------------------------------------
+
 
 def test_voices_are_found_once_and_silence_and_empty_files_left_out(sounds):
     assert prompts.find_voices(sounds) == {v: os.path.join(sounds, v) for v in VOICES}  # not "en" again
@@ -132,8 +144,10 @@ def test_frames_pieces_and_whole_prompts(prepared, sounds):
     splits, _ = prepared
     assert all(splits[s].dim == FRAME_SIZE and splits[s].kind == "real" for s in splits)
     assert set(splits["train"].lengths) == {PIECE_FRAMES}  # 0.5 s pieces of 40 frames
-    expected_pieces = sum(len(decoded(os.path.join(sounds, f + ".g722"))) // FRAME_SIZE // PIECE_FRAMES
-                          for f in {n.split("@")[0] for n in splits["train"].names})
+    expected_pieces = sum(
+        len(decoded(os.path.join(sounds, f + ".g722"))) // FRAME_SIZE // PIECE_FRAMES
+        for f in {n.split("@")[0] for n in splits["train"].names}
+    )
     assert len(splits["train"]) == expected_pieces
     for split in ("valid", "test"):
         for name, length in zip(splits[split].names, splits[split].lengths):
@@ -146,8 +160,12 @@ def test_one_global_mean_and_std_from_the_training_pieces(prepared, sounds):
     frames = {}  # each training file decoded and framed independently of the preparation
     for file in {n.split("@")[0] for n in train.names}:
         frames[file] = cut_pieces(frame(read_audio(os.path.join(sounds, file + ".g722"))[0]))
-    pieces = np.concatenate([frames[file][int(first) // PIECE_FRAMES]  # names are "file@first_frame"
-                             for file, first in (n.split("@") for n in train.names)])
+    pieces = np.concatenate(
+        [
+            frames[file][int(first) // PIECE_FRAMES]  # names are "file@first_frame"
+            for file, first in (n.split("@") for n in train.names)
+        ]
+    )
     mean, std = pieces.astype(np.float64).mean(), pieces.astype(np.float64).std()
     np.testing.assert_allclose(train.mean, np.full(FRAME_SIZE, mean), rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(train.std, np.full(FRAME_SIZE, std), rtol=1e-6)
@@ -190,8 +208,10 @@ def test_missing_prompts_are_one_line_naming_the_install_command(tmp_path, monke
         assert INSTALL in str(error.value) and "\n" not in str(error.value)
 
 
-@pytest.mark.skipif(not os.path.isdir("/usr/share/asterisk/sounds/en_US_f_Allison"),
-                    reason="the Debian packages asterisk-core-sounds-*-g722 are not installed")
+@pytest.mark.skipif(
+    not os.path.isdir("/usr/share/asterisk/sounds/en_US_f_Allison"),
+    reason="the Debian packages asterisk-core-sounds-*-g722 are not installed",
+)
 def test_the_installed_debian_tree_is_found():
     root = prompts.find_root(None)
     found, _ = prompts.find_prompts(root)

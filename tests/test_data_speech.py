@@ -1,6 +1,7 @@
 """Tests of the speech path (audio.py, speech.py, speech_demo.py) on small files written here:
 NIST SPHERE headers as in TIMIT, WAV of every bit depth, resampling, 200-sample framing, 0.5 s
 pieces, normalization from the training split only, split sizes, the streaming writer, errors."""
+
 import os
 import tracemalloc
 import wave
@@ -9,12 +10,11 @@ import numpy as np
 import pytest
 
 from pyro_vrnn import data
-from pyro_vrnn.data import DataError, SequenceDataset, StreamWriter
+from pyro_vrnn.data import DataError, SequenceDataset, StreamWriter, speech_demo
 from pyro_vrnn.data.audio import cut_pieces, frame, prepare_audio_corpus, read_audio, write_wav
 from pyro_vrnn.data.audio_formats import open_audio, parse_sphere_header, ulaw_to_float
 from pyro_vrnn.data.resampling import Resampler, resample
 from pyro_vrnn.data.speech import CORE_TEST_SPEAKERS, find_timit, timit_splits
-from pyro_vrnn.data import speech_demo
 
 SPLITS = ("train", "valid", "test")
 
@@ -32,10 +32,20 @@ def sphere_header(fields, size=1024):
 def write_sphere(path, samples, rate=16000, byte_format="01", channels=1, **extra):
     """TIMIT's .WAV: 16-bit PCM after a 1024-byte header (sample_coding absent, meaning pcm)."""
     samples = np.asarray(samples, dtype=np.int16)
-    fields = {"database_id": "TIMIT", "database_version": "1.0", "utterance_id": "dab0_sa1",
-              "channel_count": channels, "sample_count": len(samples) // channels, "sample_rate": rate,
-              "sample_min": int(samples.min()), "sample_max": int(samples.max()), "sample_n_bytes": 2,
-              "sample_byte_format": byte_format, "sample_sig_bits": 16, **extra}
+    fields = {
+        "database_id": "TIMIT",
+        "database_version": "1.0",
+        "utterance_id": "dab0_sa1",
+        "channel_count": channels,
+        "sample_count": len(samples) // channels,
+        "sample_rate": rate,
+        "sample_min": int(samples.min()),
+        "sample_max": int(samples.max()),
+        "sample_n_bytes": 2,
+        "sample_byte_format": byte_format,
+        "sample_sig_bits": 16,
+        **extra,
+    }
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "wb") as f:
         f.write(sphere_header(fields))
@@ -68,6 +78,7 @@ def noise(rng, n):
 # Reading
 # ---------------------------------------------------------------------------------------------
 
+
 def test_sphere_header_and_samples(tmp_path):
     samples = np.array([0, 1, -1, 32767, -32768, 1000, -2000], dtype=np.int16)
     path = str(tmp_path / "SA1.WAV")
@@ -76,10 +87,20 @@ def test_sphere_header_and_samples(tmp_path):
         head = f.read(1024)
     assert head.startswith(b"NIST_1A\n   1024\n")
     fields = parse_sphere_header(head)
-    assert fields == {"header_size": 1024, "database_id": "TIMIT", "database_version": "1.0",
-                      "utterance_id": "dab0_sa1", "channel_count": 1, "sample_count": 7, "sample_rate": 16000,
-                      "sample_min": -32768, "sample_max": 32767, "sample_n_bytes": 2,
-                      "sample_byte_format": "01", "sample_sig_bits": 16}
+    assert fields == {
+        "header_size": 1024,
+        "database_id": "TIMIT",
+        "database_version": "1.0",
+        "utterance_id": "dab0_sa1",
+        "channel_count": 1,
+        "sample_count": 7,
+        "sample_rate": 16000,
+        "sample_min": -32768,
+        "sample_max": 32767,
+        "sample_n_bytes": 2,
+        "sample_byte_format": "01",
+        "sample_sig_bits": 16,
+    }
     x, rate = read_audio(path)
     assert rate == 16000 and x.dtype == np.float32
     np.testing.assert_array_equal(x, samples / 32768.0)
@@ -110,8 +131,12 @@ def test_sphere_errors_are_clear(tmp_path):
 
 
 def test_wav_of_every_bit_depth(tmp_path):
-    values = {1: [0, 127, -128, 64], 2: [0, 32767, -32768, 1234], 3: [0, 8388607, -8388608, -5],
-              4: [0, 2147483647, -2147483648, 77]}
+    values = {
+        1: [0, 127, -128, 64],
+        2: [0, 32767, -32768, 1234],
+        3: [0, 8388607, -8388608, -5],
+        4: [0, 2147483647, -2147483648, 77],
+    }
     for width, v in values.items():
         path = tmp_path / f"w{width}.wav"
         write_pcm_wav(path, v, 8000, width)
@@ -126,6 +151,7 @@ def test_flac_mp3_without_soundfile_names_the_package(tmp_path, monkeypatch):
     path = tmp_path / "a.flac"
     path.write_bytes(b"fLaC" + b"\0" * 100)
     import builtins
+
     real_import = builtins.__import__
 
     def no_soundfile(name, *args, **kwargs):
@@ -156,6 +182,7 @@ def test_flac_and_mp3_through_soundfile(tmp_path):
 # Resampling and framing
 # ---------------------------------------------------------------------------------------------
 
+
 def test_8khz_sine_resampled_to_16khz_keeps_its_frequency(tmp_path):
     rate, f = 8000, 440.0
     t = np.arange(rate) / rate  # 1 s
@@ -179,7 +206,7 @@ def test_resampler_ratios_streaming_and_band_limit():
     # feeding it in uneven blocks gives the same samples as one call
     r, parts, i = Resampler(22050, 16000), [], 0
     for size in rng.integers(1, 3000, size=100):
-        parts.append(r.process(x[i:i + size]))
+        parts.append(r.process(x[i : i + size]))
         i += size
         if i >= len(x):
             break
@@ -188,9 +215,9 @@ def test_resampler_ratios_streaming_and_band_limit():
     # a 9 kHz tone cannot exist at 16 kHz: it is removed, not folded back to 7 kHz
     t = np.arange(22050) / 22050
     leak = resample(np.sin(2 * np.pi * 9000 * t), 22050, 16000)[1000:-1000]
-    assert np.sqrt(np.mean(leak ** 2)) < 1e-3
+    assert np.sqrt(np.mean(leak**2)) < 1e-3
     tone = resample(np.sin(2 * np.pi * 5000 * t), 22050, 16000)[1000:-1000]
-    assert np.sqrt(2 * np.mean(tone ** 2)) == pytest.approx(1.0, abs=1e-3)
+    assert np.sqrt(2 * np.mean(tone**2)) == pytest.approx(1.0, abs=1e-3)
 
 
 def test_framing_and_pieces_exact():
@@ -206,13 +233,16 @@ def test_framing_and_pieces_exact():
 # TIMIT
 # ---------------------------------------------------------------------------------------------
 
+
 def make_timit(root, rng, upper=True):
     """A small TIMIT: TRAIN with 40 utterances (4 speakers x 10), TEST with 2 core and 1 other speaker."""
     case = str.upper if upper else str.lower
     lengths = {}
 
     def utterance(split, dialect, speaker, sentence, n):
-        path = os.path.join(root, case("timit"), case(split), case(dialect), case(speaker), case(sentence) + case(".wav"))
+        path = os.path.join(
+            root, case("timit"), case(split), case(dialect), case(speaker), case(sentence) + case(".wav")
+        )
         write_sphere(path, noise(rng, n))
         lengths["/".join([split.upper(), dialect.upper(), speaker.upper(), sentence.upper()])] = n
 
@@ -274,9 +304,11 @@ def test_timit_splits_framing_and_train_statistics(tmp_path, capsys):
 
     # the core test set: the core speakers' SI and SX sentences (8 each), nothing else
     core = data.load("timit-core", data_dir=root, cache_dir=cache, verbose=False)
-    assert sorted(core["test"].names) == sorted(n for n in lengths if n.startswith("TEST/")
-                                                and n.split("/")[2] in CORE_TEST_SPEAKERS
-                                                and n.split("/")[3][:2] in ("SI", "SX"))
+    assert sorted(core["test"].names) == sorted(
+        n
+        for n in lengths
+        if n.startswith("TEST/") and n.split("/")[2] in CORE_TEST_SPEAKERS and n.split("/")[3][:2] in ("SI", "SX")
+    )
     assert len(core["test"]) == 16 and core["valid"].names == valid_names  # same hold-out
     np.testing.assert_array_equal(core["train"].mean, train.mean)
 
@@ -305,6 +337,7 @@ def test_timit_lowercase_layout_and_missing_data(tmp_path, capsys):
 # ---------------------------------------------------------------------------------------------
 # Folders of audio: blizzard, accent, onomatopoeia, audio
 # ---------------------------------------------------------------------------------------------
+
 
 def test_folder_datasets_split_and_cut(tmp_path, capsys):
     rng = np.random.default_rng(2)
@@ -373,6 +406,7 @@ def test_audio_folder_with_split_subfolders(tmp_path):
 # Streaming: the writer never holds the corpus
 # ---------------------------------------------------------------------------------------------
 
+
 def test_stream_writer_writes_in_bounded_chunks(tmp_path):
     rng = np.random.default_rng(4)
     path = str(tmp_path / "s.h5")
@@ -405,8 +439,9 @@ def test_preparation_memory_stays_below_the_corpus_size(tmp_path):
         files[SPLITS[0 if i < 50 else 1 if i < 55 else 2]].append((path, str(i)))
     corpus_bytes = 60 * 64000 * 4
     tracemalloc.start()
-    path = prepare_audio_corpus(files, str(tmp_path / "c"), str(tmp_path / "c.h5"), "big", verbose=False,
-                                buffer_bytes=1 << 20)
+    path = prepare_audio_corpus(
+        files, str(tmp_path / "c"), str(tmp_path / "c.h5"), "big", verbose=False, buffer_bytes=1 << 20
+    )
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < corpus_bytes / 3, f"peak {peak / 1e6:.1f} MB for a {corpus_bytes / 1e6:.1f} MB corpus"
@@ -416,6 +451,7 @@ def test_preparation_memory_stays_below_the_corpus_size(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # speech-demo
 # ---------------------------------------------------------------------------------------------
+
 
 def test_speech_demo_without_espeak_says_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setattr(speech_demo, "espeak_binary", lambda: None)

@@ -3,6 +3,7 @@
 Two ranks, each with half of a batch, take the same optimisation step as one process with the
 whole batch; a 2-rank run of run/svi.py writes one checkpoint and one log, and resumes.
 """
+
 import json
 import os
 import subprocess
@@ -13,8 +14,18 @@ import pytest
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--hidden=16", "--z-dim=4", "--x-features=8", "--z-features=8", "--enc-hidden=8",
-        "--prior-hidden=8", "--dec-hidden=8", "--components=2", "--batch-size=8", "--threads=1"]
+TINY = [
+    "--hidden=16",
+    "--z-dim=4",
+    "--x-features=8",
+    "--z-features=8",
+    "--enc-hidden=8",
+    "--prior-hidden=8",
+    "--dec-hidden=8",
+    "--components=2",
+    "--batch-size=8",
+    "--threads=1",
+]
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed missing")
 
@@ -78,8 +89,11 @@ def test_two_ranks_with_half_batches_step_like_one_process_with_the_whole_batch(
         assert torch.allclose(one, results[2]["params"][name], rtol=0, atol=1e-4), name
     # ...and the step did something: the parameters moved from their initial values.
     script = tmp_path / "init.py"
-    script.write_text(STEP_SCRIPT.format(root=ROOT, model="rnn-gmm", out=str(tmp_path / "init.pt"))
-                      .replace("for _ in range(2):", "for _ in range(0):"))
+    script.write_text(
+        STEP_SCRIPT.format(root=ROOT, model="rnn-gmm", out=str(tmp_path / "init.pt")).replace(
+            "for _ in range(2):", "for _ in range(0):"
+        )
+    )
     assert torchrun(1, str(script)).returncode == 0
     init = torch.load(tmp_path / "init.pt")["params"]
     moved = max((init[k] - results[1]["params"][k]).abs().max().item() for k in init)
@@ -94,8 +108,9 @@ def read_log(run_dir):
 def test_two_rank_run_writes_one_checkpoint_and_one_log_and_resumes(tmp_path, hershey_cache):
     run_dir = tmp_path / "ddp"
     svi = os.path.join(ROOT, "run", "svi.py")
-    first = torchrun(2, svi, "--model", "vrnn-gauss", "--out", str(run_dir), "--max-steps", "3",
-                     "--log-every", "1", *TINY)
+    first = torchrun(
+        2, svi, "--model", "vrnn-gauss", "--out", str(run_dir), "--max-steps", "3", "--log-every", "1", *TINY
+    )
     assert first.returncode == 0, first.stderr[-3000:]
     files = sorted(os.listdir(run_dir))
     assert [f for f in files if f.endswith(".pt")] == ["last.pt"], files  # written by rank 0 alone
@@ -118,14 +133,29 @@ def test_a_two_rank_run_stopped_mid_epoch_resumes_to_the_same_log_and_only_with_
     """96 training lines, 8 per rank: 6 steps an epoch. Stopped at step 3 and resumed, the run logs what an
     uninterrupted one logs (every record summed over both ranks); one process may not take over mid-epoch."""
     svi = os.path.join(ROOT, "run", "svi.py")
-    common = ["--dataset", "hdf5", "--data-dir", small_handwriting, "--model", "vrnn-gauss", "--epochs", "1",
-              "--log-every", "1", *TINY]
+    common = [
+        "--dataset",
+        "hdf5",
+        "--data-dir",
+        small_handwriting,
+        "--model",
+        "vrnn-gauss",
+        "--epochs",
+        "1",
+        "--log-every",
+        "1",
+        *TINY,
+    ]
     straight = torchrun(2, svi, "--out", str(tmp_path / "straight"), *common)
     assert straight.returncode == 0, straight.stderr[-3000:]
     part = torchrun(2, svi, "--out", str(tmp_path / "part"), "--max-steps", "3", *common)
     assert part.returncode == 0, part.stderr[-3000:]
-    alone = subprocess.run([sys.executable, svi, "--resume", str(tmp_path / "part"), "--max-steps", "100"],
-                           capture_output=True, text=True, cwd=ROOT)
+    alone = subprocess.run(
+        [sys.executable, svi, "--resume", str(tmp_path / "part"), "--max-steps", "100"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     lines = alone.stderr.strip().splitlines()
     assert alone.returncode != 0 and len(lines) == 1 and "stopped mid-epoch with 2 process(es)" in lines[0]
     rest = torchrun(2, svi, "--resume", str(tmp_path / "part"), "--max-steps", "100")

@@ -1,13 +1,13 @@
 """Tests of the emission distributions (pyro_vrnn/distributions.py; Chung et al. 2015 eq. 6,
 Graves 2013 eqs. 23-26): log densities against formulas written out independently here, sample
 moments against analytic mixture moments, shapes under Pyro's batching, validation, stability."""
-import math
 
-import pytest
-import torch
+import math
 
 import pyro
 import pyro.distributions as dist
+import pytest
+import torch
 from pyro.infer import Trace_ELBO
 
 from pyro_vrnn.distributions import DiagNormalMixture, StrokeMixture
@@ -39,6 +39,7 @@ def random_strokes(shape, seed=1, dtype=torch.float64):
 
 # ---------------------------------------------------------------- log_prob against formulas
 
+
 def test_diag_normal_mixture_log_prob_matches_explicit_sum():
     logits, loc, scale = random_gmm()
     x = 2 * torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
@@ -48,7 +49,9 @@ def test_diag_normal_mixture_log_prob_matches_explicit_sum():
         weights = torch.exp(logits[b]) / torch.exp(logits[b]).sum()
         total = 0.0
         for k in range(4):
-            dens = torch.exp(-((x[b] - loc[b, k]) ** 2) / (2 * scale[b, k] ** 2)) / (math.sqrt(2 * math.pi) * scale[b, k])
+            dens = torch.exp(-((x[b] - loc[b, k]) ** 2) / (2 * scale[b, k] ** 2)) / (
+                math.sqrt(2 * math.pi) * scale[b, k]
+            )
             total = total + weights[k] * torch.prod(dens)
         expected[b] = torch.log(total)
     assert torch.allclose(actual, expected, rtol=1e-10, atol=1e-10)
@@ -64,8 +67,7 @@ def test_diag_normal_mixture_one_component_is_diagonal_normal():
 
 def bivariate_normal(loc, scale, corr):
     s1, s2 = scale[..., 0], scale[..., 1]
-    cov = torch.stack([torch.stack([s1 ** 2, corr * s1 * s2], -1),
-                       torch.stack([corr * s1 * s2, s2 ** 2], -1)], -2)
+    cov = torch.stack([torch.stack([s1**2, corr * s1 * s2], -1), torch.stack([corr * s1 * s2, s2**2], -1)], -2)
     return torch.distributions.MultivariateNormal(loc, covariance_matrix=cov)
 
 
@@ -78,8 +80,10 @@ def test_stroke_mixture_log_prob_matches_bernoulli_plus_mvn_mixture():
         p = 1 / (1 + torch.exp(-pen_logits[b]))
         log_pen = torch.log(p) if x[b, 0] == 1 else torch.log(1 - p)
         weights = torch.exp(logits[b]) / torch.exp(logits[b]).sum()
-        total = sum(weights[k] * torch.exp(bivariate_normal(loc[b, k], scale[b, k], corr[b, k]).log_prob(x[b, 1:]))
-                    for k in range(4))
+        total = sum(
+            weights[k] * torch.exp(bivariate_normal(loc[b, k], scale[b, k], corr[b, k]).log_prob(x[b, 1:]))
+            for k in range(4)
+        )
         expected[b] = log_pen + torch.log(total)
     assert torch.allclose(actual, expected, rtol=1e-10, atol=1e-10)
     assert (x[:, 0] == 0).any() and (x[:, 0] == 1).any()  # both pen branches exercised
@@ -89,8 +93,9 @@ def test_stroke_mixture_one_component_is_bernoulli_times_mvn_exactly():
     pen_logits, logits, loc, scale, corr = random_stroke(batch=(6,), k=1)
     x = random_strokes((6,), seed=3)
     actual = StrokeMixture(pen_logits, logits, loc, scale, corr).log_prob(x)
-    expected = (dist.Bernoulli(logits=pen_logits).log_prob(x[:, 0])
-                + bivariate_normal(loc[:, 0], scale[:, 0], corr[:, 0]).log_prob(x[:, 1:]))
+    expected = dist.Bernoulli(logits=pen_logits).log_prob(x[:, 0]) + bivariate_normal(
+        loc[:, 0], scale[:, 0], corr[:, 0]
+    ).log_prob(x[:, 1:])
     assert torch.allclose(actual, expected, rtol=1e-12, atol=1e-12)
 
 
@@ -98,8 +103,9 @@ def test_stroke_mixture_with_zero_corr_factorizes():
     pen_logits, logits, loc, scale, corr = random_stroke(k=1)
     x = random_strokes((3,))
     actual = StrokeMixture(pen_logits, logits, loc, scale, torch.zeros_like(corr)).log_prob(x)
-    expected = (dist.Bernoulli(logits=pen_logits).log_prob(x[:, 0])
-                + dist.Normal(loc[:, 0], scale[:, 0]).to_event(1).log_prob(x[:, 1:]))
+    expected = dist.Bernoulli(logits=pen_logits).log_prob(x[:, 0]) + dist.Normal(loc[:, 0], scale[:, 0]).to_event(
+        1
+    ).log_prob(x[:, 1:])
     assert torch.allclose(actual, expected, rtol=1e-12, atol=1e-12)
 
 
@@ -165,8 +171,9 @@ def test_stroke_mixture_sample_moments_and_pen_frequency():
 @pytest.mark.parametrize("rho", [-0.8, 0.0, 0.6])
 def test_stroke_one_component_sampled_correlation_is_rho(rho):
     torch.manual_seed(2)
-    d = StrokeMixture(torch.tensor(0.0), torch.zeros(1), torch.tensor([[1.0, -2.0]]),
-                      torch.tensor([[2.0, 0.5]]), torch.tensor([rho]))
+    d = StrokeMixture(
+        torch.tensor(0.0), torch.zeros(1), torch.tensor([[1.0, -2.0]]), torch.tensor([[2.0, 0.5]]), torch.tensor([rho])
+    )
     x = d.sample((N,)).double()
     dxdy = x[:, 1:]
     emp = torch.corrcoef(dxdy.T)[0, 1].item()
@@ -175,6 +182,7 @@ def test_stroke_one_component_sampled_correlation_is_rho(rho):
 
 
 # ---------------------------------------------------------------- shapes and Pyro batching
+
 
 def test_shapes_broadcast_and_leading_sample_dims():
     s, b, k, d = 4, 3, 5, 6
@@ -250,6 +258,7 @@ def test_vectorized_particles_under_pyro_plate(kind):
 
 # ---------------------------------------------------------------- validation
 
+
 def test_invalid_parameters_raise_under_validation():
     logits, loc, scale = random_gmm()
     with pytest.raises(ValueError):
@@ -314,6 +323,7 @@ def test_invalid_values_raise_under_validation():
 
 # ---------------------------------------------------------------- numerical stability
 
+
 def test_extreme_parameters_give_finite_log_prob_and_gradients():
     # float32, as in training: extreme logits, the paper's scale floor, |rho| at the network's bound
     k = 3
@@ -347,6 +357,7 @@ def test_extreme_parameters_give_finite_log_prob_and_gradients():
 
 
 # ---------------------------------------------------------------- temperature
+
 
 def entropy(probs):
     return -(probs * probs.clamp_min(1e-300).log()).sum(-1)

@@ -10,6 +10,7 @@ written below with explicit LSTM gates and explicit log-density formulas, and th
 TraceMeanField_ELBO loss equals the same with the analytic Gaussian KL in place of the last two terms.
 The models here are the VRNN family (config.TABLE1_MODELS); tests/test_srnn.py does the same for the SRNN.
 """
+
 import math
 import types
 
@@ -18,6 +19,7 @@ import pyro.poutine as poutine
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import build, make_data
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from pyro.poutine.util import site_is_subsample
 from pyro.util import check_model_guide_match
@@ -26,12 +28,12 @@ import models
 from pyro_vrnn.config import TABLE1_MODELS
 from pyro_vrnn.objectives import FreeBitsELBO, elbo_terms
 from pyro_vrnn.record import Record
-from conftest import build, make_data
 
 LOG_2PI = math.log(2 * math.pi)
 
 
 # ---- the hand-written ELBO --------------------------------------------------------------
+
 
 def relu_linear(seq, inputs):
     linear = seq[0]
@@ -63,7 +65,7 @@ def emission_log_density(head, kind, mixture, k, features, x):
         d = x.shape[-1]
         if not mixture:
             return diag_normal_log_density(x, out[:, :d], F.softplus(out[:, d:]) + 1e-4)
-        logits, loc, raw = out[:, :k], out[:, k:k + k * d].reshape(-1, k, d), out[:, k + k * d:].reshape(-1, k, d)
+        logits, loc, raw = out[:, :k], out[:, k : k + k * d].reshape(-1, k, d), out[:, k + k * d :].reshape(-1, k, d)
         if head.shared is not None:  # the shared form: a common mean and raw scale plus per-component offsets
             shared = features @ head.shared.weight.T + head.shared.bias
             loc, raw = loc + shared[:, None, :d], raw + shared[:, None, d:]
@@ -72,17 +74,16 @@ def emission_log_density(head, kind, mixture, k, features, x):
         return torch.logsumexp(torch.log_softmax(logits, -1) + comp, dim=-1)
     # handwriting: Bernoulli pen bit + mixture of bivariate Gaussians (Graves 2013, eqs. 23-26)
     k = k if mixture else 1
-    pen_logit, logits = out[:, 0], out[:, 1:1 + k]
-    loc = out[:, 1 + k:1 + 3 * k].reshape(-1, k, 2)
-    sigma = F.softplus(out[:, 1 + 3 * k:1 + 5 * k].reshape(-1, k, 2)) + 1e-4
-    rho = torch.tanh(out[:, 1 + 5 * k:1 + 6 * k]) * (1 - 1e-5)
+    pen_logit, logits = out[:, 0], out[:, 1 : 1 + k]
+    loc = out[:, 1 + k : 1 + 3 * k].reshape(-1, k, 2)
+    sigma = F.softplus(out[:, 1 + 3 * k : 1 + 5 * k].reshape(-1, k, 2)) + 1e-4
+    rho = torch.tanh(out[:, 1 + 5 * k : 1 + 6 * k]) * (1 - 1e-5)
     pen = x[:, 0]
     log_pen = pen * F.logsigmoid(pen_logit) + (1 - pen) * F.logsigmoid(-pen_logit)
     n1 = (x[:, None, 1] - loc[..., 0]) / sigma[..., 0]
     n2 = (x[:, None, 2] - loc[..., 1]) / sigma[..., 1]
-    zz = n1 ** 2 + n2 ** 2 - 2 * rho * n1 * n2
-    log_n = -zz / (2 * (1 - rho ** 2)) - torch.log(2 * math.pi * sigma[..., 0] * sigma[..., 1]
-                                                     * torch.sqrt(1 - rho ** 2))
+    zz = n1**2 + n2**2 - 2 * rho * n1 * n2
+    log_n = -zz / (2 * (1 - rho**2)) - torch.log(2 * math.pi * sigma[..., 0] * sigma[..., 1] * torch.sqrt(1 - rho**2))
     return log_pen + torch.logsumexp(torch.log_softmax(logits, -1) + log_n, dim=-1)
 
 
@@ -95,13 +96,14 @@ def hand_elbo(vrnn, spec, config, kind, x, mask, analytic_kl=False):
 def backward_lstm(lstm, inputs, lengths):
     """a[b, t] = g(a[b, t+1], inputs[b, t]) for t < lengths[b], by hand: each sequence read from its own
     last step back to its first (nn.LSTM's gates, written out; padded steps left at zero)."""
-    cell = types.SimpleNamespace(weight_ih=lstm.weight_ih_l0, weight_hh=lstm.weight_hh_l0, bias_ih=lstm.bias_ih_l0,
-                                 bias_hh=lstm.bias_hh_l0)
+    cell = types.SimpleNamespace(
+        weight_ih=lstm.weight_ih_l0, weight_hh=lstm.weight_hh_l0, bias_ih=lstm.bias_ih_l0, bias_hh=lstm.bias_hh_l0
+    )
     a = torch.zeros(inputs.shape[:2] + (lstm.hidden_size,))
     for b, length in enumerate(lengths.tolist()):
         h = c = torch.zeros(1, lstm.hidden_size)
         for t in reversed(range(length)):
-            h, c = lstm_cell(cell, inputs[b:b + 1, t], h, c)
+            h, c = lstm_cell(cell, inputs[b : b + 1, t], h, c)
             a[b, t] = h[0]
     return a
 
@@ -122,8 +124,9 @@ def hand_elbo_parts(vrnn, spec, config, kind, x, mask, analytic_kl=False, per_st
         fx = relu_linear(vrnn.phi_x, x[:, t])
         if not spec.latent:
             dec = relu_linear(vrnn.decoder[0], h)
-            total = total + m * emission_log_density(emission_head, kind, spec.emission == "gmm",
-                                                     config.components, dec, x[:, t])
+            total = total + m * emission_log_density(
+                emission_head, kind, spec.emission == "gmm", config.components, dec, x[:, t]
+            )
             h, c = lstm_cell(vrnn.rnn, fx, h, c)
             continue
         features = a[:, t] if config.guide == "smoothing" else fx
@@ -137,7 +140,7 @@ def hand_elbo_parts(vrnn, spec, config, kind, x, mask, analytic_kl=False, per_st
         dec = relu_linear(vrnn.decoder[0], torch.cat([fz, h], -1))
         log_px = emission_log_density(emission_head, kind, spec.emission == "gmm", config.components, dec, x[:, t])
         if analytic_kl:
-            kl = (torch.log(sigma_p / sigma_q) + (sigma_q ** 2 + (mu_q - mu_p) ** 2) / (2 * sigma_p ** 2) - 0.5).sum(-1)
+            kl = (torch.log(sigma_p / sigma_q) + (sigma_q**2 + (mu_q - mu_p) ** 2) / (2 * sigma_p**2) - 0.5).sum(-1)
         else:
             kl = diag_normal_log_density(z, mu_q, sigma_q) - diag_normal_log_density(z, mu_p, sigma_p)
         total = total + m * log_px
@@ -213,15 +216,17 @@ def test_model_and_guide_sites_match(name, scoring):
     guide_trace = poutine.trace(guide).get_trace(vrnn, x, mask, record=record)
     model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(vrnn, x, mask, record=record)
     check_model_guide_match(model_trace, guide_trace, max_plate_nesting=1)
-    latent = [n for n, s in model_trace.nodes.items()
-              if s["type"] == "sample" and not s["is_observed"] and not site_is_subsample(s)]
+    latent = [
+        n
+        for n, s in model_trace.nodes.items()
+        if s["type"] == "sample" and not s["is_observed"] and not site_is_subsample(s)
+    ]
     observed = [n for n, s in model_trace.nodes.items() if s["type"] == "sample" and s["is_observed"]]
     # the step form observes each x_t at its step; the batched one observes all steps as one factor
     assert observed == ([f"x_{t}" for t in range(1, 6)] if scoring == "steps" else ["x"])
     if models.MODELS[name].latent:
         assert latent == [f"z_{t}" for t in range(1, 6)]
-        guide_latent = [n for n, s in guide_trace.nodes.items()
-                        if s["type"] == "sample" and not site_is_subsample(s)]
+        guide_latent = [n for n, s in guide_trace.nodes.items() if s["type"] == "sample" and not site_is_subsample(s)]
         assert guide_latent == latent
         for n in latent:
             assert model_trace.nodes[n]["value"].shape == (4, config.z_dim)
@@ -259,7 +264,7 @@ def test_padding_does_not_change_any_sequence_elbo(name, scoring):
     # The RNN baselines are deterministic: a sequence alone equals the sequence in the batch.
     if not models.MODELS[name].latent:
         for i, length in enumerate(lengths.tolist()):
-            alone, _ = elbo_terms(model, guide, vrnn, x[i:i + 1, :length], mask[i:i + 1, :length])
+            alone, _ = elbo_terms(model, guide, vrnn, x[i : i + 1, :length], mask[i : i + 1, :length])
             assert alone.item() == pytest.approx(ll[i].item(), rel=1e-5)
 
 
@@ -324,7 +329,8 @@ def test_free_bits_clamp_each_steps_batch_mean_kl(guide_name):
     for free_bits, clamp in ((lam, True), (0.0, False)):
         pyro.set_rng_seed(0)
         loss = FreeBitsELBO(free_bits, max_plate_nesting=1).differentiable_loss(
-            model, guide, vrnn, x, mask, num_sequences=10, record=Record())
+            model, guide, vrnn, x, mask, num_sequences=10, record=Record()
+        )
         kl_term = torch.maximum(step_kl, free_bits * counts).sum() if clamp else step_kl.sum()
         assert loss.item() == pytest.approx(-(ll.sum() - kl_term).item() * 10 / 4, rel=1e-5)
     pyro.set_rng_seed(0)

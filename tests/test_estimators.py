@@ -8,6 +8,7 @@ with a Gaussian guide q(z_t | x_t, h_{t-1}) that is not the posterior: the mean 
 shifted, its marginal scales (not its covariance) inflated. Many independent runs at once: the batch
 holds copies of the same sequences, each copy with its own particles.
 """
+
 import json
 import math
 
@@ -17,13 +18,13 @@ import pyro.distributions as dist
 import pytest
 import torch
 import torch.nn as nn
+from conftest import load_script
 
 import models
 from pyro_vrnn.config import make_config
-from pyro_vrnn.evaluate import Estimators, evaluate_checkpoint, estimate_batch
+from pyro_vrnn.evaluate import Estimators, estimate_batch, evaluate_checkpoint
 from pyro_vrnn.smc import particle_filter, stepper_for
 from pyro_vrnn.train import train
-from conftest import load_script
 
 Z, D = 2, 3
 F_MATRIX = torch.tensor([[0.9, 0.2], [-0.2, 0.8]])
@@ -34,6 +35,7 @@ B_VECTOR = torch.tensor([0.2, -0.1, 0.3])
 
 class LatentIsState(nn.Module):
     """In place of the GRU cell: h_t = z_t, the last Z features of cat(phi_x(x_t), phi_z(z_t))."""
+
     input_size = D + Z  # as the cell's, for evaluate's memory estimate
 
     def forward(self, inputs, h):
@@ -57,20 +59,30 @@ class PerturbedLocalPosterior(nn.Module):
 
     def __init__(self, shift, inflate):
         super().__init__()
-        precision = torch.diag(Q_SCALE ** -2) + A_MATRIX.T @ torch.diag(R_SCALE ** -2) @ A_MATRIX
+        precision = torch.diag(Q_SCALE**-2) + A_MATRIX.T @ torch.diag(R_SCALE**-2) @ A_MATRIX
         self.covariance = torch.linalg.inv(precision)
         self.shift, self.scale = shift, inflate * self.covariance.diagonal().sqrt()
 
     def forward(self, features):
         x, h = features[..., :D], features[..., D:]
-        information = (h @ F_MATRIX.T) / Q_SCALE ** 2 + ((x - B_VECTOR) / R_SCALE ** 2) @ A_MATRIX
+        information = (h @ F_MATRIX.T) / Q_SCALE**2 + ((x - B_VECTOR) / R_SCALE**2) @ A_MATRIX
         return dist.Normal(information @ self.covariance + self.shift, self.scale).to_event(1)
 
 
 def linear_gaussian_vrnn(shift=0.1, inflate=1.2):
     """(model, guide, vrnn): the state-space model above as models.build's VRNN-Gauss, networks swapped."""
-    config = make_config("test", model="vrnn-gauss", cell="gru", hidden=Z, z_dim=Z, x_features=D, z_features=Z,
-                         enc_hidden=4, prior_hidden=4, dec_hidden=4)
+    config = make_config(
+        "test",
+        model="vrnn-gauss",
+        cell="gru",
+        hidden=Z,
+        z_dim=Z,
+        x_features=D,
+        z_features=Z,
+        enc_hidden=4,
+        prior_hidden=4,
+        dec_hidden=4,
+    )
     model, guide, vrnn = models.build(config, "real", D)
     vrnn.phi_x, vrnn.phi_z, vrnn.rnn = nn.Identity(), nn.Identity(), LatentIsState()
     vrnn.prior_net, vrnn.decoder = LinearPrior(), LinearEmission()
@@ -98,8 +110,9 @@ def kalman_log_likelihood(x, mask):
         mean, cov = mean @ F.T, F @ cov @ F.T + Q  # predict z_t
         innovation_cov = A @ cov @ A.T + R
         innovation = x[:, t].double() - mean @ A.T - b
-        total = total + mask[:, t] * dist.MultivariateNormal(torch.zeros(D, dtype=torch.float64),
-                                                             innovation_cov).log_prob(innovation)
+        total = total + mask[:, t] * dist.MultivariateNormal(
+            torch.zeros(D, dtype=torch.float64), innovation_cov
+        ).log_prob(innovation)
         gain = cov @ A.T @ torch.linalg.inv(innovation_cov)  # update with x_t
         mean = mean + (gain @ innovation[..., None])[..., 0]
         cov = cov - gain @ A @ cov
@@ -127,7 +140,7 @@ def test_the_kalman_filter_agrees_with_the_joint_gaussian():
     for s in range(4):
         for t in range(4):
             zz = sum(power[s - u] @ Q @ power[t - u].T for u in range(min(s, t) + 1))
-            cov[s * D:(s + 1) * D, t * D:(t + 1) * D] = A @ zz @ A.T + (R if s == t else 0)
+            cov[s * D : (s + 1) * D, t * D : (t + 1) * D] = A @ zz @ A.T + (R if s == t else 0)
     joint = dist.MultivariateNormal(B_VECTOR.double().repeat(4), cov).log_prob(x.double().reshape(3, -1))
     assert torch.allclose(kalman_log_likelihood(x, torch.ones(3, 4, dtype=torch.bool)), joint, atol=1e-9)
 
@@ -157,8 +170,9 @@ def test_the_smc_estimate_converges_as_k_grows():
     x, mask = simulate(3, 12, seed=2), torch.arange(12) < lengths[:, None]
     exact = kalman_log_likelihood(x, mask)
     torch.manual_seed(1)
-    errors = {k: (smc(vrnn, *copies(x, mask, 100), k) - exact.repeat(100)).abs().mean().item()
-              for k in (1, 4, 16, 64, 256)}
+    errors = {
+        k: (smc(vrnn, *copies(x, mask, 100), k) - exact.repeat(100)).abs().mean().item() for k in (1, 4, 16, 64, 256)
+    }
     values = list(errors.values())
     assert all(a > 1.5 * b for a, b in zip(values, values[1:])), errors
     assert errors[256] < 0.2 and errors[256] < 0.05 * errors[1], errors
@@ -174,8 +188,9 @@ def test_iwae_does_not_decrease_in_k_and_stays_below_log_p_x():
     pyro.set_rng_seed(2)
     means, stderrs = [], []
     for k in (1, 2, 4, 8, 16, 32):
-        bound = estimate_batch(model, guide, vrnn, xs, masks, Estimators(("iwae",), num_samples=64,
-                                                                         iwae_particles=k))["iwae"]
+        bound = estimate_batch(model, guide, vrnn, xs, masks, Estimators(("iwae",), num_samples=64, iwae_particles=k))[
+            "iwae"
+        ]
         means.append(bound.mean().item())
         stderrs.append(bound.std().item() / math.sqrt(len(bound)))
     for i in range(len(means) - 1):
@@ -191,9 +206,18 @@ def test_on_long_sequences_smc_is_tighter_than_is_at_equal_k():
     exact = kalman_log_likelihood(x, mask).repeat(16)
     xs, masks = copies(x, mask, 16)
     pyro.set_rng_seed(3)
-    both = estimate_batch(model, guide, vrnn, xs, masks, Estimators(
-        ("is", "smc"), num_samples=32, stepper=lambda network, x, mask: stepper_for("vrnn-gauss", network,
-                                                                                     "filtering", x, mask)))
+    both = estimate_batch(
+        model,
+        guide,
+        vrnn,
+        xs,
+        masks,
+        Estimators(
+            ("is", "smc"),
+            num_samples=32,
+            stepper=lambda network, x, mask: stepper_for("vrnn-gauss", network, "filtering", x, mask),
+        ),
+    )
     is_error, smc_error = both["log_px"] - exact, both["smc"] - exact
     assert smc_error.mean() > is_error.mean() + 20, (smc_error.mean(), is_error.mean())
     assert smc_error.abs().mean() < 4 and smc_error.abs().mean() < 0.1 * is_error.abs().mean()
@@ -202,26 +226,67 @@ def test_on_long_sequences_smc_is_tighter_than_is_at_equal_k():
 
 # ---- the command lines ---------------------------------------------------------------------------
 
-TINY = dict(hidden=16, z_dim=4, x_features=16, z_features=16, enc_hidden=16, prior_hidden=16, dec_hidden=16,
-            components=3, batch_size=16, lr=3e-3)
+TINY = dict(
+    hidden=16,
+    z_dim=4,
+    x_features=16,
+    z_features=16,
+    enc_hidden=16,
+    prior_hidden=16,
+    dec_hidden=16,
+    components=3,
+    batch_size=16,
+    lr=3e-3,
+)
 
 
 @pytest.fixture(scope="module")
 def fivo_run(tmp_path_factory, small_handwriting):
     """A VRNN-GMM trained 2 steps with --elbo fivo --particles 3 and the smoothing guide on 96 lines."""
     root = tmp_path_factory.mktemp("estimators")
-    return train(make_config("hdf5", data_dir=small_handwriting, model="vrnn-gmm", elbo="fivo", particles=3,
-                             guide="smoothing", max_steps=2, epochs=1, device="cpu", out=str(root / "fivo"), **TINY),
-                 quiet=True)
+    return train(
+        make_config(
+            "hdf5",
+            data_dir=small_handwriting,
+            model="vrnn-gmm",
+            elbo="fivo",
+            particles=3,
+            guide="smoothing",
+            max_steps=2,
+            epochs=1,
+            device="cpu",
+            out=str(root / "fivo"),
+            **TINY,
+        ),
+        quiet=True,
+    )
 
 
 def test_evaluate_ll_reports_every_estimator_per_sequence_and_per_step(fivo_run, tmp_path, capsys):
     """--estimators elbo iwae smc is: each per sequence and per step with its standard error; IWAE with the
     IS K is the IS number itself; with its own --iwae-particles it is a separate, lower bound."""
     out = tmp_path / "ll.json"
-    load_script("evaluate_ll").main(["--checkpoint", fivo_run, "--split", "valid", "--estimators", "elbo", "iwae",
-                                     "smc", "is", "--num-samples", "6", "--smc-particles", "6", "--device", "cpu",
-                                     "--json", str(out)])
+    load_script("evaluate_ll").main(
+        [
+            "--checkpoint",
+            fivo_run,
+            "--split",
+            "valid",
+            "--estimators",
+            "elbo",
+            "iwae",
+            "smc",
+            "is",
+            "--num-samples",
+            "6",
+            "--smc-particles",
+            "6",
+            "--device",
+            "cpu",
+            "--json",
+            str(out),
+        ]
+    )
     printed = capsys.readouterr().out
     for label in ("ELBO (>=)", "IWAE K=6", "SMC K=6", "log p(x) IS K=6", "IWAE K=6 is the IS estimate"):
         assert label in printed, printed
@@ -243,10 +308,34 @@ def test_evaluate_ll_reports_every_estimator_per_sequence_and_per_step(fivo_run,
 def test_table1_shows_the_estimators_side_by_side(small_handwriting, tmp_path, capsys):
     """--estimators smc iwae: columns in that order between the ELBO and IS; the RNN's are its exact number."""
     table1 = load_script("table1")
-    rows, claims = table1.main(["--dataset", "hdf5", "--data-dir", small_handwriting, "--models", "vrnn-gmm",
-                                "rnn-gmm", "--seeds", "0", "--max-steps", "2", "--epochs", "1", "--num-samples", "4",
-                                "--estimators", "smc", "iwae", "--iwae-particles", "2", "--out", str(tmp_path / "t"),
-                                "--quiet", *[f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]])
+    rows, claims = table1.main(
+        [
+            "--dataset",
+            "hdf5",
+            "--data-dir",
+            small_handwriting,
+            "--models",
+            "vrnn-gmm",
+            "rnn-gmm",
+            "--seeds",
+            "0",
+            "--max-steps",
+            "2",
+            "--epochs",
+            "1",
+            "--num-samples",
+            "4",
+            "--estimators",
+            "smc",
+            "iwae",
+            "--iwae-particles",
+            "2",
+            "--out",
+            str(tmp_path / "t"),
+            "--quiet",
+            *[f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()],
+        ]
+    )
     table = open(tmp_path / "t" / "table1.md").read()
     assert "| model | ELBO (>=) | SMC K=4 | IWAE K=2 | log p(x) (~) |" in table
     assert rows["vrnn-gmm"]["smc_per_seq"] > rows["vrnn-gmm"]["iwae_per_seq"] > rows["vrnn-gmm"]["elbo_per_seq"]

@@ -9,6 +9,7 @@ and, with A's columns orthogonal, the exact posterior p(z_t | x_t) is a diagonal
 guide can represent, so the ELBO of any diagonal guide is known in closed form too:
 ELBO = log p(x) - sum_t KL(q(z_t | x_t) || p(z_t | x_t)).
 """
+
 import copy
 import json
 import math
@@ -23,19 +24,27 @@ import pyro.poutine as poutine
 import pytest
 import torch
 import torch.nn as nn
+from conftest import build, load_script, make_data, make_iam
 from pyro.infer import Trace_ELBO
 
 import models
 from pyro_vrnn import data as datasets
-from pyro_vrnn.config import make_config
 from pyro_vrnn.checkpoints import load_checkpoint, rebuild
-from pyro_vrnn.evaluate import (PASS_RESERVE_BYTES, bytes_per_cell, default_chunk_size, estimate_log_likelihood,
-                                evaluate_checkpoint, importance_log_weights, ratio_and_stderr, summarize)
+from pyro_vrnn.config import make_config
+from pyro_vrnn.evaluate import (
+    PASS_RESERVE_BYTES,
+    bytes_per_cell,
+    default_chunk_size,
+    estimate_log_likelihood,
+    evaluate_checkpoint,
+    importance_log_weights,
+    ratio_and_stderr,
+    summarize,
+)
 from pyro_vrnn.objectives import elbo_terms, exact_log_likelihood, particle_log_weights, summarize_log_weights
 from pyro_vrnn.record import Record
 from pyro_vrnn.svi import validate
 from pyro_vrnn.train import train
-from conftest import build, load_script, make_data, make_iam
 
 Z_DIM, X_DIM, SIGMA = 2, 3, 0.5
 
@@ -61,8 +70,8 @@ class GaussianPosterior(nn.Module):
         self.A, self.b, self.shift, self.inflate = A, b, shift, inflate
 
     def params(self, x):
-        precision = 1 + (self.A ** 2).sum(0) / SIGMA ** 2  # A^T A is diagonal
-        loc = ((x - self.b) @ self.A) / SIGMA ** 2 / precision
+        precision = 1 + (self.A**2).sum(0) / SIGMA**2  # A^T A is diagonal
+        loc = ((x - self.b) @ self.A) / SIGMA**2 / precision
         return loc + self.shift, precision.rsqrt() * self.inflate
 
     def forward(self, features):
@@ -79,8 +88,17 @@ def linear_gaussian(shift=0.0, inflate=1.0, batch=6, steps=5, seed=0, guide="fil
     A = q[:, :Z_DIM] * torch.tensor([1.5, 0.7])  # orthogonal columns
     b = torch.tensor([0.3, -0.2, 0.1])
     torch.manual_seed(seed)
-    config = make_config("test", model="vrnn-i-gauss", hidden=4, z_dim=Z_DIM, x_features=X_DIM,
-                         z_features=Z_DIM, enc_hidden=4, dec_hidden=4, guide=guide)
+    config = make_config(
+        "test",
+        model="vrnn-i-gauss",
+        hidden=4,
+        z_dim=Z_DIM,
+        x_features=X_DIM,
+        z_features=Z_DIM,
+        enc_hidden=4,
+        dec_hidden=4,
+        guide=guide,
+    )
     model, guide, vrnn = models.build(config, "real", X_DIM)
     vrnn.phi_x, vrnn.phi_z = nn.Identity(), nn.Identity()
     vrnn.backward_states = lambda phi_x, mask: phi_x
@@ -90,13 +108,15 @@ def linear_gaussian(shift=0.0, inflate=1.0, batch=6, steps=5, seed=0, guide="fil
     x = z @ A.T + b + SIGMA * torch.randn(batch, steps, X_DIM, generator=g)
     lengths = torch.tensor([5, 3, 4, 1, 5, 2])[:batch]
     mask = torch.arange(steps) < lengths[:, None]
-    marginal = dist.MultivariateNormal(b, A @ A.T + SIGMA ** 2 * torch.eye(X_DIM))
+    marginal = dist.MultivariateNormal(b, A @ A.T + SIGMA**2 * torch.eye(X_DIM))
     log_px = (marginal.log_prob(x) * mask).double().sum(1)
     exact_posterior = GaussianPosterior(A, b)
     q_loc, q_scale = vrnn.encoder.params(x)
     p_loc, p_scale = exact_posterior.params(x)
-    kl = torch.distributions.kl_divergence(dist.Normal(q_loc, q_scale.expand(q_loc.shape)).to_event(1),
-                            dist.Normal(p_loc, p_scale.expand(p_loc.shape)).to_event(1))
+    kl = torch.distributions.kl_divergence(
+        dist.Normal(q_loc, q_scale.expand(q_loc.shape)).to_event(1),
+        dist.Normal(p_loc, p_scale.expand(p_loc.shape)).to_event(1),
+    )
     elbo = log_px - (kl * mask).double().sum(1)
     return model, guide, vrnn, x, mask, log_px, elbo
 
@@ -150,8 +170,9 @@ def test_one_particle_weight_is_the_checked_one_sample_elbo():
     assert log_w.shape == (1, 4)
     assert torch.allclose(log_w[0].float(), ll - kl, rtol=1e-5)
     pyro.set_rng_seed(3)
-    assert log_w.sum().item() == pytest.approx(-Trace_ELBO(max_plate_nesting=1).loss(model, guide, vrnn, x, mask, record=Record()),
-                                               rel=1e-5)
+    assert log_w.sum().item() == pytest.approx(
+        -Trace_ELBO(max_plate_nesting=1).loss(model, guide, vrnn, x, mask, record=Record()), rel=1e-5
+    )
 
 
 @pytest.mark.parametrize("name,kind", [("vrnn-gmm", "handwriting"), ("vrnn-i-gauss", "real"), ("vrnn-gauss", "binary")])
@@ -171,17 +192,19 @@ def test_importance_estimate_is_never_below_the_elbo(name, kind):
     w = np.exp(log_w.numpy() - log_w.numpy().max(0))
     expected_log_px = np.log(w.mean(0)) + log_w.numpy().max(0)
     np.testing.assert_allclose(result["log_px"].numpy(), expected_log_px, rtol=1e-10)
-    np.testing.assert_allclose(result["ess"].numpy(), w.sum(0) ** 2 / (w ** 2).sum(0), rtol=1e-10)
+    np.testing.assert_allclose(result["ess"].numpy(), w.sum(0) ** 2 / (w**2).sum(0), rtol=1e-10)
     np.testing.assert_allclose(result["elbo"].numpy(), log_w.numpy().mean(0), rtol=1e-10)
 
 
 def recording(guide, traces):
     """The guide, with the trace of each call appended to `traces` (the particles it drew)."""
+
     def recorded(*args, **kwargs):
         tracer = poutine.trace(guide)
         out = tracer(*args, **kwargs)
         traces.append(tracer.trace)
         return out
+
     return recorded
 
 
@@ -202,8 +225,9 @@ def test_chunking_over_k_does_not_change_the_weights():
     # (replayed sites skip Pyro's broadcasting, so their fn keeps the batch shape that the shape check
     # would reject; the log-probs still broadcast to [K, B], which particle_log_weights checks)
     with pyro.validation_enabled(False):
-        whole = importance_log_weights(model, poutine.replay(guide, trace=replay_trace), vrnn, x, mask,
-                                       num_samples=10, chunk_size=10)
+        whole = importance_log_weights(
+            model, poutine.replay(guide, trace=replay_trace), vrnn, x, mask, num_samples=10, chunk_size=10
+        )
     assert chunked.shape == whole.shape == (10, 4)
     assert torch.allclose(chunked, whole, rtol=1e-6, atol=1e-6)
     for key, value in summarize_log_weights(chunked).items():
@@ -222,11 +246,11 @@ def test_speech_sized_mixture_emissions_do_not_shrink_the_particle_chunks():
     config = make_config("test", model="vrnn-gmm", hidden=256, z_dim=32, components=20)
     _, _, speech = models.build(config, "real", 200)
     _, _, handwriting = models.build(config, "handwriting", 3)
-    for budget in (2 ** 28, 2 ** 30, 2 ** 32):
+    for budget in (2**28, 2**30, 2**32):
         assert default_chunk_size(100, 4, 800, speech, budget) == default_chunk_size(100, 4, 800, handwriting, budget)
-    assert default_chunk_size(100, 4, 800, speech, 2 ** 32) == 100
+    assert default_chunk_size(100, 4, 800, speech, 2**32) == 100
     blizzard = types.SimpleNamespace(hidden=4000, z_dim=200, rnn=types.SimpleNamespace(input_size=1000))
-    assert 1 <= default_chunk_size(100, 4, 800, blizzard, 2 ** 32) <= 20  # five passes or more
+    assert 1 <= default_chunk_size(100, 4, 800, blizzard, 2**32) <= 20  # five passes or more
 
 
 def test_particle_chunks_fit_the_budget_and_split_k_evenly():
@@ -267,7 +291,7 @@ def test_padding_does_not_change_any_sequence_estimate(name):
             assert cut[key][i].item() == pytest.approx(base[key][i].item(), rel=1e-5, abs=1e-5)
     if not latent:  # exact: a sequence alone, unpadded, gives the number it has in the batch
         for i, length in enumerate(mask.sum(1).tolist()):
-            alone = estimate(x[i:i + 1, :length], mask[i:i + 1, :length])
+            alone = estimate(x[i : i + 1, :length], mask[i : i + 1, :length])
             assert alone["log_px"].item() == pytest.approx(base["log_px"][i].item(), rel=1e-5)
 
 
@@ -277,7 +301,9 @@ def test_unpadded_sequences_alone_match_the_padded_batch_exactly():
     model, guide, vrnn, x, mask, exact, _ = linear_gaussian()
     batch = estimate_log_likelihood(model, guide, vrnn, x, mask, num_samples=5)
     for i, length in enumerate(mask.sum(1).tolist()):
-        alone = estimate_log_likelihood(model, guide, vrnn, x[i:i + 1, :length], mask[i:i + 1, :length], num_samples=5)
+        alone = estimate_log_likelihood(
+            model, guide, vrnn, x[i : i + 1, :length], mask[i : i + 1, :length], num_samples=5
+        )
         assert alone["log_px"].item() == pytest.approx(batch["log_px"][i].item(), abs=1e-4)
         assert alone["log_px"].item() == pytest.approx(exact[i].item(), abs=1e-4)
 
@@ -292,14 +318,18 @@ def test_rnn_baselines_are_exact(name):
     assert result["ess"] is None and torch.equal(result["elbo"], result["log_px"])
     assert torch.allclose(result["log_px"].float(), ll, rtol=1e-5) and (kl == 0).all()
     assert result["log_px"].sum().item() == pytest.approx(
-        -Trace_ELBO(max_plate_nesting=1).loss(model, guide, vrnn, x, mask, record=Record()), rel=1e-5)
+        -Trace_ELBO(max_plate_nesting=1).loss(model, guide, vrnn, x, mask, record=Record()), rel=1e-5
+    )
     assert torch.equal(exact_log_likelihood(model, vrnn, x, mask), result["log_px"])
 
 
 def test_summary_figures():
     """Means, standard errors across sequences, per-step ratios and ESS, against numbers worked by hand."""
-    per_sequence = {"elbo": np.array([-10.0, -20.0, -30.0]), "log_px": np.array([-9.0, -18.0, -30.0]),
-                    "ess": np.array([2.0, 5.0, 8.0])}
+    per_sequence = {
+        "elbo": np.array([-10.0, -20.0, -30.0]),
+        "log_px": np.array([-9.0, -18.0, -30.0]),
+        "ess": np.array([2.0, 5.0, 8.0]),
+    }
     lengths = np.array([10, 20, 30])
     s = summarize(per_sequence, lengths, exact=False, num_samples=8)
     assert s["sequences"] == 3 and s["steps"] == 60
@@ -318,8 +348,18 @@ def test_summary_figures():
 # ---- the command lines, on tiny models trained for a few steps on the embedded handwriting set ----
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = dict(hidden=16, z_dim=4, x_features=16, z_features=16, enc_hidden=16, prior_hidden=16,
-            dec_hidden=16, components=3, batch_size=16, lr=3e-3)
+TINY = dict(
+    hidden=16,
+    z_dim=4,
+    x_features=16,
+    z_features=16,
+    enc_hidden=16,
+    prior_hidden=16,
+    dec_hidden=16,
+    components=3,
+    batch_size=16,
+    lr=3e-3,
+)
 
 
 @pytest.fixture(scope="module")
@@ -327,8 +367,12 @@ def tiny_runs(tmp_path_factory, hershey_cache):
     """runs/vrnn (VRNN-Gauss) and then runs/rnn (RNN-Gauss, the newest), 3 steps each."""
     root = tmp_path_factory.mktemp("evaluate")
     for age, (name, model) in enumerate((("vrnn", "vrnn-gauss"), ("rnn", "rnn-gauss"))):
-        run_dir = train(make_config("hershey", model=model, max_steps=3, epochs=1, device="cpu",
-                                    out=str(root / "runs" / name), **TINY), quiet=True)
+        run_dir = train(
+            make_config(
+                "hershey", model=model, max_steps=3, epochs=1, device="cpu", out=str(root / "runs" / name), **TINY
+            ),
+            quiet=True,
+        )
         os.utime(os.path.join(run_dir, "last.pt"), (time.time() + age, time.time() + age))  # rnn is newer
     return root
 
@@ -336,8 +380,22 @@ def tiny_runs(tmp_path_factory, hershey_cache):
 def test_evaluate_ll_reports_the_figures_of_a_checkpoint(tiny_runs, capsys):
     evaluate_ll = load_script("evaluate_ll")
     out = tiny_runs / "vrnn.json"
-    summary = evaluate_ll.main(["--checkpoint", str(tiny_runs / "runs" / "vrnn"), "--split", "valid",
-                                "--num-samples", "4", "--chunk-size", "3", "--device", "cpu", "--json", str(out)])
+    summary = evaluate_ll.main(
+        [
+            "--checkpoint",
+            str(tiny_runs / "runs" / "vrnn"),
+            "--split",
+            "valid",
+            "--num-samples",
+            "4",
+            "--chunk-size",
+            "3",
+            "--device",
+            "cpu",
+            "--json",
+            str(out),
+        ]
+    )
     printed = capsys.readouterr().out
     assert "vrnn-gauss on hershey valid" in printed and "effective sample size" in printed
     record = json.load(open(out))
@@ -382,8 +440,19 @@ def test_the_default_split_is_test_or_valid_where_there_is_none(tiny_runs, tmp_p
     assert summary["split"] == "test" and summary["sequences"] == len(datasets.load("hershey", verbose=False)["test"])
     root = str(tmp_path / "iam")
     make_iam(root, np.random.default_rng(0))
-    run_dir = train(make_config("iam", model="rnn-gauss", data_dir=root, max_steps=2, epochs=1, device="cpu",
-                                out=str(tmp_path / "run"), **TINY), quiet=True)
+    run_dir = train(
+        make_config(
+            "iam",
+            model="rnn-gauss",
+            data_dir=root,
+            max_steps=2,
+            epochs=1,
+            device="cpu",
+            out=str(tmp_path / "run"),
+            **TINY,
+        ),
+        quiet=True,
+    )
     summary, _ = evaluate_checkpoint(run_dir)
     assert summary["split"] == "valid" and summary["sequences"] == 1
 
@@ -405,9 +474,29 @@ def test_table1_tabulates_seeds_claims_and_resumes(tmp_path, small_handwriting, 
     the mean over sequences of (model A - model B), each sequence averaged over the seeds, as computed here
     from the runs' own evaluation files; run again, the table reuses them and gives the same numbers."""
     table1 = load_script("table1")
-    argv = ["--dataset", "hdf5", "--data-dir", small_handwriting, "--models", "rnn-gauss", "vrnn-i-gauss",
-            "vrnn-gauss", "--seeds", "0", "1", "--max-steps", "2", "--num-samples", "3", "--device", "cpu",
-            "--quiet", "--out", str(tmp_path / "t1"), *[f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]]
+    argv = [
+        "--dataset",
+        "hdf5",
+        "--data-dir",
+        small_handwriting,
+        "--models",
+        "rnn-gauss",
+        "vrnn-i-gauss",
+        "vrnn-gauss",
+        "--seeds",
+        "0",
+        "1",
+        "--max-steps",
+        "2",
+        "--num-samples",
+        "3",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--out",
+        str(tmp_path / "t1"),
+        *[f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()],
+    ]
     rows, claims = table1.main(argv)
     printed = capsys.readouterr().out
     assert "| RNN-Gauss |" in printed and "| VRNN-I-Gauss | >= " in printed

@@ -2,6 +2,7 @@
 bytes damaged on disk, corrupt audio, a read-only cache, absurd data, and flags no run can use.
 Each fault ends in one line that says what is wrong and what to do, or is repaired, and nothing
 good is lost."""
+
 import fcntl
 import os
 import subprocess
@@ -10,13 +11,12 @@ import sys
 import h5py
 import numpy as np
 import pytest
+from conftest import TINY, dead_pid, fresh_script as load_script, one_line_error, read_only, snapshot
 
 from pyro_vrnn import data
 from pyro_vrnn.data import DataError, SequenceDataset, schema
 from pyro_vrnn.data.audio import read_audio, write_wav
 from pyro_vrnn.data.audio_formats import open_audio
-from conftest import TINY, dead_pid, one_line_error, read_only, snapshot
-from conftest import fresh_script as load_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPLITS = ("train", "valid", "test")
@@ -26,6 +26,7 @@ def patch_everywhere(monkeypatch, name, value, *modules):
     """Replace `name` in pyro_vrnn.report and in each script module that binds it itself (a script
     may import it at its top or inside main)."""
     import pyro_vrnn.report
+
     for module in (pyro_vrnn.report, *modules):
         if hasattr(module, name):
             monkeypatch.setattr(module, name, value)
@@ -52,6 +53,7 @@ def damage_chunk(path, dataset="train/data", row=1):
 # 1. What a killed preparation leaves behind is removed at the next start
 # ---------------------------------------------------------------------------------------------
 
+
 def test_leftovers_of_killed_preparations_are_removed(tmp_path):
     cache, gone = tmp_path / "cache", dead_pid()
     cache.mkdir()
@@ -59,9 +61,12 @@ def test_leftovers_of_killed_preparations_are_removed(tmp_path):
     xml = cache / f"hershey-12-seed0.tmp{gone}" / "lineStrokes" / "h00"  # a rendering killed half-way
     xml.mkdir(parents=True)
     (xml / "h00-000-01.xml").write_text("<WhiteboardCaptureSession>")
-    stale = [cache / f"hershey-12-seed0.tmp{gone}", cache / f"hershey-12-seed0.h5.tmp{gone}",
-             cache / "hershey-12-seed0.h5.tmp1",  # pid 1 runs, but we hold hershey's lock: no one writes it
-             cache / f"chorales-seed0.h5.tmp{gone}"]  # another dataset's, its lock free
+    stale = [
+        cache / f"hershey-12-seed0.tmp{gone}",
+        cache / f"hershey-12-seed0.h5.tmp{gone}",
+        cache / "hershey-12-seed0.h5.tmp1",  # pid 1 runs, but we hold hershey's lock: no one writes it
+        cache / f"chorales-seed0.h5.tmp{gone}",
+    ]  # another dataset's, its lock free
     for path in stale[1:]:
         path.write_bytes(b"\x89HDF half a file")
     busy = cache / f"timit-core-0123abcd.h5.tmp{gone}"  # timit-core is being prepared: its lock is held
@@ -91,6 +96,7 @@ def test_leftovers_of_killed_preparations_are_removed(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # 2. Bytes damaged inside a data block are detected, never read as numbers
 # ---------------------------------------------------------------------------------------------
+
 
 def test_a_damaged_cache_is_rebuilt_or_refused(tmp_path, monkeypatch, capsys):
     cache = str(tmp_path / "cache")
@@ -144,8 +150,7 @@ def test_a_damaged_user_file_is_one_clear_error(tmp_path):
         f.attrs["kind"] = "real"
         for split in SPLITS:
             group = f.create_group(split)
-            group.create_dataset("data", data=rng.normal(size=(12, 3)).astype(np.float32), chunks=True,
-                                 fletcher32=True)
+            group.create_dataset("data", data=rng.normal(size=(12, 3)).astype(np.float32), chunks=True, fletcher32=True)
             group.create_dataset("offsets", data=[0, 5, 12], chunks=True, fletcher32=True)
     cache = str(tmp_path / "cache")
     data.prepare("hdf5", data_dir=path, cache_dir=cache, verbose=False)  # validated once
@@ -166,6 +171,7 @@ def test_a_damaged_user_file_is_one_clear_error(tmp_path):
 # 3. A corrupt audio file is named and called damaged, with or without soundfile
 # ---------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("with_soundfile", [True, False])
 def test_corrupt_wav_files_are_named_as_damaged(tmp_path, monkeypatch, with_soundfile):
     if with_soundfile:
@@ -179,11 +185,16 @@ def test_corrupt_wav_files_are_named_as_damaged(tmp_path, monkeypatch, with_soun
     garbled_coding = bytearray(raw)
     garbled_coding[20:22] = b"90"  # the fmt chunk's format tag
     garbled_chunk = bytearray(raw)
-    garbled_chunk[12:20] = bytes([0x8f, 0x01, 0xee, 0x07, 0xff, 0xff, 0xff, 0x7f])
+    garbled_chunk[12:20] = bytes([0x8F, 0x01, 0xEE, 0x07, 0xFF, 0xFF, 0xFF, 0x7F])
     noise = rng.integers(0, 256, size=3000, dtype=np.uint8)
     noise[:2] = (0x13, 0x37)  # random bytes, but not by chance an MPEG frame's sync bits
-    cases = {"cut.wav": raw[:30], "coding.wav": bytes(garbled_coding), "chunk.wav": bytes(garbled_chunk),
-             "fmt.wav": raw[:24], "noise.wav": noise.tobytes()}
+    cases = {
+        "cut.wav": raw[:30],
+        "coding.wav": bytes(garbled_coding),
+        "chunk.wav": bytes(garbled_chunk),
+        "fmt.wav": raw[:24],
+        "noise.wav": noise.tobytes(),
+    }
     for name, content in cases.items():
         (tmp_path / name).write_bytes(content)
         with pytest.raises(DataError) as error:
@@ -205,6 +216,7 @@ def test_corrupt_wav_files_are_named_as_damaged(tmp_path, monkeypatch, with_soun
 # ---------------------------------------------------------------------------------------------
 # 4. A read-only cache: complete, it is used as it is; to build, one line
 # ---------------------------------------------------------------------------------------------
+
 
 def test_a_read_only_cache(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
@@ -236,6 +248,7 @@ def test_a_read_only_cache(tmp_path, monkeypatch):
 # 5. Data too large for float32 arithmetic is refused before any training
 # ---------------------------------------------------------------------------------------------
 
+
 def test_data_scaled_by_1e30_is_refused_before_training(tmp_path):
     rng = np.random.default_rng(0)
     path = str(tmp_path / "huge.h5")
@@ -264,6 +277,7 @@ def test_data_scaled_by_1e30_is_refused_before_training(tmp_path):
 # 6. Flags no run can use: one line, before any expensive work
 # ---------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A 2-step VRNN-Gauss run on a tiny real-valued file, trained by run/svi.py (its own cache)."""
@@ -272,11 +286,22 @@ def checkpoint(tmp_path_factory):
     os.environ["PYRO_VRNN_CACHE"] = str(root / "cache")
     rng = np.random.default_rng(0)
     tiny = str(root / "tiny.h5")
-    schema.write_h5(tiny, {s: [rng.normal(size=(int(rng.integers(5, 12)), 2)) for _ in range(n)]
-                           for s, n in (("train", 16), ("valid", 4), ("test", 4))}, "real", "tiny", [0, 0], [1, 1], "t")
+    schema.write_h5(
+        tiny,
+        {
+            s: [rng.normal(size=(int(rng.integers(5, 12)), 2)) for _ in range(n)]
+            for s, n in (("train", 16), ("valid", 4), ("test", 4))
+        },
+        "real",
+        "tiny",
+        [0, 0],
+        [1, 1],
+        "t",
+    )
     run_dir = str(root / "run")
-    load_script("svi").main(["--dataset", "hdf5", "--data-dir", tiny, "--max-steps", "2", "--model", "vrnn-gauss",
-                             "--out", run_dir, *TINY])
+    load_script("svi").main(
+        ["--dataset", "hdf5", "--data-dir", tiny, "--max-steps", "2", "--model", "vrnn-gauss", "--out", run_dir, *TINY]
+    )
     yield run_dir
     if previous is None:
         os.environ.pop("PYRO_VRNN_CACHE", None)
@@ -292,6 +317,7 @@ class Expensive(AssertionError):
 def scripts(monkeypatch, checkpoint, tmp_path):
     """name -> (module, the flags of a run that would work); whatever is expensive (training,
     evaluating, loading a checkpoint, sampling) raises Expensive, so a check must come before it."""
+
     def expensive(*args, **kwargs):
         raise Expensive("expensive work began before the flags were checked")
 
@@ -299,11 +325,14 @@ def scripts(monkeypatch, checkpoint, tmp_path):
     for attribute in ("train", "evaluate_checkpoint", "Run"):
         patch_everywhere(monkeypatch, attribute, expensive, *loaded.values())
     tiny = os.path.join(os.path.dirname(checkpoint), "tiny.h5")
-    flags = {"svi": ["--dataset", "hdf5", "--data-dir", tiny, "--out", str(tmp_path / "svi")],
-             "evaluate_ll": ["--checkpoint", checkpoint], "sample": ["--checkpoint", checkpoint],
-             "analyze": ["--checkpoint", checkpoint],
-             "figure3": ["--rnn", checkpoint, "--vrnn", checkpoint, "--out", str(tmp_path / "f3.png")],
-             "table1": ["--dataset", "hdf5", "--data-dir", tiny, "--out", str(tmp_path / "table1")]}
+    flags = {
+        "svi": ["--dataset", "hdf5", "--data-dir", tiny, "--out", str(tmp_path / "svi")],
+        "evaluate_ll": ["--checkpoint", checkpoint],
+        "sample": ["--checkpoint", checkpoint],
+        "analyze": ["--checkpoint", checkpoint],
+        "figure3": ["--rnn", checkpoint, "--vrnn", checkpoint, "--out", str(tmp_path / "f3.png")],
+        "table1": ["--dataset", "hdf5", "--data-dir", tiny, "--out", str(tmp_path / "table1")],
+    }
     return {name: (loaded[name], flags[name]) for name in loaded}
 
 
@@ -317,9 +346,10 @@ def refused(module, argv):
 def test_seeds_outside_numpys_range(scripts, capsys):
     for name, (module, flags) in scripts.items():
         flag = "--seeds" if name == "table1" else "--seed"  # table1 trains several seeds
-        for seed in ("-1", str(2 ** 32), "99999999999999999999"):
+        for seed in ("-1", str(2**32), "99999999999999999999"):
             assert refused(module, flags + [flag, seed]) == (
-                f"error: {flag} is {seed}; it must be a whole number from 0 to 4294967295"), name
+                f"error: {flag} is {seed}; it must be a whole number from 0 to 4294967295"
+            ), name
         with pytest.raises(Expensive):  # the largest seed passes the check
             module.main(flags + [flag, "4294967295"])
         with pytest.raises(SystemExit) as stop:  # not a whole number: argparse's usage and one error line
@@ -332,9 +362,11 @@ def test_seeds_outside_numpys_range(scripts, capsys):
 
 def test_devices_that_do_not_exist(scripts):
     import torch
+
     for name, (module, flags) in scripts.items():
         assert refused(module, flags + ["--device", "foo"]) == (
-            "error: --device 'foo' is not a device; choose auto, cpu, cuda or cuda:N (a GPU's number)")
+            "error: --device 'foo' is not a device; choose auto, cpu, cuda or cuda:N (a GPU's number)"
+        )
         message = refused(module, flags + ["--device", "cuda:7"])
         if torch.cuda.is_available():
             assert "GPU 7 does not exist" in message and "cuda:0" in message
@@ -349,16 +381,20 @@ def test_outputs_that_cannot_be_written(scripts, tmp_path, monkeypatch):
     for name, flag in (("svi", "--out"), ("sample", "--out"), ("analyze", "--out"), ("table1", "--out")):
         module, flags = scripts[name]
         assert refused(module, flags + [flag, str(a_file)]) == (
-            f"error: {flag} {a_file} is a file; give a folder (files are written into it; it is created if missing)")
+            f"error: {flag} {a_file} is a file; give a folder (files are written into it; it is created if missing)"
+        )
     module, flags = scripts["figure3"]
     assert refused(module, flags + ["--out", str(tmp_path)]) == (
-        f"error: --out {tmp_path} is a folder; give a file name in it")
+        f"error: --out {tmp_path} is a folder; give a file name in it"
+    )
     module, flags = scripts["evaluate_ll"]
     assert refused(module, flags + ["--json", str(tmp_path)]) == (
-        f"error: --json {tmp_path} is a folder; give a file name in it")
+        f"error: --json {tmp_path} is a folder; give a file name in it"
+    )
     missing = tmp_path / "missing" / "ll.json"
     assert refused(module, flags + ["--json", str(missing)]) == (
-        f"error: --json {missing}: the folder {missing.parent} does not exist; create it or choose another")
+        f"error: --json {missing}: the folder {missing.parent} does not exist; create it or choose another"
+    )
     locked = tmp_path / "locked"
     locked.mkdir()
     with read_only(monkeypatch, locked):
@@ -369,18 +405,22 @@ def test_outputs_that_cannot_be_written(scripts, tmp_path, monkeypatch):
 
 def test_sampling_flags(checkpoint, tmp_path, monkeypatch):
     from pyro_vrnn.generate import check_temperature
+
     sample = load_script("sample")
     for value in ("inf", "nan", "0", "-1"):
         with monkeypatch.context() as patch:
             patch_everywhere(patch, "Run", lambda *a, **k: pytest.fail("the checkpoint was loaded"), sample)
             assert refused(sample, ["--checkpoint", checkpoint, "--temperature", value]) == (
-                f"error: --temperature is {float(value)}; it must be a finite number above 0")
+                f"error: --temperature is {float(value)}; it must be a finite number above 0"
+            )
         with pytest.raises(ValueError, match="finite number above 0"):
             check_temperature(float(value))
     with monkeypatch.context() as patch:  # memory: said before anything is allocated
         patch_everywhere(patch, "sample_run", lambda *a, **k: pytest.fail("sampling began"), sample)
-        for flags, what in ((["--length", "1000000000"], "--num 6 --length 1000000000"),
-                            (["--num", "1000000000", "--length", "10"], "--num 1000000000 --length 10")):
+        for flags, what in (
+            (["--length", "1000000000"], "--num 6 --length 1000000000"),
+            (["--num", "1000000000", "--length", "10"], "--num 1000000000 --length 10"),
+        ):
             message = refused(sample, ["--checkpoint", checkpoint, "--out", str(tmp_path / "s"), *flags])
             assert message.startswith(f"error: {what}: sampling would need about ") and " TB of memory" in message
         assert not (tmp_path / "s").exists()
@@ -392,10 +432,18 @@ def test_sampling_flags(checkpoint, tmp_path, monkeypatch):
 def test_the_real_scripts_print_one_line(checkpoint, tmp_path):
     """As a user runs them: exit status 1, one line on stderr, no traceback."""
     env = dict(os.environ, PYRO_VRNN_CACHE=str(tmp_path / "cache"))
-    for script, args in (("sample.py", ["--checkpoint", checkpoint, "--temperature", "inf"]),
-                         ("svi.py", ["--seed", "-1", "--out", str(tmp_path / "run")])):
-        result = subprocess.run([sys.executable, os.path.join(ROOT, "run", script), *args], capture_output=True,
-                                text=True, cwd=str(tmp_path), env=env, timeout=120)
+    for script, args in (
+        ("sample.py", ["--checkpoint", checkpoint, "--temperature", "inf"]),
+        ("svi.py", ["--seed", "-1", "--out", str(tmp_path / "run")]),
+    ):
+        result = subprocess.run(
+            [sys.executable, os.path.join(ROOT, "run", script), *args],
+            capture_output=True,
+            text=True,
+            cwd=str(tmp_path),
+            env=env,
+            timeout=120,
+        )
         assert result.returncode == 1, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1 and one_line_error(result.stderr.strip())
     assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()

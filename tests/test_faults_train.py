@@ -2,6 +2,7 @@
 other data on --resume, real signals to a real run, damaged checkpoints, data that blows up the loss.
 Each ends in one line saying what to do (or the exit status a shell expects) and loses nothing written
 before: where a run is refused, every file of it is byte for byte as it was."""
+
 import errno
 import fcntl
 import glob
@@ -15,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY, dead_pid, fresh_script as load_script, one_line_error, read_only, snapshot
+from svi_slow import start, wait_for
 
 import pyro_vrnn.runs
 import pyro_vrnn.train
@@ -24,17 +27,27 @@ from pyro_vrnn.data import SequenceDataset, schema
 from pyro_vrnn.data.fingerprints import file_fingerprint
 from pyro_vrnn.runs import read_log
 from pyro_vrnn.runtime import TrainingError
-from conftest import TINY, dead_pid, one_line_error, read_only, snapshot
-from conftest import fresh_script as load_script
-from svi_slow import start, wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 8  # 2 epochs of 4 batches
 
 
 def train_flags(data_path):
-    return ["--dataset", "hdf5", "--data-dir", data_path, "--model", "vrnn-gauss", "--epochs", "2", "--log-every",
-            "1", "--checkpoint-every", "1", *TINY]
+    return [
+        "--dataset",
+        "hdf5",
+        "--data-dir",
+        data_path,
+        "--model",
+        "vrnn-gauss",
+        "--epochs",
+        "2",
+        "--log-every",
+        "1",
+        "--checkpoint-every",
+        "1",
+        *TINY,
+    ]
 
 
 def tiny_config(data_path, **settings):
@@ -48,8 +61,10 @@ def write_data(path, scale=1.0, seed=0):
     depend on nothing but the split, so files of other seeds differ in their values alone."""
     lengths = np.random.default_rng(0)
     values = np.random.default_rng(seed)
-    splits = {s: [(scale * values.normal(size=(int(lengths.integers(5, 12)), 2))).clip(-9e5, 9e5) for _ in range(n)]
-              for s, n in (("train", 32), ("valid", 8), ("test", 8))}
+    splits = {
+        s: [(scale * values.normal(size=(int(lengths.integers(5, 12)), 2))).clip(-9e5, 9e5) for _ in range(n)]
+        for s, n in (("train", 32), ("valid", 8), ("test", 8))
+    }
     schema.write_h5(str(path), splits, "real", "tiny", [0, 0], [1, 1], "tests")
     return str(path)
 
@@ -101,14 +116,17 @@ def temporaries(run_dir):
 
 # -- A directory that holds another run, or that another process trains into ---------------------------------
 
+
 def test_a_new_run_into_another_run_is_refused_unless_overwrite(world, run, svi, tmp_path):
     before = snapshot(run)
     assert refused(svi, world["flags"] + ["--out", run]) == (
         f"error: {run} holds another run; resume it with --resume {run}, choose another --out, or pass "
-        "--overwrite to delete that run first")
+        "--overwrite to delete that run first"
+    )
     assert refused(svi, ["--resume", run, "--overwrite"]).startswith("error: --overwrite deletes the run in --out")
     assert refused(svi, ["--resume", os.path.join(run, "best.pt")]).startswith(
-        f"error: --resume continues a run from its last.pt; {run}/best.pt is not one")
+        f"error: --resume continues a run from its last.pt; {run}/best.pt is not one"
+    )
     bad = tmp_path / "bad.h5"  # --overwrite deletes the old run only once the new one can start
     bad.write_bytes(b"not an HDF5 file")
     assert "is not a readable HDF5 file" in refused(svi, train_flags(str(bad)) + ["--out", run, "--overwrite"])
@@ -124,12 +142,15 @@ def test_a_run_directory_in_use_names_the_process(world, run, svi):
         fcntl.flock(held, fcntl.LOCK_EX)
         before = snapshot(run)
         for argv in (["--resume", run, "--epochs", "3"], world["flags"] + ["--out", run, "--overwrite"]):
-            assert refused(svi, argv) == (f"error: {run} is in use: process 4242 is training into it; wait for it "
-                                          "to finish or stop it, or choose another --out")
+            assert refused(svi, argv) == (
+                f"error: {run} is in use: process 4242 is training into it; wait for it "
+                "to finish or stop it, or choose another --out"
+            )
         assert snapshot(run) == before  # --overwrite deleted nothing: the lock comes first
 
 
 # -- A full disk while logging; a torn last line -------------------------------------------------------------
+
 
 def test_a_full_disk_while_logging_tears_a_line_that_resume_drops(world, run, svi, monkeypatch):
     appends = []
@@ -137,7 +158,7 @@ def test_a_full_disk_while_logging_tears_a_line_that_resume_drops(world, run, sv
     class FullDisk(io.StringIO):  # as the line is flushed, half of it reaches the disk, then ENOSPC
         def close(self):
             if not self.closed:  # once: not again when the object is collected
-                half = self.getvalue()[:len(self.getvalue()) // 2]
+                half = self.getvalue()[: len(self.getvalue()) // 2]
                 super().close()
                 with open(appends[0], "a") as f:
                     f.write(half)
@@ -154,7 +175,8 @@ def test_a_full_disk_while_logging_tears_a_line_that_resume_drops(world, run, sv
     log = os.path.join(run, "log.jsonl")
     assert refused(svi, ["--resume", run, "--epochs", "3"]) == (
         f"error: cannot append to the log {log}: the disk is full; the last checkpoint is intact: free some "
-        f"space and resume with --resume {run}")
+        f"space and resume with --resume {run}"
+    )
     monkeypatch.undo()
     assert step_of(run) == 9  # the step before the failure
     assert not Path(log).read_text().endswith("\n")  # torn
@@ -164,6 +186,7 @@ def test_a_full_disk_while_logging_tears_a_line_that_resume_drops(world, run, sv
 
 
 # -- Other data of the same kind, dimension and size; its content fingerprint --------------------------------
+
 
 def test_resume_with_other_data_of_the_same_shape_is_refused(world, run, svi, tmp_path):
     trained_on = load_checkpoint(os.path.join(run, "last.pt"))["data"]["fingerprint"]
@@ -190,6 +213,7 @@ def test_resume_with_other_data_of_the_same_shape_is_refused(world, run, svi, tm
 
 # -- A kill during the end-of-run figures, or during a checkpoint write --------------------------------------
 
+
 @pytest.mark.parametrize("killed", ["drawing the samples", "writing the end record"])
 def test_a_finished_run_makes_its_missing_figures_on_resume(run, svi, killed):
     os.remove(os.path.join(run, "samples.png"))
@@ -211,6 +235,7 @@ def test_temporary_files_of_a_killed_writer_are_removed(run, svi):
 
 # -- Real signals to a real run ------------------------------------------------------------------------------
 
+
 def last_line(stderr):
     assert "Traceback" not in stderr, stderr
     return stderr.strip().splitlines()[-1]
@@ -223,21 +248,28 @@ def test_a_stopped_run_exits_130_or_143_and_resumes_exactly(world, svi, tmp_path
     wait_for(proc, lambda: steps_logged(run))
     assert refused(svi, world["flags"] + ["--out", run]) == (  # a second trainer, started meanwhile
         f"error: {run} is in use: process {proc.pid} is training into it; wait for it to finish or stop it, "
-        "or choose another --out")
+        "or choose another --out"
+    )
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=60)
     step = step_of(run)
-    assert proc.returncode == code and 0 < step < STEPS and last_line(stderr) == (
-        f"stopped at step {step}, last.pt written; resume with: python run/svi.py --resume {run}")
+    assert (
+        proc.returncode == code
+        and 0 < step < STEPS
+        and last_line(stderr)
+        == (f"stopped at step {step}, last.pt written; resume with: python run/svi.py --resume {run}")
+    )
     svi.main(["--resume", run])
     assert same_parameters(run, world["trained"])  # as if it had never stopped
     assert steps_logged(run) == list(range(1, STEPS + 1))
 
 
-@pytest.mark.parametrize("flag,value,steps,reason", [("--max-steps", "3", 3, "max_steps"),
-                                                     ("--epochs", "1", 4, "epochs")])  # 4 steps: epoch 1
-def test_a_ctrl_c_on_the_very_last_step_finishes_the_run(world, svi, tmp_path, monkeypatch, capsys, flag, value,
-                                                         steps, reason):
+@pytest.mark.parametrize(
+    "flag,value,steps,reason", [("--max-steps", "3", 3, "max_steps"), ("--epochs", "1", 4, "epochs")]
+)  # 4 steps: epoch 1
+def test_a_ctrl_c_on_the_very_last_step_finishes_the_run(
+    world, svi, tmp_path, monkeypatch, capsys, flag, value, steps, reason
+):
     run, real_step, taken = str(tmp_path / "run"), pyro_vrnn.train.svi_step, []
 
     def step_then_ctrl_c(*args, **kwargs):
@@ -286,11 +318,19 @@ def test_a_ctrl_c_during_start_up_is_one_line(world, tmp_path, phase):
 
 # -- Damaged checkpoints, and a full or failing disk while one is written ------------------------------------
 
-@pytest.mark.parametrize("damage,said", [
-    pytest.param(lambda state: state.pop("optimizer"), "{path} lacks optimizer: it is damaged", id="a key missing"),
-    pytest.param(lambda state: state["data"].pop("kind"), "{path} lacks data['kind']: it is damaged", id="inside"),
-    pytest.param(lambda state: state["config"].update(hidden=16), "the checkpoint's weights do not fit the network its "
-                 "config describes (7 tensor(s) differ; e.g. ", id="a config that does not fit its weights")])
+
+@pytest.mark.parametrize(
+    "damage,said",
+    [
+        pytest.param(lambda state: state.pop("optimizer"), "{path} lacks optimizer: it is damaged", id="a key missing"),
+        pytest.param(lambda state: state["data"].pop("kind"), "{path} lacks data['kind']: it is damaged", id="inside"),
+        pytest.param(
+            lambda state: state["config"].update(hidden=16),
+            "the checkpoint's weights do not fit the network its config describes (7 tensor(s) differ; e.g. ",
+            id="a config that does not fit its weights",
+        ),
+    ],
+)
 @pytest.mark.parametrize("script", ["svi", "evaluate_ll", "sample"])
 def test_a_damaged_checkpoint_is_one_line(run, script, damage, said):
     path = os.path.join(run, "last.pt")
@@ -306,25 +346,31 @@ def test_a_damaged_checkpoint_is_one_line(run, script, damage, said):
 def test_a_full_or_failing_disk_while_checkpointing(run, svi, monkeypatch, fault):
     before = snapshot(run)
     if fault == "ENOSPC":  # the disk fills up half-way through the checkpoint
+
         def full_disk_save(state, f):
             f.write(b"\x80\x02 half a pickle")
             raise OSError(errno.ENOSPC, "No space left on device")
+
         monkeypatch.setattr(pyro_vrnn.runs.torch, "save", full_disk_save)
     else:  # the disk fails to write what was cached, as fsync reports (for the checkpoint, not the log)
+
         def failing_fsync(fd, fsync=os.fsync):
             if ".pt.tmp" in os.readlink(f"/proc/self/fd/{fd}"):
                 raise OSError(errno.EIO, "Input/output error")
             fsync(fd)
+
         monkeypatch.setattr(pyro_vrnn.runs.os, "fsync", failing_fsync)
     what = "the disk is full" if fault == "ENOSPC" else "an input/output error (a failing disk?)"
     assert refused(svi, ["--resume", run, "--epochs", "3"]) == (
         f"error: cannot write the checkpoint {run}/last.pt: {what} (the previous one is intact); free some space "
-        f"and resume with --resume {run}")
+        f"and resume with --resume {run}"
+    )
     after = snapshot(run)
     assert all(after[name] == before[name] for name in ("last.pt", "best.pt")) and temporaries(run) == []
 
 
 # -- Data that blows up the loss; outputs that cannot be written ---------------------------------------------
+
 
 def test_a_loss_blown_up_by_the_data_points_at_the_data(world, svi, tmp_path, capsys):
     huge = write_data(tmp_path / "huge.h5", scale=5e5)  # under validation's 1e6, far from standardized
@@ -337,8 +383,10 @@ def test_a_loss_blown_up_by_the_data_points_at_the_data(world, svi, tmp_path, ca
 def test_run_directories_that_cannot_be_written(world, run, svi, tmp_path, monkeypatch):
     a_file = tmp_path / "a-file"
     a_file.write_bytes(b"precious")
-    for out, said in ((a_file, f"--out {a_file} is a file, not a directory"),
-                      (a_file / "run", f"cannot create the run directory {a_file}/run: ")):
+    for out, said in (
+        (a_file, f"--out {a_file} is a file, not a directory"),
+        (a_file / "run", f"cannot create the run directory {a_file}/run: "),
+    ):
         with pytest.raises(TrainingError) as error:  # the library's own check (RunDirectory.open)
             pyro_vrnn.train.train(tiny_config(world["a"], out=str(out)), quiet=True)
         assert str(error.value).startswith(said) and "\n" not in str(error.value)
@@ -347,9 +395,11 @@ def test_run_directories_that_cannot_be_written(world, run, svi, tmp_path, monke
     before = snapshot(run)
     with read_only(monkeypatch, locked), read_only(monkeypatch, run):
         assert refused(svi, world["flags"] + ["--out", str(locked / "run")]).startswith(
-            f"error: --out {locked / 'run'}: cannot write in {locked} (Permission denied)")
+            f"error: --out {locked / 'run'}: cannot write in {locked} (Permission denied)"
+        )
         assert refused(svi, ["--resume", run, "--epochs", "3"]) == (
-            f"error: cannot write {run}/.lock: permission denied; make {run} writable")
+            f"error: cannot write {run}/.lock: permission denied; make {run} writable"
+        )
     assert snapshot(run) == before and os.listdir(locked) == [] and a_file.read_bytes() == b"precious"
 
 

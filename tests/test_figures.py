@@ -7,6 +7,7 @@ The scripts are imported and their `main(argv)` called in this process (the same
 command line, without paying for a new interpreter each time). Speech and piano-roll runs are
 trained on tiny HDF5 files in the project's schema (`--dataset hdf5`).
 """
+
 import csv
 import importlib.util
 import json
@@ -21,15 +22,34 @@ import pytest
 import torch
 from pyro.infer import TraceMeanField_ELBO
 
-from pyro_vrnn import data as datasets
-from pyro_vrnn import plots
+from pyro_vrnn import data as datasets, plots
 from pyro_vrnn.distributions import DiagNormalMixture, StrokeMixture
 from pyro_vrnn.generate import TemperatureMessenger, generate, tempered, to_data_units
 from pyro_vrnn.report import Run, end_of_run_figures, latent_activity
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--hidden", "16", "--z-dim", "4", "--x-features", "8", "--z-features", "8", "--enc-hidden", "8",
-        "--prior-hidden", "8", "--dec-hidden", "8", "--components", "2", "--batch-size", "4", "--log-every", "1"]
+TINY = [
+    "--hidden",
+    "16",
+    "--z-dim",
+    "4",
+    "--x-features",
+    "8",
+    "--z-features",
+    "8",
+    "--enc-hidden",
+    "8",
+    "--prior-hidden",
+    "8",
+    "--dec-hidden",
+    "8",
+    "--components",
+    "2",
+    "--batch-size",
+    "4",
+    "--log-every",
+    "1",
+]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -49,6 +69,7 @@ def is_png(path):
 # ---------------------------------------------------------------------------------------------
 # Runs to look at: tiny handwriting runs on the embedded set, tiny speech and piano-roll runs
 # ---------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def hershey_runs(hershey_cache, tmp_path_factory):
@@ -71,8 +92,9 @@ def tiny_h5(path, kind, dim, steps, seed=0):
         wave_ = 0.3 * np.sin(2 * np.pi * rng.uniform(100, 400) * t) + 0.02 * rng.standard_normal(t.shape)
         return wave_.reshape(length, dim)
 
-    splits = {split: [sequence(steps + (i % 3)) for i in range(n)]
-              for split, n in (("train", 8), ("valid", 4), ("test", 4))}
+    splits = {
+        split: [sequence(steps + (i % 3)) for i in range(n)] for split, n in (("train", 8), ("valid", 4), ("test", 4))
+    }
     if kind == "real":
         values = np.concatenate([s.reshape(-1) for s in splits["train"]])
         mean, std = np.full(dim, values.mean()), np.full(dim, values.std())
@@ -89,12 +111,27 @@ def kind_runs(tmp_path_factory, hershey_cache):
     given as user HDF5 files (`--dataset hdf5 --data-dir FILE.h5`), two epochs of two steps through
     run/svi.py, so that best.pt and epoch records exist."""
     root = tmp_path_factory.mktemp("kind-runs")
-    files = {"tiny-speech": tiny_h5(str(root / "speech.h5"), "real", 200, 6),
-             "tiny-piano": tiny_h5(str(root / "piano.h5"), "binary", 88, 10)}
+    files = {
+        "tiny-speech": tiny_h5(str(root / "speech.h5"), "real", 200, 6),
+        "tiny-piano": tiny_h5(str(root / "piano.h5"), "binary", 88, 10),
+    }
     svi = script("svi")
     for name, path in files.items():
-        svi.main(["--dataset", "hdf5", "--data-dir", path, "--model", "vrnn-gmm", "--epochs", "2",
-                  "--out", str(root / name), *TINY])
+        svi.main(
+            [
+                "--dataset",
+                "hdf5",
+                "--data-dir",
+                path,
+                "--model",
+                "vrnn-gmm",
+                "--epochs",
+                "2",
+                "--out",
+                str(root / name),
+                *TINY,
+            ]
+        )
     return root
 
 
@@ -102,9 +139,14 @@ def kind_runs(tmp_path_factory, hershey_cache):
 # run/svi.py: pictures at the end of every run
 # ---------------------------------------------------------------------------------------------
 
+
 def test_every_run_ends_with_samples_and_curves(hershey_runs, kind_runs):
-    for run_dir in (hershey_runs / "vrnn-gmm", hershey_runs / "rnn-gmm", kind_runs / "tiny-speech",
-                    kind_runs / "tiny-piano"):
+    for run_dir in (
+        hershey_runs / "vrnn-gmm",
+        hershey_runs / "rnn-gmm",
+        kind_runs / "tiny-speech",
+        kind_runs / "tiny-piano",
+    ):
         for name in ("samples.png", "curves.png"):
             assert is_png(run_dir / name), f"{run_dir}/{name}"
     assert (kind_runs / "tiny-speech" / "best.pt").exists()  # epochs finished: the curves have epoch points
@@ -114,11 +156,23 @@ def test_training_curves_from_a_log(tmp_path):
     log = tmp_path / "log.jsonl"
     log.write_text("")
     assert plots.plot_training_curves(str(log), str(tmp_path / "none.png")) is None
-    records = [{"event": "train", "epoch": 1, "step": s, "elbo_per_seq": -100.0 + s, "elbo_per_step": -2.0 + s / 10}
-               for s in range(1, 6)]
-    records += [{"event": "epoch", "epoch": e, "step": 5 * e, "train_elbo_per_seq": -90.0 + e,
-                 "valid_elbo_per_seq": -95.0 + e, "valid_elbo_per_step": -1.0, "valid_log_likelihood_per_seq": -80.0,
-                 "valid_kl_per_seq": 15.0 - e} for e in (1, 2)]
+    records = [
+        {"event": "train", "epoch": 1, "step": s, "elbo_per_seq": -100.0 + s, "elbo_per_step": -2.0 + s / 10}
+        for s in range(1, 6)
+    ]
+    records += [
+        {
+            "event": "epoch",
+            "epoch": e,
+            "step": 5 * e,
+            "train_elbo_per_seq": -90.0 + e,
+            "valid_elbo_per_seq": -95.0 + e,
+            "valid_elbo_per_step": -1.0,
+            "valid_log_likelihood_per_seq": -80.0,
+            "valid_kl_per_seq": 15.0 - e,
+        }
+        for e in (1, 2)
+    ]
     log.write_text("\n".join(json.dumps(r) for r in records) + "\n")
     assert is_png(plots.plot_training_curves(str(log), str(tmp_path / "curves.png")))
 
@@ -127,10 +181,23 @@ def test_training_curves_from_a_log(tmp_path):
 # run/sample.py
 # ---------------------------------------------------------------------------------------------
 
+
 def test_sampled_handwriting_is_pen_and_offsets(hershey_runs, tmp_path):
     out = tmp_path / "samples"
-    written = script("sample").main(["--checkpoint", str(hershey_runs / "vrnn-gmm"), "--num", "3",
-                                     "--length", "40", "--temperature", "0.7", "--out", str(out)])
+    written = script("sample").main(
+        [
+            "--checkpoint",
+            str(hershey_runs / "vrnn-gmm"),
+            "--num",
+            "3",
+            "--length",
+            "40",
+            "--temperature",
+            "0.7",
+            "--out",
+            str(out),
+        ]
+    )
     assert sorted(os.path.basename(p) for p in written) == ["samples.npz", "samples.png"]
     assert is_png(out / "samples.png")
     x = np.load(out / "samples.npz")["x"]
@@ -144,6 +211,7 @@ def test_sampled_handwriting_is_pen_and_offsets(hershey_runs, tmp_path):
         assert sum(len(s) for s in strokes) == len(line) + 1  # the anchor point and one point per row
     # and the plot draws exactly those strokes
     import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots()
     plots.draw_handwriting(ax, x[0])
     assert len(ax.lines) == len(datasets.offsets_to_strokes(x[0]))
@@ -152,8 +220,22 @@ def test_sampled_handwriting_is_pen_and_offsets(hershey_runs, tmp_path):
 
 def test_priming_keeps_the_real_steps_and_continues(hershey_runs, tmp_path):
     out = tmp_path / "primed"
-    script("sample").main(["--checkpoint", str(hershey_runs / "vrnn-gmm" / "last.pt"), "--num", "2",
-                           "--length", "15", "--prime", "1", "--prime-steps", "10", "--out", str(out)])
+    script("sample").main(
+        [
+            "--checkpoint",
+            str(hershey_runs / "vrnn-gmm" / "last.pt"),
+            "--num",
+            "2",
+            "--length",
+            "15",
+            "--prime",
+            "1",
+            "--prime-steps",
+            "10",
+            "--out",
+            str(out),
+        ]
+    )
     saved = np.load(out / "samples.npz")
     x = saved["x"]
     assert x.shape == (2, 25, 3) and int(saved["prime_steps"]) == 10
@@ -166,8 +248,9 @@ def test_priming_keeps_the_real_steps_and_continues(hershey_runs, tmp_path):
 
 def test_sampled_speech_is_16khz_wav(kind_runs, tmp_path):
     out = tmp_path / "speech"
-    written = script("sample").main(["--checkpoint", str(kind_runs / "tiny-speech" / "best.pt"), "--num", "2",
-                                     "--length", "5", "--out", str(out)])
+    written = script("sample").main(
+        ["--checkpoint", str(kind_runs / "tiny-speech" / "best.pt"), "--num", "2", "--length", "5", "--out", str(out)]
+    )
     wavs = sorted(p for p in written if p.endswith(".wav"))
     assert [os.path.basename(p) for p in wavs] == ["samples-01.wav", "samples-02.wav"]
     for path in wavs:
@@ -182,8 +265,24 @@ def test_sampled_speech_is_16khz_wav(kind_runs, tmp_path):
 
 def test_sampled_piano_rolls_are_bits_and_images(kind_runs, tmp_path):
     out = tmp_path / "piano"
-    script("sample").main(["--checkpoint", str(kind_runs / "tiny-piano"), "--num", "2", "--length", "12",
-                           "--temperature", "0.5", "--prime", "0", "--prime-steps", "3", "--out", str(out)])
+    script("sample").main(
+        [
+            "--checkpoint",
+            str(kind_runs / "tiny-piano"),
+            "--num",
+            "2",
+            "--length",
+            "12",
+            "--temperature",
+            "0.5",
+            "--prime",
+            "0",
+            "--prime-steps",
+            "3",
+            "--out",
+            str(out),
+        ]
+    )
     x = np.load(out / "samples.npz")["x"]
     assert x.shape == (2, 15, 88) and set(np.unique(x)) <= {0.0, 1.0}
     assert is_png(out / "samples.png")
@@ -204,6 +303,7 @@ def test_bad_sampling_flags_are_one_line_errors(hershey_runs):
 # ---------------------------------------------------------------------------------------------
 # Temperature, as an effect handler around the unchanged model
 # ---------------------------------------------------------------------------------------------
+
 
 def test_tempered_emissions():
     tau = 0.25
@@ -236,7 +336,7 @@ def test_temperature_touches_only_sampled_emissions(hershey_runs):
     for name in ("x_1", "x_2"):  # observed: the model's own emission
         assert torch.allclose(hot.nodes[name]["fn"].scale, plain.nodes[name]["fn"].scale)
     for name in ("x_3",):  # sampled: at temperature 0.5 (the same h as in `plain`, since x_1, x_2, z_1..3 agree)
-        assert torch.allclose(hot.nodes[name]["fn"].scale, plain.nodes[name]["fn"].scale * 0.5 ** 0.5)
+        assert torch.allclose(hot.nodes[name]["fn"].scale, plain.nodes[name]["fn"].scale * 0.5**0.5)
         assert torch.allclose(hot.nodes[name]["fn"].logits, plain.nodes[name]["fn"].logits / 0.5)
     assert torch.equal(hot.nodes["z_3"]["value"], data["z_3"])
     pyro.set_rng_seed(0)
@@ -250,6 +350,7 @@ def test_temperature_touches_only_sampled_emissions(hershey_runs):
 # run/analyze.py: Figure 2
 # ---------------------------------------------------------------------------------------------
 
+
 def read_csv(path):
     with open(path) as f:
         return list(csv.DictReader(f))
@@ -257,8 +358,10 @@ def read_csv(path):
 
 def test_figure2_for_speech_and_handwriting(hershey_runs, kind_runs, tmp_path):
     analyze = script("analyze")
-    for checkpoint, index, columns in ((kind_runs / "tiny-speech", 2, ["t", "delta", "kl"]),
-                                       (hershey_runs / "vrnn-gmm", 0, ["t", "delta", "kl", "pen", "dx", "dy"])):
+    for checkpoint, index, columns in (
+        (kind_runs / "tiny-speech", 2, ["t", "delta", "kl"]),
+        (hershey_runs / "vrnn-gmm", 0, ["t", "delta", "kl", "pen", "dx", "dy"]),
+    ):
         out = tmp_path / checkpoint.name
         written = analyze.main(["--checkpoint", str(checkpoint), "--index", str(index), "--out", str(out)])
         png, table = out / f"figure2-valid-{index}.png", out / f"figure2-valid-{index}.csv"
@@ -284,8 +387,9 @@ def test_figure2_kl_is_the_elbo_kl(hershey_runs):
     guide_trace = poutine.trace(run.guide).get_trace(run.vrnn, x, mask)
     model_trace = poutine.trace(poutine.replay(run.model, trace=guide_trace)).get_trace(run.vrnn, x, mask)
     model_trace.compute_log_prob()
-    log_likelihood = sum(site["log_prob_sum"].item() for name, site in model_trace.nodes.items()
-                         if name.startswith("x_"))
+    log_likelihood = sum(
+        site["log_prob_sum"].item() for name, site in model_trace.nodes.items() if name.startswith("x_")
+    )
     pyro.set_rng_seed(3)
     with torch.no_grad():
         elbo = -TraceMeanField_ELBO(max_plate_nesting=1).loss(run.model, run.guide, run.vrnn, x, mask)
@@ -301,23 +405,54 @@ def test_figure2_needs_latent_variables(hershey_runs):
 # run/figure3.py
 # ---------------------------------------------------------------------------------------------
 
+
 def test_figure3_real_beside_rnn_and_vrnn(hershey_runs, tmp_path):
     out = tmp_path / "fig" / "figure3.png"
-    script("figure3").main(["--rnn", str(hershey_runs / "rnn-gmm"), "--vrnn", str(hershey_runs / "vrnn-gmm"),
-                            "--num", "2", "--length", "30", "--out", str(out)])
+    script("figure3").main(
+        [
+            "--rnn",
+            str(hershey_runs / "rnn-gmm"),
+            "--vrnn",
+            str(hershey_runs / "vrnn-gmm"),
+            "--num",
+            "2",
+            "--length",
+            "30",
+            "--out",
+            str(out),
+        ]
+    )
     assert is_png(out)
 
 
 def test_figure3_refuses_other_data(hershey_runs, kind_runs, tmp_path):
     with pytest.raises(SystemExit, match="handwriting"):
-        script("figure3").main(["--rnn", str(hershey_runs / "rnn-gmm"), "--vrnn", str(kind_runs / "tiny-speech"),
-                                "--out", str(tmp_path / "f.png")])
+        script("figure3").main(
+            [
+                "--rnn",
+                str(hershey_runs / "rnn-gmm"),
+                "--vrnn",
+                str(kind_runs / "tiny-speech"),
+                "--out",
+                str(tmp_path / "f.png"),
+            ]
+        )
 
 
 def test_figure3_first_line_out_of_range_is_one_line(hershey_runs, tmp_path):
     with pytest.raises(SystemExit, match="--first 9999 is out of range"):
-        script("figure3").main(["--rnn", str(hershey_runs / "rnn-gmm"), "--vrnn", str(hershey_runs / "vrnn-gmm"),
-                                "--first", "9999", "--out", str(tmp_path / "f.png")])
+        script("figure3").main(
+            [
+                "--rnn",
+                str(hershey_runs / "rnn-gmm"),
+                "--vrnn",
+                str(hershey_runs / "vrnn-gmm"),
+                "--first",
+                "9999",
+                "--out",
+                str(tmp_path / "f.png"),
+            ]
+        )
 
 
 def test_end_of_run_figures_can_be_redrawn(hershey_runs):

@@ -2,6 +2,7 @@
 starts at the standardized data's scale with its components apart, old checkpoints keep their form,
 and on data drawn from a known two-component mixture RNN-GMM scores far above RNN-Gauss on held-out
 sequences at the bring-your-own preset, and above the independent form of the same mixture."""
+
 import numpy as np
 import pytest
 import torch
@@ -77,8 +78,15 @@ def mixture_file(tmp_path_factory):
 
 def held_out_log_likelihood(path, tmp_path, model, **flags):
     """Exact log p(x) per test sequence of `model` trained at the preset for EPOCHS epochs."""
-    config = make_config("hdf5", model=model, data_dir=path, out=str(tmp_path / "-".join([model, *flags.values()])),
-                         device="cpu", epochs=EPOCHS, **flags)
+    config = make_config(
+        "hdf5",
+        model=model,
+        data_dir=path,
+        out=str(tmp_path / "-".join([model, *flags.values()])),
+        device="cpu",
+        epochs=EPOCHS,
+        **flags,
+    )
     summary, _ = evaluate_checkpoint(train(config, quiet=True), split="test")
     assert summary["exact"]
     return summary["log_px_per_seq"]

@@ -5,6 +5,7 @@ zero times, and the loss is the loss of a model given no record (which runs f it
 (another draw, x_t not the data, a model run alone) it must run f itself. The calls of f are counted
 with a forward hook, so that a reuse that silently stopped would fail here.
 """
+
 import pyro
 import pyro.poutine as poutine
 import pytest
@@ -18,8 +19,20 @@ from pyro_vrnn.record import Record
 
 def build(name="vrnn-gmm", scoring="steps", cell="lstm"):
     torch.manual_seed(0)
-    config = make_config("test", model=name, hidden=8, z_dim=3, x_features=5, z_features=4, enc_hidden=6,
-                         prior_hidden=6, dec_hidden=5, components=3, scoring=scoring, cell=cell)
+    config = make_config(
+        "test",
+        model=name,
+        hidden=8,
+        z_dim=3,
+        x_features=5,
+        z_features=4,
+        enc_hidden=6,
+        prior_hidden=6,
+        dec_hidden=5,
+        components=3,
+        scoring=scoring,
+        cell=cell,
+    )
     model, guide, vrnn = models.build(config, "real", 4)
     return model, guide, vrnn
 
@@ -83,7 +96,8 @@ def test_the_model_runs_its_own_recurrence_wherever_the_record_does_not_hold():
     # x sampled instead of observed (uncondition), z replayed: h_t depends on the new x_t, so f runs again.
     counter.calls = 0
     sampled = poutine.trace(poutine.uncondition(poutine.replay(model, trace=guide_trace))).get_trace(
-        vrnn, x, mask, record=record)
+        vrnn, x, mask, record=record
+    )
     assert counter.calls == x.shape[1]
     assert not torch.equal(sampled.nodes["x_2"]["value"], x[:, 1])
 

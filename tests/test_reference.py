@@ -7,9 +7,11 @@ each reference form give the same loss and the same gradients for each model and
 importance weights. run/benchmark.py times them against each other, so these equalities are what make
 its ratios a comparison of like with like.
 """
+
 import pyro
 import pytest
 import torch
+from conftest import build, make_data
 
 import models
 from pyro_vrnn import networks, reference
@@ -17,7 +19,6 @@ from pyro_vrnn.config import TABLE1_MODELS, make_config
 from pyro_vrnn.objectives import exact_log_likelihood, particle_log_weights
 from pyro_vrnn.record import Record
 from pyro_vrnn.svi import Program, make_elbo
-from conftest import build, make_data
 
 CASES = [(name, kind) for name in TABLE1_MODELS for kind in ("handwriting", "real")]  # the VRNN family's forms
 
@@ -50,8 +51,10 @@ def test_both_reference_forms_give_the_programs_loss_and_gradients(name, kind, e
                 assert torch.allclose(g, e, rtol=1e-4, atol=1e-5), (form, pname)
 
 
-@pytest.mark.parametrize("name,kind", [("vrnn-gmm", "handwriting"), ("vrnn-i-gauss", "real"),
-                                       ("vrnn-gauss", "binary"), ("rnn-gmm", "handwriting")])
+@pytest.mark.parametrize(
+    "name,kind",
+    [("vrnn-gmm", "handwriting"), ("vrnn-i-gauss", "real"), ("vrnn-gauss", "binary"), ("rnn-gmm", "handwriting")],
+)
 @pytest.mark.parametrize("scoring", ["batched", "steps"])
 def test_both_reference_forms_give_the_programs_importance_weights(name, kind, scoring):
     """K = 3 particles (neither B nor T, so a mixed-up dim would show), vectorized in all of them."""

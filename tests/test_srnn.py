@@ -10,6 +10,7 @@ pair up, padding changes nothing, d is computed once per pass (a forward hook co
 have the data's form, the IS estimate is above the ELBO, training lowers the loss, the stepper of the
 particle methods gives Pyro's importance weights, and the run scripts take --model srnn end to end.
 """
+
 import json
 import os
 import types
@@ -18,8 +19,11 @@ import pyro
 import pyro.poutine as poutine
 import pytest
 import torch
+from conftest import build, load_script, make_data
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from pyro.util import check_model_guide_match
+from test_elbo import diag_normal_log_density, emission_log_density, lstm_cell, normal_params, relu_linear
+from test_record import CallCounter
 
 import models
 from pyro_vrnn.config import make_config
@@ -29,16 +33,32 @@ from pyro_vrnn.objectives import elbo_terms, particle_log_weights, traces
 from pyro_vrnn.record import Record
 from pyro_vrnn.srnn import SRNNStepper
 from pyro_vrnn.svi import make_loss_module, svi_step
-from conftest import build, load_script, make_data
-from test_elbo import diag_normal_log_density, emission_log_density, lstm_cell, normal_params, relu_linear
-from test_record import CallCounter
 
 STEP_FORMS = [("batched", True), ("steps", True), ("steps", False)]  # (scoring, with the guide's record)
-TINY = ["--hidden", "8", "--z-dim", "3", "--x-features", "5", "--enc-hidden", "6", "--prior-hidden", "6",
-        "--dec-hidden", "5", "--components", "2", "--batch-size", "8", "--log-every", "1"]
+TINY = [
+    "--hidden",
+    "8",
+    "--z-dim",
+    "3",
+    "--x-features",
+    "5",
+    "--enc-hidden",
+    "6",
+    "--prior-hidden",
+    "6",
+    "--dec-hidden",
+    "5",
+    "--components",
+    "2",
+    "--batch-size",
+    "8",
+    "--log-every",
+    "1",
+]
 
 
 # ---- the hand-written ELBO --------------------------------------------------------------
+
 
 def cell_step(rnn, cell, inputs, h, c):
     """One step of a one-layer nn.LSTM or nn.GRU, its gates written out: (h, c), c None for a GRU."""
@@ -66,7 +86,7 @@ def hand_backward(rnn, cell, inputs, lengths):
     """a[b, t] for t < lengths[b]: each sequence read from its own last step back to its first."""
     a = torch.zeros(inputs.shape[:2] + (rnn.hidden_size,))
     for b, length in enumerate(lengths.tolist()):
-        a[b, :length] = hand_forward(rnn, cell, inputs[b:b + 1, :length].flip(1))[0].flip(0)
+        a[b, :length] = hand_forward(rnn, cell, inputs[b : b + 1, :length].flip(1))[0].flip(0)
     return a
 
 
@@ -89,7 +109,7 @@ def hand_elbo_parts(net, config, kind, x, mask, analytic_kl=False):
         head = net.decoder[1]
         log_px = emission_log_density(head, kind, head.mixture, config.components, features, x[:, t])
         if analytic_kl:
-            kl = (torch.log(sigma_p / sigma_q) + (sigma_q ** 2 + (mu_q - mu_p) ** 2) / (2 * sigma_p ** 2) - 0.5).sum(-1)
+            kl = (torch.log(sigma_p / sigma_q) + (sigma_q**2 + (mu_q - mu_p) ** 2) / (2 * sigma_p**2) - 0.5).sum(-1)
         else:
             kl = diag_normal_log_density(z, mu_q, sigma_q) - diag_normal_log_density(z, mu_p, sigma_p)
         m = mask[:, t].float()
@@ -97,8 +117,13 @@ def hand_elbo_parts(net, config, kind, x, mask, analytic_kl=False):
     return log_likelihood, kl_sum
 
 
-CASES = [("srnn", "handwriting"), ("srnn-gmm", "handwriting"), ("srnn", "real"), ("srnn-gmm", "real"),
-         ("srnn", "binary")]
+CASES = [
+    ("srnn", "handwriting"),
+    ("srnn-gmm", "handwriting"),
+    ("srnn", "real"),
+    ("srnn-gmm", "real"),
+    ("srnn", "binary"),
+]
 
 
 @pytest.mark.parametrize("name,kind", CASES)
@@ -147,14 +172,16 @@ def test_gradients_match_hand_computation():
 
 # ---- sites, padding, the record ----------------------------------------------------------
 
+
 @pytest.mark.parametrize("scoring", ["batched", "steps"])
 def test_model_and_guide_sites_match(scoring):
     config, model, guide, net = build("srnn", "handwriting", 3, scoring)
     x, mask = make_data("handwriting", steps=5)
     guide_trace, model_trace = traces(model, guide, net, x, mask)
     check_model_guide_match(model_trace, guide_trace, max_plate_nesting=1)
-    latent = [n for n, s in model_trace.nodes.items() if s["type"] == "sample" and not s["is_observed"]
-              and n != "sequences"]
+    latent = [
+        n for n, s in model_trace.nodes.items() if s["type"] == "sample" and not s["is_observed"] and n != "sequences"
+    ]
     assert latent == [n for n, s in guide_trace.nodes.items() if s["type"] == "sample" and n != "sequences"]
     assert latent == [f"z_{t}" for t in range(1, 6)]
     observed = [n for n, s in model_trace.nodes.items() if s["type"] == "sample" and s["is_observed"]]
@@ -213,7 +240,8 @@ def test_the_model_steps_d_itself_from_where_x_leaves_the_data():
     guide_trace = poutine.trace(guide).get_trace(net, x, mask, record=record)
     counter.calls = 0
     sampled = poutine.trace(poutine.uncondition(poutine.replay(model, trace=guide_trace))).get_trace(
-        net, x, mask, record=record)
+        net, x, mask, record=record
+    )
     assert counter.calls == x.shape[1]  # f's state at d_1 in one call, then one step for each later d_t
     values = {n: s["value"] for n, s in sampled.nodes.items() if n[:2] in ("x_", "z_")}
     alone = poutine.trace(poutine.condition(model, data=values)).get_trace(net, x, mask)
@@ -231,6 +259,7 @@ def test_the_batched_form_refuses_to_run_without_the_guides_record():
 
 
 # ---- sampling, importance sampling, training -------------------------------------------
+
 
 @pytest.mark.parametrize("kind,dim", [("handwriting", 3), ("real", 4), ("binary", 5)])
 def test_samples_have_the_datas_shape_and_kind(kind, dim):
@@ -261,8 +290,17 @@ def test_the_importance_sampled_estimate_is_above_the_elbo(scoring):
 
 def test_a_few_training_steps_lower_the_loss():
     torch.manual_seed(0)
-    config = make_config("test", model="srnn-gmm", hidden=16, z_dim=4, x_features=8, enc_hidden=8, prior_hidden=8,
-                         dec_hidden=8, components=3)
+    config = make_config(
+        "test",
+        model="srnn-gmm",
+        hidden=16,
+        z_dim=4,
+        x_features=8,
+        enc_hidden=8,
+        prior_hidden=8,
+        dec_hidden=8,
+        components=3,
+    )
     model, guide, net = models.build(config, "handwriting", 3)
     x, mask = make_data("handwriting", batch=4, steps=12)
     loss_module = make_loss_module(config, model, guide, net)
@@ -273,6 +311,7 @@ def test_a_few_training_steps_lower_the_loss():
 
 
 # ---- the stepper of the particle methods ---------------------------------------------------
+
 
 @pytest.mark.parametrize("scoring,cell,resq", [("batched", "lstm", True), ("steps", "gru", False)])
 def test_the_steppers_weights_are_pyros_importance_weights(scoring, cell, resq):
@@ -311,6 +350,7 @@ def test_reorder_takes_each_sequences_particles_from_its_ancestors():
 
 # ---- the configuration and the run scripts --------------------------------------------------
 
+
 def test_the_srnn_has_its_own_guide_and_refuses_the_filtering_one():
     assert make_config("test", model="srnn").guide == "smoothing"
     _, guide, _ = models.build(make_config("test", model="srnn-gmm", guide="smoothing"), "real", 4)
@@ -322,17 +362,38 @@ def test_the_srnn_has_its_own_guide_and_refuses_the_filtering_one():
 def test_the_run_scripts_train_resume_sample_analyze_and_evaluate_an_srnn(tmp_path, small_handwriting, capsys):
     table1 = load_script("table1")
     table_dir = tmp_path / "t1"
-    rows, claims = table1.main(["--dataset", "hdf5", "--data-dir", small_handwriting, "--models", "srnn", "srnn-gmm",
-                                "--seeds", "0", "--max-steps", "2", "--num-samples", "3", "--device", "cpu",
-                                "--quiet", "--out", str(table_dir), *TINY])
+    rows, claims = table1.main(
+        [
+            "--dataset",
+            "hdf5",
+            "--data-dir",
+            small_handwriting,
+            "--models",
+            "srnn",
+            "srnn-gmm",
+            "--seeds",
+            "0",
+            "--max-steps",
+            "2",
+            "--num-samples",
+            "3",
+            "--device",
+            "cpu",
+            "--quiet",
+            "--out",
+            str(table_dir),
+            *TINY,
+        ]
+    )
     assert "| SRNN-GMM | >= " in capsys.readouterr().out
     assert rows["srnn"]["log_px_per_seq"] >= rows["srnn"]["elbo_per_seq"] and rows["srnn-gmm"]["ess"] >= 1
     run_dir = str(table_dir / "srnn" / "seed-0")
     load_script("svi").main(["--resume", run_dir, "--max-steps", "3"])  # goes on from its last.pt
     steps = [json.loads(line)["step"] for line in open(os.path.join(run_dir, "log.jsonl")) if '"train"' in line]
     assert steps == [1, 2, 3]
-    written = load_script("sample").main(["--checkpoint", run_dir, "--num", "2", "--length", "12",
-                                          "--out", str(tmp_path / "samples")])
+    written = load_script("sample").main(
+        ["--checkpoint", run_dir, "--num", "2", "--length", "12", "--out", str(tmp_path / "samples")]
+    )
     assert any(path.endswith("samples.png") for path in written)
     written = load_script("analyze").main(["--checkpoint", run_dir, "--out", str(tmp_path / "fig2")])
     kl = [float(line.split(",")[2]) for line in open(written[1]).read().splitlines()[1:]]

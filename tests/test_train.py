@@ -1,5 +1,6 @@
 """Training on the embedded handwriting data: the loss falls, a killed run resumes exactly,
 divergence stops cleanly, and the command line reports bad input in one line."""
+
 import gc
 import json
 import os
@@ -14,16 +15,26 @@ import torch
 
 import models
 from pyro_vrnn import data as datasets
+from pyro_vrnn.checkpoints import load_checkpoint
 from pyro_vrnn.config import make_config
 from pyro_vrnn.data.schema import write_h5
-from pyro_vrnn.checkpoints import load_checkpoint
 from pyro_vrnn.runtime import TrainingError, frozen_heap
 from pyro_vrnn.svi import validate
 from pyro_vrnn.train import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = dict(hidden=24, z_dim=4, x_features=16, z_features=16, enc_hidden=16, prior_hidden=16,
-            dec_hidden=16, components=3, batch_size=16, lr=3e-3)
+TINY = dict(
+    hidden=24,
+    z_dim=4,
+    x_features=16,
+    z_features=16,
+    enc_hidden=16,
+    prior_hidden=16,
+    dec_hidden=16,
+    components=3,
+    batch_size=16,
+    lr=3e-3,
+)
 
 
 def read_log(run_dir):
@@ -36,8 +47,9 @@ def same_parameters(a, b):
 
 
 def test_fifty_steps_lower_the_loss(tmp_path, hershey_cache):
-    config = make_config("hershey", model="vrnn-gmm", out=str(tmp_path / "run"), epochs=100,
-                         max_steps=50, log_every=5, **TINY)
+    config = make_config(
+        "hershey", model="vrnn-gmm", out=str(tmp_path / "run"), epochs=100, max_steps=50, log_every=5, **TINY
+    )
     splits = datasets.load("hershey")
     pyro.set_rng_seed(config.seed)
     model, guide, vrnn = models.build(config, splits["valid"].kind, splits["valid"].dim)
@@ -56,8 +68,9 @@ def test_fifty_steps_lower_the_loss(tmp_path, hershey_cache):
 
 
 def run_cli(*args, cwd=ROOT, **kw):
-    return subprocess.run([sys.executable, os.path.join(ROOT, "run", "svi.py"), *args],
-                          capture_output=True, text=True, cwd=cwd, **kw)
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, "run", "svi.py"), *args], capture_output=True, text=True, cwd=cwd, **kw
+    )
 
 
 def tiny_flags():
@@ -66,15 +79,31 @@ def tiny_flags():
 
 def test_killed_run_resumes_to_the_same_parameters(tmp_path, small_handwriting):
     """An uninterrupted run and a run killed with SIGKILL mid-epoch then resumed end identical."""
-    common = ["--dataset", "hdf5", "--data-dir", small_handwriting, "--model", "vrnn-gauss",
-              "--epochs", "5", "--checkpoint-every", "2", "--patience", "5", *tiny_flags()]
+    common = [
+        "--dataset",
+        "hdf5",
+        "--data-dir",
+        small_handwriting,
+        "--model",
+        "vrnn-gauss",
+        "--epochs",
+        "5",
+        "--checkpoint-every",
+        "2",
+        "--patience",
+        "5",
+        *tiny_flags(),
+    ]
     straight = run_cli("--out", str(tmp_path / "straight"), *common)
     assert straight.returncode == 0, straight.stderr[-2000:]
 
     killed_dir = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "run", "svi.py"),
-                             "--out", str(killed_dir), *common], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "run", "svi.py"), "--out", str(killed_dir), *common],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         if (killed_dir / "last.pt").exists():
@@ -103,8 +132,17 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path, small_handwriting):
 
 
 def test_resume_with_a_different_size_is_refused(tmp_path, small_handwriting):
-    run = run_cli("--dataset", "hdf5", "--data-dir", small_handwriting, "--out", str(tmp_path / "r"),
-                  "--max-steps", "2", *tiny_flags())
+    run = run_cli(
+        "--dataset",
+        "hdf5",
+        "--data-dir",
+        small_handwriting,
+        "--out",
+        str(tmp_path / "r"),
+        "--max-steps",
+        "2",
+        *tiny_flags(),
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     bad = run_cli("--resume", str(tmp_path / "r"), "--hidden", "99")
     assert bad.returncode != 0
@@ -128,8 +166,9 @@ def poison_adam(monkeypatch, at_update):
 
 
 def test_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(tmp_path, hershey_cache, monkeypatch, capsys):
-    config = make_config("hershey", model="vrnn-gauss", out=str(tmp_path / "run"), max_steps=8,
-                         checkpoint_every=2, **TINY)
+    config = make_config(
+        "hershey", model="vrnn-gauss", out=str(tmp_path / "run"), max_steps=8, checkpoint_every=2, **TINY
+    )
     poison_adam(monkeypatch, 5)
     with pytest.raises(TrainingError, match="diverged"):
         train(config)
@@ -153,10 +192,18 @@ def test_nan_loss_before_any_checkpoint_says_to_start_again(tmp_path, hershey_ca
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
-@pytest.mark.parametrize("flag,value,need", [("batch_size", 0, "at least 1"), ("mlp_layers", 0, "at least 1"),
-                                             ("components", 0, "at least 1"), ("z_dim", 0, "at least 1"),
-                                             ("lr", -1e-3, "above 0"), ("lr", float("nan"), "above 0"),
-                                             ("kl_anneal_epochs", -1, "0 or more")])
+@pytest.mark.parametrize(
+    "flag,value,need",
+    [
+        ("batch_size", 0, "at least 1"),
+        ("mlp_layers", 0, "at least 1"),
+        ("components", 0, "at least 1"),
+        ("z_dim", 0, "at least 1"),
+        ("lr", -1e-3, "above 0"),
+        ("lr", float("nan"), "above 0"),
+        ("kl_anneal_epochs", -1, "0 or more"),
+    ],
+)
 def test_settings_no_run_can_use_are_refused_in_one_line(flag, value, need):
     with pytest.raises(ValueError, match=f"^--{flag.replace('_', '-')} is {value}; it must be {need}$"):
         make_config("hershey", **{flag: value})
@@ -167,8 +214,20 @@ def test_resume_checks_the_data_and_says_when_there_is_nothing_left(tmp_path, sm
     data of another shape or size is refused; a run at its --max-steps takes no step; --lr may change."""
     data = tmp_path / "data.h5"
     data.write_bytes(open(small_handwriting, "rb").read())
-    first = run_cli("--dataset", "hdf5", "--data-dir", "data.h5", "--out", "r", "--max-steps", "2",
-                    "--log-every", "1", *tiny_flags(), cwd=tmp_path)
+    first = run_cli(
+        "--dataset",
+        "hdf5",
+        "--data-dir",
+        "data.h5",
+        "--out",
+        "r",
+        "--max-steps",
+        "2",
+        "--log-every",
+        "1",
+        *tiny_flags(),
+        cwd=tmp_path,
+    )
     assert first.returncode == 0, first.stderr[-2000:]
     run_dir = tmp_path / "r"
     with open(run_dir / "config.json") as f:
@@ -189,13 +248,29 @@ def test_resume_checks_the_data_and_says_when_there_is_nothing_left(tmp_path, sm
 
     splits = datasets.load("hdf5", data_dir=str(data), verbose=False)
     fewer = str(tmp_path / "fewer.h5")
-    write_h5(fewer, {s: [splits[s][i].numpy() for i in range(8)] for s in ("train", "valid", "test")},
-             kind="handwriting", name="fewer", mean=splits["train"].mean, std=splits["train"].std, source="tests")
+    write_h5(
+        fewer,
+        {s: [splits[s][i].numpy() for i in range(8)] for s in ("train", "valid", "test")},
+        kind="handwriting",
+        name="fewer",
+        mean=splits["train"].mean,
+        std=splits["train"].std,
+        source="tests",
+    )
     other = str(tmp_path / "other.h5")
-    write_h5(other, {s: [splits[s][i].numpy()[:, 1:] for i in range(8)] for s in ("train", "valid", "test")},
-             kind="real", name="other", mean=[0, 0], std=[1, 1], source="tests")
-    for path, message in ((fewer, "hdf5 train has 8 sequences, the run was trained on 96"),
-                          (other, "trained on handwriting data of dimension 3, but hdf5 train is real of dimension 2")):
+    write_h5(
+        other,
+        {s: [splits[s][i].numpy()[:, 1:] for i in range(8)] for s in ("train", "valid", "test")},
+        kind="real",
+        name="other",
+        mean=[0, 0],
+        std=[1, 1],
+        source="tests",
+    )
+    for path, message in (
+        (fewer, "hdf5 train has 8 sequences, the run was trained on 96"),
+        (other, "trained on handwriting data of dimension 3, but hdf5 train is real of dimension 2"),
+    ):
         refused = run_cli("--resume", str(run_dir), "--max-steps", "6", "--data-dir", path)
         lines = refused.stderr.strip().splitlines()
         assert refused.returncode != 0 and len(lines) == 1 and message in lines[0], refused.stderr[-2000:]

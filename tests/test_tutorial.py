@@ -14,6 +14,7 @@ How the tutorial is run:
   * afterwards every file under runs/ that the tutorial names must exist and be non-empty, and
     every .png a PNG; every image the page embeds must exist next to it.
 """
+
 import os
 import re
 import runpy
@@ -25,12 +26,27 @@ import time
 
 import pytest
 
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TUTORIAL = os.path.join(ROOT, "docs", "tutorial.md")
 
-_NETWORK = ["--hidden", "8", "--z-dim", "2", "--x-features", "4", "--z-features", "4", "--enc-hidden", "4",
-            "--prior-hidden", "4", "--dec-hidden", "4", "--components", "2"]
+_NETWORK = [
+    "--hidden",
+    "8",
+    "--z-dim",
+    "2",
+    "--x-features",
+    "4",
+    "--z-features",
+    "4",
+    "--enc-hidden",
+    "4",
+    "--prior-hidden",
+    "4",
+    "--dec-hidden",
+    "4",
+    "--components",
+    "2",
+]
 TINY = {
     "svi.py": ["--max-steps", "1", "--batch-size", "2", "--log-every", "1", *_NETWORK],
     "table1.py": ["--max-steps", "1", "--num-samples", "2", *_NETWORK],
@@ -47,10 +63,13 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def blocks(text):
     """(lang, code, excerpt path or None) for every fenced block, in order."""
     for m in FENCE.finditer(text):
-        before = text[:m.start()].rstrip().rsplit("\n", 1)[-1]
+        before = text[: m.start()].rstrip().rsplit("\n", 1)[-1]
         excerpt = EXCERPT.search(before)
-        body = textwrap.dedent("\n".join(line[len(m["indent"]):] if line.startswith(m["indent"]) else line
-                                         for line in m["body"].split("\n")))
+        body = textwrap.dedent(
+            "\n".join(
+                line[len(m["indent"]) :] if line.startswith(m["indent"]) else line for line in m["body"].split("\n")
+            )
+        )
         yield m["lang"], body, excerpt["path"] if excerpt else None
 
 
@@ -172,8 +191,9 @@ def test_the_notebook_runs_at_a_tiny_size(hershey_cache, tmp_path):
             cell.source = tiny(cell.source)
     # the kernel and the cells' `python` are this interpreter, with the test session's data cache
     env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
-    client = nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
-                                     resources={"metadata": {"path": str(tmp_path)}})
+    client = nbclient.NotebookClient(
+        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
     saved = dict(os.environ)
     os.environ.update(env)
     try:

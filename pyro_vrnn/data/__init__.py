@@ -35,6 +35,7 @@ DDP ranks that call `load` together build the cache once and then share it. What
 preparation leaves behind (NAME.tmpPID files and folders) is removed at the next start, and a
 complete cache on a read-only disk is used as it is.
 """
+
 import contextlib
 import errno
 import hashlib
@@ -44,13 +45,18 @@ from pyro_vrnn.data.audio import read_audio, write_wav
 from pyro_vrnn.data.byo import prepare_hdf5, validate_h5, validated_fingerprint
 from pyro_vrnn.data.dataset import LengthBucketSampler, SequenceDataset, pad_batch
 from pyro_vrnn.data.hershey import prepare_hershey
-from pyro_vrnn.data.iam import parse_line_strokes, offsets_to_strokes, prepare_iam
+from pyro_vrnn.data.iam import offsets_to_strokes, parse_line_strokes, prepare_iam
 from pyro_vrnn.data.music import piano_roll, prepare_chorales, score_to_piano_roll
-from pyro_vrnn.data.schema import DataError, StreamWriter, write_h5
-from pyro_vrnn.data.speech import (prepare_accent, prepare_audio_folder, prepare_blizzard,
-                                   prepare_onomatopoeia, prepare_timit)
 from pyro_vrnn.data.prompts import prepare_prompts, prepare_prompts_heldout
 from pyro_vrnn.data.resampling import resample
+from pyro_vrnn.data.schema import DataError, StreamWriter, write_h5
+from pyro_vrnn.data.speech import (
+    prepare_accent,
+    prepare_audio_folder,
+    prepare_blizzard,
+    prepare_onomatopoeia,
+    prepare_timit,
+)
 from pyro_vrnn.data.speech_demo import prepare_speech_demo
 from pyro_vrnn.data.tempfiles import TEMP_NAME, remove_path
 
@@ -69,8 +75,7 @@ def _prepare_iam(data_dir, cache_dir, verbose, seed=0):
     data_dir = os.path.abspath(os.path.expanduser(data_dir or DEFAULT_IAM_DIR))
     # One cache per IAM-OnDB copy, so that two copies do not keep rebuilding each other's cache.
     tag = hashlib.sha256(data_dir.encode()).hexdigest()[:8]
-    return prepare_iam(data_dir, os.path.join(cache_dir, f"iam-{tag}.h5"), seed=seed, name="iam",
-                       verbose=verbose)
+    return prepare_iam(data_dir, os.path.join(cache_dir, f"iam-{tag}.h5"), seed=seed, name="iam", verbose=verbose)
 
 
 def _prepare_timit_core(data_dir, cache_dir, verbose, **options):
@@ -148,8 +153,11 @@ def _remove_stale_temps(cache_dir, name):
             temps.setdefault(owner, []).append(os.path.join(cache_dir, entry))
     removed = []
     for owner, paths in sorted(temps.items()):
-        with (contextlib.nullcontext(True) if owner == name
-              else _lock(os.path.join(cache_dir, f".{owner}.lock"), wait=False)) as free:
+        with (
+            contextlib.nullcontext(True)
+            if owner == name
+            else _lock(os.path.join(cache_dir, f".{owner}.lock"), wait=False)
+        ) as free:
             if free:
                 removed += [path for path in paths if remove_path(path)]
     return removed
@@ -162,14 +170,20 @@ def _cannot_write(error, cache_dir, name):
     where = os.path.abspath(error.filename) if isinstance(error.filename, str) else cache_dir
     inside = os.path.commonpath([where, cache_dir]) == cache_dir
     if error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
-        return DataError(f"no space left to prepare {name} in {where if inside else cache_dir} ({reason}); "
-                         f"free some, or set PYRO_VRNN_CACHE to a directory on another disk")
+        return DataError(
+            f"no space left to prepare {name} in {where if inside else cache_dir} ({reason}); "
+            f"free some, or set PYRO_VRNN_CACHE to a directory on another disk"
+        )
     if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         if inside:
-            return DataError(f"the cache directory {cache_dir} is not writable ({reason}) and {name} must be "
-                             f"prepared there; set PYRO_VRNN_CACHE to a writable directory")
-        return DataError(f"cannot use {where} ({reason}) while preparing {name}; make it readable and "
-                         f"writable, or choose another --data-dir")
+            return DataError(
+                f"the cache directory {cache_dir} is not writable ({reason}) and {name} must be "
+                f"prepared there; set PYRO_VRNN_CACHE to a writable directory"
+            )
+        return DataError(
+            f"cannot use {where} ({reason}) while preparing {name}; make it readable and "
+            f"writable, or choose another --data-dir"
+        )
     return None
 
 
@@ -189,9 +203,13 @@ def prepare(name, data_dir=None, cache_dir=None, verbose=True, **options):
     try:
         os.makedirs(cache_dir, exist_ok=True)
     except OSError as error:
-        raise (_cannot_write(error, cache_dir, name) or DataError(
-            f"cannot create the cache directory {cache_dir} ({error.strerror or error}); set PYRO_VRNN_CACHE "
-            f"to a writable directory")) from None
+        raise (
+            _cannot_write(error, cache_dir, name)
+            or DataError(
+                f"cannot create the cache directory {cache_dir} ({error.strerror or error}); set PYRO_VRNN_CACHE "
+                f"to a writable directory"
+            )
+        ) from None
     # The lock file cannot be opened where the cache is read-only: a complete cache is still used
     # (reading needs no lock; nothing can be building it there), one to build fails below.
     with _lock(os.path.join(cache_dir, f".{name}.lock")) as held:
@@ -217,9 +235,34 @@ def load(name, data_dir=None, cache_dir=None, verbose=True, **options):
     return {split: SequenceDataset(path, split, if_damaged, fingerprint) for split in ("train", "valid", "test")}
 
 
-__all__ = ["DATASETS", "DataError", "LengthBucketSampler", "SequenceDataset", "StreamWriter", "load",
-           "offsets_to_strokes", "pad_batch", "parse_line_strokes", "piano_roll", "prepare", "prepare_accent",
-           "prepare_audio_folder", "prepare_blizzard", "prepare_chorales", "prepare_hdf5", "prepare_hershey",
-           "prepare_iam", "prepare_onomatopoeia", "prepare_prompts", "prepare_speech_demo", "prepare_timit",
-           "read_audio", "resample", "score_to_piano_roll", "validate_h5", "write_h5", "write_wav",
-           "default_cache_dir"]
+__all__ = [
+    "DATASETS",
+    "DataError",
+    "LengthBucketSampler",
+    "SequenceDataset",
+    "StreamWriter",
+    "load",
+    "offsets_to_strokes",
+    "pad_batch",
+    "parse_line_strokes",
+    "piano_roll",
+    "prepare",
+    "prepare_accent",
+    "prepare_audio_folder",
+    "prepare_blizzard",
+    "prepare_chorales",
+    "prepare_hdf5",
+    "prepare_hershey",
+    "prepare_iam",
+    "prepare_onomatopoeia",
+    "prepare_prompts",
+    "prepare_speech_demo",
+    "prepare_timit",
+    "read_audio",
+    "resample",
+    "score_to_piano_roll",
+    "validate_h5",
+    "write_h5",
+    "write_wav",
+    "default_cache_dir",
+]

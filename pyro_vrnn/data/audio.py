@@ -24,6 +24,7 @@ set. This module is the one audio path every speech dataset goes through (speech
 
 Nothing here holds more than a block of one file in memory, whatever the corpus size.
 """
+
 import hashlib
 import os
 import time
@@ -33,7 +34,7 @@ import numpy as np
 
 from pyro_vrnn.data.audio_formats import AUDIO_EXTENSIONS, open_audio
 from pyro_vrnn.data.resampling import Resampler, resample
-from pyro_vrnn.data.schema import DataError, SPLITS, StreamWriter, cached_source, summary_line
+from pyro_vrnn.data.schema import SPLITS, DataError, StreamWriter, cached_source, summary_line
 
 SAMPLE_RATE = 16000  # docs/paper.md: raw 16 kHz waveforms
 FRAME_SIZE = 200  # samples per frame: x_t is 200-dimensional
@@ -44,6 +45,7 @@ CUTS = ("pieces", "whole", "train-pieces")  # every split in pieces / whole file
 # ---------------------------------------------------------------------------------------------
 # Reading at 16 kHz (decoding: audio_formats.py, resampling: resampling.py), and writing WAV
 # ---------------------------------------------------------------------------------------------
+
 
 def read_audio(path, sample_rate=SAMPLE_RATE):
     """A whole file as float32 mono in [-1, 1), resampled to `sample_rate` (None: as stored).
@@ -90,16 +92,17 @@ def write_wav(path, samples, sample_rate=SAMPLE_RATE):
 # Framing
 # ---------------------------------------------------------------------------------------------
 
+
 def frame(samples, frame_size=FRAME_SIZE):
     """[n] samples -> [n // frame_size, frame_size] non-overlapping frames (the partial last one dropped)."""
     samples = np.asarray(samples).reshape(-1)
     n = len(samples) // frame_size
-    return samples[:n * frame_size].reshape(n, frame_size)
+    return samples[: n * frame_size].reshape(n, frame_size)
 
 
 def cut_pieces(frames, piece_frames=PIECE_FRAMES):
     """[T, D] frames -> list of [piece_frames, D] non-overlapping pieces (the partial last one dropped)."""
-    return [frames[i:i + piece_frames] for i in range(0, len(frames) - piece_frames + 1, piece_frames)]
+    return [frames[i : i + piece_frames] for i in range(0, len(frames) - piece_frames + 1, piece_frames)]
 
 
 class _Framer:
@@ -112,7 +115,7 @@ class _Framer:
     def frames(self, block):
         samples = np.concatenate([self.rest, block]) if len(self.rest) else block
         frames = frame(samples, self.frame_size)
-        self.rest = samples[len(frames) * self.frame_size:]
+        self.rest = samples[len(frames) * self.frame_size :]
         return frames
 
 
@@ -133,7 +136,7 @@ def write_file(writer, split, path, name, piece_frames, frame_size=FRAME_SIZE, s
             writer.add(split, piece, f"{name}@{total_frames}")
             total_frames += piece_frames
             written += 1
-        pending = [buffered[len(buffered) // piece_frames * piece_frames:]]
+        pending = [buffered[len(buffered) // piece_frames * piece_frames :]]
     if piece_frames is None and total_frames:
         writer.end_sequence(split, name)
         written = 1
@@ -143,6 +146,7 @@ def write_file(writer, split, path, name, piece_frames, frame_size=FRAME_SIZE, s
 # ---------------------------------------------------------------------------------------------
 # A corpus
 # ---------------------------------------------------------------------------------------------
+
 
 def find_audio_files(root, extensions=AUDIO_EXTENSIONS):
     """Every audio file under `root` (by extension, any case), sorted by relative path."""
@@ -173,17 +177,34 @@ def piece_frames_for(cut, split, piece_frames=PIECE_FRAMES):
     return piece_frames
 
 
-def prepare_audio_corpus(files, root, cache_path, name, cut="pieces", piece_frames=PIECE_FRAMES,
-                         frame_size=FRAME_SIZE, sample_rate=SAMPLE_RATE, settings=None, verbose=True,
-                         note="", buffer_bytes=4 << 20):
+def prepare_audio_corpus(
+    files,
+    root,
+    cache_path,
+    name,
+    cut="pieces",
+    piece_frames=PIECE_FRAMES,
+    frame_size=FRAME_SIZE,
+    sample_rate=SAMPLE_RATE,
+    settings=None,
+    verbose=True,
+    note="",
+    buffer_bytes=4 << 20,
+):
     """Stream `files` ({split: [(path, name)]}) into the HDF5 cache at `cache_path`, as the authors
     prepared speech; returns the path. Reused as is while the files and settings are unchanged.
 
     kind "real", dim `frame_size`; ONE scalar mean and std from the stored training frames.
     """
     start_time = time.time()
-    settings = dict(settings or {}, cut=cut, piece_frames=piece_frames, frame_size=frame_size,
-                    sample_rate=sample_rate, version=PREPARATION_VERSION)
+    settings = dict(
+        settings or {},
+        cut=cut,
+        piece_frames=piece_frames,
+        frame_size=frame_size,
+        sample_rate=sample_rate,
+        version=PREPARATION_VERSION,
+    )
     source = fingerprint(root, [p for split in SPLITS for p, _ in files.get(split, [])], settings)
     if cached_source(cache_path) == source:
         return cache_path
@@ -191,12 +212,21 @@ def prepare_audio_corpus(files, root, cache_path, name, cut="pieces", piece_fram
     with StreamWriter(cache_path, "real", name, frame_size, source, buffer_bytes=buffer_bytes) as writer:
         for split in SPLITS:
             for path, sequence_name in files.get(split, []):
-                if not write_file(writer, split, path, sequence_name,
-                                  piece_frames_for(cut, split, piece_frames), frame_size, sample_rate):
+                if not write_file(
+                    writer,
+                    split,
+                    path,
+                    sequence_name,
+                    piece_frames_for(cut, split, piece_frames),
+                    frame_size,
+                    sample_rate,
+                ):
                     skipped += 1  # shorter than one frame (or one piece)
         if not writer.lengths["train"]:
-            raise DataError(f"{name}: no training sequence: every training file under {root} is shorter "
-                            f"than {'one frame' if piece_frames_for(cut, 'train') is None else 'one piece'}")
+            raise DataError(
+                f"{name}: no training sequence: every training file under {root} is shorter "
+                f"than {'one frame' if piece_frames_for(cut, 'train') is None else 'one piece'}"
+            )
         mean, std = writer.moments["train"].pooled_stats()
         std = std if std > 0 else 1.0
         writer.finish(np.full(frame_size, mean), np.full(frame_size, std))

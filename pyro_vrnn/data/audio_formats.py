@@ -14,6 +14,7 @@ The format is recognised from the file's first bytes, not its extension, since T
 files are named .WAV; raw G.722 has no header and goes by its extension. Channels are averaged to
 mono. A damaged file, or one that is no audio, is a DataError that names it and says so.
 """
+
 import os
 import struct
 import wave
@@ -31,6 +32,7 @@ G722_HINT = 'pip install g722 (or pip install -e ".[speech]")'
 # ---------------------------------------------------------------------------------------------
 # Decoding: WAV, NIST SPHERE, G.722, and the rest through soundfile
 # ---------------------------------------------------------------------------------------------
+
 
 def pcm_to_float(raw, sample_width, big_endian=False, unsigned_8bit=True):
     """Interleaved integer PCM bytes -> float32 in [-1, 1) (8-bit WAV is unsigned, 128 = silence)."""
@@ -100,8 +102,10 @@ class SphereFile:
         fields = parse_sphere_header(head[:size], path)
         coding = str(fields.get("sample_coding", "pcm")).lower()
         if "shorten" in coding or "wavpack" in coding or "shortpack" in str(fields.get("sample_byte_format", "")):
-            raise DataError(f"{path}: compressed SPHERE ({coding}); decompress it first, e.g. with LDC's "
-                            f"sph2pipe (sph2pipe -f wav in.sph out.wav) or sox")
+            raise DataError(
+                f"{path}: compressed SPHERE ({coding}); decompress it first, e.g. with LDC's "
+                f"sph2pipe (sph2pipe -f wav in.sph out.wav) or sox"
+            )
         self.channels = int(fields.get("channel_count", 1))
         self.sample_rate = int(fields.get("sample_rate", 0))
         self.width = int(fields.get("sample_n_bytes", 2))
@@ -143,8 +147,17 @@ class SphereFile:
 DAMAGED = "the file is damaged (or not audio); replace or remove it"
 
 # RIFF WAVE codings (the fmt chunk's format tag) that libsndfile decodes; PCM (1) is read here.
-WAV_CODINGS = {1: "PCM", 2: "MS ADPCM", 3: "IEEE float", 6: "A-law", 7: "mu-law", 0x11: "IMA ADPCM",
-               0x31: "GSM 6.10", 0x55: "MP3", 0xFFFE: "extensible"}
+WAV_CODINGS = {
+    1: "PCM",
+    2: "MS ADPCM",
+    3: "IEEE float",
+    6: "A-law",
+    7: "mu-law",
+    0x11: "IMA ADPCM",
+    0x31: "GSM 6.10",
+    0x55: "MP3",
+    0xFFFE: "extensible",
+}
 
 
 def wav_coding(path):
@@ -165,8 +178,9 @@ def wav_coding(path):
             if chunk == b"fmt ":
                 body = f.read(min(length, 40))
                 if length < 16 or len(body) < 16:
-                    raise DataError(f"{path}: its 'fmt ' chunk is cut short ({len(body)} of at least 16 bytes); "
-                                    f"{DAMAGED}")
+                    raise DataError(
+                        f"{path}: its 'fmt ' chunk is cut short ({len(body)} of at least 16 bytes); {DAMAGED}"
+                    )
                 tag, channels, rate = struct.unpack("<HHI", body[:8])
                 extensible = tag == 0xFFFE and len(body) >= 26
                 if extensible:
@@ -178,8 +192,10 @@ def wav_coding(path):
                 raise DataError(f"{path}: garbled RIFF header (chunk id {chunk!r} at byte {position}); {DAMAGED}")
             position += 8 + length + (length & 1)
             if position > size:
-                raise DataError(f"{path}: its {chunk.decode()!r} chunk runs past the end of the file "
-                                f"({position} > {size} bytes) before a 'fmt ' chunk; {DAMAGED}")
+                raise DataError(
+                    f"{path}: its {chunk.decode()!r} chunk runs past the end of the file "
+                    f"({position} > {size} bytes) before a 'fmt ' chunk; {DAMAGED}"
+                )
             f.seek(position)
 
 
@@ -204,8 +220,7 @@ class WavFile:
                 if not raw:
                     return
                 usable = len(raw) // (self.width * self.channels) * self.width * self.channels
-                yield pcm_to_float(raw[:usable], self.width).reshape(-1, self.channels).mean(
-                    axis=1, dtype=np.float32)
+                yield pcm_to_float(raw[:usable], self.width).reshape(-1, self.channels).mean(axis=1, dtype=np.float32)
 
 
 class SoundFile:
@@ -225,8 +240,7 @@ class SoundFile:
 
     def blocks(self, block_samples):
         try:
-            for block in self._soundfile.blocks(self.path, blocksize=block_samples, dtype="float32",
-                                                always_2d=True):
+            for block in self._soundfile.blocks(self.path, blocksize=block_samples, dtype="float32", always_2d=True):
                 yield block.mean(axis=1, dtype=np.float32)
         except Exception as error:
             raise DataError(f"{self.path}: cannot decode it ({str(error).strip()}); {DAMAGED}") from None
@@ -304,15 +318,15 @@ def open_audio(path):
             except DataError:
                 return SoundFile(path, what="extensible PCM WAV")
         if tag not in WAV_CODINGS:  # e.g. junk over the fmt chunk: no reader knows such a coding
-            raise DataError(f"{path}: its 'fmt ' chunk names WAV coding 0x{tag:04x}, which no reader knows; "
-                            f"{DAMAGED}")
+            raise DataError(f"{path}: its 'fmt ' chunk names WAV coding 0x{tag:04x}, which no reader knows; {DAMAGED}")
         return SoundFile(path, what=f"{WAV_CODINGS[tag]} WAV")
     if found is None:
         try:
             import soundfile  # noqa: F401  libsndfile knows a few more formats by their content
         except ImportError:
-            raise DataError(f"{path}: its first bytes {magic!r} begin no WAV, SPHERE, FLAC, MP3, OGG, AIFF "
-                            f"or AU file; {DAMAGED}") from None
+            raise DataError(
+                f"{path}: its first bytes {magic!r} begin no WAV, SPHERE, FLAC, MP3, OGG, AIFF or AU file; {DAMAGED}"
+            ) from None
         return SoundFile(path)
     if found == "WAV":  # RIFX (big-endian) or RF64 (over 4 GB): libsndfile's
         return SoundFile(path, what=f"{magic[:4].decode()} WAV")

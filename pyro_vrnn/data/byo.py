@@ -26,6 +26,7 @@ every other dataset: nothing is copied. Data is used as stored: standardize real
 the converter (statistics from the train split) and record them as the `mean` and `std`
 attributes so that samples can be mapped back.
 """
+
 import hashlib
 import os
 
@@ -56,28 +57,38 @@ def _scan(path, split, data, offsets, kind, fingerprint, chunk_values=1 << 20):
     step = max(1, chunk_values // max(1, int(np.prod(data.shape[1:], dtype=np.int64))))
     for start in range(0, rows, step):
         try:
-            block = np.asarray(data[start:start + step], dtype=np.float64)
+            block = np.asarray(data[start : start + step], dtype=np.float64)
         except OSError as error:  # e.g. a chunk that fails its fletcher32 checksum
-            _fail(path, f"{split}/data rows {start}-{min(rows, start + step) - 1} cannot be read ({error}): "
-                  "the file is damaged", "write it again with your converter (or restore it from a copy)")
+            _fail(
+                path,
+                f"{split}/data rows {start}-{min(rows, start + step) - 1} cannot be read ({error}): "
+                "the file is damaged",
+                "write it again with your converter (or restore it from a copy)",
+            )
         fingerprint.update(split, "data", block)
         block = block.reshape(len(block), -1)
         bad = ~np.isfinite(block)
         if bad.any():
             row = start + int(np.flatnonzero(bad.any(axis=1))[0])
             sequence = int(np.searchsorted(offsets, row, side="right") - 1)
-            _fail(path, f"{split}/data has a NaN or infinite value in sequence {sequence} (row {row})",
-                  "drop, interpolate or clip it in your converter")
+            _fail(
+                path,
+                f"{split}/data has a NaN or infinite value in sequence {sequence} (row {row})",
+                "drop, interpolate or clip it in your converter",
+            )
         huge = np.abs(block) > MAX_ABS
         if huge.any():
             row = start + int(np.flatnonzero(huge.any(axis=1))[0])
             sequence = int(np.searchsorted(offsets, row, side="right") - 1)
             value = block[row - start][huge[row - start]][0]
-            _fail(path, f"{split}/data holds {value:.3g} in sequence {sequence} (row {row}), beyond +-{MAX_ABS:g}: "
-                  f"training's float32 arithmetic overflows or diverges on such values",
-                  "standardize the data in your converter, x = (x - mean) / std with mean and std from the train "
-                  "split, and record them as the attributes mean and std")
-        check = (block if kind == "binary" else block[:, :1] if kind == "handwriting" else None)
+            _fail(
+                path,
+                f"{split}/data holds {value:.3g} in sequence {sequence} (row {row}), beyond +-{MAX_ABS:g}: "
+                f"training's float32 arithmetic overflows or diverges on such values",
+                "standardize the data in your converter, x = (x - mean) / std with mean and std from the train "
+                "split, and record them as the attributes mean and std",
+            )
+        check = block if kind == "binary" else block[:, :1] if kind == "handwriting" else None
         if check is not None:
             wrong = (check != 0) & (check != 1)
             if wrong.any():
@@ -85,15 +96,21 @@ def _scan(path, split, data, offsets, kind, fingerprint, chunk_values=1 << 20):
                 sequence = int(np.searchsorted(offsets, row, side="right") - 1)
                 value = check[row - start][wrong[row - start]][0]
                 what = "values" if kind == "binary" else "pen bits (column 0)"
-                _fail(path, f"kind '{kind}' needs {what} of 0 or 1, but {split} sequence {sequence} (row {row}) "
-                      f"has {value:g}", "threshold or fix these values, or set kind to 'real'")
+                _fail(
+                    path,
+                    f"kind '{kind}' needs {what} of 0 or 1, but {split} sequence {sequence} (row {row}) has {value:g}",
+                    "threshold or fix these values, or set kind to 'real'",
+                )
 
 
 def _check_kind(path, f):
     """The root attribute kind: present, and one of KINDS."""
     if "kind" not in f.attrs:
-        _fail(path, "no root attribute 'kind'",
-              "set f.attrs['kind'] = 'real' (Gaussian emission), 'binary' (Bernoulli) or 'handwriting'")
+        _fail(
+            path,
+            "no root attribute 'kind'",
+            "set f.attrs['kind'] = 'real' (Gaussian emission), 'binary' (Bernoulli) or 'handwriting'",
+        )
     kind = as_text(f.attrs["kind"])
     if kind not in KINDS:
         _fail(path, f"attribute kind is {kind!r}", f"it must be one of {', '.join(KINDS)}")
@@ -104,25 +121,36 @@ def _check_structure(path, f, split):
     """The group `split` with its datasets data [steps, D] (or [steps]) of numbers and offsets of
     1-D integers; returns the split's D (from the shape: nothing is read yet)."""
     if split not in f or not isinstance(f[split], h5py.Group):
-        _fail(path, f"no group '{split}'",
-              "the file needs groups train, valid and test, each with 'data' [steps, D] and 'offsets' "
-              "[sequences + 1] (an empty test split: data of shape [0, D], offsets [0])")
+        _fail(
+            path,
+            f"no group '{split}'",
+            "the file needs groups train, valid and test, each with 'data' [steps, D] and 'offsets' "
+            "[sequences + 1] (an empty test split: data of shape [0, D], offsets [0])",
+        )
     group = f[split]
     for key in ("data", "offsets"):
         if key not in group or not isinstance(group[key], h5py.Dataset):
-            _fail(path, f"group '{split}' has no dataset '{key}'",
-                  f"{split}/data holds every sequence end to end [steps, D] and {split}/offsets "
-                  f"the start of each plus the end ([0, T_1, T_1 + T_2, ...])")
+            _fail(
+                path,
+                f"group '{split}' has no dataset '{key}'",
+                f"{split}/data holds every sequence end to end [steps, D] and {split}/offsets "
+                f"the start of each plus the end ([0, T_1, T_1 + T_2, ...])",
+            )
     data, offsets = group["data"], group["offsets"]
     if data.dtype.kind not in "fiub":
-        _fail(path, f"{split}/data has dtype {data.dtype}",
-              "store numbers: np.asarray(x, dtype=np.float32)")
+        _fail(path, f"{split}/data has dtype {data.dtype}", "store numbers: np.asarray(x, dtype=np.float32)")
     if data.ndim not in (1, 2):
-        _fail(path, f"{split}/data has shape {data.shape}",
-              "it must be [steps, D] (or [steps] for D = 1): concatenate the sequences along time")
+        _fail(
+            path,
+            f"{split}/data has shape {data.shape}",
+            "it must be [steps, D] (or [steps] for D = 1): concatenate the sequences along time",
+        )
     if offsets.dtype.kind not in "iu" or offsets.ndim != 1:
-        _fail(path, f"{split}/offsets has dtype {offsets.dtype} and shape {offsets.shape}",
-              "it must be a 1-D integer array: np.cumsum([0] + lengths)")
+        _fail(
+            path,
+            f"{split}/offsets has dtype {offsets.dtype} and shape {offsets.shape}",
+            "it must be a 1-D integer array: np.cumsum([0] + lengths)",
+        )
     return data.shape[1] if data.ndim == 2 else 1
 
 
@@ -133,23 +161,38 @@ def _check_offsets(path, split, group):
     try:
         o = np.asarray(offsets[:], dtype=np.int64)
     except OSError as error:  # a chunk that fails its checksum
-        _fail(path, f"{split}/offsets cannot be read ({error}): the file is damaged",
-              "write it again with your converter (or restore it from a copy)")
+        _fail(
+            path,
+            f"{split}/offsets cannot be read ({error}): the file is damaged",
+            "write it again with your converter (or restore it from a copy)",
+        )
     if len(o) == 0 or o[0] != 0:
-        _fail(path, f"{split}/offsets must start with 0 (found {o[:1].tolist() or 'no entries'})",
-              "offsets = np.cumsum([0] + lengths)")
+        _fail(
+            path,
+            f"{split}/offsets must start with 0 (found {o[:1].tolist() or 'no entries'})",
+            "offsets = np.cumsum([0] + lengths)",
+        )
     steps = np.diff(o)
     if (steps <= 0).any():
         i = int(np.flatnonzero(steps <= 0)[0])
-        _fail(path, f"{split}/offsets are not increasing: offsets[{i + 1}] = {o[i + 1]} <= offsets[{i}] = {o[i]} "
-              f"(sequence {i} would have {steps[i]} steps)",
-              "every sequence needs at least one step and offsets = np.cumsum([0] + lengths)")
+        _fail(
+            path,
+            f"{split}/offsets are not increasing: offsets[{i + 1}] = {o[i + 1]} <= offsets[{i}] = {o[i]} "
+            f"(sequence {i} would have {steps[i]} steps)",
+            "every sequence needs at least one step and offsets = np.cumsum([0] + lengths)",
+        )
     if o[-1] != len(data):
-        _fail(path, f"{split}/offsets end at {o[-1]} but {split}/data has {len(data)} steps",
-              "the last offset must equal the number of rows of data")
+        _fail(
+            path,
+            f"{split}/offsets end at {o[-1]} but {split}/data has {len(data)} steps",
+            "the last offset must equal the number of rows of data",
+        )
     if "names" in group and len(group["names"]) != len(o) - 1:
-        _fail(path, f"{split}/names has {len(group['names'])} entries for {len(o) - 1} sequences",
-              "give one name per sequence or drop the names dataset")
+        _fail(
+            path,
+            f"{split}/names has {len(group['names'])} entries for {len(o) - 1} sequences",
+            "give one name per sequence or drop the names dataset",
+        )
     return o
 
 
@@ -158,20 +201,29 @@ def _check_dims(path, f, kind, dims, counts):
     attribute dim and with the kind (handwriting: D = 3); returns D."""
     for split in ("train", "valid"):
         if counts[split] == 0:
-            _fail(path, f"the {split} split is empty",
-                  "training needs sequences in train and valid (early stopping); test may be empty")
+            _fail(
+                path,
+                f"the {split} split is empty",
+                "training needs sequences in train and valid (early stopping); test may be empty",
+            )
     dims = {split: d for split, d in dims.items() if counts[split]}  # an empty split's D says nothing
     if len(set(dims.values())) > 1:
         _fail(path, f"the splits have different dimensions {dims}", "every sequence must have the same D")
     dim = dims["train"]
     if dim < 1:
-        _fail(path, f"the data has D = 0 (train/data has shape {f['train']['data'].shape})",
-              "every step needs at least one value: data is [steps, D] with D >= 1")
+        _fail(
+            path,
+            f"the data has D = 0 (train/data has shape {f['train']['data'].shape})",
+            "every step needs at least one value: data is [steps, D] with D >= 1",
+        )
     if "dim" in f.attrs and int(f.attrs["dim"]) != dim:
         _fail(path, f"attribute dim is {int(f.attrs['dim'])} but the data has D = {dim}", "fix or drop dim")
     if kind == "handwriting" and dim != 3:
-        _fail(path, f"kind 'handwriting' needs D = 3 (pen, dx, dy), the data has D = {dim}",
-              "use kind 'real' for other data")
+        _fail(
+            path,
+            f"kind 'handwriting' needs D = 3 (pen, dx, dy), the data has D = {dim}",
+            "use kind 'real' for other data",
+        )
     return dim
 
 
@@ -181,9 +233,12 @@ def _check_normalization(path, f, dim):
         if key in f.attrs:
             value = np.asarray(f.attrs[key], dtype=np.float64).reshape(-1)
             if value.shape != (dim,) or not np.isfinite(value).all() or (key == "std" and (value <= 0).any()):
-                _fail(path, f"attribute {key} is {value.tolist()[:6]}",
-                      f"it must be {dim} finite numbers{' > 0' if key == 'std' else ''} (the normalization "
-                      f"applied to the data: stored = (x - mean) / std), or absent")
+                _fail(
+                    path,
+                    f"attribute {key} is {value.tolist()[:6]}",
+                    f"it must be {dim} finite numbers{' > 0' if key == 'std' else ''} (the normalization "
+                    f"applied to the data: stored = (x - mean) / std), or absent",
+                )
 
 
 def validate_h5(path, fingerprint=None):
@@ -250,7 +305,7 @@ def prepare_hdf5(data_dir, cache_dir, verbose=True):
     try:
         with open(marker) as f:
             text = f.read()
-        remembered = text[len(stamp):].strip().split(" ") if text.startswith(stamp) else []
+        remembered = text[len(stamp) :].strip().split(" ") if text.startswith(stamp) else []
         if len(remembered) == 2 and remembered[0] == "fingerprint":
             _FINGERPRINTS[stamp] = remembered[1]
             return path

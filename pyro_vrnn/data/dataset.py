@@ -7,6 +7,7 @@ Sequences are padded only when a batch is formed (`pad_batch`): the mask marks t
 and the ELBO sums over them alone (docs/paper.md: "padded with a mask"). `LengthBucketSampler`
 puts sequences of similar length together so that little of each batch is padding.
 """
+
 import os
 
 import h5py
@@ -41,8 +42,9 @@ class SequenceDataset(Dataset):
         try:
             f = h5py.File(self.path, "r")
         except OSError as error:
-            raise DataError(f"{self.path} is not a prepared pyro-vrnn dataset ({error}); "
-                            f"delete it and prepare the dataset again") from None
+            raise DataError(
+                f"{self.path} is not a prepared pyro-vrnn dataset ({error}); delete it and prepare the dataset again"
+            ) from None
         try:
             with f:
                 group = f[split]
@@ -50,22 +52,28 @@ class SequenceDataset(Dataset):
                 self.kind = as_text(f.attrs["kind"])
                 self.dim = int(f.attrs["dim"]) if "dim" in f.attrs else (int(shape[1]) if len(shape) == 2 else 1)
                 self.name = as_text(f.attrs.get("name", os.path.splitext(os.path.basename(self.path))[0]))
-                self.mean = (np.asarray(f.attrs["mean"], dtype=np.float64).reshape(-1) if "mean" in f.attrs
-                             else np.zeros(self.dim))
-                self.std = (np.asarray(f.attrs["std"], dtype=np.float64).reshape(-1) if "std" in f.attrs
-                            else np.ones(self.dim))
+                self.mean = (
+                    np.asarray(f.attrs["mean"], dtype=np.float64).reshape(-1)
+                    if "mean" in f.attrs
+                    else np.zeros(self.dim)
+                )
+                self.std = (
+                    np.asarray(f.attrs["std"], dtype=np.float64).reshape(-1) if "std" in f.attrs else np.ones(self.dim)
+                )
                 self._has_names = "names" in group
                 # The content fingerprint, one per file (a user's file has it from its validation, byo.py).
-                self.fingerprint = fingerprint or (as_text(f.attrs["fingerprint"]) if "fingerprint" in f.attrs
-                                                   else None)
+                self.fingerprint = fingerprint or (
+                    as_text(f.attrs["fingerprint"]) if "fingerprint" in f.attrs else None
+                )
                 offsets = group["offsets"]
                 try:
                     self.offsets = np.asarray(offsets[:], dtype=np.int64)
                 except OSError as error:  # a chunk fails its checksum, or the file is cut short
                     raise self.damaged(f"{split}/offsets", error) from None
         except KeyError as error:
-            raise DataError(f"{self.path} is not a prepared pyro-vrnn dataset ({error}); "
-                            f"delete it and prepare the dataset again") from None
+            raise DataError(
+                f"{self.path} is not a prepared pyro-vrnn dataset ({error}); delete it and prepare the dataset again"
+            ) from None
         self.lengths = np.diff(self.offsets)
         self._names = None
         self._file = self._data = self._pid = None
@@ -103,7 +111,7 @@ class SequenceDataset(Dataset):
         i = int(i) % n
         self._open()
         try:
-            x = self._data[self.offsets[i]:self.offsets[i + 1]]
+            x = self._data[self.offsets[i] : self.offsets[i + 1]]
         except OSError as error:  # a chunk fails its checksum: never read damaged bytes as numbers
             raise self.damaged(f"{self.split} sequence {i}", error) from None
         if x.ndim == 1:  # a one-dimensional series stored flat
@@ -121,8 +129,10 @@ class SequenceDataset(Dataset):
         return state
 
     def __repr__(self):
-        return (f"SequenceDataset({self.name}/{self.split}: {len(self)} sequences of dim {self.dim}, "
-                f"kind {self.kind}, {self.path})")
+        return (
+            f"SequenceDataset({self.name}/{self.split}: {len(self)} sequences of dim {self.dim}, "
+            f"kind {self.kind}, {self.path})"
+        )
 
 
 def pad_batch(sequences):
@@ -132,12 +142,13 @@ def pad_batch(sequences):
     sequences = [torch.as_tensor(s, dtype=torch.float32) for s in sequences]
     dims = {s.shape[-1] for s in sequences}
     if len(dims) != 1 or any(s.dim() != 2 for s in sequences):
-        raise ValueError(f"pad_batch needs [T_i, D] sequences of one D, got shapes "
-                         f"{[tuple(s.shape) for s in sequences][:5]}")
+        raise ValueError(
+            f"pad_batch needs [T_i, D] sequences of one D, got shapes {[tuple(s.shape) for s in sequences][:5]}"
+        )
     lengths = torch.tensor([len(s) for s in sequences])
     x = torch.zeros(len(sequences), int(lengths.max()), dims.pop())
     for b, s in enumerate(sequences):
-        x[b, :len(s)] = s
+        x[b, : len(s)] = s
     mask = torch.arange(x.shape[1]) < lengths[:, None]
     return x, mask
 
@@ -201,8 +212,8 @@ class LengthBucketSampler(Sampler):
         order = np.resize(order, sum(sizes))  # truncates (drop_last) or, rarely, wraps around
         batches, start = [], 0
         for g in range(0, len(sizes), self.BUCKET_BATCHES):
-            group = sizes[g:g + self.BUCKET_BATCHES]
-            bucket = order[start:start + sum(group)]
+            group = sizes[g : g + self.BUCKET_BATCHES]
+            bucket = order[start : start + sum(group)]
             start += sum(group)
             if self.shuffle:
                 bucket = bucket[np.argsort(self.lengths[bucket], kind="stable")]
@@ -212,7 +223,7 @@ class LengthBucketSampler(Sampler):
         return [[int(i) for i in batch] for batch in batches]
 
     def __iter__(self):
-        return iter(self.batches()[self.rank::self.world_size])
+        return iter(self.batches()[self.rank :: self.world_size])
 
     def __len__(self):
         return len(self._batch_sizes()) // self.world_size

@@ -8,6 +8,7 @@ computed once per version of the data, never at every start. Values are hashed a
 training reads (SequenceDataset), so a file's storage type and byte order do not change it, and a
 float32 block is hashed in place, without a copy (preparation runs in bounded memory).
 """
+
 import hashlib
 
 import h5py
@@ -48,6 +49,6 @@ def file_fingerprint(path, splits=("train", "valid", "test"), chunk_rows=1 << 16
         for split in splits:
             data = f[split]["data"]
             for start in range(0, data.shape[0], chunk_rows):
-                fingerprint.update(split, "data", data[start:start + chunk_rows])
+                fingerprint.update(split, "data", data[start : start + chunk_rows])
             fingerprint.update(split, "offsets", f[split]["offsets"][:])
     return fingerprint.hexdigest()

@@ -19,6 +19,7 @@ whiteboard coordinates with y pointing down, time stamps, split lists), and then
 exactly the same code as IAM-OnDB (iam.py), so the two datasets share every step after
 rendering. Everything is deterministic given (num_lines, seed).
 """
+
 import os
 import shutil
 import time
@@ -61,9 +62,18 @@ WORDS = {
     "prep": "in on by at near over under with from to for into".split(),
 }
 PHRASES = [  # (pattern, weight)
-    ("noun", 2), ("adj", 1), ("verb", 1),
-    ("det noun", 3), ("adj noun", 3), ("noun verb", 2), ("verb adv", 1), ("prep noun", 1),
-    ("det adj noun", 2), ("det noun verb", 2), ("noun verb adv", 1), ("prep det noun", 2),
+    ("noun", 2),
+    ("adj", 1),
+    ("verb", 1),
+    ("det noun", 3),
+    ("adj noun", 3),
+    ("noun verb", 2),
+    ("verb adv", 1),
+    ("prep noun", 1),
+    ("det adj noun", 2),
+    ("det noun verb", 2),
+    ("noun verb adv", 1),
+    ("prep det noun", 2),
     ("adj noun verb", 1),
 ]
 
@@ -88,6 +98,7 @@ def random_text(rng):
 # ---------------------------------------------------------------------------------------------
 # Writers
 # ---------------------------------------------------------------------------------------------
+
 
 def random_writer(rng):
     """The style of one synthetic writer (lengths in font heights, the font's cap-to-descender size)."""
@@ -129,8 +140,10 @@ class ScriptFont:
         scale = font.render_options.scalex
         self.glyphs = {}  # character -> (strokes as [n, 2] arrays from x = 0, advance)
         for glyph, c in zip(font.glyphs_for_text(CHARACTERS), CHARACTERS):
-            self.glyphs[c] = ([np.array(s, dtype=np.float64) for s in font.strokes_for_text(c)],
-                              scale * glyph.char_width)
+            self.glyphs[c] = (
+                [np.array(s, dtype=np.float64) for s in font.strokes_for_text(c)],
+                scale * glyph.char_width,
+            )
         self.space = self.glyphs[" "][1]
         self.words = {}
 
@@ -161,6 +174,7 @@ def load_fonts():
 # ---------------------------------------------------------------------------------------------
 # Rendering one line
 # ---------------------------------------------------------------------------------------------
+
 
 def layout_strokes(words, font, writer, rng):
     """The strokes of a line of words: placed, stretched, slanted, on a tilted baseline; y up."""
@@ -238,8 +252,7 @@ def render_line(words, fonts, writer, rng):
     angle = np.arctan2(d[:-1, 0] * d[1:, 1] - d[:-1, 1] * d[1:, 0], np.sum(d[:-1] * d[1:], axis=1))
     turn[1:-1] = np.where(inside[:-1] & inside[1:], np.abs(angle), 0.0) / DENSE_STEP
     turn = np.convolve(turn, np.ones(5) / 5, mode="same")
-    wobble = 1 + writer["wobble"] * np.sin(2 * np.pi * travelled / rng.uniform(0.8, 2.0)
-                                           + rng.uniform(0, 2 * np.pi))
+    wobble = 1 + writer["wobble"] * np.sin(2 * np.pi * travelled / rng.uniform(0.8, 2.0) + rng.uniform(0, 2 * np.pi))
     speed = writer["step"] * wobble * (1 + turn / writer["bend"]) ** (-1 / 3)
     # Time in tablet samples; strokes are put 10 units apart (the pen-up time is decided later)
     # so that one interpolation samples them all.
@@ -264,6 +277,7 @@ def render_line(words, fonts, writer, rng):
 # lineStrokes XML, as IAM-OnDB writes it
 # ---------------------------------------------------------------------------------------------
 
+
 def to_whiteboard(strokes, writer, rng, start_time):
     """Font heights, y up -> integer whiteboard units, y down, with a time stamp per point."""
     origin = np.array([rng.uniform(300, 700), rng.uniform(800, 1600)])
@@ -284,12 +298,17 @@ def to_whiteboard(strokes, writer, rng, start_time):
 def line_strokes_xml(board, times, counts):
     """The text of a lineStrokes file (IAM-OnDB's WhiteboardCaptureSession format)."""
     (x0, y0), (x1, y1) = board.min(axis=0), board.max(axis=0)
-    out = ['<?xml version="1.0" encoding="ISO-8859-1"?>', "<WhiteboardCaptureSession>",
-           "  <WhiteboardDescription>", '    <SensorLocation corner="top_left"/>',
-           f'    <DiagonallyOppositeCoords x="{x1}" y="{y1}"/>',
-           f'    <VerticallyOppositeCoords x="{x0}" y="{y1}"/>',
-           f'    <HorizontallyOppositeCoords x="{x1}" y="{y0}"/>',
-           "  </WhiteboardDescription>", "  <StrokeSet>"]
+    out = [
+        '<?xml version="1.0" encoding="ISO-8859-1"?>',
+        "<WhiteboardCaptureSession>",
+        "  <WhiteboardDescription>",
+        '    <SensorLocation corner="top_left"/>',
+        f'    <DiagonallyOppositeCoords x="{x1}" y="{y1}"/>',
+        f'    <VerticallyOppositeCoords x="{x0}" y="{y1}"/>',
+        f'    <HorizontallyOppositeCoords x="{x1}" y="{y0}"/>',
+        "  </WhiteboardDescription>",
+        "  <StrokeSet>",
+    ]
     xs, ys, ts = board[:, 0].tolist(), board[:, 1].tolist(), times.tolist()
     start = 0
     for count in counts.tolist():
@@ -372,5 +391,12 @@ def prepare_hershey(cache_dir, num_lines=3000, seed=0, data_dir=None, verbose=Tr
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         note = f"rendered {num_lines} lines in {time.time() - start:.1f} s"
-    return prepare_iam(xml_dir, os.path.join(cache_dir, tag + ".h5"), seed=seed, name="hershey",
-                       verbose=verbose, note=note, split_lists=SPLIT_LISTS)
+    return prepare_iam(
+        xml_dir,
+        os.path.join(cache_dir, tag + ".h5"),
+        seed=seed,
+        name="hershey",
+        verbose=verbose,
+        note=note,
+        split_lists=SPLIT_LISTS,
+    )

@@ -28,6 +28,7 @@ trained on every set but validation set 1 (their train list holds ~1,535 forms, 
 reported on it; the test split is empty (evaluate_ll then reports valid). Without lists, forms are
 split at random (seeded), 90/5/5, so that no form spans two splits.
 """
+
 import hashlib
 import os
 import re
@@ -43,14 +44,14 @@ PREPARATION_VERSION = 4  # bump when the preparation below changes: every cache 
 IAM_URL = "https://fki.tic.heia-fr.ch/databases/iam-on-line-handwriting-database"
 # A line file is "<form id>-<line number>.xml", e.g. a01-000u-01.xml of form a01-000u.
 LINE_FILE = re.compile(r"^(?P<form>.+)-(?P<line>\d+)\.xml$")
-SPLIT_LISTS = {"trainset.txt": "train", "testset_t.txt": "train", "testset_f.txt": "train",
-               "testset_v.txt": "valid"}
+SPLIT_LISTS = {"trainset.txt": "train", "testset_t.txt": "train", "testset_f.txt": "train", "testset_v.txt": "valid"}
 RANDOM_SPLIT = {"valid": 0.05, "test": 0.05}  # the rest is train
 
 
 # ---------------------------------------------------------------------------------------------
 # One line
 # ---------------------------------------------------------------------------------------------
+
 
 def read_strokes(xml_path):
     """The strokes of a lineStrokes XML file: a list of float arrays [n_points, 2] of raw (x, y)."""
@@ -68,8 +69,9 @@ def read_strokes(xml_path):
         try:
             points = [(float(p.attrib["x"]), float(p.attrib["y"])) for p in stroke.iter("Point")]
         except (KeyError, ValueError) as error:
-            raise DataError(f"malformed lineStrokes XML in {xml_path}: a <Point> without a numeric "
-                            f"x and y ({error})") from None
+            raise DataError(
+                f"malformed lineStrokes XML in {xml_path}: a <Point> without a numeric x and y ({error})"
+            ) from None
         if points:
             strokes.append(np.array(points, dtype=np.float64))
     return strokes
@@ -113,10 +115,13 @@ def offsets_to_strokes(x, mean=None, std=None):
 # The whole database
 # ---------------------------------------------------------------------------------------------
 
+
 def missing_data_message(data_dir, what):
-    return (f"IAM-OnDB not found: {what} under {data_dir}. IAM-OnDB needs registration: get "
-            f"lineStrokes-all.tar.gz (and the task's split lists) from {IAM_URL}, unpack them there "
-            f"or pass their location with --data-dir")
+    return (
+        f"IAM-OnDB not found: {what} under {data_dir}. IAM-OnDB needs registration: get "
+        f"lineStrokes-all.tar.gz (and the task's split lists) from {IAM_URL}, unpack them there "
+        f"or pass their location with --data-dir"
+    )
 
 
 def find_sources(data_dir):
@@ -131,11 +136,10 @@ def find_sources(data_dir):
         for file in sorted(files):
             path = os.path.join(root, file)
             if LINE_FILE.match(file):
-                lines.setdefault(file[:-len(".xml")], path)
+                lines.setdefault(file[: -len(".xml")], path)
             elif file in SPLIT_LISTS:
                 lists.setdefault(file, path)
-    in_line_strokes = {k: p for k, p in lines.items()
-                       if "lineStrokes" in os.path.relpath(p, data_dir).split(os.sep)}
+    in_line_strokes = {k: p for k, p in lines.items() if "lineStrokes" in os.path.relpath(p, data_dir).split(os.sep)}
     return (in_line_strokes or lines), lists
 
 
@@ -169,7 +173,7 @@ def random_split(forms, seed):
         counts = {split: max(1, c) for split, c in counts.items()}
     split_of, start = {}, 0
     for split in ("test", "valid"):
-        for i in order[start:start + counts[split]]:
+        for i in order[start : start + counts[split]]:
             split_of[forms[i]] = split
         start += counts[split]
     for i in order[start:]:
@@ -202,8 +206,10 @@ def prepare_iam(data_dir, cache_path, seed=0, name="iam", verbose=True, note="",
         split_of = {line_id: listed.get(line_id, listed.get(form)) for line_id, form in form_of.items()}
         split_of = {line_id: split for line_id, split in split_of.items() if split is not None}
         if not any(split == "train" for split in split_of.values()):
-            raise DataError(f"the split lists {sorted(lists.values())} name none of the {len(line_files)} "
-                            f"line files under {data_dir}; check that they belong to this copy of IAM-OnDB")
+            raise DataError(
+                f"the split lists {sorted(lists.values())} name none of the {len(line_files)} "
+                f"line files under {data_dir}; check that they belong to this copy of IAM-OnDB"
+            )
         how = "split lists"
     else:
         by_form = random_split(set(form_of.values()), seed)
@@ -229,22 +235,24 @@ def prepare_iam(data_dir, cache_path, seed=0, name="iam", verbose=True, note="",
     train_offsets = np.concatenate([x[:, 1:3] for x in raw["train"]]).astype(np.float64)
     rows = len(train_offsets)
     offset_mean = float(train_offsets.sum() / rows)
-    offset_std = float(np.sqrt(max((train_offsets ** 2).sum() / rows - offset_mean ** 2, 0.0)))
+    offset_std = float(np.sqrt(max((train_offsets**2).sum() / rows - offset_mean**2, 0.0)))
     if not offset_std > 0:
         offset_std = 1.0
     mean = np.array([0.0, offset_mean, offset_mean])  # the pen bit stays 0/1
     std = np.array([1.0, offset_std, offset_std])
     splits = {split: [((x - mean) / std).astype(np.float32) for x in xs] for split, xs in raw.items()}
-    write_h5(cache_path, splits, kind="handwriting", name=name, mean=mean, std=std, source=source,
-             names=names)
+    write_h5(cache_path, splits, kind="handwriting", name=name, mean=mean, std=std, source=source, names=names)
 
     if verbose:
         lengths = np.array([len(x) for xs in raw.values() for x in xs])
         extra = f", {skipped} empty lines skipped" if skipped else ""
         unlisted = len(line_files) - len(split_of)
         extra += f", {unlisted} unlisted lines left out" if unlisted else ""
-        print(f"prepared {name}: train {len(raw['train'])} / valid {len(raw['valid'])} / "
-              f"test {len(raw['test'])} lines ({how}{extra}); length {lengths.min()}-{lengths.max()} "
-              f"(median {int(np.median(lengths))}); dim 3; {cache_path} "
-              f"({time.time() - start_time:.1f} s{'; ' + note if note else ''})", flush=True)
+        print(
+            f"prepared {name}: train {len(raw['train'])} / valid {len(raw['valid'])} / "
+            f"test {len(raw['test'])} lines ({how}{extra}); length {lengths.min()}-{lengths.max()} "
+            f"(median {int(np.median(lengths))}); dim 3; {cache_path} "
+            f"({time.time() - start_time:.1f} s{'; ' + note if note else ''})",
+            flush=True,
+        )
     return cache_path

@@ -6,6 +6,7 @@ split and feeds it every row as the row streams to disk, so a 300-hour speech co
 memory for its statistics: speech takes ONE scalar mean and std over the 200 columns of its frames
 (pooled_stats, audio.py); column_stats gives one per column.
 """
+
 import numpy as np
 
 
@@ -31,7 +32,7 @@ class RunningMoments:
         total = self.count + n
         delta = block_mean - self.mean
         self.mean = self.mean + delta * (n / total)
-        self.m2 = self.m2 + block_m2 + delta ** 2 * (self.count * n / total)
+        self.m2 = self.m2 + block_m2 + delta**2 * (self.count * n / total)
         self.count = total
 
     def column_stats(self):

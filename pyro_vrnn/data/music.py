@@ -26,6 +26,7 @@ split): compare within this project. The music literature reports log-likelihood
 rolls are cached, and rebuilt when the music21 version (or this preparation) changes.
 music21 is optional: `pip install music21` (or the extra `pyro-vrnn[music]`).
 """
+
 import math
 import multiprocessing
 import os
@@ -75,7 +76,7 @@ def score_notes(score, voices_only=True):
     """The notes of a music21 score (its voices, or all parts; ties merged) as (MIDI pitch, onset,
     offset) in quarter notes from the start of the score."""
     notes = []
-    for part in (voice_parts(score) if voices_only else list(score.parts) or [score]):
+    for part in voice_parts(score) if voices_only else list(score.parts) or [score]:
         for element in part.stripTies(inPlace=False).flatten().notes:
             onset = float(element.offset)
             offset = onset + float(element.quarterLength)
@@ -92,12 +93,14 @@ def score_to_piano_roll(score):
 def chorale_files():
     """The corpus paths ('bach/bwv269', ...) of the Riemenschneider chorales, each file once, in order."""
     from music21 import corpus
+
     return list(dict.fromkeys(corpus.chorales.Iterator(returnType="filename")))
 
 
 def _parse(filename):
     """(filename, piano roll or the parse error) of one corpus file; runs in a worker process."""
     from music21 import corpus
+
     try:
         return filename, score_to_piano_roll(corpus.parse(filename))
     except Exception as error:  # music21 raises many kinds; one bad file must not stop the rest
@@ -141,8 +144,10 @@ def write_piano_rolls(cache_path, rolls, split_of, source, name="chorales", buff
 def prepare_chorales(data_dir, cache_dir, verbose=True, seed=0, workers=None):
     """Build (or reuse) the piano-roll cache of music21's Bach chorales; returns its path."""
     if data_dir is not None:
-        raise DataError("the chorales dataset reads the corpus bundled with music21; --data-dir is not used "
-                        "(for your own music, write piano rolls to a file and use --dataset hdf5)")
+        raise DataError(
+            "the chorales dataset reads the corpus bundled with music21; --data-dir is not used "
+            "(for your own music, write piano rolls to a file and use --dataset hdf5)"
+        )
     try:
         import music21
     except ImportError:
@@ -161,15 +166,19 @@ def prepare_chorales(data_dir, cache_dir, verbose=True, seed=0, workers=None):
         rolls = dict(map(_parse, files))
     failed = sorted(n for n, r in rolls.items() if isinstance(r, str))
     if len(failed) == len(rolls):
-        raise DataError(f"music21 {music21.__version__} could not parse any Bach chorale "
-                        f"(e.g. {failed[0]}: {rolls[failed[0]]}); reinstall music21")
+        raise DataError(
+            f"music21 {music21.__version__} could not parse any Bach chorale "
+            f"(e.g. {failed[0]}: {rolls[failed[0]]}); reinstall music21"
+        )
     rolls, dropped = unique_rolls({n: r for n, r in rolls.items() if not isinstance(r, str)})
     write_piano_rolls(cache_path, rolls, jsb_split(rolls, seed), source)
     if verbose:
         frames = sum(len(r) for r in rolls.values())
         skipped = [f"{len(failed)} unreadable"] * bool(failed) + [f"{dropped} duplicate or empty"] * bool(dropped)
-        note = (f"music21 {music21.__version__}: {len(rolls)} Riemenschneider chorales"
-                f"{' (' + ', '.join(skipped) + ' left out)' if skipped else ''}, {frames} quarter-note frames, "
-                f"JSB proportions, seed {seed}; {time.time() - start_time:.1f} s")
+        note = (
+            f"music21 {music21.__version__}: {len(rolls)} Riemenschneider chorales"
+            f"{' (' + ', '.join(skipped) + ' left out)' if skipped else ''}, {frames} quarter-note frames, "
+            f"JSB proportions, seed {seed}; {time.time() - start_time:.1f} s"
+        )
         print(summary_line(cache_path, unit="frames", note=note), flush=True)
     return cache_path

@@ -27,6 +27,7 @@ prompts. Split: 90/5/5 by file with a fixed seed, drawn within each voice, so th
 out as the test split instead, validation a seeded 5% of each other voice's files (ru: its
 speaker records no other voice, so the test speaker is unheard in training).
 """
+
 import os
 import zlib
 
@@ -123,8 +124,9 @@ def split_prompts(prompts, root, seed=0, held_out=None):
     if held_out is not None:
         test_voices = {v for v in prompts if v == held_out or v.split("_")[0] == held_out}
         if not test_voices:
-            raise DataError(f"prompts: no voice {held_out!r} to hold out under {root}; "
-                            f"the voices are {', '.join(prompts)}")
+            raise DataError(
+                f"prompts: no voice {held_out!r} to hold out under {root}; the voices are {', '.join(prompts)}"
+            )
     files = {split: [] for split in SPLITS}
     for voice, paths in prompts.items():
         names = {relative_name(p, root): p for p in paths}
@@ -136,9 +138,12 @@ def split_prompts(prompts, root, seed=0, held_out=None):
             split_of = random_split(names, voice_seed(seed, voice))
         for name in sorted(names):
             files[split_of[name]].append((names[name], name))
-    how = (f"{', '.join(sorted(test_voices))} held out as test, valid {HELD_OUT_VALID:.0%} of each other "
-           f"voice's files (seed {seed})" if held_out is not None
-           else f"90/5/5 by file within each voice (seed {seed})")
+    how = (
+        f"{', '.join(sorted(test_voices))} held out as test, valid {HELD_OUT_VALID:.0%} of each other "
+        f"voice's files (seed {seed})"
+        if held_out is not None
+        else f"90/5/5 by file within each voice (seed {seed})"
+    )
     return files, how
 
 
@@ -160,15 +165,19 @@ def find_root(data_dir):
     if data_dir is not None:
         root = os.path.abspath(os.path.expanduser(os.fspath(data_dir)))
         if not os.path.isdir(root):
-            raise DataError(f"prompts: no directory {root}; install the voice prompts with {install_hint()} "
-                            f"or point --data-dir at their folder (e.g. /usr/share/asterisk/sounds)")
+            raise DataError(
+                f"prompts: no directory {root}; install the voice prompts with {install_hint()} "
+                f"or point --data-dir at their folder (e.g. /usr/share/asterisk/sounds)"
+            )
         return root
     for root in candidate_roots():
         if os.path.isdir(root) and find_voices(root):
             return root
-    raise DataError(f"prompts: Asterisk's G.722 voice prompts are not installed (looked in "
-                    f"{', '.join(candidate_roots())}): {install_hint()} (Debian/Ubuntu), or point --data-dir "
-                    f"at a folder of voice folders of .g722 files")
+    raise DataError(
+        f"prompts: Asterisk's G.722 voice prompts are not installed (looked in "
+        f"{', '.join(candidate_roots())}): {install_hint()} (Debian/Ubuntu), or point --data-dir "
+        f"at a folder of voice folders of .g722 files"
+    )
 
 
 def prepare_prompts(data_dir, cache_dir, verbose=True, seed=0, held_out=None, name="prompts", **audio_options):
@@ -176,8 +185,10 @@ def prepare_prompts(data_dir, cache_dir, verbose=True, seed=0, held_out=None, na
     root = find_root(data_dir)
     prompts, left_out = find_prompts(root)
     if not prompts:
-        raise DataError(f"prompts: no .g722 voice prompts under {root} (voice folders such as "
-                        f"en_US_f_Allison/activated.g722): {install_hint()}, or point --data-dir at them")
+        raise DataError(
+            f"prompts: no .g722 voice prompts under {root} (voice folders such as "
+            f"en_US_f_Allison/activated.g722): {install_hint()}, or point --data-dir at them"
+        )
     if not have_g722():  # checked here so that the message names the dataset, not the first file
         raise DataError(f"prompts: decoding the G.722 voice prompts needs the g722 package: {G722_HINT}")
     files, how = split_prompts(prompts, root, seed, held_out)
@@ -185,10 +196,21 @@ def prepare_prompts(data_dir, cache_dir, verbose=True, seed=0, held_out=None, na
         raise DataError(f"prompts: no training file under {root} ({sum(map(len, prompts.values()))} prompts)")
     options = dict(seed=seed, held_out=held_out, **audio_options)
     total = sum(len(paths) for paths in prompts.values())
-    note = (f"{total} prompts by {len(prompts)} voices ({', '.join(prompts)}), {how}; train in 0.5 s pieces, "
-            f"valid/test whole prompts" + (f"; {left_out} silence or empty files left out" if left_out else ""))
-    return prepare_audio_corpus(files, root, cache_path_for(cache_dir, name, root, options), name,
-                                cut="train-pieces", settings=options, verbose=verbose, note=note, **audio_options)
+    note = (
+        f"{total} prompts by {len(prompts)} voices ({', '.join(prompts)}), {how}; train in 0.5 s pieces, "
+        f"valid/test whole prompts" + (f"; {left_out} silence or empty files left out" if left_out else "")
+    )
+    return prepare_audio_corpus(
+        files,
+        root,
+        cache_path_for(cache_dir, name, root, options),
+        name,
+        cut="train-pieces",
+        settings=options,
+        verbose=verbose,
+        note=note,
+        **audio_options,
+    )
 
 
 def prepare_prompts_heldout(data_dir, cache_dir, verbose=True, **options):

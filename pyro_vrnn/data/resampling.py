@@ -5,6 +5,7 @@ the way in (audio.stream_audio). The ratio is exact and rational (22.05 kHz -> 1
 the filter zero phase, the output length ceil(n * 16000 / rate), and `Resampler` streams, block by
 block, so that an hour-long audiobook chapter never sits in memory whole.
 """
+
 import math
 
 import numpy as np
@@ -40,7 +41,7 @@ class Resampler:
         self.center = half
         self.taps = -(-len(h) // self.up)  # K taps per output
         padded = np.zeros(self.taps * self.up)
-        padded[:len(h)] = h
+        padded[: len(h)] = h
         # table[p, k] = h[p + k * up], reversed along k so that a window of ascending input
         # samples x[n - K + 1 .. n] meets taps k = K-1 .. 0.
         self.table = padded.reshape(self.taps, self.up).T[:, ::-1].copy()
@@ -68,16 +69,16 @@ class Resampler:
             phase = (m * self.down + self.center) % self.up
             first = self._newest_input(m) - self.taps + 1 - self.buffer_start
             count = len(range(m, m_end, self.up))
-            column = out[r::self.up]  # a view: filled in chunks that keep the copied windows small
+            column = out[r :: self.up]  # a view: filled in chunks that keep the copied windows small
             for j in range(0, count, self.CHUNK):
                 n = min(self.CHUNK, count - j)
                 start = first + j * self.down
-                column[j:j + n] = windows[start:start + (n - 1) * self.down + 1:self.down] @ self.table[phase]
+                column[j : j + n] = windows[start : start + (n - 1) * self.down + 1 : self.down] @ self.table[phase]
         self.next_out = m_end
         # Keep only the input that later outputs still need.
         keep_from = self._newest_input(m_end) - self.taps + 1
         if keep_from > self.buffer_start:
-            self.buffer = self.buffer[keep_from - self.buffer_start:]
+            self.buffer = self.buffer[keep_from - self.buffer_start :]
             self.buffer_start = keep_from
         return out.astype(np.float32)
 

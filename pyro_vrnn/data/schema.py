@@ -45,6 +45,7 @@ real steps, and the ELBO sums over them alone (docs/paper.md: "padded with a mas
 `LengthBucketSampler` puts sequences of similar length together so that little of each batch is
 padding.
 """
+
 import os
 import sys
 
@@ -71,6 +72,7 @@ def as_text(value):
 # ---------------------------------------------------------------------------------------------
 # Writing
 # ---------------------------------------------------------------------------------------------
+
 
 class StreamWriter:
     """Writes the schema sequence by sequence, in bounded memory; atomically (tmp file, then rename).
@@ -118,13 +120,21 @@ class StreamWriter:
         chunk_rows = max(1, min(self.buffer_rows, (256 << 10) // (4 * self.dim)))
         for split in SPLITS:
             group = self._file.create_group(split)
-            group.create_dataset("data", shape=(0, self.dim), maxshape=(None, self.dim), dtype=np.float32,
-                                 chunks=(chunk_rows, self.dim), fletcher32=True)
-            group.create_dataset("offsets", data=np.zeros(1, dtype=np.int64), maxshape=(None,), chunks=(4096,),
-                                 fletcher32=True)
+            group.create_dataset(
+                "data",
+                shape=(0, self.dim),
+                maxshape=(None, self.dim),
+                dtype=np.float32,
+                chunks=(chunk_rows, self.dim),
+                fletcher32=True,
+            )
+            group.create_dataset(
+                "offsets", data=np.zeros(1, dtype=np.int64), maxshape=(None,), chunks=(4096,), fletcher32=True
+            )
             if self.with_names:
-                group.create_dataset("names", shape=(0,), maxshape=(None,), chunks=(4096,),
-                                     dtype=h5py.string_dtype("utf-8"))
+                group.create_dataset(
+                    "names", shape=(0,), maxshape=(None,), chunks=(4096,), dtype=h5py.string_dtype("utf-8")
+                )
 
     # -- adding rows --------------------------------------------------------------------------
 
@@ -190,18 +200,22 @@ class StreamWriter:
             if self._open_length[split]:
                 raise ValueError(f"{split}: {self._open_length[split]} rows appended after the last end_sequence")
         self.flush()
-        mean = np.zeros(self.dim) if mean is None else np.broadcast_to(
-            np.asarray(mean, dtype=np.float64), (self.dim,)).copy()
-        std = np.ones(self.dim) if std is None else np.broadcast_to(
-            np.asarray(std, dtype=np.float64), (self.dim,)).copy()
+        mean = (
+            np.zeros(self.dim)
+            if mean is None
+            else np.broadcast_to(np.asarray(mean, dtype=np.float64), (self.dim,)).copy()
+        )
+        std = (
+            np.ones(self.dim) if std is None else np.broadcast_to(np.asarray(std, dtype=np.float64), (self.dim,)).copy()
+        )
         if normalize and (np.any(mean != 0) or np.any(std != 1)):
             rows_per_chunk = max(1, self.buffer_rows // 2)  # as float64: the size of the write buffer
             for split in SPLITS:
                 data = self._file[split]["data"]
                 self.fingerprint.restart(split, "data")  # the rows are rewritten: hash what is stored now
                 for start in range(0, data.shape[0], rows_per_chunk):
-                    block = ((data[start:start + rows_per_chunk].astype(np.float64) - mean) / std).astype(np.float32)
-                    data[start:start + len(block)] = block
+                    block = ((data[start : start + rows_per_chunk].astype(np.float64) - mean) / std).astype(np.float32)
+                    data[start : start + len(block)] = block
                     self.fingerprint.update(split, "data", block)
         attrs = self._file.attrs
         attrs["kind"], attrs["dim"], attrs["name"] = self.kind, self.dim, self.name
@@ -246,8 +260,9 @@ def write_h5(path, splits, kind, name, mean, std, source, names=None):
     if names is not None:
         for split in SPLITS:
             if len(list(names.get(split, []))) != len(splits.get(split, [])):
-                raise ValueError(f"{split}: {len(list(names.get(split, [])))} names for "
-                                 f"{len(splits.get(split, []))} sequences")
+                raise ValueError(
+                    f"{split}: {len(list(names.get(split, [])))} names for {len(splits.get(split, []))} sequences"
+                )
     with StreamWriter(path, kind, name, dim, source, names=names is not None) as writer:
         for split in SPLITS:
             split_names = list(names.get(split, [])) if names is not None else None
@@ -281,7 +296,7 @@ def damage(path, max_bytes=None):
                 rows = max(1, (8 << 20) // (dataset.dtype.itemsize * row_values))  # 8 MB at a time
                 try:
                     for start in range(0, dataset.shape[0], rows):
-                        dataset[start:start + rows]
+                        dataset[start : start + rows]
                 except OSError as error:
                     return f"{split}/{key} fails its checksum ({error})"
     return None
@@ -321,5 +336,7 @@ def summary_line(path, verb="prepared", what="sequences", unit="steps", note="")
             lengths = np.diff(np.asarray(f[split]["offsets"][:], dtype=np.int64))
             counts.append(f"{split} {len(lengths)}")
             ranges.append(f"{lengths.min()}-{lengths.max()}" if len(lengths) else "none")
-    return (f"{verb} {name}: {' / '.join(counts)} {what}; length {' / '.join(ranges)} {unit}; "
-            f"dim {dim} ({kind}); {path}{f' ({note})' if note else ''}")
+    return (
+        f"{verb} {name}: {' / '.join(counts)} {what}; length {' / '.join(ranges)} {unit}; "
+        f"dim {dim} ({kind}); {path}{f' ({note})' if note else ''}"
+    )

@@ -31,36 +31,42 @@ The paper's "shuffle and divide the data into train/validation/test splits using
 Accent) is heard in two splits. Nothing is ever downloaded: these sets are licensed, or not
 public, and the user brings a copy (--data-dir).
 """
+
 import hashlib
 import os
 import re
 
 import numpy as np
 
-from pyro_vrnn.data.audio import (CUTS, FRAME_SIZE, PIECE_FRAMES, SAMPLE_RATE, find_audio_files,
-                                  prepare_audio_corpus)
+from pyro_vrnn.data.audio import CUTS, FRAME_SIZE, PIECE_FRAMES, SAMPLE_RATE, find_audio_files, prepare_audio_corpus
 from pyro_vrnn.data.audio_formats import AUDIO_EXTENSIONS
 from pyro_vrnn.data.iam import random_split
-from pyro_vrnn.data.schema import DataError, SPLITS
+from pyro_vrnn.data.schema import SPLITS, DataError
 
 # The TIMIT core test set: 2 men and 1 woman from each of the 8 dialect regions (TIMIT's
 # documentation, testset.doc), their SI and SX sentences: 24 x 8 = 192 utterances.
-CORE_TEST_SPEAKERS = frozenset("""
+CORE_TEST_SPEAKERS = frozenset(
+    """
     MDAB0 MWBT0 FELC0  MTAS1 MWEW0 FPAS0  MJMP0 MLNT0 FPKT0  MLLL0 MTLS0 FJLM0
-    MBPM0 MKLT0 FNLP0  MCMJ0 MJDH0 FMGD0  MGRT0 MNJM0 FDHC0  MJLN0 MPAM0 FMLD0""".split())
+    MBPM0 MKLT0 FNLP0  MCMJ0 MJDH0 FMGD0  MGRT0 MNJM0 FDHC0  MJLN0 MPAM0 FMLD0""".split()
+)
 TIMIT_VALID_FRACTION = 0.05
 TIMIT_URL = "catalog.ldc.upenn.edu/LDC93S1"
 VALID_FOLDERS = ("valid", "validation", "dev")
 
 ABOUT = {  # where each licensed set comes from, for the message when it is missing
     "blizzard": "The Blizzard Challenge 2013 audiobooks (Lessac Technologies) are licensed through the "
-                "Blizzard Challenge, www.cstr.ed.ac.uk/projects/blizzard",
+    "Blizzard Challenge, www.cstr.ed.ac.uk/projects/blizzard",
     "accent": "The Speech Accent Archive (Weinberger) is downloaded by hand from accent.gmu.edu",
     "onomatopoeia": "The paper's Onomatopoeia set (6,738 human sounds by 51 voice actors) is not public",
     "audio": "--dataset audio reads a folder of your own audio files",
 }
-DEFAULT_DIRS = {"timit": os.path.join("data", "timit"), "blizzard": os.path.join("data", "blizzard"),
-                "accent": os.path.join("data", "accent"), "onomatopoeia": os.path.join("data", "onomatopoeia")}
+DEFAULT_DIRS = {
+    "timit": os.path.join("data", "timit"),
+    "blizzard": os.path.join("data", "blizzard"),
+    "accent": os.path.join("data", "accent"),
+    "onomatopoeia": os.path.join("data", "onomatopoeia"),
+}
 
 
 def cache_path_for(cache_dir, name, data_dir, options):
@@ -85,6 +91,7 @@ def relative_name(path, root):
 # ---------------------------------------------------------------------------------------------
 # TIMIT
 # ---------------------------------------------------------------------------------------------
+
 
 def find_timit(data_dir):
     """{(split, dialect, speaker, sentence): path} for every utterance of the LDC layout under data_dir.
@@ -120,17 +127,22 @@ def timit_splits(utterances, test_set="full", seed=0):
         num_valid = max(1, num_valid)
     held_out = set(np.random.default_rng(seed).permutation(len(train))[:num_valid].tolist())
     name = lambda key: "/".join([key[0].upper(), *key[1:]])  # noqa: E731
-    return {"train": [(utterances[k], name(k)) for i, k in enumerate(train) if i not in held_out],
-            "valid": [(utterances[k], name(k)) for i, k in enumerate(train) if i in held_out],
-            "test": [(utterances[k], name(k)) for k in test]}
+    return {
+        "train": [(utterances[k], name(k)) for i, k in enumerate(train) if i not in held_out],
+        "valid": [(utterances[k], name(k)) for i, k in enumerate(train) if i in held_out],
+        "test": [(utterances[k], name(k)) for k in test],
+    }
 
 
-def prepare_timit(data_dir, cache_dir, verbose=True, test_set="full", seed=0, name="timit", cut="train-pieces",
-                  **audio_options):
+def prepare_timit(
+    data_dir, cache_dir, verbose=True, test_set="full", seed=0, name="timit", cut="train-pieces", **audio_options
+):
     """TIMIT as later work prepares it for the VRNN: train in 0.5 s pieces, valid/test whole utterances."""
     data_dir = resolve_dir("timit", data_dir)
-    missing = (f"TIMIT not found: {{}}. TIMIT is licensed by the LDC ({TIMIT_URL}): copy its "
-               f"TRAIN/ and TEST/ trees (DR1-DR8/<speaker>/<sentence>.WAV) there or pass their location with --data-dir")
+    missing = (
+        f"TIMIT not found: {{}}. TIMIT is licensed by the LDC ({TIMIT_URL}): copy its "
+        f"TRAIN/ and TEST/ trees (DR1-DR8/<speaker>/<sentence>.WAV) there or pass their location with --data-dir"
+    )
     if not os.path.isdir(data_dir):
         raise DataError(missing.format(f"no directory {data_dir}"))
     utterances = find_timit(data_dir)
@@ -139,19 +151,32 @@ def prepare_timit(data_dir, cache_dir, verbose=True, test_set="full", seed=0, na
             raise DataError(missing.format(f"no {split.upper()}/DR*/<speaker>/*.WAV files under {data_dir}"))
     files = timit_splits(utterances, test_set, seed)
     if not files["test"]:
-        raise DataError(f"TIMIT under {data_dir} has none of the 24 core-test speakers' SI/SX utterances "
-                        f"(e.g. TEST/DR1/MDAB0/SI1039.WAV); use the full test set (dataset timit)")
+        raise DataError(
+            f"TIMIT under {data_dir} has none of the 24 core-test speakers' SI/SX utterances "
+            f"(e.g. TEST/DR1/MDAB0/SI1039.WAV); use the full test set (dataset timit)"
+        )
     options = dict(test_set=test_set, seed=seed, cut=cut, **audio_options)
-    note = (f"{len(files['train']) + len(files['valid'])} TRAIN utterances: {len(files['valid'])} held out "
-            f"(seed {seed}), the rest in 0.5 s pieces; {test_set} test set of {len(files['test'])} utterances")
-    return prepare_audio_corpus(files, data_dir, cache_path_for(cache_dir, name, data_dir, options), name,
-                                cut=cut, settings=options,
-                                verbose=verbose, note=note, **audio_options)
+    note = (
+        f"{len(files['train']) + len(files['valid'])} TRAIN utterances: {len(files['valid'])} held out "
+        f"(seed {seed}), the rest in 0.5 s pieces; {test_set} test set of {len(files['test'])} utterances"
+    )
+    return prepare_audio_corpus(
+        files,
+        data_dir,
+        cache_path_for(cache_dir, name, data_dir, options),
+        name,
+        cut=cut,
+        settings=options,
+        verbose=verbose,
+        note=note,
+        **audio_options,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # Folders of audio: Blizzard, Accent, Onomatopoeia, any
 # ---------------------------------------------------------------------------------------------
+
 
 def unsegmented_only(files, data_dir):
     """Blizzard 2013 ships the audiobooks whole (train/unsegmented/<collection>/<book>/*.mp3) and again cut
@@ -168,53 +193,90 @@ def folder_splits(data_dir, seed=0, use_split_folders=True, only_unsegmented=Fal
     if only_unsegmented:
         files, only = unsegmented_only(files, data_dir)
     if use_split_folders:
-        folders = {entry.lower(): entry for entry in os.listdir(data_dir)
-                   if os.path.isdir(os.path.join(data_dir, entry))}
+        folders = {
+            entry.lower(): entry for entry in os.listdir(data_dir) if os.path.isdir(os.path.join(data_dir, entry))
+        }
         valid = next((folders[v] for v in VALID_FOLDERS if v in folders), None)
         if "train" in folders and "test" in folders and valid is not None:
             by_folder = {"train": folders["train"], "valid": valid, "test": folders["test"]}
-            split_files = {split: [(p, relative_name(p, data_dir)) for p in files
-                                   if os.path.relpath(p, data_dir).split(os.sep)[0] == folder]
-                           for split, folder in by_folder.items()}
+            split_files = {
+                split: [
+                    (p, relative_name(p, data_dir))
+                    for p in files
+                    if os.path.relpath(p, data_dir).split(os.sep)[0] == folder
+                ]
+                for split, folder in by_folder.items()
+            }
             return split_files, only + "split by folder"
     split_of = random_split(range(len(files)), seed)
-    split_files = {split: [(p, relative_name(p, data_dir)) for i, p in enumerate(files) if split_of[i] == split]
-                   for split in SPLITS}
+    split_files = {
+        split: [(p, relative_name(p, data_dir)) for i, p in enumerate(files) if split_of[i] == split]
+        for split in SPLITS
+    }
     return split_files, f"{only}90/5/5 split by file, seed {seed}"
 
 
-def prepare_folder(name, data_dir, cache_dir, verbose=True, cut="pieces", seed=0, use_split_folders=True,
-                   only_unsegmented=False, **audio_options):
+def prepare_folder(
+    name,
+    data_dir,
+    cache_dir,
+    verbose=True,
+    cut="pieces",
+    seed=0,
+    use_split_folders=True,
+    only_unsegmented=False,
+    **audio_options,
+):
     """A folder of audio files as a speech dataset `name` (blizzard, accent, onomatopoeia, audio)."""
     data_dir = resolve_dir(name, data_dir)
     about = ABOUT.get(name, ABOUT["audio"])
     if not os.path.isdir(data_dir):
-        raise DataError(f"{name} data not found: no directory {data_dir}. {about}; nothing is downloaded "
-                        f"here: pass the location of your copy with --data-dir")
+        raise DataError(
+            f"{name} data not found: no directory {data_dir}. {about}; nothing is downloaded "
+            f"here: pass the location of your copy with --data-dir"
+        )
     if cut not in CUTS:
         raise DataError(f"cut must be one of {', '.join(CUTS)}, got {cut!r}")
     files, how = folder_splits(data_dir, seed, use_split_folders, only_unsegmented)
     total = sum(len(v) for v in files.values())
     if total == 0:
-        raise DataError(f"{name} data not found: no audio files ({', '.join(AUDIO_EXTENSIONS)}) under "
-                        f"{data_dir}. {about}; nothing is downloaded here: pass the location of your copy "
-                        f"with --data-dir")
+        raise DataError(
+            f"{name} data not found: no audio files ({', '.join(AUDIO_EXTENSIONS)}) under "
+            f"{data_dir}. {about}; nothing is downloaded here: pass the location of your copy "
+            f"with --data-dir"
+        )
     if not files["train"]:
-        raise DataError(f"{name}: no training file under {data_dir} ({total} audio files in all; a random "
-                        f"split needs at least 3, a train/ folder at least 1)")
-    options = dict(cut=cut, seed=seed, use_split_folders=use_split_folders, only_unsegmented=only_unsegmented,
-                   **audio_options)
+        raise DataError(
+            f"{name}: no training file under {data_dir} ({total} audio files in all; a random "
+            f"split needs at least 3, a train/ folder at least 1)"
+        )
+    options = dict(
+        cut=cut, seed=seed, use_split_folders=use_split_folders, only_unsegmented=only_unsegmented, **audio_options
+    )
     piece = audio_options.get("piece_frames", PIECE_FRAMES) * audio_options.get("frame_size", FRAME_SIZE)
-    cut_note = {"pieces": f"every split in {piece / audio_options.get('sample_rate', SAMPLE_RATE):g} s pieces",
-                "whole": "whole files", "train-pieces": "train in pieces, valid/test whole"}[cut]
+    cut_note = {
+        "pieces": f"every split in {piece / audio_options.get('sample_rate', SAMPLE_RATE):g} s pieces",
+        "whole": "whole files",
+        "train-pieces": "train in pieces, valid/test whole",
+    }[cut]
     note = f"{total} files, {how}; {cut_note}"
-    return prepare_audio_corpus(files, data_dir, cache_path_for(cache_dir, name, data_dir, options), name,
-                                cut=cut, settings=options, verbose=verbose, note=note, **audio_options)
+    return prepare_audio_corpus(
+        files,
+        data_dir,
+        cache_path_for(cache_dir, name, data_dir, options),
+        name,
+        cut=cut,
+        settings=options,
+        verbose=verbose,
+        note=note,
+        **audio_options,
+    )
 
 
 def prepare_blizzard(data_dir, cache_dir, verbose=True, **options):
-    return prepare_folder("blizzard", data_dir, cache_dir, verbose, **{"cut": "pieces", "only_unsegmented": True,
-                                                                        **options})
+    return prepare_folder(
+        "blizzard", data_dir, cache_dir, verbose, **{"cut": "pieces", "only_unsegmented": True, **options}
+    )
 
 
 def prepare_accent(data_dir, cache_dir, verbose=True, **options):

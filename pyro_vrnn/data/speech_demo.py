@@ -14,6 +14,7 @@ test on whole utterances, one global mean and std from the training pieces.
 Everything is determined by (num_sentences, seed) and the espeak-ng version. Set-up:
 `apt-get install espeak-ng` (Debian/Ubuntu) or `brew install espeak-ng` (macOS).
 """
+
 import os
 import shutil
 import subprocess
@@ -31,8 +32,10 @@ from pyro_vrnn.data.speech import cache_path_for
 
 GENERATOR_VERSION = 1  # bump when the synthesis below changes: the WAV files are regenerated
 
-ESPEAK_HINT = ("the speech-demo dataset is synthesized with espeak-ng, which is not installed: "
-               "apt-get install espeak-ng (Debian/Ubuntu) or brew install espeak-ng (macOS)")
+ESPEAK_HINT = (
+    "the speech-demo dataset is synthesized with espeak-ng, which is not installed: "
+    "apt-get install espeak-ng (Debian/Ubuntu) or brew install espeak-ng (macOS)"
+)
 ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029")
 VARIANTS = tuple(f"m{i}" for i in range(1, 8)) + tuple(f"f{i}" for i in range(1, 6))
 HEADROOM = 10 ** (-1.0 / 20)  # -1 dB
@@ -71,13 +74,18 @@ def random_sentence(rng):
 
 def random_speaker(rng):
     """An espeak-ng speaker: voice "accent+variant", base pitch (0-99), speed (words/min), word gap (10 ms)."""
-    return {"voice": f"{ACCENTS[rng.integers(len(ACCENTS))]}+{VARIANTS[rng.integers(len(VARIANTS))]}",
-            "pitch": int(rng.integers(25, 76)), "speed": int(rng.integers(135, 186)), "gap": int(rng.integers(0, 3))}
+    return {
+        "voice": f"{ACCENTS[rng.integers(len(ACCENTS))]}+{VARIANTS[rng.integers(len(VARIANTS))]}",
+        "pitch": int(rng.integers(25, 76)),
+        "speed": int(rng.integers(135, 186)),
+        "gap": int(rng.integers(0, 3)),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
 # Synthesis
 # ---------------------------------------------------------------------------------------------
+
 
 def espeak_binary():
     return shutil.which("espeak-ng")
@@ -90,8 +98,10 @@ def synthesize(text, voice, pitch, speed, gap, out_path, espeak):
         command = [espeak, "-v", voice, "-p", str(pitch), "-s", str(speed), "-g", str(gap), "-w", raw, text]
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0 or not os.path.exists(raw):
-            raise DataError(f"espeak-ng failed on voice {voice} ({' '.join(command[:-1])} ...): "
-                            f"{(result.stderr or result.stdout).strip()[:200]}")
+            raise DataError(
+                f"espeak-ng failed on voice {voice} ({' '.join(command[:-1])} ...): "
+                f"{(result.stderr or result.stdout).strip()[:200]}"
+            )
         samples, _ = read_audio(raw, SAMPLE_RATE)
     write_wav(out_path, samples * HEADROOM, SAMPLE_RATE)
 
@@ -124,8 +134,10 @@ def generate(out_dir, num_sentences, seed, workers=None):
         shutil.rmtree(out_dir)
     os.makedirs(out_dir)
     items = plan(num_sentences, seed)
-    jobs = [(text, speaker["voice"], pitch, speed, speaker["gap"], os.path.join(out_dir, utt + ".wav"), espeak)
-            for _, speaker, utt, text, pitch, speed in items]
+    jobs = [
+        (text, speaker["voice"], pitch, speed, speaker["gap"], os.path.join(out_dir, utt + ".wav"), espeak)
+        for _, speaker, utt, text, pitch, speed in items
+    ]
     with ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1)) as pool:
         list(pool.map(lambda job: synthesize(*job), jobs))  # espeak-ng runs in its own process
     with open(os.path.join(out_dir, "prompts.txt"), "w", encoding="utf-8") as f:
@@ -149,11 +161,27 @@ def prepare_speech_demo(data_dir, cache_dir, verbose=True, num_sentences=400, se
     items = plan(num_sentences, seed)
     speakers = sorted({speaker_id for speaker_id, *_ in items})
     split_of = random_split(speakers, seed)  # 90/5/5 by speaker, as TIMIT's speakers are disjoint
-    files = {split: [(os.path.join(wav_dir, utt + ".wav"), utt) for speaker_id, _, utt, *_ in items
-                     if split_of[speaker_id] == split] for split in SPLITS}
-    note = (f"{len(speakers)} espeak-ng speakers split by speaker (seed {seed}); train in 0.5 s pieces, "
-            f"valid/test whole utterances; WAV files in {wav_dir}"
-            + (f", synthesized in {time.time() - start_time:.1f} s" if synthesized else ""))
+    files = {
+        split: [
+            (os.path.join(wav_dir, utt + ".wav"), utt)
+            for speaker_id, _, utt, *_ in items
+            if split_of[speaker_id] == split
+        ]
+        for split in SPLITS
+    }
+    note = (
+        f"{len(speakers)} espeak-ng speakers split by speaker (seed {seed}); train in 0.5 s pieces, "
+        f"valid/test whole utterances; WAV files in {wav_dir}"
+        + (f", synthesized in {time.time() - start_time:.1f} s" if synthesized else "")
+    )
     options = dict(num_sentences=num_sentences, seed=seed)
-    return prepare_audio_corpus(files, wav_dir, cache_path_for(cache_dir, "speech-demo", wav_dir, options),
-                                "speech-demo", cut="train-pieces", settings=options, verbose=verbose, note=note)
+    return prepare_audio_corpus(
+        files,
+        wav_dir,
+        cache_path_for(cache_dir, "speech-demo", wav_dir, options),
+        "speech-demo",
+        cut="train-pieces",
+        settings=options,
+        verbose=verbose,
+        note=note,
+    )

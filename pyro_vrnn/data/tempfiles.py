@@ -5,6 +5,7 @@ a full disk) leaves only TARGET.tmpPID behind, which the next start removes: her
 own leftovers (remove_orphaned_temps: those of processes that no longer run), and in the package's
 `prepare` for the cache folder as a whole (TEMP_NAME, remove_path, under each dataset's lock).
 """
+
 import os
 import re
 import shutil
@@ -55,7 +56,12 @@ def remove_orphaned_temps(target):
     removed = []
     for entry in entries:
         match = TEMP_NAME.match(entry)
-        if match and match["target"] == base and int(match["pid"]) != os.getpid() \
-                and not process_running(int(match["pid"])) and remove_path(os.path.join(folder, entry)):
+        if (
+            match
+            and match["target"] == base
+            and int(match["pid"]) != os.getpid()
+            and not process_running(int(match["pid"]))
+            and remove_path(os.path.join(folder, entry))
+        ):
             removed.append(os.path.join(folder, entry))
     return removed
