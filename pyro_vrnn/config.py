@@ -80,12 +80,16 @@ PRESETS = {
     # The authors' released Blizzard configuration (docs/paper.md).
     "blizzard": dict(hidden=4000, z_dim=200, x_features=500, z_features=500, enc_hidden=500, prior_hidden=500,
                      dec_hidden=500, mlp_layers=4, components=20, batch_size=128),
-    # Embedded speech: sized for a CPU in tens of minutes.
+    # Speech, sized for a CPU in tens of minutes. z carries thousands of nats a second of speech from the start,
+    # but the full KL weight at first holds the emission back: annealing it adds 4 (synthetic) to 50 (recorded)
+    # nats a frame to log p(x) (docs/ablations.md).
     "speech-demo": dict(hidden=256, z_dim=32, x_features=128, z_features=64, enc_hidden=64, prior_hidden=64,
-                        dec_hidden=128, components=10, batch_size=32, lr=1e-3, epochs=20, threads=1),
+                        dec_hidden=128, components=10, batch_size=32, lr=1e-3, epochs=20, threads=1,
+                        kl_anneal_epochs=5),
     # Real recorded speech (Asterisk's voice prompts, about two hours): speech-demo's networks.
     "prompts": dict(hidden=256, z_dim=32, x_features=128, z_features=64, enc_hidden=64, prior_hidden=64,
-                    dec_hidden=128, components=10, batch_size=32, lr=1e-3, epochs=20, threads=1),
+                    dec_hidden=128, components=10, batch_size=32, lr=1e-3, epochs=20, threads=1,
+                    kl_anneal_epochs=1),
     # Piano rolls: without help the VRNN's z collapses onto the prior (KL 0.4 nats a chorale); free bits, the
     # smoothing guide and KL annealing together make it carry ~77 nats and add ~79 to log p(x) (docs/ablations.md).
     "chorales": dict(hidden=256, z_dim=32, x_features=64, z_features=64, enc_hidden=64, prior_hidden=64,
