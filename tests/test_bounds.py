@@ -287,6 +287,19 @@ def test_settings_a_particle_bound_cannot_use_are_one_line(flags, message):
         make_config("hershey", **flags)
 
 
+@pytest.mark.parametrize("dataset", ["hershey", "chorales", "speech-demo", "prompts"])
+@pytest.mark.parametrize("elbo", ["iwae", "fivo"])
+def test_a_presets_kl_levers_give_way_to_a_particle_bound(dataset, elbo):
+    """The presets anneal the KL weight or grant free bits for the ELBO; under --elbo iwae / fivo they are
+    dropped (the bound has no KL term), while every other setting of the preset stays."""
+    preset = make_config(dataset)
+    assert preset.kl_anneal_epochs > 0 or preset.free_bits > 0  # each of these presets sets a lever
+    bound = make_config(dataset, elbo=elbo, particles=4)
+    assert (bound.kl_anneal_epochs, bound.free_bits) == (0, 0)
+    kept = dataclasses.replace(bound, elbo=preset.elbo, particles=preset.particles, kl_anneal_epochs=0, free_bits=0)
+    assert kept == dataclasses.replace(preset, kl_anneal_epochs=0, free_bits=0)
+
+
 DDP_SCRIPT = """
 import sys, torch, pyro
 sys.path.insert(0, {root!r})
