@@ -13,6 +13,8 @@ so that a run can be rebuilt (evaluation, sampling, figures) from its checkpoint
 run resumes exactly where it was.
 """
 
+import dataclasses
+import math
 import os
 
 import numpy as np
@@ -146,3 +148,27 @@ def check_same_training_data(info, dataset, what):
             f"{what} holds other sequences than the run was trained on (content fingerprint "
             f"{known[1][:12]}, the run's {known[0][:12]}); resume with the same data or start a new run"
         )
+
+
+@dataclasses.dataclass
+class Progress:
+    """Where a run is: what a checkpoint must hold to resume it exactly."""
+
+    epoch: int = 0  # epochs finished
+    batch: int = 0  # batches done in the current epoch
+    step: int = 0  # optimizer steps in all
+    best_valid: float = -math.inf  # best validation ELBO per sequence so far (the IWAE / FIVO bound if trained on)
+    bad_epochs: int = 0  # epochs since it last improved
+    epoch_loss: float = 0.0  # the current epoch's sum of loss x sequences (over every rank)
+    epoch_sequences: float = 0.0
+    elapsed: float = 0.0  # seconds of training before this process took over
+
+    def finished(self, config):
+        """What stops this run already, said for a message, or None if it can go on."""
+        if self.epoch >= config.epochs:
+            return f"has trained its {self.epoch} epochs (--epochs)"
+        if config.max_steps is not None and self.step >= config.max_steps:
+            return f"has taken its {self.step} steps (--max-steps)"
+        if self.bad_epochs >= config.patience:
+            return f"stopped early after {self.bad_epochs} epochs without a better validation bound (--patience)"
+        return None

@@ -225,3 +225,21 @@ def read_log(path):
             except json.JSONDecodeError:
                 continue
     return records
+
+
+def resume_command(run_dir, world_size):
+    if world_size == 1:
+        return f"python run/svi.py --resume {run_dir}"
+    return f"the same torchrun command ({world_size} processes in all) with --resume {run_dir}"
+
+
+def resume_path(resume):
+    """The last.pt that --resume names: a run directory or its last.pt. best.pt is refused: resuming from
+    it would rewind last.pt to an earlier step and cut the log."""
+    path = os.path.join(resume, "last.pt") if os.path.isdir(resume) else resume
+    if os.path.basename(path) != "last.pt":
+        raise TrainingError(
+            f"--resume continues a run from its last.pt; {path} is not one (resuming from best.pt "
+            f"would rewind the run and cut its log): pass the run directory {os.path.dirname(path)}"
+        )
+    return path

@@ -20,6 +20,14 @@ class TrainingError(RuntimeError):
     """A run that cannot go on; the message says what to do."""
 
 
+class Interrupted(TrainingError):
+    """A run stopped by SIGINT or SIGTERM, its last.pt written; exit_code is 130 or 143 as shells expect."""
+
+    def __init__(self, message, exit_code):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 def resolve_device(name="auto", local_rank=0):
     """A torch.device from --device: auto (cuda when a GPU is visible), cpu, cuda (cuda:LOCAL_RANK under
     torchrun), cuda:N; checked by checks.parse_device, whose one line becomes a TrainingError."""

@@ -23,11 +23,19 @@ from tqdm import tqdm
 
 import models
 from pyro_vrnn import data as datasets
-from pyro_vrnn.checkpoints import CHECKPOINT_VERSION, check_same_training_data, data_info, load_checkpoint, load_weights
+from pyro_vrnn.checkpoints import (
+    CHECKPOINT_VERSION,
+    Progress,
+    check_same_training_data,
+    data_info,
+    load_checkpoint,
+    load_weights,
+)
 from pyro_vrnn.config import config_to_dict
-from pyro_vrnn.runs import RunDirectory
+from pyro_vrnn.runs import RunDirectory, resume_command, resume_path
 from pyro_vrnn.runtime import (
     EXIT_CODES,
+    Interrupted,
     StopRequest,
     TrainingError,
     all_reduce_sum,
@@ -39,44 +47,6 @@ from pyro_vrnn.runtime import (
     setup_distributed,
 )
 from pyro_vrnn.svi import PARTICLE_BOUNDS, kl_weight, make_elbo, make_loss_module, svi_step, to_device, validate
-
-
-@dataclasses.dataclass
-class Progress:
-    """Where a run is: what a checkpoint must hold to resume it exactly."""
-
-    epoch: int = 0  # epochs finished
-    batch: int = 0  # batches done in the current epoch
-    step: int = 0  # optimizer steps in all
-    best_valid: float = -math.inf  # best validation ELBO per sequence so far (the IWAE / FIVO bound if trained on)
-    bad_epochs: int = 0  # epochs since it last improved
-    epoch_loss: float = 0.0  # the current epoch's sum of loss x sequences (over every rank)
-    epoch_sequences: float = 0.0
-    elapsed: float = 0.0  # seconds of training before this process took over
-
-    def finished(self, config):
-        """What stops this run already, said for a message, or None if it can go on."""
-        if self.epoch >= config.epochs:
-            return f"has trained its {self.epoch} epochs (--epochs)"
-        if config.max_steps is not None and self.step >= config.max_steps:
-            return f"has taken its {self.step} steps (--max-steps)"
-        if self.bad_epochs >= config.patience:
-            return f"stopped early after {self.bad_epochs} epochs without a better validation bound (--patience)"
-        return None
-
-
-def resume_command(run_dir, world_size):
-    if world_size == 1:
-        return f"python run/svi.py --resume {run_dir}"
-    return f"the same torchrun command ({world_size} processes in all) with --resume {run_dir}"
-
-
-class Interrupted(TrainingError):
-    """A run stopped by SIGINT or SIGTERM, its last.pt written; exit_code is 130 or 143 as shells expect."""
-
-    def __init__(self, message, exit_code):
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 class Trainer:
@@ -413,18 +383,6 @@ class Trainer:
     def close(self, abandon=False):
         if self.main:
             self.run_dir.close(abandon)
-
-
-def resume_path(resume):
-    """The last.pt that --resume names: a run directory or its last.pt. best.pt is refused: resuming from
-    it would rewind last.pt to an earlier step and cut the log."""
-    path = os.path.join(resume, "last.pt") if os.path.isdir(resume) else resume
-    if os.path.basename(path) != "last.pt":
-        raise TrainingError(
-            f"--resume continues a run from its last.pt; {path} is not one (resuming from best.pt "
-            f"would rewind the run and cut its log): pass the run directory {os.path.dirname(path)}"
-        )
-    return path
 
 
 def train(config, resume=None, quiet=False, after_training=None, overwrite=False):

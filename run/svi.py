@@ -33,8 +33,9 @@ from pyro_vrnn.config import MODEL_NAMES, check_config, config_from_dict, make_c
 from pyro_vrnn.data import DATASETS, DataError  # noqa: E402
 from pyro_vrnn.flags import add_config_flags, overrides as flag_overrides  # noqa: E402
 from pyro_vrnn.report import end_of_run_figures  # noqa: E402
-from pyro_vrnn.runtime import TrainingError, close_process_group  # noqa: E402
-from pyro_vrnn.train import Interrupted, resume_path, train  # noqa: E402
+from pyro_vrnn.runs import resume_path  # noqa: E402
+from pyro_vrnn.runtime import Interrupted, TrainingError, close_process_group  # noqa: E402
+from pyro_vrnn.train import train  # noqa: E402
 
 # Flags that may change when a run is resumed (the optimization's: e.g. a lower --lr after a
 # divergence); everything else must match the checkpoint.
