@@ -141,28 +141,36 @@ def load_script(name):
     return module
 
 
-# ---- The fault tests' tools (test_faults_data.py, test_faults_train.py) --------------------------
+# ---- network sizes for the tests -----------------------------------------------------------------
 
-TINY = [
-    "--hidden",
-    "8",
-    "--z-dim",
-    "2",
-    "--x-features",
-    "4",
-    "--z-features",
-    "4",
-    "--enc-hidden",
-    "4",
-    "--prior-hidden",
-    "4",
-    "--dec-hidden",
-    "4",
-    "--components",
-    "2",
-    "--batch-size",
-    "8",
-]
+# TINY_SIZES run every path in a blink and learn nothing; SMALL_SIZES learn a tiny data set within a test
+TINY_SIZES = dict(
+    hidden=8, z_dim=2, x_features=4, z_features=4, enc_hidden=4, prior_hidden=4, dec_hidden=4, components=2
+)
+SMALL_SIZES = dict(
+    hidden=16,
+    z_dim=4,
+    x_features=16,
+    z_features=16,
+    enc_hidden=16,
+    prior_hidden=16,
+    dec_hidden=16,
+    components=3,
+    batch_size=16,
+    lr=3e-3,
+)
+
+
+def flags(sizes, **more):
+    """The command-line flags of a sizes dict (and of `more`): ["--hidden", "8", "--z-dim", "2", ...]."""
+    return [item for key, value in dict(sizes, **more).items() for item in (f"--{key.replace('_', '-')}", str(value))]
+
+
+NETWORK = flags(TINY_SIZES)  # the tiny networks, as flags
+TINY = flags(TINY_SIZES, batch_size=8)  # and a batch: what the fault tests train
+
+
+# ---- The fault tests' tools (test_faults_data.py, test_faults_train.py) --------------------------
 
 
 def fresh_script(name):

@@ -20,7 +20,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from conftest import ROOT, build, make_data
+from conftest import ROOT, SMALL_SIZES, build, make_data
 from pyro.infer import RenyiELBO, Trace_ELBO
 
 from pyro_vrnn import data as datasets, reference
@@ -233,19 +233,7 @@ def test_a_model_without_a_stepper_is_one_line():
 
 # ---- through the training loop ---------------------------------------------------------------
 
-TINY = dict(
-    hidden=24,
-    z_dim=4,
-    x_features=16,
-    z_features=16,
-    enc_hidden=16,
-    prior_hidden=16,
-    dec_hidden=16,
-    components=3,
-    batch_size=16,
-    lr=3e-3,
-    log_every=1,
-)
+TINY = dict(SMALL_SIZES, hidden=24, log_every=1)
 
 
 @pytest.mark.parametrize("elbo,guide_name", [("iwae", "filtering"), ("fivo", "smoothing")])

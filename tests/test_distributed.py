@@ -12,20 +12,10 @@ import textwrap
 
 import pytest
 import torch
+from conftest import TINY
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = [
-    "--hidden=16",
-    "--z-dim=4",
-    "--x-features=8",
-    "--z-features=8",
-    "--enc-hidden=8",
-    "--prior-hidden=8",
-    "--dec-hidden=8",
-    "--components=2",
-    "--batch-size=8",
-    "--threads=1",
-]
+TINY = [*TINY, "--threads", "1"]
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed missing")
 

@@ -18,7 +18,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 import torch.nn as nn
-from conftest import load_script
+from conftest import SMALL_SIZES, flags, load_script
 
 import models
 from pyro_vrnn.config import make_config
@@ -226,19 +226,6 @@ def test_on_long_sequences_smc_is_tighter_than_is_at_equal_k():
 
 # ---- the command lines ---------------------------------------------------------------------------
 
-TINY = dict(
-    hidden=16,
-    z_dim=4,
-    x_features=16,
-    z_features=16,
-    enc_hidden=16,
-    prior_hidden=16,
-    dec_hidden=16,
-    components=3,
-    batch_size=16,
-    lr=3e-3,
-)
-
 
 @pytest.fixture(scope="module")
 def fivo_run(tmp_path_factory, small_handwriting):
@@ -256,7 +243,7 @@ def fivo_run(tmp_path_factory, small_handwriting):
             epochs=1,
             device="cpu",
             out=str(root / "fivo"),
-            **TINY,
+            **SMALL_SIZES,
         ),
         quiet=True,
     )
@@ -333,7 +320,7 @@ def test_table1_shows_the_estimators_side_by_side(small_handwriting, tmp_path, c
             "--out",
             str(tmp_path / "t"),
             "--quiet",
-            *[f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()],
+            *flags(SMALL_SIZES),
         ]
     )
     table = open(tmp_path / "t" / "table1.md").read()

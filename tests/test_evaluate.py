@@ -24,7 +24,7 @@ import pyro.poutine as poutine
 import pytest
 import torch
 import torch.nn as nn
-from conftest import build, load_script, make_data, make_iam
+from conftest import SMALL_SIZES, build, flags, load_script, make_data, make_iam
 from pyro.infer import Trace_ELBO
 
 import models
@@ -348,18 +348,6 @@ def test_summary_figures():
 # ---- the command lines, on tiny models trained for a few steps on the embedded handwriting set ----
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = dict(
-    hidden=16,
-    z_dim=4,
-    x_features=16,
-    z_features=16,
-    enc_hidden=16,
-    prior_hidden=16,
-    dec_hidden=16,
-    components=3,
-    batch_size=16,
-    lr=3e-3,
-)
 
 
 @pytest.fixture(scope="module")
@@ -369,7 +357,13 @@ def tiny_runs(tmp_path_factory, hershey_cache):
     for age, (name, model) in enumerate((("vrnn", "vrnn-gauss"), ("rnn", "rnn-gauss"))):
         run_dir = train(
             make_config(
-                "hershey", model=model, max_steps=3, epochs=1, device="cpu", out=str(root / "runs" / name), **TINY
+                "hershey",
+                model=model,
+                max_steps=3,
+                epochs=1,
+                device="cpu",
+                out=str(root / "runs" / name),
+                **SMALL_SIZES,
             ),
             quiet=True,
         )
@@ -449,7 +443,7 @@ def test_the_default_split_is_test_or_valid_where_there_is_none(tiny_runs, tmp_p
             epochs=1,
             device="cpu",
             out=str(tmp_path / "run"),
-            **TINY,
+            **SMALL_SIZES,
         ),
         quiet=True,
     )
@@ -495,7 +489,7 @@ def test_table1_tabulates_seeds_claims_and_resumes(tmp_path, small_handwriting, 
         "--quiet",
         "--out",
         str(tmp_path / "t1"),
-        *[f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()],
+        *flags(SMALL_SIZES),
     ]
     rows, claims = table1.main(argv)
     printed = capsys.readouterr().out

@@ -20,6 +20,7 @@ import pyro.distributions as dist
 import pyro.poutine as poutine
 import pytest
 import torch
+from conftest import TINY_SIZES, flags
 from pyro.infer import TraceMeanField_ELBO
 
 from pyro_vrnn import data as datasets, plots
@@ -28,28 +29,7 @@ from pyro_vrnn.generate import TemperatureMessenger, generate, tempered, to_data
 from pyro_vrnn.report import Run, end_of_run_figures, latent_activity
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = [
-    "--hidden",
-    "16",
-    "--z-dim",
-    "4",
-    "--x-features",
-    "8",
-    "--z-features",
-    "8",
-    "--enc-hidden",
-    "8",
-    "--prior-hidden",
-    "8",
-    "--dec-hidden",
-    "8",
-    "--components",
-    "2",
-    "--batch-size",
-    "4",
-    "--log-every",
-    "1",
-]
+TINY = flags(TINY_SIZES, batch_size=4, log_every=1)
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -293,9 +273,9 @@ def test_bad_sampling_flags_are_one_line_errors(hershey_runs):
         script("sample").main(["--checkpoint", str(hershey_runs / "vrnn-gmm"), "--temperature", "0"])
     with pytest.raises(SystemExit, match="no checkpoint"):
         script("sample").main(["--checkpoint", str(hershey_runs / "missing")])
-    for flags in (["--prime-steps", "4"], ["--prime", "0", "--prime-steps", "-3"]):
+    for bad in (["--prime-steps", "4"], ["--prime", "0", "--prime-steps", "-3"]):
         with pytest.raises(SystemExit, match="--prime-steps needs --prime INDEX and must be at least 1"):
-            script("sample").main(["--checkpoint", str(hershey_runs / "vrnn-gmm"), *flags])
+            script("sample").main(["--checkpoint", str(hershey_runs / "vrnn-gmm"), *bad])
     with pytest.raises(SystemExit, match="--prime 9999 is out of range"):
         script("sample").main(["--checkpoint", str(hershey_runs / "vrnn-gmm"), "--prime", "9999"])
 
@@ -329,7 +309,7 @@ def test_temperature_touches_only_sampled_emissions(hershey_runs):
     mask = torch.ones(2, 6, dtype=torch.bool)
     # Pin x_1, x_2 (a prime) and every z_t, so that both programs below see the same states h_t.
     data = {f"x_{t}": x[:, t - 1] for t in (1, 2)}
-    data.update({f"z_{t}": torch.randn(2, 4) for t in range(1, 7)})
+    data.update({f"z_{t}": torch.randn(2, run.vrnn.z_dim) for t in range(1, 7)})
     plain = poutine.trace(poutine.condition(poutine.uncondition(run.model), data=data)).get_trace(run.vrnn, x, mask)
     program = TemperatureMessenger(0.5)(poutine.condition(poutine.uncondition(run.model), data=data))
     hot = poutine.trace(program).get_trace(run.vrnn, x, mask)

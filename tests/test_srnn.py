@@ -19,7 +19,7 @@ import pyro
 import pyro.poutine as poutine
 import pytest
 import torch
-from conftest import build, load_script, make_data
+from conftest import TINY_SIZES, build, flags, load_script, make_data
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from pyro.util import check_model_guide_match
 from test_elbo import diag_normal_log_density, emission_log_density, lstm_cell, normal_params, relu_linear
@@ -35,26 +35,7 @@ from pyro_vrnn.srnn import SRNNStepper
 from pyro_vrnn.svi import make_loss_module, svi_step
 
 STEP_FORMS = [("batched", True), ("steps", True), ("steps", False)]  # (scoring, with the guide's record)
-TINY = [
-    "--hidden",
-    "8",
-    "--z-dim",
-    "3",
-    "--x-features",
-    "5",
-    "--enc-hidden",
-    "6",
-    "--prior-hidden",
-    "6",
-    "--dec-hidden",
-    "5",
-    "--components",
-    "2",
-    "--batch-size",
-    "8",
-    "--log-every",
-    "1",
-]
+TINY = flags(TINY_SIZES, batch_size=8, log_every=1)
 
 
 # ---- the hand-written ELBO --------------------------------------------------------------

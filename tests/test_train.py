@@ -12,6 +12,7 @@ import time
 import pyro
 import pytest
 import torch
+from conftest import SMALL_SIZES, flags
 
 import models
 from pyro_vrnn import data as datasets
@@ -23,18 +24,7 @@ from pyro_vrnn.svi import validate
 from pyro_vrnn.train import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = dict(
-    hidden=24,
-    z_dim=4,
-    x_features=16,
-    z_features=16,
-    enc_hidden=16,
-    prior_hidden=16,
-    dec_hidden=16,
-    components=3,
-    batch_size=16,
-    lr=3e-3,
-)
+TINY = dict(SMALL_SIZES, hidden=24)
 
 
 def read_log(run_dir):
@@ -74,7 +64,7 @@ def run_cli(*args, cwd=ROOT, **kw):
 
 
 def tiny_flags():
-    return [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
+    return flags(TINY)
 
 
 def test_killed_run_resumes_to_the_same_parameters(tmp_path, small_handwriting):

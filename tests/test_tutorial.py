@@ -25,31 +25,15 @@ import textwrap
 import time
 
 import pytest
+from conftest import NETWORK
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TUTORIAL = os.path.join(ROOT, "docs", "tutorial.md")
 
-_NETWORK = [
-    "--hidden",
-    "8",
-    "--z-dim",
-    "2",
-    "--x-features",
-    "4",
-    "--z-features",
-    "4",
-    "--enc-hidden",
-    "4",
-    "--prior-hidden",
-    "4",
-    "--dec-hidden",
-    "4",
-    "--components",
-    "2",
-]
+
 TINY = {
-    "svi.py": ["--max-steps", "1", "--batch-size", "2", "--log-every", "1", *_NETWORK],
-    "table1.py": ["--max-steps", "1", "--num-samples", "2", *_NETWORK],
+    "svi.py": ["--max-steps", "1", "--batch-size", "2", "--log-every", "1", *NETWORK],
+    "table1.py": ["--max-steps", "1", "--num-samples", "2", *NETWORK],
     "sample.py": ["--length", "15"],
     "figure3.py": ["--num", "2", "--length", "15"],
     "analyze.py": [],

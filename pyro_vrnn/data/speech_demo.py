@@ -25,10 +25,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from pyro_vrnn.data.audio import SAMPLE_RATE, prepare_audio_corpus, read_audio, write_wav
-from pyro_vrnn.data.hershey import WORDS
 from pyro_vrnn.data.iam import random_split
 from pyro_vrnn.data.schema import SPLITS, DataError
 from pyro_vrnn.data.speech import cache_path_for
+from pyro_vrnn.data.text import WORDS
 
 GENERATOR_VERSION = 1  # bump when the synthesis below changes: the WAV files are regenerated
 
