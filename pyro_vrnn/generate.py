@@ -24,6 +24,8 @@ import pyro.poutine as poutine
 import torch
 from pyro.poutine.messenger import Messenger
 
+from pyro_vrnn.diag_normal import DiagNormal
+
 
 def check_temperature(tau):
     """tau must be a finite number above 0: inf makes the emission's scales infinite (every sample
@@ -41,6 +43,8 @@ def tempered(fn, tau):
         return fn.with_temperature(tau)
     if isinstance(fn, dist.Independent):  # diagonal Gaussian / independent bits: .to_event(1)
         return tempered(fn.base_dist, tau).to_event(fn.reinterpreted_batch_ndims)
+    if isinstance(fn, DiagNormal):
+        return DiagNormal(fn.loc, fn.scale * math.sqrt(tau))
     if isinstance(fn, dist.Normal):
         return dist.Normal(fn.loc, fn.scale * math.sqrt(tau))
     if isinstance(fn, dist.Bernoulli):

@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from pyro_vrnn.diag_normal import DiagNormal
 from pyro_vrnn.distributions import DiagNormalMixture, StrokeMixture
 
 CELLS = {"lstm": nn.LSTMCell, "gru": nn.GRUCell}
@@ -74,12 +75,12 @@ def stack_steps(tensors):
 
 
 def unbind_steps(normal):
-    """A diagonal Normal of batch shape [T, ...] as T per-step Normals of batch shape [...], for one sample
-    site per step (unbind, not indexing: its backward is one stack, not T scatters)."""
-    return [
-        dist.Normal(loc, scale).to_event(1)
-        for loc, scale in zip(normal.base_dist.loc.unbind(0), normal.base_dist.scale.unbind(0))
-    ]
+    """A diagonal Normal (DiagNormal, or Normal(loc, scale).to_event(1) from a network of one's own) of batch
+    shape [T, ...] as T per-step DiagNormals of batch shape [...], for one sample site per step (unbind, not
+    indexing: its backward is one stack, not T scatters)."""
+    if isinstance(normal, dist.Independent):
+        normal = normal.base_dist
+    return [DiagNormal(loc, scale) for loc, scale in zip(normal.loc.unbind(0), normal.scale.unbind(0))]
 
 
 def backward_states(rnn, inputs, mask):
@@ -122,7 +123,8 @@ def emission_log_prob_in_blocks(emission, width, z, context, x):
 
 
 class NormalHead(nn.Module):
-    """Features -> a diagonal Normal over `dim` variables: loc linear, scale softplus + floor."""
+    """Features -> a diagonal Normal (pyro_vrnn/diag_normal.py) over `dim` variables: loc linear, scale softplus
+    + floor."""
 
     def __init__(self, in_dim, dim, min_scale):
         super().__init__()
@@ -131,7 +133,7 @@ class NormalHead(nn.Module):
 
     def forward(self, features):
         loc, raw_scale = self.linear(features).chunk(2, dim=-1)
-        return dist.Normal(loc, F.softplus(raw_scale) + self.min_scale).to_event(1)
+        return DiagNormal(loc, F.softplus(raw_scale) + self.min_scale)
 
 
 class EmissionHead(nn.Module):
@@ -195,7 +197,7 @@ class EmissionHead(nn.Module):
             return dist.Bernoulli(logits=params[0]).to_event(1)
         if self.kind == "real" and not self.mixture:
             loc, raw_scale = params
-            return dist.Normal(loc, self.scale(raw_scale)).to_event(1)
+            return DiagNormal(loc, self.scale(raw_scale))
         k = self.components
         if self.kind == "real":
             logits, loc, raw_scale = params
@@ -266,7 +268,8 @@ class VRNN(nn.Module):
     def prior(self, h):
         """p(z_t | h_{t-1}) = N(mu_0,t, sigma_0,t^2), [mu_0,t, sigma_0,t] = phi_prior(h_{t-1}); N(0, I) for VRNN-I."""
         if not self.conditional_prior:
-            return dist.Normal(h.new_zeros(h.shape[:-1] + (self.z_dim,)), 1.0).to_event(1)
+            loc = h.new_zeros(h.shape[:-1] + (self.z_dim,))
+            return DiagNormal(loc, torch.ones_like(loc))
         return self.prior_net(h)
 
     def posterior(self, features_t, h):

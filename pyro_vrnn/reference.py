@@ -27,6 +27,7 @@ import math
 import torch
 from torch.distributions import kl_divergence
 
+from pyro_vrnn.diag_normal import DiagNormal
 from pyro_vrnn.networks import stack_steps as stack, sum_over_steps
 
 FORMS = ("per_step", "batched")
@@ -64,13 +65,13 @@ def batched_terms(vrnn, x, num_particles=None, analytic_kl=False):
             q = vrnn.posterior(phi_x[t], state.h)
             z = q.rsample() if num_particles is None or t > 0 else q.rsample((num_particles,))
             zs.append(z)
-            posteriors.append(q.base_dist)
+            posteriors.append(q)
         state = vrnn.step(phi_x[t], z, state)
     h_prev = stack(hs)  # [T, *S, H]: h_0 .. h_{T-1}
     if not vrnn.latent:
         return vrnn.emission_log_prob(None, h_prev, x), None
     z = stack(zs)
-    q = type(posteriors[0])(stack([d.loc for d in posteriors]), stack([d.scale for d in posteriors])).to_event(1)
+    q = DiagNormal(stack([d.loc for d in posteriors]), stack([d.scale for d in posteriors]))
     prior = vrnn.prior(h_prev)
     kl = kl_divergence(q, prior) if analytic_kl else q.log_prob(z) - prior.log_prob(z)
     # the emission in blocks of steps, exactly as the Pyro model's batched form scores it

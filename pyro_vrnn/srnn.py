@@ -21,10 +21,10 @@ paper feeds x itself: the two models then see the data alike. Methods accept lea
 of the sequences.
 """
 
-import pyro.distributions as dist
 import torch
 import torch.nn as nn
 
+from pyro_vrnn.diag_normal import DiagNormal
 from pyro_vrnn.networks import (
     BACKWARD_RNNS,
     EmissionHead,
@@ -135,8 +135,7 @@ class SRNN(nn.Module):
         q = self.encoder(cat(z_prev, a_t))
         if not self.resq:
             return q
-        loc = self.prior(z_prev, d_t).mean + q.base_dist.loc
-        return dist.Normal(loc, q.base_dist.scale).to_event(1)
+        return DiagNormal(self.prior(z_prev, d_t).mean + q.loc, q.scale)
 
 
 class SRNNStepper:
