@@ -40,6 +40,7 @@ from pyro_vrnn.runtime import (
     TrainingError,
     all_reduce_sum,
     any_rank,
+    flush_subnormals,
     frozen_heap,
     get_rng_state,
     set_rng_state,
@@ -55,6 +56,7 @@ class Trainer:
     def __init__(self, config, resume=None, quiet=False, overwrite=False):
         self.rank, self.world_size, self.device = setup_distributed(config.device)
         set_threads(config.threads)
+        flush_subnormals()  # particle bounds' gradients: see pyro_vrnn/runtime.py
         self.main = self.rank == 0
         self.quiet = quiet
         self.state = load_checkpoint(resume_path(resume)) if resume is not None else None
