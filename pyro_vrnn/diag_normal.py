@@ -13,8 +13,9 @@ class so that the two costs it pays at every time step of every sample site are 
             it is at every site inside the plate over sequences (Pyro's plates call expand at
             every sample site; Independent(Normal) would build two new distributions each time).
 
-Everything else is torch's: `rsample` is loc + sigma * eps, and the analytic KL between two of them
-(TraceMeanField_ELBO, free bits) is registered with torch.distributions.kl_divergence.
+Everything else is torch's: `rsample` is loc + sigma * eps, and the analytic KL between two of them, or
+one and Normal(loc, scale).to_event(1) (TraceMeanField_ELBO, free bits), is registered with
+torch.distributions.kl_divergence; `as_diag_normal` takes either to a DiagNormal.
 tests/test_diag_normal.py checks values, gradients (gradcheck), shapes and KL against Normal.to_event(1).
 run/benchmark.py measures what it saves (docs/speed.md).
 """
@@ -24,7 +25,7 @@ import math
 import torch
 from pyro.distributions import TorchDistribution, constraints
 from torch.autograd.function import once_differentiable
-from torch.distributions import register_kl
+from torch.distributions import Independent, Normal, register_kl
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -40,10 +41,10 @@ class DiagNormalLogProb(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, value, loc, scale):
-        u = (value - loc) / scale
+        log_density, u = log_density_and_u(value, loc, scale)
         ctx.save_for_backward(u, scale)
         ctx.shapes = value.shape, loc.shape, scale.shape
-        return (-0.5 * u.pow(2) - scale.log()).sum(-1) - u.shape[-1] * HALF_LOG_2PI  # scale may broadcast
+        return log_density
 
     @staticmethod
     @once_differentiable
@@ -57,8 +58,18 @@ class DiagNormalLogProb(torch.autograd.Function):
         return grad_value, grad_loc.sum_to_size(loc_shape) if ctx.needs_input_grad[1] else None, grad_scale
 
 
+def log_density_and_u(value, loc, scale):
+    """(log N(value; loc, diag(scale^2)) summed over the last dim, u = (value - loc) / scale)."""
+    u = (value - loc) / scale
+    return (-0.5 * u.pow(2) - scale.log()).sum(-1) - u.shape[-1] * HALF_LOG_2PI, u  # scale may broadcast
+
+
 def diag_normal_log_prob(value, loc, scale):
-    return DiagNormalLogProb.apply(value, loc, scale)
+    """The log-density through `DiagNormalLogProb` where a gradient is wanted (training), else directly
+    (evaluation: no autograd node and no saved tensors to keep alive)."""
+    if torch.is_grad_enabled() and (value.requires_grad or loc.requires_grad or scale.requires_grad):
+        return DiagNormalLogProb.apply(value, loc, scale)
+    return log_density_and_u(value, loc, scale)[0]
 
 
 class DiagNormal(TorchDistribution):
@@ -86,6 +97,10 @@ class DiagNormal(TorchDistribution):
         return self.loc
 
     @property
+    def mode(self):
+        return self.loc
+
+    @property
     def variance(self):
         return self.scale.pow(2)
 
@@ -101,6 +116,29 @@ class DiagNormal(TorchDistribution):
 
     def entropy(self):
         return (0.5 + HALF_LOG_2PI + self.scale.log()).sum(-1).expand(self.batch_shape)
+
+
+def as_diag_normal(normal):
+    """A DiagNormal from a DiagNormal or from Normal(loc, scale).to_event(1) (a network of one's own)."""
+    if isinstance(normal, DiagNormal):
+        return normal
+    if (
+        isinstance(normal, Independent)
+        and isinstance(normal.base_dist, Normal)
+        and normal.reinterpreted_batch_ndims == 1
+    ):
+        return DiagNormal(normal.base_dist.loc, normal.base_dist.scale)
+    raise TypeError(f"expected a diagonal Normal (DiagNormal, or Normal(loc, scale).to_event(1)), got {normal}")
+
+
+@register_kl(DiagNormal, Independent)
+@register_kl(Independent, DiagNormal)
+def _kl_diag_normal_and_independent(q, p):
+    """KL between a DiagNormal and Normal(loc, scale).to_event(1), either way round; other pairs have none."""
+    try:
+        return _kl_diag_normal(as_diag_normal(q), as_diag_normal(p))
+    except TypeError:
+        raise NotImplementedError from None
 
 
 @register_kl(DiagNormal, DiagNormal)

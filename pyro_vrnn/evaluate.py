@@ -32,7 +32,7 @@ import models
 from pyro_vrnn import data as datasets
 from pyro_vrnn.checkpoints import check_same_data, load_checkpoint, rebuild, resolve_checkpoint
 from pyro_vrnn.objectives import exact_log_likelihood, particle_terms, summarize_log_weights
-from pyro_vrnn.runtime import TrainingError, flush_subnormals, frozen_heap, resolve_device, set_threads
+from pyro_vrnn.runtime import TrainingError, frozen_heap, resolve_device, set_threads, subnormals_flushed
 from pyro_vrnn.smc import particle_filter, stepper_for
 
 # Peak memory of one vectorized pass over K particles; K is drawn in chunks that fit it. On a CPU: an
@@ -216,8 +216,8 @@ def evaluate_dataset(
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     per_sequence = {}
     start = time.time()
-    # argument checks cost time and were done in training; frozen_heap: see pyro_vrnn/runtime.py
-    with pyro.validation_enabled(False), frozen_heap():
+    # argument checks cost time and were done in training; frozen_heap, subnormals_flushed: pyro_vrnn/runtime.py
+    with pyro.validation_enabled(False), frozen_heap(), subnormals_flushed():
         for indices in tqdm(batches, disable=not progress, desc="evaluating", unit="batch", dynamic_ncols=True):
             x, mask = datasets.pad_batch([dataset[int(i)] for i in indices])
             x, mask = x.to(device), mask.to(device)
@@ -268,7 +268,6 @@ def evaluate_checkpoint(
     device = resolve_device(device) if isinstance(device, str) else device
     config, model, guide, vrnn, info = rebuild(state, device)
     set_threads(config.threads)  # as in training: tiny models run best on few threads
-    flush_subnormals()  # as in training (pyro_vrnn/runtime.py)
     splits = datasets.load(config.dataset, data_dir or config.data_dir, verbose=progress)
     if split is None:
         split = "test" if len(splits["test"]) else "valid"

@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pyro_vrnn.diag_normal import DiagNormal
+from pyro_vrnn.diag_normal import DiagNormal, as_diag_normal
 from pyro_vrnn.distributions import DiagNormalMixture, StrokeMixture
 
 CELLS = {"lstm": nn.LSTMCell, "gru": nn.GRUCell}
@@ -78,8 +78,7 @@ def unbind_steps(normal):
     """A diagonal Normal (DiagNormal, or Normal(loc, scale).to_event(1) from a network of one's own) of batch
     shape [T, ...] as T per-step DiagNormals of batch shape [...], for one sample site per step (unbind, not
     indexing: its backward is one stack, not T scatters)."""
-    if isinstance(normal, dist.Independent):
-        normal = normal.base_dist
+    normal = as_diag_normal(normal)
     return [DiagNormal(loc, scale) for loc, scale in zip(normal.loc.unbind(0), normal.scale.unbind(0))]
 
 

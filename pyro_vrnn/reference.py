@@ -27,7 +27,7 @@ import math
 import torch
 from torch.distributions import kl_divergence
 
-from pyro_vrnn.diag_normal import DiagNormal
+from pyro_vrnn.diag_normal import DiagNormal, as_diag_normal
 from pyro_vrnn.networks import stack_steps as stack, sum_over_steps
 
 FORMS = ("per_step", "batched")
@@ -65,7 +65,7 @@ def batched_terms(vrnn, x, num_particles=None, analytic_kl=False):
             q = vrnn.posterior(phi_x[t], state.h)
             z = q.rsample() if num_particles is None or t > 0 else q.rsample((num_particles,))
             zs.append(z)
-            posteriors.append(q)
+            posteriors.append(as_diag_normal(q))
         state = vrnn.step(phi_x[t], z, state)
     h_prev = stack(hs)  # [T, *S, H]: h_0 .. h_{T-1}
     if not vrnn.latent:

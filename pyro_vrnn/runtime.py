@@ -65,16 +65,25 @@ def set_threads(threads):
         torch.set_num_threads(threads)
 
 
-def flush_subnormals():
-    """Have the CPU treat subnormal floats (below 1.2e-38 in float32) as zero; returns whether it can.
+@contextlib.contextmanager
+def subnormals_flushed():
+    """Inside, the CPU treats subnormal floats (below 1.2e-38 in float32) as zero; the mode before is restored
+    on the way out. Yields whether the processor can (x86 with SSE3 can).
 
     IWAE and FIVO weight each particle's gradient by its normalized importance weight, and a particle far
     behind the best has a weight like exp(-100): its gradient runs back through every network as subnormal
-    numbers, which x86 processors compute 10 to 100 times slower than normal ones. One IWAE step of
-    VRNN-I-Gauss (K = 4, T = 200) took 3.2 s with them and 1.05 s without (docs/speed.md). Numbers that
-    small count for nothing next to the other particles' gradients. Set once per process, by training,
-    evaluation and the benchmark (for the Pyro programs and the plain forms alike)."""
-    return torch.set_flush_denormal(True)
+    numbers, which x86 processors compute 10 to 100 times slower than normal ones. One IWAE training step
+    of VRNN-I-Gauss (K = 4, T = 200) took 2.8 s with them and 1.0 s without (docs/speed.md). Numbers that
+    small count for nothing next to the other particles' gradients. The mode belongs to a thread: the
+    intra-op threads PyTorch started before (with --threads above 1) keep theirs.
+    """
+    was_on = (torch.tensor([1e-39]) * 1.0).item() == 0
+    supported = torch.set_flush_denormal(True)
+    try:
+        yield supported
+    finally:
+        if supported and not was_on:
+            torch.set_flush_denormal(False)
 
 
 def any_rank(flag, device):

@@ -84,6 +84,17 @@ def release_free_memory():
         pass
 
 
+def fixed_mmap_threshold(size=2**18):
+    """glibc serves allocations of at least `size` bytes from their own mappings and unmaps them when freed.
+    By default it raises that threshold each time it frees such a mapping, after which big tensors come from
+    the heap, whose freed holes a later tensor may not fit: the resident set then doubles now and then
+    for the same computation, a property of the allocator's history, not of what the computation holds."""
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-3, size)  # M_MMAP_THRESHOLD (malloc.h); also stops its adjustment
+    except (OSError, AttributeError):
+        pass
+
+
 def resident_kib(field):
     """VmRSS (resident set now) or VmHWM (its high-water mark) of this process, in KiB."""
     with open("/proc/self/status") as f:
@@ -110,6 +121,7 @@ def peak_memory(fn, device):
             gc.freeze()  # a collection would write to every inherited object, copying all their pages
             os.close(read_end)
             release_free_memory()  # or the child would reuse the parent's freed pages unseen
+            fixed_mmap_threshold()
             # The child's high-water mark starts at the resident set it inherits, free heap pages included;
             # "5" resets it to the resident set now, after the trim (Linux 4.0+).
             with open("/proc/self/clear_refs", "w") as f:

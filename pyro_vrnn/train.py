@@ -40,12 +40,12 @@ from pyro_vrnn.runtime import (
     TrainingError,
     all_reduce_sum,
     any_rank,
-    flush_subnormals,
     frozen_heap,
     get_rng_state,
     set_rng_state,
     set_threads,
     setup_distributed,
+    subnormals_flushed,
 )
 from pyro_vrnn.svi import PARTICLE_BOUNDS, kl_weight, make_elbo, make_loss_module, svi_step, to_device, validate
 
@@ -56,7 +56,6 @@ class Trainer:
     def __init__(self, config, resume=None, quiet=False, overwrite=False):
         self.rank, self.world_size, self.device = setup_distributed(config.device)
         set_threads(config.threads)
-        flush_subnormals()  # particle bounds' gradients: see pyro_vrnn/runtime.py
         self.main = self.rank == 0
         self.quiet = quiet
         self.state = load_checkpoint(resume_path(resume)) if resume is not None else None
@@ -151,7 +150,8 @@ class Trainer:
             + f"; run directory {self.run_dir.path}"
         )
         self.start = time.time() - p.elapsed  # the log's "time" goes on across resumes
-        with StopRequest() as self.stop, frozen_heap():
+        # subnormals_flushed: particle bounds' gradients underflow into slow floats (pyro_vrnn/runtime.py)
+        with StopRequest() as self.stop, frozen_heap(), subnormals_flushed():
             while p.epoch < c.epochs and self.stop_reason is None:
                 self.stop_reason = self.run_epoch() or self.end_of_epoch()
         return self.finish(after_training)

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch.distributions import kl_divergence
 
-from pyro_vrnn.diag_normal import DiagNormal, diag_normal_log_prob
+from pyro_vrnn.diag_normal import DiagNormal, as_diag_normal, diag_normal_log_prob
+from pyro_vrnn.networks import unbind_steps
 
 
 def reference(loc, scale):
@@ -73,3 +74,19 @@ def test_kl_and_entropy_equal_torch():
 def test_validation_rejects_a_nan_value():
     with pyro.validation_enabled(True), pytest.raises(ValueError):
         DiagNormal(torch.zeros(3), torch.ones(3), validate_args=True).log_prob(torch.tensor([0.0, float("nan"), 0.0]))
+
+
+def test_a_network_of_ones_own_may_return_normal_to_event_and_mix_with_diag_normal():
+    g = torch.Generator().manual_seed(4)
+    q = (torch.randn(4, 3, generator=g), torch.rand(4, 3, generator=g) + 0.1)
+    p = (torch.randn(4, 3, generator=g), torch.rand(4, 3, generator=g) + 0.1)
+    expected = kl_divergence(reference(*q), reference(*p))
+    assert torch.allclose(kl_divergence(DiagNormal(*q), reference(*p)), expected, atol=1e-5)
+    assert torch.allclose(kl_divergence(reference(*q), DiagNormal(*p)), expected, atol=1e-5)
+    steps = unbind_steps(reference(torch.zeros(5, 4, 3), torch.ones(5, 4, 3)))
+    assert len(steps) == 5 and isinstance(steps[0], DiagNormal) and steps[0].batch_shape == (4,)
+    laplace = dist.Laplace(torch.zeros(5, 4, 3), 1.0).to_event(1)
+    with pytest.raises(TypeError, match="diagonal Normal"):  # not silently turned into a Gaussian
+        as_diag_normal(laplace)
+    with pytest.raises(NotImplementedError):  # no KL, as torch has none: Pyro then samples it
+        kl_divergence(DiagNormal(torch.zeros(3), torch.ones(3)), dist.Laplace(torch.zeros(3), 1.0).to_event(1))

@@ -15,7 +15,7 @@ import torch
 from conftest import SMALL_SIZES, flags
 
 import models
-from pyro_vrnn import data as datasets
+from pyro_vrnn import data as datasets, svi, train as train_module
 from pyro_vrnn.checkpoints import load_checkpoint
 from pyro_vrnn.config import make_config
 from pyro_vrnn.data.schema import write_h5
@@ -172,14 +172,22 @@ def test_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(tmp_path, her
     assert f"--resume {tmp_path / 'run'} --lr" in said
 
 
-def test_training_treats_subnormal_floats_as_zero(tmp_path, hershey_cache):
+def test_training_treats_subnormal_floats_as_zero_and_then_restores_the_mode(tmp_path, hershey_cache, monkeypatch):
     """Particle bounds' gradients underflow into subnormal floats, 10-100x slower on x86 (pyro_vrnn/runtime.py)."""
     if not torch.set_flush_denormal(False):
         pytest.skip("this CPU cannot flush subnormal floats")
     subnormal = torch.tensor([1e-39])  # below float32's smallest normal number, 1.2e-38
+    seen = []
+
+    def step_and_look(*args, **kwargs):
+        seen.append((subnormal * 1.0).item())
+        return svi.svi_step(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "svi_step", step_and_look)
     assert (subnormal * 1.0).item() > 0  # computed as such
-    train(make_config("hershey", model="vrnn-gauss", out=str(tmp_path / "run"), max_steps=1, **TINY), quiet=True)
-    assert (subnormal * 1.0).item() == 0  # training turned the flush on
+    train(make_config("hershey", model="vrnn-gauss", out=str(tmp_path / "run"), max_steps=2, **TINY), quiet=True)
+    assert seen == [0.0, 0.0]  # flushed at every training step
+    assert (subnormal * 1.0).item() > 0  # and the mode of before restored
 
 
 def test_nan_loss_before_any_checkpoint_says_to_start_again(tmp_path, hershey_cache, monkeypatch, capsys):
