@@ -41,10 +41,10 @@ class DiagNormalLogProb(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, value, loc, scale):
-        log_density, u = log_density_and_u(value, loc, scale)
+        u = (value - loc) / scale
         ctx.save_for_backward(u, scale)
         ctx.shapes = value.shape, loc.shape, scale.shape
-        return log_density
+        return (-0.5 * u.pow(2) - scale.log()).sum(-1) - u.shape[-1] * HALF_LOG_2PI  # scale may broadcast
 
     @staticmethod
     @once_differentiable
@@ -58,18 +58,8 @@ class DiagNormalLogProb(torch.autograd.Function):
         return grad_value, grad_loc.sum_to_size(loc_shape) if ctx.needs_input_grad[1] else None, grad_scale
 
 
-def log_density_and_u(value, loc, scale):
-    """(log N(value; loc, diag(scale^2)) summed over the last dim, u = (value - loc) / scale)."""
-    u = (value - loc) / scale
-    return (-0.5 * u.pow(2) - scale.log()).sum(-1) - u.shape[-1] * HALF_LOG_2PI, u  # scale may broadcast
-
-
 def diag_normal_log_prob(value, loc, scale):
-    """The log-density through `DiagNormalLogProb` where a gradient is wanted (training), else directly
-    (evaluation: no autograd node and no saved tensors to keep alive)."""
-    if torch.is_grad_enabled() and (value.requires_grad or loc.requires_grad or scale.requires_grad):
-        return DiagNormalLogProb.apply(value, loc, scale)
-    return log_density_and_u(value, loc, scale)[0]
+    return DiagNormalLogProb.apply(value, loc, scale)
 
 
 class DiagNormal(TorchDistribution):
