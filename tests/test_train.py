@@ -24,7 +24,7 @@ from pyro_vrnn.svi import validate
 from pyro_vrnn.train import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = dict(SMALL_SIZES, hidden=24)
+SIZES = dict(SMALL_SIZES, hidden=24)
 
 
 def read_log(run_dir):
@@ -38,7 +38,7 @@ def same_parameters(a, b):
 
 def test_fifty_steps_lower_the_loss(tmp_path, hershey_cache):
     config = make_config(
-        "hershey", model="vrnn-gmm", out=str(tmp_path / "run"), epochs=100, max_steps=50, log_every=5, **TINY
+        "hershey", model="vrnn-gmm", out=str(tmp_path / "run"), epochs=100, max_steps=50, log_every=5, **SIZES
     )
     splits = datasets.load("hershey")
     pyro.set_rng_seed(config.seed)
@@ -63,10 +63,6 @@ def run_cli(*args, cwd=ROOT, **kw):
     )
 
 
-def tiny_flags():
-    return flags(TINY)
-
-
 def test_killed_run_resumes_to_the_same_parameters(tmp_path, small_handwriting):
     """An uninterrupted run and a run killed with SIGKILL mid-epoch then resumed end identical."""
     common = [
@@ -82,7 +78,7 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path, small_handwriting):
         "2",
         "--patience",
         "5",
-        *tiny_flags(),
+        *flags(SIZES),
     ]
     straight = run_cli("--out", str(tmp_path / "straight"), *common)
     assert straight.returncode == 0, straight.stderr[-2000:]
@@ -131,7 +127,7 @@ def test_resume_with_a_different_size_is_refused(tmp_path, small_handwriting):
         str(tmp_path / "r"),
         "--max-steps",
         "2",
-        *tiny_flags(),
+        *flags(SIZES),
     )
     assert run.returncode == 0, run.stderr[-2000:]
     bad = run_cli("--resume", str(tmp_path / "r"), "--hidden", "99")
@@ -157,7 +153,7 @@ def poison_adam(monkeypatch, at_update):
 
 def test_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(tmp_path, hershey_cache, monkeypatch, capsys):
     config = make_config(
-        "hershey", model="vrnn-gauss", out=str(tmp_path / "run"), max_steps=8, checkpoint_every=2, **TINY
+        "hershey", model="vrnn-gauss", out=str(tmp_path / "run"), max_steps=8, checkpoint_every=2, **SIZES
     )
     poison_adam(monkeypatch, 5)
     with pytest.raises(TrainingError, match="diverged"):
@@ -185,13 +181,13 @@ def test_training_treats_subnormal_floats_as_zero_and_then_restores_the_mode(tmp
 
     monkeypatch.setattr(train_module, "svi_step", step_and_look)
     assert (subnormal * 1.0).item() > 0  # computed as such
-    train(make_config("hershey", model="vrnn-gauss", out=str(tmp_path / "run"), max_steps=2, **TINY), quiet=True)
+    train(make_config("hershey", model="vrnn-gauss", out=str(tmp_path / "run"), max_steps=2, **SIZES), quiet=True)
     assert seen == [0.0, 0.0]  # flushed at every training step
     assert (subnormal * 1.0).item() > 0  # and the mode of before restored
 
 
 def test_nan_loss_before_any_checkpoint_says_to_start_again(tmp_path, hershey_cache, monkeypatch, capsys):
-    config = make_config("hershey", model="vrnn-gauss", out=str(tmp_path / "run"), max_steps=8, **TINY)
+    config = make_config("hershey", model="vrnn-gauss", out=str(tmp_path / "run"), max_steps=8, **SIZES)
     poison_adam(monkeypatch, 1)
     with pytest.raises(TrainingError, match="diverged"):
         train(config)
@@ -233,7 +229,7 @@ def test_resume_checks_the_data_and_says_when_there_is_nothing_left(tmp_path, sm
         "2",
         "--log-every",
         "1",
-        *tiny_flags(),
+        *flags(SIZES),
         cwd=tmp_path,
     )
     assert first.returncode == 0, first.stderr[-2000:]
