@@ -236,6 +236,10 @@ def resume_command(run_dir, world_size):
 def resume_path(resume):
     """The last.pt that --resume names: a run directory or its last.pt. best.pt is refused: resuming from
     it would rewind last.pt to an earlier step and cut the log."""
+    if not os.path.exists(resume):
+        raise TrainingError(
+            f"--resume {resume}: no such run directory or last.pt; pass a directory that run/svi.py wrote"
+        )
     path = os.path.join(resume, "last.pt") if os.path.isdir(resume) else resume
     if os.path.basename(path) != "last.pt":
         raise TrainingError(

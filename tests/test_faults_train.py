@@ -127,6 +127,10 @@ def test_a_new_run_into_another_run_is_refused_unless_overwrite(world, run, svi,
     assert refused(svi, ["--resume", os.path.join(run, "best.pt")]).startswith(
         f"error: --resume continues a run from its last.pt; {run}/best.pt is not one"
     )
+    missing = os.path.join(run, "nope")  # a mistyped run directory is said to be missing, not to be a best.pt
+    assert refused(svi, ["--resume", missing]) == (
+        f"error: --resume {missing}: no such run directory or last.pt; pass a directory that run/svi.py wrote"
+    )
     bad = tmp_path / "bad.h5"  # --overwrite deletes the old run only once the new one can start
     bad.write_bytes(b"not an HDF5 file")
     assert "is not a readable HDF5 file" in refused(svi, train_flags(str(bad)) + ["--out", run, "--overwrite"])
