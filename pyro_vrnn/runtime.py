@@ -8,6 +8,8 @@ import contextlib
 import gc
 import os
 import signal
+import sys
+import traceback
 
 import pyro.util
 import torch
@@ -53,9 +55,38 @@ def setup_distributed(device_name):
 
 
 def close_process_group():
-    """End a torchrun process's group (if any): a process that exits with it alive can abort in gloo's threads."""
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    """End a torchrun process's group, if it has one; True if it had."""
+    if not dist.is_initialized():
+        return False
+    dist.destroy_process_group()
+    return True
+
+
+def exit_at_once(stop=None):
+    """Leave a torchrun process as `raise stop` would (None: status 0; SystemExit: its status, or its message on
+    stderr and status 1; anything else: its traceback and status 1), but with os._exit, skipping the shutdown of
+    the interpreter, where gloo can abort a finished run.
+
+    Why: after DistributedDataParallel has run, destroy_process_group leaves the gloo group alive (references
+    to it remain), and with it gloo's worker threads. A worker that frees a finished collective after the
+    interpreter has begun its shutdown must take the GIL, to free a Python object in the work's saved
+    thread-local state; Python ends such a thread, and ending it inside a C++ destructor calls std::terminate:
+    "terminate called without an active exception", SIGABRT, status -6 after a run that had finished (the
+    stack seen in gdb on a core dump; about one torchrun in ten on 2 busy cores). Whatever the run writes is
+    closed by then; stdout and stderr are flushed.
+    """
+    status = 0
+    if isinstance(stop, SystemExit) and isinstance(stop.code, int):
+        status = stop.code
+    elif isinstance(stop, SystemExit) and stop.code is not None:
+        print(stop.code, file=sys.stderr)  # sys.exit("error: ...")
+        status = 1
+    elif stop is not None and not isinstance(stop, SystemExit):
+        traceback.print_exception(stop)
+        status = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def set_threads(threads):

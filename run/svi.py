@@ -34,7 +34,7 @@ from pyro_vrnn.data import DATASETS, DataError  # noqa: E402
 from pyro_vrnn.flags import add_config_flags, overrides as flag_overrides  # noqa: E402
 from pyro_vrnn.report import end_of_run_figures  # noqa: E402
 from pyro_vrnn.runs import resume_path  # noqa: E402
-from pyro_vrnn.runtime import Interrupted, TrainingError, close_process_group  # noqa: E402
+from pyro_vrnn.runtime import Interrupted, TrainingError, close_process_group, exit_at_once  # noqa: E402
 from pyro_vrnn.train import train  # noqa: E402
 
 # Flags that may change when a run is resumed (the optimization's: e.g. a lower --lr after a
@@ -128,7 +128,8 @@ def main(argv=None):
     except (DataError, TrainingError) as error:
         sys.exit(f"error: {error}")
     finally:
-        close_process_group()
+        if close_process_group():  # a torchrun process leaves here, at once (runtime.exit_at_once says why)
+            exit_at_once(sys.exc_info()[1])
 
 
 if __name__ == "__main__":

@@ -293,7 +293,7 @@ import sys, torch, pyro
 sys.path.insert(0, {root!r})
 import models
 from pyro_vrnn.config import make_config
-from pyro_vrnn.runtime import setup_distributed
+from pyro_vrnn.runtime import close_process_group, exit_at_once, setup_distributed
 from pyro_vrnn.svi import make_loss_module, svi_step
 
 rank, world_size, device = setup_distributed("cpu")
@@ -313,7 +313,8 @@ torch.distributed.all_gather(gathered, flat)
 if rank == 0:
     print("RESULT", loss, grad_norm, max((g - flat).abs().max().item() for g in gathered))
 torch.distributed.barrier()
-torch.distributed.destroy_process_group()
+close_process_group()
+exit_at_once()  # as run/svi.py leaves (runtime.exit_at_once says why)
 """
 
 

@@ -24,7 +24,7 @@ STEP_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {root!r})
     import models
     from pyro_vrnn.config import make_config
-    from pyro_vrnn.runtime import setup_distributed
+    from pyro_vrnn.runtime import close_process_group, exit_at_once, setup_distributed
     from pyro_vrnn.svi import make_loss_module, svi_step
 
     rank, world_size, device = setup_distributed("cpu")
@@ -46,9 +46,10 @@ STEP_SCRIPT = textwrap.dedent("""
         grads = grads or {{n: p.grad.clone() for n, p in vrnn.named_parameters()}}
     if rank == 0:
         torch.save({{"params": vrnn.state_dict(), "grads": grads}}, {out!r})
-    if world_size > 1:  # leave together: a rank that exits with the group alive can abort in gloo's threads
+    if world_size > 1:  # leave together, and as run/svi.py leaves (runtime.exit_at_once says why)
         torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
+        close_process_group()
+        exit_at_once()
 """)
 
 
@@ -88,6 +89,24 @@ def test_two_ranks_with_half_batches_step_like_one_process_with_the_whole_batch(
     init = torch.load(tmp_path / "init.pt")["params"]
     moved = max((init[k] - results[1]["params"][k]).abs().max().item() for k in init)
     assert moved > 0.015  # two steps of lr 0.01: far above the tolerance used above
+
+
+@pytest.mark.parametrize(
+    "stop, status, stderr",
+    [
+        ("None", 0, ""),
+        ("SystemExit(130)", 130, ""),
+        ("SystemExit('error: no data')", 1, "error: no data"),
+        ("ValueError('a bug')", 1, "ValueError: a bug"),
+    ],
+)
+def test_a_torchrun_process_leaves_with_the_status_and_words_that_raising_would_give(stop, status, stderr):
+    """runtime.exit_at_once, which run/svi.py's torchrun processes leave by: os._exit, with what was printed flushed."""
+    script = f"import sys; sys.path.insert(0, {ROOT!r}); from pyro_vrnn.runtime import exit_at_once; "
+    script += f"print('trained', end=''); exit_at_once({stop})"
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert (run.returncode, run.stdout) == (status, "trained")
+    assert stderr in run.stderr and (stderr or not run.stderr)
 
 
 def read_log(run_dir):
