@@ -92,20 +92,21 @@ def default_chunk_size(num_samples, batch, steps, vrnn, budget):
 
 @torch.no_grad()
 def importance_terms(model, guide, vrnn, x, mask, num_samples=100, chunk_size=None):
-    """(log p(x | z^k), KL term) [K, B] for K = num_samples particles, drawn `chunk_size` at a time
-    (default: what fits memory); log w = the first minus the second."""
+    """(log p(x | z^k), log q(z^k | x) - log p(z^k), closed-form KL along z^k) [K, B] for K = num_samples particles
+    (objectives.particle_terms), drawn `chunk_size` at a time (default: what fits memory); log w = the first
+    minus the second."""
     chunk_size = chunk_size or default_chunk_size(num_samples, x.shape[0], x.shape[1], vrnn, memory_budget(x.device))
     chunks = [
         particle_terms(model, guide, vrnn, x, mask, min(chunk_size, num_samples - start))
         for start in range(0, num_samples, chunk_size)
     ]
-    return torch.cat([c[0] for c in chunks]), torch.cat([c[1] for c in chunks])
+    return tuple(torch.cat(terms) for terms in zip(*chunks))
 
 
 def importance_log_weights(model, guide, vrnn, x, mask, num_samples=100, chunk_size=None):
     """log w [K, B] for K = num_samples particles, drawn `chunk_size` at a time."""
-    log_likelihood, kl = importance_terms(model, guide, vrnn, x, mask, num_samples, chunk_size)
-    return log_likelihood - kl
+    log_likelihood, log_q_minus_log_p, _ = importance_terms(model, guide, vrnn, x, mask, num_samples, chunk_size)
+    return log_likelihood - log_q_minus_log_p
 
 
 @torch.no_grad()
@@ -117,8 +118,8 @@ def estimate_log_likelihood(model, guide, vrnn, x, mask, num_samples=100, chunk_
     if not latent:
         exact = exact_log_likelihood(model, vrnn, x, mask)
         return {"elbo": exact, "log_px": exact, "ess": None, "kl": torch.zeros_like(exact)}
-    log_likelihood, kl = importance_terms(model, guide, vrnn, x, mask, num_samples, chunk_size)
-    return summarize_log_weights(log_likelihood - kl, kl)
+    log_likelihood, log_q_minus_log_p, kl = importance_terms(model, guide, vrnn, x, mask, num_samples, chunk_size)
+    return summarize_log_weights(log_likelihood - log_q_minus_log_p, kl)
 
 
 @torch.no_grad()

@@ -8,8 +8,9 @@
 Prints, in nats of the normalized data, the mean ELBO per sequence (Table 1's ">=" rows) and the mean
 importance-sampled log p(x) (the "~" rows, K particles from the guide, log (1/K) sum_k p(x, z^k) / q(z^k | x)),
 each with its standard error across sequences, the same per time step; the ELBO's KL term (how much the
-latent variables carry), the gap between the estimate and the bound (how far the guide is from the
-posterior), and the effective sample size of the importance weights. For the RNN baselines log p(x) is
+latent variables carry; in closed form at each step along the guide's draws, so never negative), the gap
+between the estimate and the bound (how far the guide is from the posterior), and the effective sample
+size of the importance weights. For the RNN baselines log p(x) is
 exact and no sampling is done.
 
 --estimators picks among elbo, iwae (the importance-weighted bound with --iwae-particles K'), smc (the
