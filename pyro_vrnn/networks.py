@@ -180,9 +180,13 @@ class EmissionHead(nn.Module):
         """Start the shared mixture where standardized data is (mean 0, std 1 per dimension, as the
         README asks of real data): every sigma_k = 1 (softplus(s) + floor = 1, where PyTorch's default
         init gives about 0.69), and the components apart, a_k ~ N(0, I): K points drawn from the data's
-        marginal, not K copies of one near 0, so that each component starts responsible for other frames."""
+        marginal, not K copies of one near 0, so that each component starts responsible for other frames.
+
+        A floor of 1 or more (--min-scale) cannot start at 1, and one just below 1 would put s deep in
+        softplus's flat tail (slope sigmoid(s): 1e-4 for a floor of 0.9999), where the scale hardly
+        learns: softplus(s) starts at 0.5 or more (slope 0.38), so sigma_k at max(1, floor + 0.5)."""
         k, d = self.components, self.x_dim
-        self.shared.bias[d:] = math.log(math.expm1(1 - self.min_scale))  # softplus^-1(1 - floor)
+        self.shared.bias[d:] = math.log(math.expm1(max(1 - self.min_scale, 0.5)))  # softplus^-1(sigma_k - floor)
         self.linear.bias[k : k + k * d] = torch.randn(k * d)
         self.linear.bias[k + k * d :] = 0
 

@@ -7,6 +7,7 @@ benchmark) needs around the Pyro programs, in one place.
 import contextlib
 import gc
 import os
+import re
 import signal
 import sys
 import traceback
@@ -15,7 +16,7 @@ import pyro.util
 import torch
 import torch.distributed as dist
 
-from pyro_vrnn.checks import FlagError, parse_device
+from pyro_vrnn.checks import FlagError, parse_device, size_text
 
 
 class TrainingError(RuntimeError):
@@ -87,6 +88,51 @@ def exit_at_once(stop=None):
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)
+
+
+# The sizes of a network (their flags), named when it does not fit in memory.
+SIZES = (
+    "hidden",
+    "z_dim",
+    "x_features",
+    "z_features",
+    "enc_hidden",
+    "prior_hidden",
+    "dec_hidden",
+    "mlp_layers",
+    "components",
+)
+
+
+def out_of_memory(error):
+    """Whether `error` is a failed allocation: torch.OutOfMemoryError (CUDA's), or the RuntimeError of the CPU
+    allocator ("DefaultCPUAllocator: can't allocate memory") or of another backend ("MPS backend out of memory")."""
+    text = str(error)
+    return isinstance(error, torch.OutOfMemoryError) or "can't allocate memory" in text or "out of memory" in text
+
+
+@contextlib.contextmanager
+def network_fits(config, device):
+    """Inside, an allocation that fails (building the network, moving it to `device`) becomes one line, a
+    TrainingError naming the sizes to reduce, in place of a traceback from inside torch. Nothing is estimated
+    beforehand: what fits depends on the allocator, the device and what else runs there."""
+    try:
+        yield
+    except RuntimeError as error:
+        if not out_of_memory(error):
+            raise
+        # The network is built on the CPU and then moved: the CPU allocator's failure is the CPU's, whatever --device.
+        where = "cpu" if "CPUAllocator" in str(error) else device
+        # The size of the allocation that failed, as the CPU ("... 160000000000 bytes") or CUDA ("20.00 GiB") says it
+        asked = re.search(r"tried to allocate (?:(\d+) bytes|([\d.]+ [KMGT]iB))", str(error), re.IGNORECASE)
+        amount = (
+            "" if asked is None else f" (an allocation of {size_text(int(asked[1])) if asked[1] else asked[2]} failed)"
+        )
+        sizes = " ".join(f"--{name.replace('_', '-')} {getattr(config, name)}" for name in SIZES)
+        raise TrainingError(
+            f"the {config.model} network does not fit in the memory of {where}{amount}; "
+            f"choose smaller sizes (now {sizes})"
+        ) from None
 
 
 def set_threads(threads):

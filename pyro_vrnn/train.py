@@ -42,6 +42,7 @@ from pyro_vrnn.runtime import (
     any_rank,
     frozen_heap,
     get_rng_state,
+    network_fits,
     set_rng_state,
     set_threads,
     setup_distributed,
@@ -96,9 +97,10 @@ class Trainer:
         self.train_set, self.valid_set = splits["train"], splits["valid"]
         if len(self.train_set) == 0 or len(self.valid_set) == 0:
             raise TrainingError(f"dataset {c.dataset!r} has an empty train or valid split")
-        self.model, self.guide, self.vrnn = models.build(c, self.train_set.kind, self.train_set.dim)
-        self.vrnn.to(self.device)
-        self.loss_module = make_loss_module(c, self.model, self.guide, self.vrnn, self.world_size, self.device)
+        with network_fits(c, self.device):  # a network too big for the memory: one line, not a traceback
+            self.model, self.guide, self.vrnn = models.build(c, self.train_set.kind, self.train_set.dim)
+            self.vrnn.to(self.device)
+            self.loss_module = make_loss_module(c, self.model, self.guide, self.vrnn, self.world_size, self.device)
         self.optimizer = torch.optim.Adam(self.vrnn.parameters(), lr=c.lr)
         self.sampler = datasets.LengthBucketSampler(
             self.train_set.lengths, c.batch_size, shuffle=True, seed=c.seed, rank=self.rank, world_size=self.world_size

@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from conftest import line_path, make_iam, write_line
+from conftest import TINY, fresh_script, line_path, make_iam, one_line_error, write_line
 
 from pyro_vrnn import data
 from pyro_vrnn.data import (
@@ -75,6 +75,29 @@ def test_missing_data_is_one_clear_line(tmp_path):
         assert "fki.tic.heia-fr.ch/databases/iam-on-line-handwriting-database" in message
     with pytest.raises(DataError, match="hershey, iam"):
         data.prepare("no-such-set", cache_dir=str(tmp_path / "cache"))
+
+
+def test_a_file_as_the_folder_of_a_dataset_is_one_clear_line(tmp_path, monkeypatch):
+    # A user's own file given as --data-dir with --dataset left at hershey (or any dataset that takes a
+    # folder): one line naming --dataset hdf5, before anything is rendered or cached.
+    mine, cache = tmp_path / "mine.h5", tmp_path / "cache"
+    mine.write_bytes(b"\x89HDF")
+    for name in sorted(set(data.DATASETS) - {"hdf5", "chorales"}):
+        for where, what in ((mine, "is a file"), (mine / "sub", f"is inside the file {mine}")):
+            with pytest.raises(DataError) as error:
+                data.prepare(name, data_dir=str(where), cache_dir=str(cache), verbose=False)
+            message = str(error.value)
+            assert message.startswith(f"--data-dir {where} {what}; the {name} data set "), message
+            assert message.endswith(" a directory (for a file of your own, pass --dataset hdf5)"), message
+    assert not cache.exists()
+    monkeypatch.setenv("PYRO_VRNN_CACHE", str(cache))
+    with pytest.raises(SystemExit) as stop:  # as run/svi.py says it, with the default dataset
+        fresh_script("svi").main(["--data-dir", str(mine), "--out", str(tmp_path / "run"), *TINY])
+    assert one_line_error(str(stop.value.code)) == (
+        f"error: --data-dir {mine} is a file; the hershey data set renders its lines into a directory "
+        "(for a file of your own, pass --dataset hdf5)"
+    )
+    assert not cache.exists() and not (tmp_path / "run").exists()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -50,6 +50,36 @@ def test_converter_file_loads_in_place(tmp_path, capsys):
     assert capsys.readouterr().out == ""  # validated once per version of the file
 
 
+def test_unstandardized_real_data_is_one_warning_at_every_load(tmp_path, capsys):
+    """Column 1 in raw units (mean ~5000, std ~100), no mean/std attributes: one line on stderr at each load,
+    from the validation and then from its marker; the data is used as stored."""
+    rng = np.random.default_rng(0)
+    splits = {name: [s * [1, 100] + [0, 5000] for s in seqs] for name, seqs in toy_splits(rng).items()}
+    path, cache = str(tmp_path / "raw.h5"), str(tmp_path / "cache")
+    write_sequences(path, splits)
+    with h5py.File(path, "r") as f:
+        column = f["train/data"][:, 1].astype(np.float64)
+    expected = (
+        f"warning: {path}: the train split looks unstandardized (column 1 has mean {column.mean():.3g} and std "
+        f"{column.std():.3g}; 1 of 2 columns have a std or |mean| above 10) and the file has no mean/std attributes; "
+        "training on it can give ELBOs like -1e15, or diverge: standardize the data in your converter, "
+        "x = (x - mean) / std with mean and std from the train split, and record them as the attributes mean and std\n"
+    )
+    for _ in range(2):
+        loaded = data.load("hdf5", data_dir=path, cache_dir=cache)
+        assert capsys.readouterr().err == expected
+    np.testing.assert_allclose(loaded["train"][0].numpy(), splits["train"][0], rtol=1e-6)
+    data.load("hdf5", data_dir=path, cache_dir=cache, verbose=False)  # evaluation and the other ranks: quiet
+    declared, standardized = str(tmp_path / "declared.h5"), str(tmp_path / "standardized.h5")
+    write_sequences(declared, splits)
+    with h5py.File(declared, "a") as f:  # the file says how it was normalized: no warning
+        f.attrs["mean"], f.attrs["std"] = [0.0, 5000.0], [1.0, 100.0]
+    write_sequences(standardized, toy_splits(rng))
+    for quiet in (declared, standardized):
+        data.load("hdf5", data_dir=quiet, cache_dir=cache)
+    assert capsys.readouterr().err == ""
+
+
 def test_one_dimensional_integer_and_binary_data(tmp_path):
     path = str(tmp_path / "flat.h5")
     with h5py.File(path, "w") as f:
@@ -62,6 +92,7 @@ def test_one_dimensional_integer_and_binary_data(tmp_path):
         "dim": 1,
         "name": "coin flips",
         "sequences": {"train": 1, "valid": 1, "test": 1},
+        "warning": None,
     }
     train = SequenceDataset(path, "train")
     x = train[0]

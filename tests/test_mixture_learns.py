@@ -25,6 +25,13 @@ def test_shared_mixture_starts_at_unit_scale_with_components_apart():
     assert torch.cdist(old.loc[0], old.loc[0]).max() < 1.5 and old.scale.max() < 0.9
 
 
+def test_any_floor_starts_the_shared_mixture_above_it():
+    """--min-scale 1 or more used to fail in math.log (math domain error); sigma_k starts at max(1, floor + 0.5)."""
+    for floor, start in ((0.0, 1.0), (0.7, 1.2), (1.0, 1.5), (250.0, 250.5)):
+        scale = EmissionHead(8, "real", 3, "gmm", 4, floor)(torch.zeros(2, 8)).scale
+        assert torch.allclose(scale, torch.tensor(start), rtol=1e-5, atol=1e-5), (floor, scale)
+
+
 def test_the_shared_form_is_the_same_family():
     """With the common part at zero the shared head computes what the independent one does."""
     torch.manual_seed(0)

@@ -12,14 +12,14 @@ import time
 import pyro
 import pytest
 import torch
-from conftest import SMALL_SIZES, flags
+from conftest import SMALL_SIZES, TINY_SIZES, flags, one_line_error
 
 import models
 from pyro_vrnn import data as datasets, svi, train as train_module
 from pyro_vrnn.checkpoints import load_checkpoint
 from pyro_vrnn.config import make_config
 from pyro_vrnn.data.schema import write_h5
-from pyro_vrnn.runtime import TrainingError, frozen_heap
+from pyro_vrnn.runtime import TrainingError, frozen_heap, network_fits
 from pyro_vrnn.svi import validate
 from pyro_vrnn.train import train
 
@@ -288,6 +288,37 @@ def test_missing_iam_data_is_one_clear_line(tmp_path):
     assert run.returncode != 0
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "IAM-OnDB" in lines[0]
+
+
+def test_a_network_too_big_for_the_memory_is_one_line(tmp_path):
+    """Ten million LSTM units: the 4H x H recurrent weights alone take 1.6 PB, which no allocator gives. The failed
+    allocation is said in one line and no run is left behind; CUDA's out-of-memory error reads the same."""
+    data = str(tmp_path / "data.h5")
+    splits = {s: [torch.randn(6, 2).numpy() for _ in range(4)] for s in ("train", "valid", "test")}
+    write_h5(data, splits, kind="real", name="tiny", mean=[0, 0], std=[1, 1], source="tests")
+    sizes = dict(TINY_SIZES, hidden=10**7)
+    env = dict(os.environ, PYRO_VRNN_CACHE=str(tmp_path / "cache"))
+    run = run_cli(
+        "--dataset", "hdf5", "--data-dir", data, "--device", "cpu", "--out", "run", *flags(sizes), env=env, cwd=tmp_path
+    )
+    line = one_line_error(run.stderr.strip())
+    assert run.returncode == 1 and line.startswith(
+        "error: the vrnn-gmm network does not fit in the memory of cpu (an allocation of "
+    ), run.stderr[-2000:]
+    assert line.endswith(
+        " failed); choose smaller sizes (now --hidden 10000000 --z-dim 2 --x-features 4 --z-features 4 "
+        "--enc-hidden 4 --prior-hidden 4 --dec-hidden 4 --mlp-layers 1 --components 2)"
+    )
+    assert not (tmp_path / "run").exists()
+    config = make_config("hershey")
+    with pytest.raises(TrainingError) as error, network_fits(config, torch.device("cuda:0")):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 has a total capacity of")
+    assert str(error.value).startswith(
+        "the vrnn-gmm network does not fit in the memory of cuda:0 (an allocation of 20.00 GiB failed); choose "
+        "smaller sizes (now --hidden 128 --z-dim 16 "
+    )
+    with pytest.raises(RuntimeError, match="^mat1 and mat2 shapes"), network_fits(config, "cpu"):  # not memory: as is
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
 
 
 def test_the_frozen_heap_skips_old_objects_collects_new_garbage_and_thaws():

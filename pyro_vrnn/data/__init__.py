@@ -98,6 +98,10 @@ DATASETS = {
     "chorales": prepare_chorales,
     "hdf5": prepare_hdf5,
 }
+# What --data-dir is to the datasets that take a folder there: every one but hdf5 (a file) and
+# chorales (none; it says so itself). Those not named read their files from it.
+FOLDER_USE = {"hershey": "renders its lines into", "speech-demo": "synthesizes its audio into"}
+NO_FOLDER = ("hdf5", "chorales")
 
 
 @contextlib.contextmanager
@@ -187,6 +191,23 @@ def _cannot_write(error, cache_dir, name):
     return None
 
 
+def _check_folder(name, data_dir):
+    """One line where the --data-dir of a dataset that takes a folder is a file, or lies inside one:
+    checked here for all of them, before a preparer would fail deep inside (hershey's os.makedirs
+    with NotADirectoryError, speech-demo's with FileExistsError)."""
+    if data_dir is None or name in NO_FOLDER:
+        return
+    path = existing = os.path.abspath(os.path.expanduser(os.fspath(data_dir)))
+    while not os.path.exists(existing):  # the folder may not exist yet: hershey and speech-demo create it
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        where = "is a file" if existing == path else f"is inside the file {existing}"
+        raise DataError(
+            f"--data-dir {data_dir} {where}; the {name} data set {FOLDER_USE.get(name, 'reads its files from')} "
+            f"a directory (for a file of your own, pass --dataset hdf5)"
+        )
+
+
 def prepare(name, data_dir=None, cache_dir=None, verbose=True, **options):
     """Prepare dataset `name` into the cache (or reuse it); returns the .h5 path.
 
@@ -199,6 +220,7 @@ def prepare(name, data_dir=None, cache_dir=None, verbose=True, **options):
     """
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(sorted(DATASETS))}")
+    _check_folder(name, data_dir)
     cache_dir = os.path.abspath(os.path.expanduser(cache_dir or default_cache_dir()))
     try:
         os.makedirs(cache_dir, exist_ok=True)

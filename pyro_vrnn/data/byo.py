@@ -24,34 +24,44 @@ remembered in the cache directory, with the content fingerprint computed as it w
 fingerprints.py), then read in place, lazily, by the same SequenceDataset as
 every other dataset: nothing is copied. Data is used as stored: standardize real-valued data in
 the converter (statistics from the train split) and record them as the `mean` and `std`
-attributes so that samples can be mapped back.
+attributes so that samples can be mapped back. Real data far from standardized, with neither
+attribute, gets one warning line at every load (UNSTANDARDIZED).
 """
 
 import hashlib
 import os
+import sys
 
 import h5py
 import numpy as np
 
 from pyro_vrnn.data.fingerprints import Fingerprint
+from pyro_vrnn.data.moments import RunningMoments, unstandardized
 from pyro_vrnn.data.schema import KINDS, SPLITS, DataError, as_text, summary_line
 
-VALIDATION_VERSION = 4  # bump when the checks change: files validated before are checked again (4: fingerprints)
+VALIDATION_VERSION = 5  # bump when the checks change: files validated before are checked again (5: the warning)
 # The largest magnitude a stored value may have. The model works in float32 and squares its data
 # (Gaussian terms ((x - mu) / sigma)^2, sigma down to min_scale): values of 1e20 overflow float32's
 # 3.4e38 outright, and far smaller ones already give losses and gradients no step size can follow
 # (the divergence is then blamed on --lr). Standardized data lies within tens of standard deviations.
 MAX_ABS = 1e6
 SCHEMA_HINT = "see the schema in pyro_vrnn/data/schema.py (README: 'Bring your own data')"
+# validate_h5's warning for kind 'real' data far from standardized (moments.unstandardized) with no mean/std attributes
+UNSTANDARDIZED = (
+    "the train split looks unstandardized ({}) and the file has no mean/std attributes; training on it can give "
+    "ELBOs like -1e15, or diverge: standardize the data in your converter, x = (x - mean) / std with mean and std "
+    "from the train split, and record them as the attributes mean and std"
+)
 
 
 def _fail(path, what, fix):
     raise DataError(f"{path}: {what}; {fix}")
 
 
-def _scan(path, split, data, offsets, kind, fingerprint, chunk_values=1 << 20):
+def _scan(path, split, data, offsets, kind, fingerprint, moments=None, chunk_values=1 << 20):
     """Check the values chunk by chunk (a big file is never read whole): readable; finite; at most
-    MAX_ABS in magnitude; 0/1 where required. Each chunk also feeds the file's content fingerprint."""
+    MAX_ABS in magnitude; 0/1 where required. Each chunk also feeds the file's content fingerprint, and
+    `moments` (a RunningMoments), if given."""
     fingerprint.update(split, "offsets", offsets)
     rows = len(data)
     step = max(1, chunk_values // max(1, int(np.prod(data.shape[1:], dtype=np.int64))))
@@ -101,6 +111,8 @@ def _scan(path, split, data, offsets, kind, fingerprint, chunk_values=1 << 20):
                     f"kind '{kind}' needs {what} of 0 or 1, but {split} sequence {sequence} (row {row}) has {value:g}",
                     "threshold or fix these values, or set kind to 'real'",
                 )
+        if moments is not None:
+            moments.update(block)
 
 
 def _check_kind(path, f):
@@ -242,8 +254,9 @@ def _check_normalization(path, f, dim):
 
 
 def validate_h5(path, fingerprint=None):
-    """Check a user's file against the schema; returns {"kind", "dim", "name", "sequences": {split: n}}.
+    """Check a user's file against the schema; returns {"kind", "dim", "name", "sequences": {split: n}, "warning"}.
     Every value read is fed to `fingerprint` (a fingerprints.Fingerprint), if given: the one full read.
+    "warning" is UNSTANDARDIZED for kind 'real' data far from standardized, else None (the data is used as stored).
 
     Raises DataError naming what is wrong and how to fix it: the first failing check, in the order
     kind; each split's structure, then its offsets; dimensions; normalization; values (_scan).
@@ -263,10 +276,16 @@ def validate_h5(path, fingerprint=None):
             counts[split] = len(offsets_of[split]) - 1
         dim = _check_dims(path, f, kind, dims, counts)
         _check_normalization(path, f, dim)
+        # The train split's statistics, where the file does not say how it was normalized (attributes mean, std)
+        train = RunningMoments(dim) if kind == "real" and not {"mean", "std"} & set(f.attrs) else None
         for split in SPLITS:  # the values last: the one check that reads the whole file
-            _scan(path, split, f[split]["data"], offsets_of[split], kind, fingerprint)
+            _scan(
+                path, split, f[split]["data"], offsets_of[split], kind, fingerprint, train if split == "train" else None
+            )
         name = as_text(f.attrs.get("name", os.path.splitext(os.path.basename(path))[0]))
-    return {"kind": kind, "dim": dim, "name": name, "sequences": counts}
+    far = unstandardized(train) if train is not None else None
+    warning = None if far is None else UNSTANDARDIZED.format(far)
+    return {"kind": kind, "dim": dim, "name": name, "sequences": counts, "warning": warning}
 
 
 # stamp (the file's path, size, date and VALIDATION_VERSION) -> its fingerprint, for validated_fingerprint:
@@ -302,26 +321,36 @@ def prepare_hdf5(data_dir, cache_dir, verbose=True):
         raise DataError(f"no such file {path}: --dataset hdf5 needs --data-dir FILE.h5; {SCHEMA_HINT}")
     stamp = _stamp(path)
     marker = os.path.join(cache_dir, f"hdf5-{hashlib.sha256(path.encode()).hexdigest()[:8]}.validated")
+    # The marker: the stamp, "fingerprint HEX", and the validation's warning line (if any) to repeat at every load
     try:
         with open(marker) as f:
             text = f.read()
-        remembered = text[len(stamp) :].strip().split(" ") if text.startswith(stamp) else []
+        lines = text[len(stamp) :].splitlines() if text.startswith(stamp) else []
+        remembered = lines[0].split(" ") if lines else []
         if len(remembered) == 2 and remembered[0] == "fingerprint":
             _FINGERPRINTS[stamp] = remembered[1]
+            _warn(path, lines[1].removeprefix("warning ") if len(lines) > 1 else None, verbose)
             return path
     except OSError:
         pass
     fingerprint = Fingerprint(SPLITS)
-    validate_h5(path, fingerprint)
+    warning = validate_h5(path, fingerprint)["warning"]
     _FINGERPRINTS[stamp] = fingerprint.hexdigest()
     if verbose:
         print(summary_line(path, verb="validated", note="your file, read in place"), flush=True)
+    _warn(path, warning, verbose)
     try:
         with open(marker, "w") as f:
-            f.write(f"{stamp}fingerprint {_FINGERPRINTS[stamp]}\n")
+            f.write(f"{stamp}fingerprint {_FINGERPRINTS[stamp]}\n" + (f"warning {warning}\n" if warning else ""))
     except OSError:  # a read-only cache: the file is valid all the same, and checked again next time
         pass
     return path
+
+
+def _warn(path, warning, verbose):
+    """validate_h5's warning about the file, if any, as one line on stderr (the data is used as it is)."""
+    if verbose and warning:
+        print(f"warning: {path}: {warning}", file=sys.stderr, flush=True)
 
 
 def validated_fingerprint(path):

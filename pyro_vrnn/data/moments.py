@@ -45,3 +45,21 @@ class RunningMoments:
         mean = self.mean[columns].mean()
         m2 = self.m2[columns].sum() + self.count * ((self.mean[columns] - mean) ** 2).sum()
         return float(mean), float(np.sqrt(m2 / max(self.count * len(columns), 1)))
+
+
+# Data standardized with the train split's statistics has mean 0 and std 1 in every column of train: a column
+# whose std or |mean| exceeds 10 is an order of magnitude away from that (byo.py warns of it).
+STANDARDIZED_WITHIN = 10.0
+
+
+def unstandardized(moments, within=STANDARDIZED_WITHIN):
+    """How far the columns of `moments` are from standardized, in a few words, where any column's std or
+    |mean| exceeds `within`: the worst column, and how many there are; None where none does."""
+    mean, std = moments.column_stats()
+    away = np.maximum(std, np.abs(mean))
+    off = away > within
+    if not off.any():
+        return None
+    i = int(np.argmax(away))
+    worst = f"column {i} has mean {mean[i]:.3g} and std {std[i]:.3g}"
+    return f"{worst}; {int(off.sum())} of {len(away)} columns have a std or |mean| above {within:g}"
