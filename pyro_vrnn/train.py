@@ -1,14 +1,13 @@
 """Training: stochastic variational inference on the VRNN's ELBO (Chung et al. 2015; docs/paper.md).
 
-One loop serves one process and a `torchrun` group alike (world size 1 is not a special case): steps
-of `svi.svi_step` (Pyro's Trace_ELBO as a module, Adam, gradient clipping) over length-bucketed
-batches. The ELBO is the sum over time steps of reconstruction minus KL; `--elbo meanfield` computes
-each KL analytically (TraceMeanField_ELBO, as the paper) and `--kl-anneal-epochs` anneals its weight;
-`--elbo iwae` / `fivo` with `--particles K` train a K-particle bound instead (objectives.py), which then
-also picks the best model on validation.
+One loop serves one process and a `torchrun` group alike (world size 1 is not a special case): steps of `svi.svi_step`
+(Pyro's Trace_ELBO as a module, Adam, gradient clipping) over length-bucketed batches. The ELBO is the sum over time
+steps of reconstruction minus KL; `--elbo meanfield` computes each KL analytically (TraceMeanField_ELBO, as the paper)
+and `--kl-anneal-epochs` anneals its weight; `--elbo iwae` / `fivo` with `--particles K` train a K-particle bound
+instead (objectives.py), which then also picks the best model on validation.
 
-`Trainer.run` reads in one screen: resume or start, then epochs of steps, each epoch ended by
-validation, early stopping and a checkpoint; `--resume` continues exactly where `last.pt` was.
+`Trainer.run` reads in one screen: resume or start, then epochs of steps, each epoch ended by validation, early
+stopping and a checkpoint; `--resume` continues exactly where `last.pt` was.
 """
 
 import dataclasses
@@ -60,11 +59,8 @@ class Trainer:
         self.main = self.rank == 0
         self.quiet = quiet
         self.state = load_checkpoint(resume_path(resume)) if resume is not None else None
-        out = (
-            os.path.dirname(resume_path(resume))
-            if resume is not None
-            else config.out or os.path.join("runs", f"{config.dataset}-{config.model}-{time.strftime('%Y%m%d-%H%M%S')}")
-        )
+        new_out = os.path.join("runs", f"{config.dataset}-{config.model}-{time.strftime('%Y%m%d-%H%M%S')}")
+        out = os.path.dirname(resume_path(resume)) if resume is not None else config.out or new_out
         self.run_dir = RunDirectory(out)
         if config.data_dir is not None:  # saved in config.json and checkpoints: valid from any directory
             config = dataclasses.replace(config, data_dir=os.path.abspath(os.path.expanduser(config.data_dir)))
