@@ -252,3 +252,23 @@ def config_from_dict(values):
     # A config saved before the mixture had two forms was trained with independent components.
     values = {"mixture": "independent", **values}
     return Config(**{k: v for k, v in values.items() if k in known})
+
+
+def unused_flags(config, passed):
+    """A note for each flag in `passed` (the fields set on the command line) that config.model has no use for.
+    Notes, not errors: table1.py passes one set of flags to every model it trains."""
+    why = {}
+    if config.model in EXACT_MODELS:
+        latent = ("guide", "backward_hidden", "z_dim", "z_features", "enc_hidden", "prior_hidden")
+        why.update({name: "has no latent variables" for name in latent + ("free_bits", "kl_anneal_epochs")})
+    if config.model == "vrnn-i-gauss":
+        why["prior_hidden"] = "has the fixed prior N(0, I)"
+    if config.model not in SRNN_MODELS:
+        why["srnn_resq"] = "is not an SRNN"
+    if not config.model.endswith("gmm"):
+        why["components"] = why["mixture"] = "has a single-Gaussian emission"
+    return [
+        f"note: --{name.replace('_', '-')} does not apply to {config.model}, which {reason}; it is ignored"
+        for name, reason in why.items()
+        if name in passed
+    ]
