@@ -10,6 +10,7 @@ observations removed (pyro_vrnn/generate.py). Writes, into --out (default RUN/sa
 
     handwriting   samples.png  the lines drawn as pen strokes (the pen lifts where the pen bit is 1)
     speech        samples.png  waveforms, and samples-01.wav ... (16 kHz, 16-bit mono)
+    other real    samples.png  the features against the time step: one line each (a heat map above 16)
     piano rolls   samples.png  one roll per sample
     always        samples.npz  x [num, prime_steps + length, D] in the data's own units (prime_steps, kind)
 

@@ -20,7 +20,7 @@ import pyro.distributions as dist
 import pyro.poutine as poutine
 import pytest
 import torch
-from conftest import TINY_SIZES, flags
+from conftest import TINY_SIZES, flags, tiny_h5
 from pyro.infer import TraceMeanField_ELBO
 
 from pyro_vrnn import data as datasets, plots
@@ -61,38 +61,14 @@ def hershey_runs(hershey_cache, tmp_path_factory):
     return root
 
 
-def tiny_h5(path, kind, dim, steps, seed=0):
-    """A small data set in the project's schema: speech-like frames ("real") or piano-roll bits ("binary")."""
-    rng = np.random.default_rng(seed)
-
-    def sequence(length):
-        if kind == "binary":
-            return (rng.random((length, dim)) < 0.1).astype(np.float32)
-        t = np.arange(length * dim) / 16000.0
-        wave_ = 0.3 * np.sin(2 * np.pi * rng.uniform(100, 400) * t) + 0.02 * rng.standard_normal(t.shape)
-        return wave_.reshape(length, dim)
-
-    splits = {
-        split: [sequence(steps + (i % 3)) for i in range(n)] for split, n in (("train", 8), ("valid", 4), ("test", 4))
-    }
-    if kind == "real":
-        values = np.concatenate([s.reshape(-1) for s in splits["train"]])
-        mean, std = np.full(dim, values.mean()), np.full(dim, values.std())
-        splits = {k: [(s - mean) / std for s in v] for k, v in splits.items()}
-    else:
-        mean, std = np.zeros(dim), np.ones(dim)
-    datasets.write_h5(path, splits, kind, os.path.basename(path), mean, std, source=f"test-{seed}")
-    return path
-
-
 @pytest.fixture(scope="module")
 def kind_runs(tmp_path_factory, hershey_cache):
-    """VRNN runs on tiny speech (kind real, 200-sample frames) and piano-roll (binary, 88 keys) sets,
+    """VRNN runs on tiny speech (kind real, 200-sample frames of 16 kHz audio) and piano-roll (binary, 88 keys) sets,
     given as user HDF5 files (`--dataset hdf5 --data-dir FILE.h5`), two epochs of two steps through
     run/svi.py, so that best.pt and epoch records exist."""
     root = tmp_path_factory.mktemp("kind-runs")
     files = {
-        "tiny-speech": tiny_h5(str(root / "speech.h5"), "real", 200, 6),
+        "tiny-speech": tiny_h5(str(root / "speech.h5"), "real", 200, 6, sample_rate=16000),
         "tiny-piano": tiny_h5(str(root / "piano.h5"), "binary", 88, 10),
     }
     svi = script("svi")

@@ -98,6 +98,9 @@ DATASETS = {
     "chorales": prepare_chorales,
     "hdf5": prepare_hdf5,
 }
+# The sets whose steps are frames of 16 kHz audio (audio.py: 200 samples each), drawn as waveforms and
+# written as WAV; a user's file says so with its sample_rate attribute (schema.py)
+SPEECH = tuple("timit timit-core blizzard accent onomatopoeia audio speech-demo prompts prompts-heldout".split())
 
 
 @contextlib.contextmanager
@@ -239,6 +242,7 @@ __all__ = [
     "DATASETS",
     "DataError",
     "LengthBucketSampler",
+    "SPEECH",
     "SequenceDataset",
     "StreamWriter",
     "load",

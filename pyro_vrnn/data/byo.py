@@ -28,6 +28,7 @@ attributes so that samples can be mapped back.
 """
 
 import hashlib
+import math
 import os
 
 import h5py
@@ -36,7 +37,7 @@ import numpy as np
 from pyro_vrnn.data.fingerprints import Fingerprint
 from pyro_vrnn.data.schema import KINDS, SPLITS, DataError, as_text, summary_line
 
-VALIDATION_VERSION = 4  # bump when the checks change: files validated before are checked again (4: fingerprints)
+VALIDATION_VERSION = 5  # bump when the checks change: files validated before are checked again (5: sample_rate)
 # The largest magnitude a stored value may have. The model works in float32 and squares its data
 # (Gaussian terms ((x - mu) / sigma)^2, sigma down to min_scale): values of 1e20 overflow float32's
 # 3.4e38 outright, and far smaller ones already give losses and gradients no step size can follow
@@ -241,12 +242,29 @@ def _check_normalization(path, f, dim):
                 )
 
 
+def _check_sample_rate(path, f, kind):
+    """The attribute sample_rate, where present: "real" data that are audio frames, a whole number of Hz."""
+    if "sample_rate" not in f.attrs:
+        return
+    try:
+        rate = float(np.asarray(f.attrs["sample_rate"]).item())
+    except (TypeError, ValueError):  # a string, or several numbers
+        rate = math.nan
+    if kind != "real" or not (math.isfinite(rate) and rate >= 1 and rate.is_integer()):
+        _fail(
+            path,
+            f"attribute sample_rate is {np.asarray(f.attrs['sample_rate']).tolist()!r} (kind '{kind}')",
+            "it marks kind 'real' data as audio, D samples a step, and must be a whole number of Hz "
+            "(e.g. 16000), or absent",
+        )
+
+
 def validate_h5(path, fingerprint=None):
     """Check a user's file against the schema; returns {"kind", "dim", "name", "sequences": {split: n}}.
     Every value read is fed to `fingerprint` (a fingerprints.Fingerprint), if given: the one full read.
 
     Raises DataError naming what is wrong and how to fix it: the first failing check, in the order
-    kind; each split's structure, then its offsets; dimensions; normalization; values (_scan).
+    kind; each split's structure, then its offsets; dimensions; normalization; sample rate; values (_scan).
     """
     path = os.fspath(path)
     try:
@@ -263,6 +281,7 @@ def validate_h5(path, fingerprint=None):
             counts[split] = len(offsets_of[split]) - 1
         dim = _check_dims(path, f, kind, dims, counts)
         _check_normalization(path, f, dim)
+        _check_sample_rate(path, f, kind)
         for split in SPLITS:  # the values last: the one check that reads the whole file
             _scan(path, split, f[split]["data"], offsets_of[split], kind, fingerprint)
         name = as_text(f.attrs.get("name", os.path.splitext(os.path.basename(path))[0]))
