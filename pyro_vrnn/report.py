@@ -13,6 +13,7 @@ the pictures written at the end of every run.
 """
 
 import os
+import re
 
 import numpy as np
 import pyro
@@ -145,6 +146,18 @@ def write_samples(x, info, out_dir, suptitle=None, prime_steps=0, audio=True, ar
         np.savez(path, x=x.astype(np.float32), prime_steps=prime_steps, kind=kind)
         written.append(path)
     return written
+
+
+def remove_stale_audio(out_dir, written, name="samples"):
+    """Remove the NAME-NN.wav files in out_dir that are not among `written`: an earlier call's (with a
+    larger --num, or of a model of audio data), which no longer match NAME.npz. Only that pattern is
+    touched; returns the paths removed."""
+    pattern, keep = re.compile(rf"{re.escape(name)}-\d{{2,}}\.wav"), {os.path.abspath(path) for path in written}
+    stale = [os.path.join(out_dir, entry) for entry in sorted(os.listdir(out_dir)) if pattern.fullmatch(entry)]
+    stale = [path for path in stale if os.path.abspath(path) not in keep]
+    for path in stale:
+        os.remove(path)
+    return stale
 
 
 def sample_run(run, num, steps, seed=0, tau=1.0, prime=None):

@@ -9,7 +9,8 @@ and h_t = f(phi_x(x_t), phi_z(z_t), h_{t-1}) is updated: the model program of mo
 observations removed (pyro_vrnn/generate.py). Writes, into --out (default RUN/samples/):
 
     handwriting   samples.png  the lines drawn as pen strokes (the pen lifts where the pen bit is 1)
-    speech        samples.png  waveforms, and samples-01.wav ... (16 kHz, 16-bit mono)
+    speech        samples.png  waveforms, and samples-01.wav ... (16 kHz, 16-bit mono; the samples-NN.wav
+                               of an earlier call that this one does not write are removed)
     other real    samples.png  the features against the time step: one line each (a heat map above 16)
     piano rolls   samples.png  one roll per sample
     always        samples.npz  x [num, prime_steps + length, D] in the data's own units (prime_steps, kind)
@@ -26,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from pyro_vrnn.checks import check_output_dir, check_positive_finite, check_sample_memory, check_seed, parse_device  # noqa: E402
 from pyro_vrnn.data import DataError  # noqa: E402
-from pyro_vrnn.report import Run, sample_run, write_samples  # noqa: E402
+from pyro_vrnn.report import Run, remove_stale_audio, sample_run, write_samples  # noqa: E402
 from pyro_vrnn.runtime import TrainingError, resolve_device  # noqa: E402
 
 
@@ -100,10 +101,15 @@ def main(argv=None):
         title += f" after the first {prime_steps} of {args.split} sequence {args.prime}" if prime_steps else ""
         title += f", temperature {args.temperature:g}" if args.temperature != 1 else ""
         written = write_samples(x, run.info, out, suptitle=title, prime_steps=prime_steps)
+        stale = remove_stale_audio(out, written)
     except (DataError, TrainingError, ValueError) as error:
         sys.exit(f"error: {error}")
     for path in written:
         print(f"wrote {path}")
+    if stale:  # they would not match samples.npz
+        print(
+            f"removed {len(stale)} WAV file(s) of an earlier call from {out}: {', '.join(map(os.path.basename, stale))}"
+        )
     return written
 
 

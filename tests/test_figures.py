@@ -202,13 +202,24 @@ def test_priming_keeps_the_real_steps_and_continues(hershey_runs, tmp_path):
     assert is_png(out / "samples.png")
 
 
-def test_sampled_speech_is_16khz_wav(kind_runs, tmp_path):
+def test_sampled_speech_is_16khz_wav(kind_runs, tmp_path, capsys):
     out = tmp_path / "speech"
-    written = script("sample").main(
-        ["--checkpoint", str(kind_runs / "tiny-speech" / "best.pt"), "--num", "2", "--length", "5", "--out", str(out)]
-    )
+    flags = ["--checkpoint", str(kind_runs / "tiny-speech" / "best.pt"), "--length", "5", "--out", str(out)]
+    script("sample").main(flags + ["--num", "4"])
+    (out / "samples-notes.wav").write_bytes(b"not ours")  # a name outside the samples-NN.wav pattern
+    capsys.readouterr()
+    written = script("sample").main(flags + ["--num", "2"])
     wavs = sorted(p for p in written if p.endswith(".wav"))
     assert [os.path.basename(p) for p in wavs] == ["samples-01.wav", "samples-02.wav"]
+    # the first call's samples-03.wav and samples-04.wav would not match samples.npz: gone, and said so
+    assert sorted(os.listdir(out)) == [
+        "samples-01.wav",
+        "samples-02.wav",
+        "samples-notes.wav",
+        "samples.npz",
+        "samples.png",
+    ]
+    assert "removed 2 WAV file(s) of an earlier call" in capsys.readouterr().out
     for path in wavs:
         with wave.open(path, "rb") as f:
             assert (f.getnchannels(), f.getsampwidth(), f.getframerate()) == (1, 2, 16000)
