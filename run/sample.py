@@ -55,7 +55,10 @@ def parse_args(argv=None):
         help="start every sample with sequence INDEX of --split (real data), then generate",
     )
     p.add_argument(
-        "--prime-steps", type=int, default=None, help="how many steps of the prime to keep (default: half of it)"
+        "--prime-steps",
+        type=int,
+        default=None,
+        help="how many steps of the prime to keep (default: half of it; at most all of it)",
     )
     p.add_argument(
         "--split",
@@ -90,7 +93,13 @@ def main(argv=None):
         if args.prime is not None:
             sequence = run.sequence(args.split, args.prime, args.data_dir, flag="--prime")
             prime_steps = args.prime_steps if args.prime_steps is not None else max(1, len(sequence) // 2)
-            prime_steps = min(prime_steps, len(sequence))
+            if prime_steps > len(sequence):  # the whole sequence is the longest prime there is: said, then used
+                print(
+                    f"--prime-steps {prime_steps}: {args.split} sequence {args.prime} has {len(sequence)} steps; "
+                    f"priming with all {len(sequence)}",
+                    flush=True,
+                )
+                prime_steps = len(sequence)
             prime = sequence[:prime_steps]
         out = args.out or check_output_dir(os.path.join(run.run_dir, "samples"), "--out (default)")
         check_sample_memory(

@@ -202,6 +202,18 @@ def test_priming_keeps_the_real_steps_and_continues(hershey_runs, tmp_path):
     assert is_png(out / "samples.png")
 
 
+def test_a_prime_longer_than_its_sequence_is_the_whole_sequence_and_said(hershey_runs, tmp_path, capsys):
+    run = str(hershey_runs / "vrnn-gmm")
+    steps = len(Run(run).dataset("valid")[0])
+    flags = ["--num", "1", "--length", "2", "--prime", "0", "--prime-steps", "1000", "--out", str(tmp_path)]
+    script("sample").main(["--checkpoint", run, *flags])
+    assert (
+        f"--prime-steps 1000: valid sequence 0 has {steps} steps; priming with all {steps}\n" in capsys.readouterr().out
+    )
+    saved = np.load(tmp_path / "samples.npz")
+    assert int(saved["prime_steps"]) == steps and saved["x"].shape == (1, steps + 2, 3)
+
+
 def test_sampled_speech_is_16khz_wav(kind_runs, tmp_path, capsys):
     out = tmp_path / "speech"
     flags = ["--checkpoint", str(kind_runs / "tiny-speech" / "best.pt"), "--length", "5", "--out", str(out)]
