@@ -81,6 +81,7 @@ def data_info(dataset):
         "median_length": int(np.median(dataset.lengths)),
         "train_sequences": len(dataset),
         "fingerprint": getattr(dataset, "fingerprint", None),
+        "sample_rate": getattr(dataset, "sample_rate", None),  # audio frames (report.audio_rate)
     }
 
 

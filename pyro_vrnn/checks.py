@@ -51,6 +51,13 @@ def parse_device(name, flag="--device"):
     return text
 
 
+def check_at_least_one(value, flag):
+    """A size or count flag (an int) that must be 1 or more; the message is config.check_config's."""
+    if value < 1:
+        raise FlagError(f"{flag} is {value}; it must be at least 1")
+    return value
+
+
 def check_positive_finite(value, flag):
     """A float flag that must be a finite number above 0 (nan and inf pass `value <= 0` tests)."""
     if not (math.isfinite(value) and value > 0):

@@ -4,6 +4,7 @@
                   positions and the pen lifts after every point whose pen bit is 1
                   (`pyro_vrnn.data.offsets_to_strokes`, the inverse of the data preparation)
     speech        waveforms (frames of 200 samples put end to end)
+    other real    [T, D] features against the time step: one line each, a heat map above 16
     piano rolls   [T, 88] images, time to the right, pitch up
     Figure 2      (Chung et al. 2015) the posterior mean's change delta_t and KL_t per step,
                   aligned in time above the signal they were computed on
@@ -26,6 +27,7 @@ from pyro_vrnn.data import offsets_to_strokes  # noqa: E402
 from pyro_vrnn.runs import read_log  # noqa: E402
 
 PRIME_COLOR = "tab:blue"  # the real part of a primed sample
+FEATURE_LINES = 16  # real-valued data (not audio) of up to this many features: one line each; more: a heat map
 
 
 def save(fig, path, dpi=110):
@@ -105,7 +107,7 @@ def plot_figure3(columns, path, suptitle=None):
 
 
 # ---------------------------------------------------------------------------------------------
-# Speech and piano rolls
+# Speech, other real-valued data and piano rolls
 # ---------------------------------------------------------------------------------------------
 
 
@@ -120,6 +122,44 @@ def plot_waveforms(waves, path, sample_rate=16000, titles=None, suptitle=None, p
         ax.set_xlim(0, max(len(wave), 1) / sample_rate)
 
     return plot_rows(waves, path, draw, 1.5, titles, suptitle, xlabel="time (s)", sharex=True)
+
+
+def draw_features(ax, sequence, prime_steps=0, colorbar=True):
+    """[T, D] real-valued steps that are not sound, against the time step t = 1..T: one line per feature,
+    or (D > FEATURE_LINES) a heat map, feature up; a vertical line marks the end of a prime."""
+    sequence = np.asarray(sequence).reshape(len(sequence), -1)
+    steps, dim = sequence.shape
+    if dim > FEATURE_LINES:
+        image = ax.imshow(
+            sequence.T, origin="lower", aspect="auto", interpolation="nearest", extent=(0.5, steps + 0.5, 0, dim)
+        )
+        if colorbar:
+            ax.figure.colorbar(image, ax=ax, fraction=0.03, pad=0.01)
+        ax.set_ylabel("feature")
+    else:
+        for d in range(dim):
+            ax.plot(np.arange(1, steps + 1), sequence[:, d], linewidth=0.8, label=f"x{d + 1}")
+        if dim > 1:
+            ax.legend(loc="upper right", fontsize=6, ncol=min(dim, 8))
+        ax.set_ylabel("x_t")
+    if prime_steps:
+        ax.axvline(prime_steps + 0.5, color=PRIME_COLOR, linewidth=1.5)
+    ax.set_xlim(0.5, steps + 0.5)
+
+
+def plot_features(sequences, path, titles=None, suptitle=None, prime_steps=0):
+    """One panel per [T, D] real-valued sequence that is not audio (draw_features); writes a PNG at `path`."""
+    height = 2.0 if np.asarray(sequences[0]).reshape(len(sequences[0]), -1).shape[1] > FEATURE_LINES else 1.5
+    return plot_rows(
+        sequences,
+        path,
+        lambda ax, seq: draw_features(ax, seq, prime_steps),
+        height,
+        titles,
+        suptitle,
+        "time step",
+        True,
+    )
 
 
 def draw_piano_roll(ax, roll, prime_steps=0):
@@ -152,17 +192,19 @@ def plot_piano_rolls(rolls, path, titles=None, suptitle=None, prime_steps=0):
 # ---------------------------------------------------------------------------------------------
 
 
-def plot_figure2(path, delta, kl, kind, sequence, sample_rate=16000, title=None):
+def plot_figure2(path, delta, kl, kind, sequence, sample_rate=None, title=None):
     """Chung et al. (2015), Figure 2: delta_t and KL_t per step above the sequence they describe.
 
-    delta, kl: [T] per step; sequence: [T, D] in data units. Speech: time axis in seconds, each
-    step a frame of D samples, the waveform beneath. Handwriting: time axis in steps, the pen
-    offsets beneath with pen lifts marked, and the line itself drawn with each point coloured by
+    delta, kl: [T] per step; sequence: [T, D] in data units. Speech (real data with a sample_rate):
+    time axis in seconds, each step a frame of D samples, the waveform beneath. Other real data:
+    time axis in steps, the features beneath (draw_features). Handwriting: time axis in steps, the
+    pen offsets beneath with pen lifts marked, and the line itself drawn with each point coloured by
     its KL. Piano rolls: the roll beneath.
     """
     delta, kl, sequence = np.asarray(delta), np.asarray(kl), np.asarray(sequence)
     steps = len(delta)
-    if kind == "real":
+    audio = kind == "real" and sample_rate is not None
+    if audio:
         frame = sequence.shape[1]
         edges = np.arange(steps + 1) * frame / sample_rate
         unit = "time (s)"
@@ -181,10 +223,12 @@ def plot_figure2(path, delta, kl, kind, sequence, sample_rate=16000, title=None)
     axes[1].set_ylabel("KL_t (nats)")
     axes[1].set_title("KL( q(z_t | x_<=t, z_<t) || p(z_t | x_<t, z_<t) )", fontsize=9, loc="left")
     signal = axes[2]
-    if kind == "real":
+    if audio:
         wave = sequence.reshape(-1)
         signal.plot(np.arange(len(wave)) / sample_rate, wave, color="k", linewidth=0.5)
         signal.set_ylabel("waveform")
+    elif kind == "real":  # no colour bar: it would narrow this panel against delta_t and KL_t above
+        draw_features(signal, sequence, colorbar=False)
     elif kind == "handwriting":
         t = np.arange(1, steps + 1)
         signal.plot(t, sequence[:, 1], color="tab:blue", linewidth=0.8, label="dx")

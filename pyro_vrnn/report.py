@@ -3,7 +3,8 @@ the pictures written at the end of every run.
 
     load_run(path)              a checkpoint (file or run directory) -> the rebuilt model and its data info
     write_samples(x, info, out) handwriting -> lines drawn as pen strokes (samples.png);
-                                speech -> 16 kHz 16-bit WAV files and a waveform plot;
+                                speech -> 16 kHz 16-bit WAV files and a waveform plot; other real
+                                data -> its features against the time step;
                                 piano rolls -> images; always samples.npz with the numbers
     latent_activity(...)        Figure 2's numbers for one sequence: delta_t = sum_j (mu_z,t^j - mu_z,t-1^j)^2
                                 and KL_t = KL(q(z_t | x_<=t, z_<t) || p(z_t | x_<t, z_<t))
@@ -12,6 +13,7 @@ the pictures written at the end of every run.
 """
 
 import os
+import re
 
 import numpy as np
 import pyro
@@ -35,7 +37,8 @@ class Run:
     def __init__(self, path, device="cpu"):
         self.path = resolve_checkpoint(path)
         self.state = load_checkpoint(self.path)
-        self.config, _, self.guide, self.vrnn, self.info = rebuild(self.state, device)
+        self.config, _, self.guide, self.vrnn, info = rebuild(self.state, device)
+        self.info = dict(info, sample_rate=audio_rate(self.config.dataset, info))
         self.model = models.MODELS[self.config.model].model
         self.latent = models.MODELS[self.config.model].latent
         self.step = self.state["progress"]["step"]
@@ -69,6 +72,18 @@ def check_index(data, index, split, flag):
         raise TrainingError(f"{flag} {index} is out of range: the {split} split has {len(data)} sequences")
 
 
+def audio_rate(dataset, info):
+    """The sample rate (Hz) of the audio a run's steps are frames of, or None where its data are not sound:
+    the built-in speech sets (data.SPEECH) are 16 kHz; a user's file says so with its sample_rate attribute,
+    which the checkpoint keeps (checkpoints.data_info). Any other real-valued data (sensor readings, prices,
+    features) would make no sense as a waveform or a WAV file."""
+    if info["kind"] != "real":
+        return None
+    if info.get("sample_rate"):
+        return int(info["sample_rate"])
+    return SAMPLE_RATE if dataset in datasets.SPEECH else None
+
+
 def load_run(path, device="cpu"):
     return Run(path, device)
 
@@ -94,14 +109,15 @@ def write_samples(x, info, out_dir, suptitle=None, prime_steps=0, audio=True, ar
     """Write sequences x [N, T, D] (data units) as files that suit info["kind"]; returns the paths.
 
     handwriting: NAME.png, lines drawn as pen strokes (pen lifts respected)
-    real:        NAME.png waveforms, and NAME-01.wav ... (16 kHz, 16-bit) when `audio`
+    real, audio: NAME.png waveforms, and NAME-01.wav ... (16-bit, at info["sample_rate"]) when `audio`
+    other real:  NAME.png, the features against the time step (one line each, or a heat map)
     binary:      NAME.png piano rolls
     and NAME.npz (x in data units, prime_steps) when `arrays`.
     """
     os.makedirs(out_dir, exist_ok=True)
     x = np.asarray(x)
-    kind = info["kind"]
-    where = "left of the blue line" if kind == "binary" else "in blue"
+    kind, rate = info["kind"], info.get("sample_rate")  # a Run's info says whether real data are audio
+    where = "in blue" if kind == "handwriting" or (kind == "real" and rate) else "left of the blue line"
     titles = [
         f"sample {i + 1}" + (f" (the first {prime_steps} steps are real, {where})" if prime_steps else "")
         for i in range(len(x))
@@ -110,8 +126,7 @@ def write_samples(x, info, out_dir, suptitle=None, prime_steps=0, audio=True, ar
     written = []
     if kind == "handwriting":
         written.append(plots.plot_handwriting(x, picture, titles, suptitle, prime_steps))
-    elif kind == "real":
-        rate = int(info.get("sample_rate", SAMPLE_RATE))
+    elif kind == "real" and rate:
         waves = x.reshape(len(x), -1)  # frames of D samples, end to end
         written.append(plots.plot_waveforms(waves, picture, rate, titles, suptitle, prime_steps * x.shape[2]))
         if audio:
@@ -120,6 +135,8 @@ def write_samples(x, info, out_dir, suptitle=None, prime_steps=0, audio=True, ar
                 path = os.path.join(out_dir, f"{name}-{i + 1:02d}.wav")
                 write_wav(path, w / units, rate)  # 16-bit PCM, clipped at full scale
                 written.append(path)
+    elif kind == "real":
+        written.append(plots.plot_features(x, picture, titles, suptitle, prime_steps))
     elif kind == "binary":
         written.append(plots.plot_piano_rolls(x, picture, titles, suptitle, prime_steps))
     else:
@@ -129,6 +146,18 @@ def write_samples(x, info, out_dir, suptitle=None, prime_steps=0, audio=True, ar
         np.savez(path, x=x.astype(np.float32), prime_steps=prime_steps, kind=kind)
         written.append(path)
     return written
+
+
+def remove_stale_audio(out_dir, written, name="samples"):
+    """Remove the NAME-NN.wav files in out_dir that are not among `written`: an earlier call's (with a
+    larger --num, or of a model of audio data), which no longer match NAME.npz. Only that pattern is
+    touched; returns the paths removed."""
+    pattern, keep = re.compile(rf"{re.escape(name)}-\d{{2,}}\.wav"), {os.path.abspath(path) for path in written}
+    stale = [os.path.join(out_dir, entry) for entry in sorted(os.listdir(out_dir)) if pattern.fullmatch(entry)]
+    stale = [path for path in stale if os.path.abspath(path) not in keep]
+    for path in stale:
+        os.remove(path)
+    return stale
 
 
 def sample_run(run, num, steps, seed=0, tau=1.0, prime=None):
@@ -187,7 +216,7 @@ def figure2(run, sequence, path, particles=1, title=None):
     data = to_data_units(sequence, run.info) if kind != "binary" else np.asarray(sequence)
     stem = os.path.splitext(path)[0]
     png = plots.plot_figure2(
-        stem + ".png", numbers["delta"], numbers["kl"], kind, data, int(run.info.get("sample_rate", SAMPLE_RATE)), title
+        stem + ".png", numbers["delta"], numbers["kl"], kind, data, run.info.get("sample_rate"), title
     )
     columns = ["t", "delta", "kl"] + (["pen", "dx", "dy"] if kind == "handwriting" else [])
     table = [np.arange(1, len(data) + 1), numbers["delta"], numbers["kl"]]

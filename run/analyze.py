@@ -10,8 +10,9 @@ that at every step t both Gaussians are at hand (pyro_vrnn/report.py, `latent_ac
     KL_t    = KL( q(z_t | x_<=t, z_<t) || p(z_t | x_<t, z_<t) )     what step t costs the ELBO in z
 
 and both are drawn in time above the signal: the waveform for speech (Chung et al. 2015, Fig. 2:
-the latent changes line up with changes of the waveform's mode), the pen offsets with the pen lifts
-marked and the line itself for handwriting, the roll for piano rolls. Writes figure2-SPLIT-INDEX.png
+the latent changes line up with changes of the waveform's mode), the features against the time step
+for other real-valued data, the pen offsets with the pen lifts marked and the line itself for
+handwriting, the roll for piano rolls. Writes figure2-SPLIT-INDEX.png
 and .csv (t, delta, kl, and the data) into --out (default: the run directory).
 """
 

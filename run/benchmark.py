@@ -52,6 +52,7 @@ import torch  # noqa: E402
 
 import models  # noqa: E402
 from pyro_vrnn import evaluate, reference  # noqa: E402
+from pyro_vrnn.checks import FlagError, check_at_least_one, check_output_file, check_seed, parse_device  # noqa: E402
 from pyro_vrnn.config import TABLE1_MODELS, make_config  # noqa: E402
 from pyro_vrnn.runtime import frozen_heap, resolve_device  # noqa: E402
 from pyro_vrnn.smc import particle_filter, stepper_for  # noqa: E402
@@ -60,6 +61,12 @@ from pyro_vrnn.timing import Clock, compare, machine, no_validation, peak_memory
 
 KINDS = {3: "handwriting", 200: "real"}  # data dimension -> kind: IAM-OnDB strokes, speech frames
 OBJECTIVES = ("elbo", "is", "iwae", "fivo", "smc")  # rows: ELBO and IWAE / FIVO training steps; IS and SMC estimates
+# --quick's values: they replace the defaults, not the flags given with it
+QUICK = dict(steps=[4, 7], dims=[3, 6], batch=3, hidden=8, z_dim=2, features=5, components=3, particles=3)
+QUICK.update(repeats=1, is_repeats=1, num_samples=5, is_batch=2, is_steps=[5], objectives=list(OBJECTIVES))
+QUICK["models"] = [m for m in TABLE1_MODELS if m in ("rnn-gmm", "vrnn-gmm", "vrnn-i-gauss")]
+COUNTS = ("steps", "dims", "batch", "hidden", "z_dim", "features", "components", "repeats", "num_samples")
+COUNTS += ("is_batch", "is_steps", "is_repeats", "chunk_size", "particles", "threads")  # each at least 1
 
 
 def parse_args(argv=None):
@@ -110,18 +117,37 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads on CPU")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="PATH", help="write every figure to this JSON file")
-    p.add_argument("--quick", action="store_true", help="tiny sizes, one repeat: a smoke test")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny sizes, one repeat, every objective: a smoke test (the sizes and flags given with it still count)",
+    )
     args = p.parse_args(argv)
-    if args.quick:
-        args.steps, args.dims, args.batch, args.hidden, args.z_dim = [4, 7], [3, 6], 3, 8, 2
-        args.features, args.components, args.repeats, args.is_repeats = 5, 3, 1, 1
-        args.num_samples, args.is_batch, args.is_steps = 5, 2, [5]
-        args.models = [m for m in args.models if m in ("rnn-gmm", "vrnn-gmm", "vrnn-i-gauss")] or args.models
-        args.objectives, args.particles = list(OBJECTIVES), 3
+    if args.quick:  # parsed again with QUICK as the defaults, so that a flag given with --quick keeps its value
+        p.set_defaults(**QUICK)
+        args = p.parse_args(argv)
+    try:
+        check_flags(args)
+    except FlagError as error:  # one line and argparse's exit status for a bad flag, before anything is timed
+        p.exit(2, f"error: {error}\n")
     args.objectives = [
         o for o in dict.fromkeys(args.objectives) if not (o == "elbo" and args.no_train or o == "is" and args.no_is)
     ]
     return args
+
+
+def check_flags(args):
+    """FlagError, one line naming the flag, for a value no benchmark can use: made at start-up, not after
+    an hour of timing (a --json path that cannot be written would lose every figure)."""
+    for name in COUNTS:
+        values = getattr(args, name)
+        for value in values if isinstance(values, list) else [values]:
+            if value is not None:  # --is-steps and --chunk-size default to None: --steps, evaluate's choice
+                check_at_least_one(value, "--" + name.replace("_", "-"))
+    check_seed(args.seed)
+    parse_device(args.device)
+    if args.json:
+        check_output_file(args.json, "--json")
 
 
 def make_batch(dim, batch, steps, device, seed):

@@ -9,7 +9,9 @@ and h_t = f(phi_x(x_t), phi_z(z_t), h_{t-1}) is updated: the model program of mo
 observations removed (pyro_vrnn/generate.py). Writes, into --out (default RUN/samples/):
 
     handwriting   samples.png  the lines drawn as pen strokes (the pen lifts where the pen bit is 1)
-    speech        samples.png  waveforms, and samples-01.wav ... (16 kHz, 16-bit mono)
+    speech        samples.png  waveforms, and samples-01.wav ... (16 kHz, 16-bit mono; the samples-NN.wav
+                               of an earlier call that this one does not write are removed)
+    other real    samples.png  the features against the time step: one line each (a heat map above 16)
     piano rolls   samples.png  one roll per sample
     always        samples.npz  x [num, prime_steps + length, D] in the data's own units (prime_steps, kind)
 
@@ -25,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from pyro_vrnn.checks import check_output_dir, check_positive_finite, check_sample_memory, check_seed, parse_device  # noqa: E402
 from pyro_vrnn.data import DataError  # noqa: E402
-from pyro_vrnn.report import Run, sample_run, write_samples  # noqa: E402
+from pyro_vrnn.report import Run, remove_stale_audio, sample_run, write_samples  # noqa: E402
 from pyro_vrnn.runtime import TrainingError, resolve_device  # noqa: E402
 
 
@@ -53,7 +55,10 @@ def parse_args(argv=None):
         help="start every sample with sequence INDEX of --split (real data), then generate",
     )
     p.add_argument(
-        "--prime-steps", type=int, default=None, help="how many steps of the prime to keep (default: half of it)"
+        "--prime-steps",
+        type=int,
+        default=None,
+        help="how many steps of the prime to keep (default: half of it; at most all of it)",
     )
     p.add_argument(
         "--split",
@@ -88,7 +93,13 @@ def main(argv=None):
         if args.prime is not None:
             sequence = run.sequence(args.split, args.prime, args.data_dir, flag="--prime")
             prime_steps = args.prime_steps if args.prime_steps is not None else max(1, len(sequence) // 2)
-            prime_steps = min(prime_steps, len(sequence))
+            if prime_steps > len(sequence):  # the whole sequence is the longest prime there is: said, then used
+                print(
+                    f"--prime-steps {prime_steps}: {args.split} sequence {args.prime} has {len(sequence)} steps; "
+                    f"priming with all {len(sequence)}",
+                    flush=True,
+                )
+                prime_steps = len(sequence)
             prime = sequence[:prime_steps]
         out = args.out or check_output_dir(os.path.join(run.run_dir, "samples"), "--out (default)")
         check_sample_memory(
@@ -99,10 +110,15 @@ def main(argv=None):
         title += f" after the first {prime_steps} of {args.split} sequence {args.prime}" if prime_steps else ""
         title += f", temperature {args.temperature:g}" if args.temperature != 1 else ""
         written = write_samples(x, run.info, out, suptitle=title, prime_steps=prime_steps)
+        stale = remove_stale_audio(out, written)
     except (DataError, TrainingError, ValueError) as error:
         sys.exit(f"error: {error}")
     for path in written:
         print(f"wrote {path}")
+    if stale:  # they would not match samples.npz
+        print(
+            f"removed {len(stale)} WAV file(s) of an earlier call from {out}: {', '.join(map(os.path.basename, stale))}"
+        )
     return written
 
 

@@ -1,6 +1,7 @@
-"""Shared helpers and fixtures: small models and data for the ELBO checks, the embedded handwriting set
-built once per test session in a temporary cache, loaders for the run/ scripts, and the fault tests'
-tools (a dead process id, snapshots of a folder, a read-only folder, the one-line error check)."""
+"""Shared helpers and fixtures: small models and data for the ELBO checks, small files in the schema
+(tiny_h5), the embedded handwriting set built once per test session in a temporary cache, loaders for
+the run/ scripts, and the fault tests' tools (a dead process id, snapshots of a folder, a read-only
+folder, the one-line error check)."""
 
 import os
 
@@ -23,6 +24,7 @@ import torch  # noqa: E402
 
 import models  # noqa: E402
 from pyro_vrnn.config import make_config  # noqa: E402
+from pyro_vrnn.data.schema import write_h5  # noqa: E402
 
 torch.set_num_threads(1)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -70,6 +72,37 @@ def build(model_name, kind, dim, scoring="batched", **kw):
     for p in vrnn.parameters():  # larger weights than the default init: every term matters
         p.data.normal_(0, 0.4)
     return config, model, guide, vrnn
+
+
+# ---- Small data sets in the project's schema ----------------------------------------------------
+
+
+def tiny_h5(path, kind, dim, steps, seed=0, sample_rate=None):
+    """A small data set in the project's schema: frames of a sine in noise ("real"; audio frames at
+    `sample_rate` when it is given, its root attribute) or piano-roll bits ("binary")."""
+    rng = np.random.default_rng(seed)
+
+    def sequence(length):
+        if kind == "binary":
+            return (rng.random((length, dim)) < 0.1).astype(np.float32)
+        t = np.arange(length * dim) / 16000.0
+        wave_ = 0.3 * np.sin(2 * np.pi * rng.uniform(100, 400) * t) + 0.02 * rng.standard_normal(t.shape)
+        return wave_.reshape(length, dim)
+
+    splits = {
+        split: [sequence(steps + (i % 3)) for i in range(n)] for split, n in (("train", 8), ("valid", 4), ("test", 4))
+    }
+    if kind == "real":
+        values = np.concatenate([s.reshape(-1) for s in splits["train"]])
+        mean, std = np.full(dim, values.mean()), np.full(dim, values.std())
+        splits = {k: [(s - mean) / std for s in v] for k, v in splits.items()}
+    else:
+        mean, std = np.zeros(dim), np.ones(dim)
+    write_h5(path, splits, kind, os.path.basename(path), mean, std, source=f"test-{seed}")
+    if sample_rate is not None:
+        with h5py.File(path, "a") as f:
+            f.attrs["sample_rate"] = sample_rate
+    return path
 
 
 # ---- IAM-OnDB files, as the tests write them -------------------------------------------------

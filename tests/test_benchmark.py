@@ -11,7 +11,7 @@ import sys
 
 import pytest
 import torch
-from conftest import load_script
+from conftest import fresh_script, load_script, one_line_error
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -58,6 +58,65 @@ def test_benchmark_runs_at_a_tiny_size(tmp_path):
         assert row["particles"] == (5 if row["objective"] == "smc" else 3) and row["ratio"] > 0
         assert row["faster_form"] in (("per_step", "batched") if row["objective"] == "iwae" else ("inline",))
         assert row["ratio_low"] <= row["ratio"] <= row["ratio_high"]
+
+
+class Timed(AssertionError):
+    pass
+
+
+@pytest.fixture
+def benchmark_main(monkeypatch):
+    """run/benchmark.py's main, with every measurement raising Timed: a flag check must come before them."""
+    benchmark = fresh_script("benchmark")
+
+    def timed(*args, **kwargs):
+        raise Timed("the benchmark began timing before the flags were checked")
+
+    for name in ("bench_training", "bench_importance", "bench_bounds"):
+        monkeypatch.setattr(benchmark, name, timed)
+    return benchmark.main
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--steps", "4", "0"], "--steps is 0; it must be at least 1"),
+        (["--batch", "0"], "--batch is 0; it must be at least 1"),
+        (["--hidden", "-1"], "--hidden is -1; it must be at least 1"),
+        (["--repeats", "0"], "--repeats is 0; it must be at least 1"),
+        (["--is-repeats", "0"], "--is-repeats is 0; it must be at least 1"),
+        (["--threads", "0"], "--threads is 0; it must be at least 1"),
+        (["--threads", "-1"], "--threads is -1; it must be at least 1"),
+        (["--is-steps", "0"], "--is-steps is 0; it must be at least 1"),
+        (["--quick", "--batch", "0"], "--batch is 0; it must be at least 1"),  # --quick does not replace it
+        (["--seed", "-1"], "--seed is -1; it must be a whole number from 0 to 4294967295"),
+        (["--json", "{tmp}/missing/x.json"], "--json {tmp}/missing/x.json: the folder {tmp}/missing does not exist"),
+        (["--json", "{tmp}"], "--json {tmp} is a folder; give a file name in it"),
+    ],
+)
+def test_bad_flags_are_one_line_errors_before_any_timing(benchmark_main, capsys, tmp_path, argv, message):
+    with pytest.raises(SystemExit) as stop:
+        benchmark_main([a.format(tmp=tmp_path) for a in argv])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert one_line_error(err.strip()).startswith(f"error: {message.format(tmp=tmp_path)}")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_writable_json_path_passes_the_check(benchmark_main, tmp_path):
+    with pytest.raises(Timed):
+        benchmark_main(["--quick", "--json", str(tmp_path / "bench.json")])
+
+
+def test_quick_sets_only_the_flags_not_given():
+    benchmark = load_script("benchmark")
+    args = benchmark.parse_args(["--quick", "--steps", "9", "--batch", "2", "--hidden", "4", "--models", "vrnn-gauss"])
+    assert (args.steps, args.batch, args.hidden, args.models) == ([9], 2, 4, ["vrnn-gauss"])
+    quick = benchmark.parse_args(["--quick"])  # the rest are --quick's, as without those flags
+    assert (quick.steps, quick.batch, quick.hidden) == ([4, 7], 3, 8)
+    for name in ("dims", "z_dim", "features", "repeats", "num_samples", "is_steps", "objectives", "particles"):
+        assert getattr(args, name) == getattr(quick, name) == benchmark.QUICK[name], name
+    assert benchmark.parse_args([]).steps == [50, 200, 800]  # and without --quick, the full defaults
 
 
 def test_peak_memory_counts_what_the_function_allocates_not_the_heap_it_inherits():

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from pyro_vrnn import data
+from pyro_vrnn.checkpoints import data_info
 from pyro_vrnn.data import DataError, SequenceDataset, validate_h5
 
 
@@ -155,6 +156,23 @@ def test_schema_errors_say_what_and_how_to_fix(tmp_path):
         replace(f, "valid/offsets", np.array([0]))
 
     assert "the valid split is empty" in broken(tmp_path, empty_valid)
+    for rate in (0, 16000.5, np.nan, "fast", [8000, 16000]):
+        message = broken(tmp_path, lambda f: f.attrs.__setitem__("sample_rate", rate))
+        assert "attribute sample_rate" in message and "whole number of Hz" in message, rate
+    message = broken(tmp_path, lambda f: f.attrs.update(kind="binary", sample_rate=16000))
+    assert "sample_rate is 16000 (kind 'binary')" in message and "marks kind 'real' data as audio" in message
+
+
+def test_a_sample_rate_marks_real_data_as_audio(tmp_path):
+    """The optional attribute sample_rate: read with the data and kept in a checkpoint (report.audio_rate)."""
+    path = str(tmp_path / "audio.h5")
+    write_sequences(path, toy_splits(np.random.default_rng(3)))
+    assert SequenceDataset(path, "train").sample_rate is None  # real data, not sound
+    with h5py.File(path, "a") as f:
+        f.attrs["sample_rate"] = 8000
+    assert validate_h5(path)["kind"] == "real"
+    train = SequenceDataset(path, "train")
+    assert train.sample_rate == 8000 and data_info(train)["sample_rate"] == 8000
 
 
 def test_an_empty_test_split_and_a_dimension_of_zero(tmp_path):
@@ -198,3 +216,4 @@ def test_every_dataset_is_registered():
         "chorales",
         "hdf5",
     } <= set(data.DATASETS)
+    assert set(data.SPEECH) <= set(data.DATASETS) - {"hdf5", "hershey", "iam", "chorales"}  # audio frames

@@ -20,7 +20,7 @@ import pyro.distributions as dist
 import pyro.poutine as poutine
 import pytest
 import torch
-from conftest import TINY_SIZES, flags
+from conftest import TINY_SIZES, flags, tiny_h5
 from pyro.infer import TraceMeanField_ELBO
 
 from pyro_vrnn import data as datasets, plots
@@ -61,38 +61,14 @@ def hershey_runs(hershey_cache, tmp_path_factory):
     return root
 
 
-def tiny_h5(path, kind, dim, steps, seed=0):
-    """A small data set in the project's schema: speech-like frames ("real") or piano-roll bits ("binary")."""
-    rng = np.random.default_rng(seed)
-
-    def sequence(length):
-        if kind == "binary":
-            return (rng.random((length, dim)) < 0.1).astype(np.float32)
-        t = np.arange(length * dim) / 16000.0
-        wave_ = 0.3 * np.sin(2 * np.pi * rng.uniform(100, 400) * t) + 0.02 * rng.standard_normal(t.shape)
-        return wave_.reshape(length, dim)
-
-    splits = {
-        split: [sequence(steps + (i % 3)) for i in range(n)] for split, n in (("train", 8), ("valid", 4), ("test", 4))
-    }
-    if kind == "real":
-        values = np.concatenate([s.reshape(-1) for s in splits["train"]])
-        mean, std = np.full(dim, values.mean()), np.full(dim, values.std())
-        splits = {k: [(s - mean) / std for s in v] for k, v in splits.items()}
-    else:
-        mean, std = np.zeros(dim), np.ones(dim)
-    datasets.write_h5(path, splits, kind, os.path.basename(path), mean, std, source=f"test-{seed}")
-    return path
-
-
 @pytest.fixture(scope="module")
 def kind_runs(tmp_path_factory, hershey_cache):
-    """VRNN runs on tiny speech (kind real, 200-sample frames) and piano-roll (binary, 88 keys) sets,
+    """VRNN runs on tiny speech (kind real, 200-sample frames of 16 kHz audio) and piano-roll (binary, 88 keys) sets,
     given as user HDF5 files (`--dataset hdf5 --data-dir FILE.h5`), two epochs of two steps through
     run/svi.py, so that best.pt and epoch records exist."""
     root = tmp_path_factory.mktemp("kind-runs")
     files = {
-        "tiny-speech": tiny_h5(str(root / "speech.h5"), "real", 200, 6),
+        "tiny-speech": tiny_h5(str(root / "speech.h5"), "real", 200, 6, sample_rate=16000),
         "tiny-piano": tiny_h5(str(root / "piano.h5"), "binary", 88, 10),
     }
     svi = script("svi")
@@ -226,13 +202,36 @@ def test_priming_keeps_the_real_steps_and_continues(hershey_runs, tmp_path):
     assert is_png(out / "samples.png")
 
 
-def test_sampled_speech_is_16khz_wav(kind_runs, tmp_path):
-    out = tmp_path / "speech"
-    written = script("sample").main(
-        ["--checkpoint", str(kind_runs / "tiny-speech" / "best.pt"), "--num", "2", "--length", "5", "--out", str(out)]
+def test_a_prime_longer_than_its_sequence_is_the_whole_sequence_and_said(hershey_runs, tmp_path, capsys):
+    run = str(hershey_runs / "vrnn-gmm")
+    steps = len(Run(run).dataset("valid")[0])
+    flags = ["--num", "1", "--length", "2", "--prime", "0", "--prime-steps", "1000", "--out", str(tmp_path)]
+    script("sample").main(["--checkpoint", run, *flags])
+    assert (
+        f"--prime-steps 1000: valid sequence 0 has {steps} steps; priming with all {steps}\n" in capsys.readouterr().out
     )
+    saved = np.load(tmp_path / "samples.npz")
+    assert int(saved["prime_steps"]) == steps and saved["x"].shape == (1, steps + 2, 3)
+
+
+def test_sampled_speech_is_16khz_wav(kind_runs, tmp_path, capsys):
+    out = tmp_path / "speech"
+    flags = ["--checkpoint", str(kind_runs / "tiny-speech" / "best.pt"), "--length", "5", "--out", str(out)]
+    script("sample").main(flags + ["--num", "4"])
+    (out / "samples-notes.wav").write_bytes(b"not ours")  # a name outside the samples-NN.wav pattern
+    capsys.readouterr()
+    written = script("sample").main(flags + ["--num", "2"])
     wavs = sorted(p for p in written if p.endswith(".wav"))
     assert [os.path.basename(p) for p in wavs] == ["samples-01.wav", "samples-02.wav"]
+    # the first call's samples-03.wav and samples-04.wav would not match samples.npz: gone, and said so
+    assert sorted(os.listdir(out)) == [
+        "samples-01.wav",
+        "samples-02.wav",
+        "samples-notes.wav",
+        "samples.npz",
+        "samples.png",
+    ]
+    assert "removed 2 WAV file(s) of an earlier call" in capsys.readouterr().out
     for path in wavs:
         with wave.open(path, "rb") as f:
             assert (f.getnchannels(), f.getsampwidth(), f.getframerate()) == (1, 2, 16000)

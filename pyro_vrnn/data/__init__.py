@@ -102,6 +102,9 @@ DATASETS = {
 # chorales (none; it says so itself). Those not named read their files from it.
 FOLDER_USE = {"hershey": "renders its lines into", "speech-demo": "synthesizes its audio into"}
 NO_FOLDER = ("hdf5", "chorales")
+# The sets whose steps are frames of 16 kHz audio (audio.py: 200 samples each), drawn as waveforms and
+# written as WAV; a user's file says so with its sample_rate attribute (schema.py)
+SPEECH = tuple("timit timit-core blizzard accent onomatopoeia audio speech-demo prompts prompts-heldout".split())
 
 
 @contextlib.contextmanager
@@ -261,6 +264,7 @@ __all__ = [
     "DATASETS",
     "DataError",
     "LengthBucketSampler",
+    "SPEECH",
     "SequenceDataset",
     "StreamWriter",
     "load",

@@ -29,6 +29,7 @@ attribute, gets one warning line at every load (UNSTANDARDIZED).
 """
 
 import hashlib
+import math
 import os
 import sys
 
@@ -39,7 +40,7 @@ from pyro_vrnn.data.fingerprints import Fingerprint
 from pyro_vrnn.data.moments import RunningMoments, unstandardized
 from pyro_vrnn.data.schema import KINDS, SPLITS, DataError, as_text, summary_line
 
-VALIDATION_VERSION = 5  # bump when the checks change: files validated before are checked again (5: the warning)
+VALIDATION_VERSION = 5  # bump when the checks change: files validated before are checked again (5: warnings, rates)
 # The largest magnitude a stored value may have. The model works in float32 and squares its data
 # (Gaussian terms ((x - mu) / sigma)^2, sigma down to min_scale): values of 1e20 overflow float32's
 # 3.4e38 outright, and far smaller ones already give losses and gradients no step size can follow
@@ -253,13 +254,30 @@ def _check_normalization(path, f, dim):
                 )
 
 
+def _check_sample_rate(path, f, kind):
+    """The attribute sample_rate, where present: "real" data that are audio frames, a whole number of Hz."""
+    if "sample_rate" not in f.attrs:
+        return
+    try:
+        rate = float(np.asarray(f.attrs["sample_rate"]).item())
+    except (TypeError, ValueError):  # a string, or several numbers
+        rate = math.nan
+    if kind != "real" or not (math.isfinite(rate) and rate >= 1 and rate.is_integer()):
+        _fail(
+            path,
+            f"attribute sample_rate is {np.asarray(f.attrs['sample_rate']).tolist()!r} (kind '{kind}')",
+            "it marks kind 'real' data as audio, D samples a step, and must be a whole number of Hz "
+            "(e.g. 16000), or absent",
+        )
+
+
 def validate_h5(path, fingerprint=None):
     """Check a user's file against the schema; returns {"kind", "dim", "name", "sequences": {split: n}, "warning"}.
     Every value read is fed to `fingerprint` (a fingerprints.Fingerprint), if given: the one full read.
     "warning" is UNSTANDARDIZED for kind 'real' data far from standardized, else None (the data is used as stored).
 
     Raises DataError naming what is wrong and how to fix it: the first failing check, in the order
-    kind; each split's structure, then its offsets; dimensions; normalization; values (_scan).
+    kind; each split's structure, then its offsets; dimensions; normalization; sample rate; values (_scan).
     """
     path = os.fspath(path)
     try:
@@ -276,6 +294,7 @@ def validate_h5(path, fingerprint=None):
             counts[split] = len(offsets_of[split]) - 1
         dim = _check_dims(path, f, kind, dims, counts)
         _check_normalization(path, f, dim)
+        _check_sample_rate(path, f, kind)
         # The train split's statistics, where the file does not say how it was normalized (attributes mean, std)
         train = RunningMoments(dim) if kind == "real" and not {"mean", "std"} & set(f.attrs) else None
         for split in SPLITS:  # the values last: the one check that reads the whole file

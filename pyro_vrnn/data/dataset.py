@@ -60,6 +60,8 @@ class SequenceDataset(Dataset):
                 self.std = (
                     np.asarray(f.attrs["std"], dtype=np.float64).reshape(-1) if "std" in f.attrs else np.ones(self.dim)
                 )
+                # Hz of the audio that "real" steps are frames of (schema.py); None: the data are not sound
+                self.sample_rate = int(f.attrs["sample_rate"]) if "sample_rate" in f.attrs else None
                 self._has_names = "names" in group
                 # The content fingerprint, one per file (a user's file has it from its validation, byo.py).
                 self.fingerprint = fingerprint or (

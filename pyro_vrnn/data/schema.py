@@ -18,6 +18,10 @@ One HDF5 file::
       mean     optional  float [D] }  the normalization ALREADY APPLIED to `data`, i.e. stored =
       std      optional  float [D] }  (x - mean) / std; used to map samples back. Default 0 / 1.
                                      The built-in datasets take them from the train split only.
+      sample_rate  optional  Hz, "real" data only: the data are audio, each step a frame of D
+                         consecutive samples at this rate (samples are drawn as waveforms and
+                         written as WAV; other real data as features against the step). The
+                         built-in speech sets (data.SPEECH) are 16 kHz without it
       source   optional  fingerprint of the inputs (built-in caches: rebuilt when it changes)
       fingerprint  optional  sha256 of the stored data and offsets (fingerprints.py), written by
                          StreamWriter and write_h5: a checkpoint keeps it, --resume checks it
