@@ -303,6 +303,34 @@ def test_a_double_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(world, tmp_
     assert 0 < step_of(run) < STEPS
 
 
+@pytest.mark.parametrize("ctrl_cs", [1, 2])
+def test_a_run_stopped_before_its_first_checkpoint_resumes_or_starts_again(world, svi, tmp_path, ctrl_cs):
+    """One Ctrl-C writes last.pt at once; two leave only config.json and the log, which --resume says hold
+    nothing to resume and which a new run with the same --out replaces (no --overwrite needed)."""
+    run, before_any = str(tmp_path / "run"), ["--checkpoint-every", "100"]  # the epoch ends at step 4
+    proc = start(world["flags"] + before_any + ["--out", run], SLOW_SVI_STEP="0.5")
+    wait_for(proc, lambda: steps_logged(run))
+    for _ in range(ctrl_cs):
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.1)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    if ctrl_cs == 1:
+        assert 0 < step_of(run) < 4
+        return
+    assert sorted(os.listdir(run)) == [".lock", "config.json", "log.jsonl"]
+    assert refused(svi, ["--resume", run]) == (
+        f"error: --resume {run}: the run stopped before its first checkpoint, so there is nothing to resume; "
+        f"start it again: the same command with --out {run}"
+    )
+    svi.main(world["flags"] + before_any + ["--out", run])
+    assert steps_logged(run) == list(range(1, STEPS + 1)) and step_of(run) == STEPS  # the old log is gone
+    foreign = tmp_path / "foreign"  # another program's config.json is not a run to replace
+    foreign.mkdir()
+    (foreign / "config.json").write_text('{"lr": 1}')
+    assert "holds another run" in refused(svi, world["flags"] + ["--out", str(foreign)])
+
+
 @pytest.mark.parametrize("phase", ["importing torch", "loading the data"])
 def test_a_ctrl_c_during_start_up_is_one_line(world, tmp_path, phase):
     run, ready = str(tmp_path / "run"), str(tmp_path / "ready")
