@@ -34,6 +34,11 @@ from multiprocessing import get_context
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
+from pyro_vrnn.interrupts import one_line_ctrl_c, while_starting  # noqa: E402
+
+if __name__ == "__main__":  # torch and Pyro take seconds to import: a Ctrl-C meanwhile is one line
+    while_starting()
+
 import numpy as np  # noqa: E402
 
 from pyro_vrnn.checkpoints import load_checkpoint  # noqa: E402
@@ -304,6 +309,7 @@ def markdown(rows, claims, title, extra=()):
     return "\n".join(lines)
 
 
+@one_line_ctrl_c("finished runs and evaluations stand; run the same command again to go on")
 def main(argv=None):
     args = parse_args(argv)
     start = time.time()
