@@ -18,10 +18,11 @@ import signal
 import sys
 
 
-def exit_interrupted(line):
-    """End the process with `line` on stderr (on a line of its own, after a progress bar) and status 130."""
+def exit_interrupted(line, status=130):
+    """End the process with `line` on stderr (on a line of its own, after a progress bar) and `status`: 130
+    after SIGINT, 143 after SIGTERM."""
     print("\n" + line, file=sys.stderr, flush=True)
-    sys.exit(130)
+    sys.exit(status)
 
 
 def _starting(signum, frame):
