@@ -84,6 +84,13 @@ def config_for(args):
                 f"--{key.replace('_', '-')} {value} differs from the resumed run's "
                 f"{getattr(config, key)}; drop it or start a new run"
             )
+    if "elbo" in overrides:  # another objective: what served the run's gives way unless given, as in make_config
+        if config.elbo in ("iwae", "fivo"):  # no KL term to anneal or grant free bits (e.g. hershey's preset)
+            for lever in ("kl_anneal_epochs", "free_bits"):
+                if lever not in overrides:
+                    setattr(config, lever, 0.0)
+        elif "particles" not in overrides:
+            config.particles = 1  # the ELBOs take one sample
     check_config(config)
     return config
 
