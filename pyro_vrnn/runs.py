@@ -264,9 +264,14 @@ def resume_path(resume):
             f"--resume {resume}: the run stopped before its first checkpoint, so there is nothing to resume; "
             f"start it again: the same command with --out {resume}"
         )
-    if os.path.basename(path) != "last.pt":
+    folder = os.path.dirname(path) or "."
+    if os.path.basename(path) == "best.pt":
         raise TrainingError(
             f"--resume continues a run from its last.pt; {path} is not one (resuming from best.pt "
-            f"would rewind the run and cut its log): pass the run directory {os.path.dirname(path)}"
+            f"would rewind the run and cut its log): pass the run directory {folder}"
+        )
+    if os.path.basename(path) != "last.pt":  # config.json, the log, a picture
+        raise TrainingError(
+            f"--resume takes a run directory or its last.pt, and {path} is neither: pass the run directory {folder}"
         )
     return path

@@ -127,6 +127,10 @@ def test_a_new_run_into_another_run_is_refused_unless_overwrite(world, run, svi,
     assert refused(svi, ["--resume", os.path.join(run, "best.pt")]).startswith(
         f"error: --resume continues a run from its last.pt; {run}/best.pt is not one"
     )
+    assert refused(svi, ["--resume", os.path.join(run, "config.json")]) == (  # not said to be a best.pt
+        f"error: --resume takes a run directory or its last.pt, and {run}/config.json is neither: pass the run "
+        f"directory {run}"
+    )
     missing = os.path.join(run, "nope")  # a mistyped run directory is said to be missing, not to be a best.pt
     assert refused(svi, ["--resume", missing]) == (
         f"error: --resume {missing}: no such run directory or last.pt; pass a directory that run/svi.py wrote"
