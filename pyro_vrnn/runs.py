@@ -8,12 +8,13 @@
 
 Guarantees: one process trains into a directory at a time (a second one is told which pid holds
 it); a new run never writes into a directory that holds another run unless asked to clear it first
-(`--overwrite`); checkpoints (and config.json, and the log cut back on resume) are written to a
-temporary file, flushed to disk and renamed, so a kill or a full disk leaves the previous one
-intact; log lines are appended whole, a torn last line (a kill or a full disk mid-write) is dropped
-when the log is read; temporary files of a killed writer are removed the next time the directory
-is opened; a run that fails before it writes anything (bad data, a Ctrl-C at start-up) leaves no
-directory behind.
+(`--overwrite`), but for what a run stopped before its first checkpoint left (its config.json and
+log: nothing to resume), which a new run replaces; checkpoints (and config.json, and the log cut
+back on resume) are written to a temporary file, flushed to disk and renamed, so a kill or a full
+disk leaves the previous one intact; log lines are appended whole, a torn last line (a kill or a
+full disk mid-write) is dropped when the log is read; temporary files of a killed writer are removed
+the next time the directory is opened; a run that fails before it writes anything (bad data, a
+Ctrl-C at start-up) leaves no directory behind.
 """
 
 import contextlib
@@ -32,6 +33,7 @@ except ImportError:  # not POSIX: no lock
     fcntl = None
 
 RUN_FILES = ("config.json", "log.jsonl", "last.pt", "best.pt", "samples.png", "curves.png")
+CONFIG_KEYS = {"dataset", "model", "checkpoint_every"}  # some of what every config.json of a run holds
 
 
 def describe_os_error(error, path, doing):
@@ -61,6 +63,22 @@ class RunDirectory:
     def holds_a_run(self):
         return any(os.path.exists(self.file(name)) for name in ("config.json", "log.jsonl", "last.pt", "best.pt"))
 
+    def never_checkpointed(self):
+        """True for what a run stopped before its first checkpoint (two Ctrl-Cs, a kill) leaves: its config.json
+        and log.jsonl, no last.pt or best.pt. Nothing there can be resumed, so a new run may replace it without
+        --overwrite. Files that are not a run's (another program's config.json) do not count as one."""
+        if not self.holds_a_run() or any(os.path.exists(self.file(name)) for name in ("last.pt", "best.pt")):
+            return False
+        try:
+            if os.path.exists(self.file("config.json")):
+                with open(self.file("config.json")) as f:
+                    config = json.load(f)
+                if not (isinstance(config, dict) and CONFIG_KEYS <= set(config)):
+                    return False
+            return all(isinstance(r, dict) and "event" in r for r in read_log(self.file("log.jsonl")))
+        except (OSError, ValueError):  # unreadable, or not JSON: not ours to replace
+            return False
+
     def open(self, resuming, overwrite=False):
         """Create (if needed), lock, clean up after killed writers, and refuse to mix two runs."""
         if os.path.exists(self.path) and not os.path.isdir(self.path):
@@ -75,7 +93,7 @@ class RunDirectory:
         try:
             self.lock(resuming)
             self.remove_stale_temporaries()
-            if not resuming and self.holds_a_run() and not overwrite:
+            if not resuming and self.holds_a_run() and not overwrite and not self.never_checkpointed():
                 raise TrainingError(
                     f"{self.path} holds another run; resume it with --resume {self.path}, "
                     "choose another --out, or pass --overwrite to delete that run first"
@@ -241,9 +259,19 @@ def resume_path(resume):
             f"--resume {resume}: no such run directory or last.pt; pass a directory that run/svi.py wrote"
         )
     path = os.path.join(resume, "last.pt") if os.path.isdir(resume) else resume
-    if os.path.basename(path) != "last.pt":
+    if os.path.isdir(resume) and RunDirectory(resume).never_checkpointed():
+        raise TrainingError(
+            f"--resume {resume}: the run stopped before its first checkpoint, so there is nothing to resume; "
+            f"start it again: the same command with --out {resume}"
+        )
+    folder = os.path.dirname(path) or "."
+    if os.path.basename(path) == "best.pt":
         raise TrainingError(
             f"--resume continues a run from its last.pt; {path} is not one (resuming from best.pt "
-            f"would rewind the run and cut its log): pass the run directory {os.path.dirname(path)}"
+            f"would rewind the run and cut its log): pass the run directory {folder}"
+        )
+    if os.path.basename(path) != "last.pt":  # config.json, the log, a picture
+        raise TrainingError(
+            f"--resume takes a run directory or its last.pt, and {path} is neither: pass the run directory {folder}"
         )
     return path

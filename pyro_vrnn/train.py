@@ -74,7 +74,9 @@ class Trainer:
             else:
                 self.progress = Progress()
                 pyro.set_rng_seed(config.seed + self.rank)  # different z samples per rank
-            if self.main and overwrite and resume is None:
+            if self.main and resume is None and self.run_dir.holds_a_run():  # open() let it in: --overwrite, or
+                if not overwrite:  # what a run stopped before its first checkpoint left (runs.never_checkpointed)
+                    self.say(f"{self.run_dir.path} holds a run stopped before its first checkpoint: starting afresh")
                 self.run_dir.clear()  # only now: a run that cannot start leaves the old one as it was
         except BaseException:  # bad data, a checkpoint that does not fit, a Ctrl-C: nothing was written
             self.close(abandon=True)

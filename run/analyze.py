@@ -22,6 +22,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
+from pyro_vrnn.interrupts import one_line_ctrl_c, while_starting  # noqa: E402
+
+if __name__ == "__main__":  # torch and Pyro take seconds to import: a Ctrl-C meanwhile is one line
+    while_starting()
+
 import pyro  # noqa: E402
 
 from pyro_vrnn.checks import FlagError, check_output_dir, check_seed, parse_device  # noqa: E402
@@ -48,6 +53,7 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+@one_line_ctrl_c("nothing was written")
 def main(argv=None):
     args = parse_args(argv)
     try:

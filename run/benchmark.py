@@ -47,6 +47,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
+from pyro_vrnn.interrupts import one_line_ctrl_c, while_starting  # noqa: E402
+
+if __name__ == "__main__":  # torch and Pyro take seconds to import: a Ctrl-C meanwhile is one line
+    while_starting()
+
 import pyro  # noqa: E402
 import torch  # noqa: E402
 
@@ -331,6 +336,7 @@ def mib(n):
     return "-" if n is None else f"{n / 2**20:.0f}"
 
 
+@one_line_ctrl_c("the rows measured so far are in the --json file, if one was given")
 def main(argv=None):
     args = parse_args(argv)
     device = resolve_device(args.device)

@@ -28,6 +28,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
+from pyro_vrnn.interrupts import one_line_ctrl_c, while_starting  # noqa: E402
+
+if __name__ == "__main__":  # torch and Pyro take seconds to import: a Ctrl-C meanwhile is one line
+    while_starting()
+
 from pyro_vrnn.checks import FlagError, check_output_file, check_seed, parse_device  # noqa: E402
 from pyro_vrnn.data import DataError  # noqa: E402
 from pyro_vrnn.evaluate import DEFAULT_ESTIMATORS, ESTIMATORS, evaluate_checkpoint  # noqa: E402
@@ -134,6 +139,7 @@ def report(s):
     return "\n".join(lines)
 
 
+@one_line_ctrl_c("nothing was written")
 def main(argv=None):
     args = parse_args(argv)
     try:

@@ -25,6 +25,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
+from pyro_vrnn.interrupts import one_line_ctrl_c, while_starting  # noqa: E402
+
+if __name__ == "__main__":  # torch and Pyro take seconds to import: a Ctrl-C meanwhile is one line
+    while_starting()
+
 from pyro_vrnn.checks import check_output_dir, check_positive_finite, check_sample_memory, check_seed, parse_device  # noqa: E402
 from pyro_vrnn.data import DataError  # noqa: E402
 from pyro_vrnn.report import Run, remove_stale_audio, sample_run, write_samples  # noqa: E402
@@ -72,6 +77,7 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+@one_line_ctrl_c("nothing was written")
 def main(argv=None):
     args = parse_args(argv)
     try:

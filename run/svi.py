@@ -11,21 +11,14 @@ samples.png (generated lines) and curves.png (training curves).
 
 import argparse
 import os
-import signal
 import sys
 
-
-def interrupted_while_starting(signum, frame):
-    print("\ninterrupted while starting; nothing was written", file=sys.stderr, flush=True)
-    sys.exit(130)
-
-
-# torch and Pyro take seconds to import: a Ctrl-C meanwhile is one line, not a traceback (unless the
-# shell has us ignore SIGINT, as it does for a background job).
-if __name__ == "__main__" and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
-    signal.signal(signal.SIGINT, interrupted_while_starting)
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+
+from pyro_vrnn.interrupts import main_takes_over, while_starting  # noqa: E402
+
+if __name__ == "__main__":  # torch and Pyro take seconds to import: a Ctrl-C meanwhile is one line
+    while_starting()
 
 from pyro_vrnn.checkpoints import load_checkpoint  # noqa: E402
 from pyro_vrnn.checks import check_output_dir  # noqa: E402
@@ -91,6 +84,13 @@ def config_for(args):
                 f"--{key.replace('_', '-')} {value} differs from the resumed run's "
                 f"{getattr(config, key)}; drop it or start a new run"
             )
+    if "elbo" in overrides:  # another objective: what served the run's gives way unless given, as in make_config
+        if config.elbo in ("iwae", "fivo"):  # no KL term to anneal or grant free bits (e.g. hershey's preset)
+            for lever in ("kl_anneal_epochs", "free_bits"):
+                if lever not in overrides:
+                    setattr(config, lever, 0.0)
+        elif "particles" not in overrides:
+            config.particles = 1  # the ELBOs take one sample
     check_config(config)
     return config
 
@@ -133,8 +133,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    if signal.getsignal(signal.SIGINT) is interrupted_while_starting:  # from here main() says what it stopped
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    main_takes_over()  # from here main() says what a Ctrl-C stopped
     try:
         main()
     except KeyboardInterrupt:  # a Ctrl-C while the process was already on its way out

@@ -27,12 +27,18 @@ import argparse
 import json
 import math
 import os
+import shlex
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+
+from pyro_vrnn.interrupts import exit_interrupted, one_line_ctrl_c, while_starting  # noqa: E402
+
+if __name__ == "__main__":  # torch and Pyro take seconds to import: a Ctrl-C meanwhile is one line
+    while_starting()
 
 import numpy as np  # noqa: E402
 
@@ -42,7 +48,7 @@ from pyro_vrnn.config import MODEL_NAMES, TABLE1_MODELS, config_from_dict, make_
 from pyro_vrnn.data import DATASETS, DataError  # noqa: E402
 from pyro_vrnn.evaluate import ESTIMATORS, evaluate_checkpoint  # noqa: E402
 from pyro_vrnn.flags import add_config_flags, overrides as flag_overrides  # noqa: E402
-from pyro_vrnn.runtime import TrainingError  # noqa: E402
+from pyro_vrnn.runtime import Interrupted, TrainingError  # noqa: E402
 from pyro_vrnn.train import train  # noqa: E402
 
 PAPER_NAMES = {
@@ -304,6 +310,14 @@ def markdown(rows, claims, title, extra=()):
     return "\n".join(lines)
 
 
+def again(argv, args, table_dir):
+    """This command once more, which takes the table up where it stopped: its --out added if it had none (the
+    default is a new directory each time)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    return shlex.join(["python", "run/table1.py", *argv, *(["--out", table_dir] if args.out is None else [])])
+
+
+@one_line_ctrl_c("finished runs and evaluations stand; run the same command again to go on")
 def main(argv=None):
     args = parse_args(argv)
     start = time.time()
@@ -315,6 +329,14 @@ def main(argv=None):
             raise FlagError("--jobs, --num-samples, --iwae-particles and --smc-particles must be at least 1")
         check_output_dir(table_dir, "--out")
         results = run_all(args, table_dir)
+    except Interrupted as stop:  # a training stopped by SIGINT / SIGTERM (a TrainingError, so caught first)
+        exit_interrupted(
+            f"stopped, last.pt written; resume the table with: {again(argv, args, table_dir)}", stop.exit_code
+        )
+    except KeyboardInterrupt:  # a second Ctrl-C, or one while evaluating
+        exit_interrupted(
+            f"interrupted; finished runs and evaluations stand; resume the table with: {again(argv, args, table_dir)}"
+        )
     except (DataError, TrainingError, FlagError, ValueError) as error:
         sys.exit(f"error: {error}")
     rows, claims = tabulate(results, args)

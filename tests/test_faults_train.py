@@ -127,6 +127,10 @@ def test_a_new_run_into_another_run_is_refused_unless_overwrite(world, run, svi,
     assert refused(svi, ["--resume", os.path.join(run, "best.pt")]).startswith(
         f"error: --resume continues a run from its last.pt; {run}/best.pt is not one"
     )
+    assert refused(svi, ["--resume", os.path.join(run, "config.json")]) == (  # not said to be a best.pt
+        f"error: --resume takes a run directory or its last.pt, and {run}/config.json is neither: pass the run "
+        f"directory {run}"
+    )
     missing = os.path.join(run, "nope")  # a mistyped run directory is said to be missing, not to be a best.pt
     assert refused(svi, ["--resume", missing]) == (
         f"error: --resume {missing}: no such run directory or last.pt; pass a directory that run/svi.py wrote"
@@ -301,6 +305,34 @@ def test_a_double_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(world, tmp_
     assert proc.returncode == 130 and temporaries(run) == []
     assert last_line(stderr) == "interrupted; what was written before stands (resume a run with --resume RUN_DIR)"
     assert 0 < step_of(run) < STEPS
+
+
+@pytest.mark.parametrize("ctrl_cs", [1, 2])
+def test_a_run_stopped_before_its_first_checkpoint_resumes_or_starts_again(world, svi, tmp_path, ctrl_cs):
+    """One Ctrl-C writes last.pt at once; two leave only config.json and the log, which --resume says hold
+    nothing to resume and which a new run with the same --out replaces (no --overwrite needed)."""
+    run, before_any = str(tmp_path / "run"), ["--checkpoint-every", "100"]  # the epoch ends at step 4
+    proc = start(world["flags"] + before_any + ["--out", run], SLOW_SVI_STEP="0.5")
+    wait_for(proc, lambda: steps_logged(run))
+    for _ in range(ctrl_cs):
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.1)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    if ctrl_cs == 1:
+        assert 0 < step_of(run) < 4
+        return
+    assert sorted(os.listdir(run)) == [".lock", "config.json", "log.jsonl"]
+    assert refused(svi, ["--resume", run]) == (
+        f"error: --resume {run}: the run stopped before its first checkpoint, so there is nothing to resume; "
+        f"start it again: the same command with --out {run}"
+    )
+    svi.main(world["flags"] + before_any + ["--out", run])
+    assert steps_logged(run) == list(range(1, STEPS + 1)) and step_of(run) == STEPS  # the old log is gone
+    foreign = tmp_path / "foreign"  # another program's config.json is not a run to replace
+    foreign.mkdir()
+    (foreign / "config.json").write_text('{"lr": 1}')
+    assert "holds another run" in refused(svi, world["flags"] + ["--out", str(foreign)])
 
 
 @pytest.mark.parametrize("phase", ["importing torch", "loading the data"])

@@ -12,7 +12,7 @@ import time
 import pyro
 import pytest
 import torch
-from conftest import SMALL_SIZES, TINY_SIZES, flags, one_line_error
+from conftest import SMALL_SIZES, TINY_SIZES, flags, fresh_script, one_line_error
 
 import models
 from pyro_vrnn import data as datasets, svi, train as train_module
@@ -225,6 +225,22 @@ def test_flags_a_model_has_no_use_for_get_a_note_each():
     ]
     assert unused_flags(make_config("hershey", model="srnn-gmm"), {"srnn_resq", "components", "free_bits"}) == []
     assert unused_flags(make_config("hershey", model="rnn-gauss"), set()) == []  # the preset's free bits: no note
+
+
+def test_another_objective_on_resume_drops_what_served_the_old_one(tmp_path, hershey_cache):
+    """--elbo may change on resume (run/svi.py's RESUMABLE): the preset's free bits give way to --elbo iwae, as
+    for a new run, and --particles returns to 1 for an ELBO; a KL lever the user passes with iwae is refused."""
+    svi_script, run = fresh_script("svi"), str(tmp_path / "run")
+    svi_script.main(["--out", run, "--max-steps", "1", *flags(TINY_SIZES)])  # hershey's preset: free bits 0.05
+    assert load_checkpoint(os.path.join(run, "last.pt"))["config"]["free_bits"] == 0.05
+    svi_script.main(["--resume", run, "--elbo", "iwae", "--particles", "2", "--max-steps", "2"])
+    state = load_checkpoint(os.path.join(run, "last.pt"))
+    c = state["config"]
+    assert state["progress"]["step"] == 2 and (c["elbo"], c["particles"], c["free_bits"]) == ("iwae", 2, 0)
+    assert svi_script.config_for(svi_script.parse_args(["--resume", run, "--elbo", "trace"])).particles == 1
+    with pytest.raises(SystemExit) as stop:
+        svi_script.main(["--resume", run, "--elbo", "iwae", "--free-bits", "0.05"])
+    assert stop.value.code == "error: --free-bits weighs the KL term, which --elbo iwae does not have"
 
 
 def test_resume_checks_the_data_and_says_when_there_is_nothing_left(tmp_path, small_handwriting):

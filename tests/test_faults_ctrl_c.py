@@ -1,0 +1,136 @@
+"""A Ctrl-C in the entry points other than run/svi.py (whose signals tests/test_faults_train.py sends): while
+torch is imported, or while the script works, it ends with one line saying what it stopped and exit status
+130 (143 for a SIGTERM that stops a training), never a traceback."""
+
+import glob
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import ROOT, TINY, fresh_script, snapshot
+from svi_slow import start, wait_for
+
+import pyro_vrnn.train
+from pyro_vrnn.checkpoints import load_checkpoint
+from pyro_vrnn.runs import read_log
+
+NOTHING = "nothing was written"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(small_handwriting, tmp_path_factory):
+    """last.pt of a VRNN-GMM trained for one step on the small handwriting file."""
+    run = tmp_path_factory.mktemp("ctrl-c") / "run"
+    flags = ["--dataset", "hdf5", "--data-dir", small_handwriting, "--max-steps", "1", "--out", str(run), *TINY]
+    fresh_script("svi").main(flags)
+    return os.path.join(run, "last.pt")
+
+
+def ctrl_c(*args, **kwargs):
+    signal.raise_signal(signal.SIGINT)  # a real Ctrl-C, while the script is at work
+
+
+@pytest.mark.parametrize(
+    "script,works_in,flags,said",
+    [
+        ("evaluate_ll", "evaluate_checkpoint", ["--checkpoint", "{ckpt}", "--json", "{out}/ll.json"], NOTHING),
+        ("sample", "sample_run", ["--checkpoint", "{ckpt}", "--out", "{out}/samples"], NOTHING),
+        ("analyze", "figure2", ["--checkpoint", "{ckpt}", "--out", "{out}"], NOTHING),
+        ("figure3", "figure3", ["--rnn", "{ckpt}", "--vrnn", "{ckpt}", "--out", "{out}/f3.png"], NOTHING),
+        (
+            "benchmark",
+            "bench_training",
+            ["--quick", "--json", "{out}/b.json"],
+            "the rows measured so far are in the --json file, if one was given",
+        ),
+    ],
+)
+def test_a_ctrl_c_while_a_script_works_is_one_line(
+    checkpoint, tmp_path, monkeypatch, capsys, script, works_in, flags, said
+):
+    module = fresh_script(script)
+    monkeypatch.setattr(module, works_in, ctrl_c)
+    with pytest.raises(SystemExit) as stop:
+        try:
+            module.main([flag.format(ckpt=checkpoint, out=tmp_path) for flag in flags])
+        except KeyboardInterrupt:  # not the suite's to stop
+            pytest.fail("the Ctrl-C left main() as a KeyboardInterrupt: a traceback")
+    err = capsys.readouterr().err
+    assert stop.value.code == 130 and "Traceback" not in err and err.strip().splitlines()[-1] == f"interrupted; {said}"
+    assert not any(snapshot(tmp_path).values())  # no file: at most the folders the flags name
+
+
+def test_a_ctrl_c_while_evaluating_is_one_line(checkpoint, tmp_path):
+    """As the user saw it: run/evaluate_ll.py with many samples, a real SIGINT once its progress bar is up."""
+    err = tmp_path / "stderr"
+    with open(err, "w") as f:
+        proc = subprocess.Popen(
+            [sys.executable, os.path.join(ROOT, "run", "evaluate_ll.py"), "--checkpoint", checkpoint, "-k", "100000"],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=f,
+        )
+    deadline = time.time() + 120
+    while "evaluating" not in err.read_text():
+        assert proc.poll() is None and time.time() < deadline, err.read_text()[-2000:]
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+    text = err.read_text()
+    assert (
+        proc.returncode == 130
+        and "Traceback" not in text
+        and text.strip().splitlines()[-1] == f"interrupted; {NOTHING}"
+    )
+
+
+@pytest.mark.parametrize("script", ["evaluate_ll", "sample", "analyze", "figure3", "table1", "benchmark"])
+def test_a_ctrl_c_while_importing_torch_is_one_line(script):
+    proc = start([], os.path.join(ROOT, "run", f"{script}.py"))
+    wait_for(proc, lambda: "libtorch" in open(f"/proc/{proc.pid}/maps").read())  # torch's import is under way
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and stderr.strip() == "interrupted while starting; nothing was written", stderr
+
+
+@pytest.mark.parametrize("sig,code,out", [(signal.SIGINT, 130, True), (signal.SIGTERM, 143, False)])
+def test_a_table_stopped_says_to_run_its_command_again(
+    small_handwriting, tmp_path, monkeypatch, capsys, sig, code, out
+):
+    """A signal in a training: 130 or 143 and table1.py's own command (with the default --out spelled out, or
+    it would start a new table); a Ctrl-C while evaluating: 130 and the same. Run again, the table resumes."""
+    monkeypatch.chdir(tmp_path)
+    argv = ["--dataset", "hdf5", "--data-dir", small_handwriting, "--models", "rnn-gauss", "--seeds", "0"]
+    argv += ["--epochs", "1", "-k", "2", "--log-every", "1", "--quiet", *TINY] + (["--out", "t"] if out else [])
+    table1, real_step = fresh_script("table1"), pyro_vrnn.train.svi_step
+
+    def step_then_signal(*args, **kwargs):
+        signal.raise_signal(sig)  # arrives while the first step runs
+        return real_step(*args, **kwargs)
+
+    def stopped(works_in, value):
+        with monkeypatch.context() as patch, pytest.raises(SystemExit) as stop:
+            patch.setattr(*works_in, value)
+            table1.main(argv)
+        return stop.value.code, capsys.readouterr().err.strip().rpartition("\n")[2]  # the code, the last line
+
+    status, line = stopped((pyro_vrnn.train, "svi_step"), step_then_signal)
+    table = "t" if out else glob.glob("runs/table1-hdf5-*")[0]
+    again = "python run/table1.py " + shlex.join(argv + ([] if out else ["--out", table]))
+    assert (status, line) == (code, f"stopped, last.pt written; resume the table with: {again}")
+    run = os.path.join(table, "rnn-gauss", "seed-0")
+    assert load_checkpoint(os.path.join(run, "last.pt"))["progress"]["step"] == 1
+    argv = shlex.split(again)[2:]
+    assert stopped((table1, "evaluate_checkpoint"), ctrl_c) == (
+        130,
+        f"interrupted; finished runs and evaluations stand; resume the table with: {again}",
+    )
+    table1.main(argv)  # the advice, followed: the run goes on from its step, once each
+    steps = [r["step"] for r in read_log(os.path.join(run, "log.jsonl")) if r["event"] == "train"]
+    assert (
+        steps == list(range(1, len(steps) + 1)) and len(steps) > 1 and os.path.exists(os.path.join(table, "table1.md"))
+    )
