@@ -22,7 +22,7 @@ if __name__ == "__main__":  # torch and Pyro take seconds to import: a Ctrl-C me
 
 from pyro_vrnn.checkpoints import load_checkpoint  # noqa: E402
 from pyro_vrnn.checks import check_output_dir  # noqa: E402
-from pyro_vrnn.config import MODEL_NAMES, check_config, config_from_dict, make_config  # noqa: E402
+from pyro_vrnn.config import MODEL_NAMES, check_config, config_from_dict, make_config, unused_flags  # noqa: E402
 from pyro_vrnn.data import DATASETS, DataError  # noqa: E402
 from pyro_vrnn.flags import add_config_flags, overrides as flag_overrides  # noqa: E402
 from pyro_vrnn.report import end_of_run_figures  # noqa: E402
@@ -114,6 +114,9 @@ def main(argv=None):
             config = config_for(args)  # checks --seed and --device too (config.check_config)
         except ValueError as error:  # a bad flag combination, said in one line
             raise TrainingError(str(error)) from None
+        if os.environ.get("RANK", "0") == "0":  # one process of a torchrun group speaks
+            for note in unused_flags(config, flag_overrides(args)):
+                print(note, file=sys.stderr, flush=True)
         train(config, resume=args.resume, after_training=after_training, overwrite=args.overwrite)
     except Interrupted as stop:
         print(stop, file=sys.stderr, flush=True)
