@@ -39,6 +39,7 @@ from pyro_vrnn.runtime import (
     TrainingError,
     all_reduce_sum,
     any_rank,
+    freed_memory_kept,
     frozen_heap,
     get_rng_state,
     network_fits,
@@ -150,8 +151,9 @@ class Trainer:
             + f"; run directory {self.run_dir.path}"
         )
         self.start = time.time() - p.elapsed  # the log's "time" goes on across resumes
-        # subnormals_flushed: particle bounds' gradients underflow into slow floats (pyro_vrnn/runtime.py)
-        with StopRequest() as self.stop, frozen_heap(), subnormals_flushed():
+        # subnormals_flushed: particle bounds' gradients underflow into slow floats; freed_memory_kept: no page
+        # faults for the big emission's tensors (pyro_vrnn/runtime.py)
+        with StopRequest() as self.stop, frozen_heap(), subnormals_flushed(), freed_memory_kept():
             while p.epoch < c.epochs and self.stop_reason is None:
                 self.stop_reason = self.run_epoch() or self.end_of_epoch()
         return self.finish(after_training)
@@ -183,14 +185,7 @@ class Trainer:
                 kl_scale = kl_weight(c, epoch, i, batches)
                 # Pyro checks shapes and supports on the first step only: clear errors up front, no per-step cost.
                 loss, grad_norm = svi_step(
-                    self.loss_module,
-                    self.optimizer,
-                    x,
-                    mask,
-                    len(self.train_set),
-                    kl_scale,
-                    c.clip,
-                    validate=self.first_step,
+                    self.loss_module, self.optimizer, x, mask, len(self.train_set), kl_scale, c.clip, self.first_step
                 )
                 self.first_step = False
                 if not (math.isfinite(loss) and math.isfinite(grad_norm)):

@@ -59,7 +59,7 @@ import models  # noqa: E402
 from pyro_vrnn import evaluate, reference  # noqa: E402
 from pyro_vrnn.checks import FlagError, check_at_least_one, check_output_file, check_seed, parse_device  # noqa: E402
 from pyro_vrnn.config import TABLE1_MODELS, make_config  # noqa: E402
-from pyro_vrnn.runtime import frozen_heap, resolve_device  # noqa: E402
+from pyro_vrnn.runtime import freed_memory_kept, frozen_heap, resolve_device  # noqa: E402
 from pyro_vrnn.smc import particle_filter, stepper_for  # noqa: E402
 from pyro_vrnn.svi import Program, make_elbo, svi_step  # noqa: E402
 from pyro_vrnn.timing import Clock, compare, machine, no_validation, peak_memory  # noqa: E402
@@ -225,7 +225,7 @@ def bench_training(name, dim, steps, args, device, clock):
     pyro_step(validate=True)  # train.py validates the first step only; warms up every path
     for step in plain.values():
         step()
-    with frozen_heap():  # as train.py's loop runs
+    with frozen_heap(), freed_memory_kept():  # as train.py's loop runs
         return compare(clock, pyro_step, plain, args.repeats)
 
 
@@ -266,7 +266,7 @@ def bench_bound_training(objective, name, dim, steps, args, device, clock):
     pyro_step(validate=True)
     for step in plain.values():
         step()
-    with frozen_heap():
+    with frozen_heap(), freed_memory_kept():
         return dict(compare(clock, pyro_step, plain, args.repeats), particles=k)
 
 
@@ -289,7 +289,7 @@ def bench_smc(name, dim, steps, args, device, clock):
 
     ours()
     inline()
-    with frozen_heap():
+    with frozen_heap(), freed_memory_kept():
         result = compare(clock, ours, {"inline": inline}, args.is_repeats)
     for key in ("pyro_s", "torch_s", "pyro_wall_s", "inline_s"):
         result[key[: -len("_s")] + "_s_per_seq"] = result.pop(key) / x.shape[0]
@@ -321,7 +321,7 @@ def bench_importance(name, dim, steps, args, device, clock):
     pyro_estimate()  # warm-up
     for estimate in plain.values():
         estimate()
-    with frozen_heap():  # as evaluate_dataset runs
+    with frozen_heap(), freed_memory_kept():  # as evaluate_dataset runs
         result = compare(clock, pyro_estimate, plain, args.is_repeats)
     for key in ("pyro_s", "torch_s", "pyro_wall_s", *(f"{form}_s" for form in reference.FORMS)):
         result[key[: -len("_s")] + "_s_per_seq"] = result.pop(key) / x.shape[0]

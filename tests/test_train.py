@@ -4,6 +4,7 @@ divergence stops cleanly, and the command line reports bad input in one line."""
 import gc
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from pyro_vrnn import data as datasets, svi, train as train_module
 from pyro_vrnn.checkpoints import load_checkpoint
 from pyro_vrnn.config import make_config, unused_flags
 from pyro_vrnn.data.schema import write_h5
-from pyro_vrnn.runtime import TrainingError, frozen_heap, network_fits
+from pyro_vrnn.runtime import TrainingError, freed_memory_kept, frozen_heap, network_fits
 from pyro_vrnn.svi import validate
 from pyro_vrnn.train import train
 
@@ -184,6 +185,28 @@ def test_training_treats_subnormal_floats_as_zero_and_then_restores_the_mode(tmp
     train(make_config("hershey", model="vrnn-gauss", out=str(tmp_path / "run"), max_steps=2, **SIZES), quiet=True)
     assert seen == [0.0, 0.0]  # flushed at every training step
     assert (subnormal * 1.0).item() > 0  # and the mode of before restored
+
+
+def test_freed_memory_is_kept_for_the_next_tensors_and_the_defaults_come_back():
+    """runtime.freed_memory_kept: three 12 MiB tensors made and freed over and over (a big emission's steps) fault
+    their pages in once inside; glibc's defaults map (or trim) and fault them in again at every round."""
+
+    def page_faults_of_rounds(rounds=10):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for _ in range(rounds):
+            tensors = [torch.ones(3 * 2**20) for _ in range(3)]  # 12 MiB each, then freed together
+            del tensors
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+    pages = 3 * 12 * 2**20 // resource.getpagesize()  # one round's pages
+    with freed_memory_kept() as kept:
+        if not kept:
+            pytest.skip("not glibc's malloc")
+        page_faults_of_rounds(1)  # the heap grows to hold them, once
+        inside = page_faults_of_rounds()
+    after = page_faults_of_rounds()
+    assert inside < pages  # all ten rounds in less than one round's pages
+    assert after > 5 * pages  # back to glibc's defaults (fixed at 128 KiB): faulted in again, round after round
 
 
 def test_nan_loss_before_any_checkpoint_says_to_start_again(tmp_path, hershey_cache, monkeypatch, capsys):
