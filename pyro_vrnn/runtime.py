@@ -31,6 +31,9 @@ class Interrupted(TrainingError):
         super().__init__(message)
         self.exit_code = exit_code
 
+    def __reduce__(self):  # pickled whole, as a worker process of table1.py --jobs hands it back
+        return type(self), (str(self), self.exit_code)
+
 
 def resolve_device(name="auto", local_rank=0):
     """A torch.device from --device: auto (cuda when a GPU is visible), cpu, cuda (cuda:LOCAL_RANK under

@@ -30,7 +30,7 @@ from pyro_vrnn.checkpoints import (
     load_checkpoint,
     load_weights,
 )
-from pyro_vrnn.config import config_to_dict
+from pyro_vrnn.config import EXACT_MODELS, config_to_dict
 from pyro_vrnn.runs import RunDirectory, resume_command, resume_path
 from pyro_vrnn.runtime import (
     EXIT_CODES,
@@ -218,11 +218,8 @@ class Trainer:
         """Validate, remember the best, checkpoint; returns why to stop ("early_stopping", ...) or None."""
         c, p = self.config, self.progress
         train_loss, train_sequences = all_reduce_sum([p.epoch_loss, p.epoch_sequences], self.device)
-        bound = (
-            make_elbo(c.elbo, particles=c.particles, model=c.model, guide=c.guide)
-            if (c.elbo in PARTICLE_BOUNDS)
-            else None
-        )
+        bound = make_elbo(c.elbo, particles=c.particles, model=c.model, guide=c.guide)  # the bound trained, if any
+        bound = bound if c.elbo in PARTICLE_BOUNDS else None
         metrics = validate(
             self.model,
             self.guide,
@@ -249,9 +246,15 @@ class Trainer:
                 "time": time.time() - self.start,
             }
         )
+        # what training maximized: the ELBO, or a particle bound, or the ELBO with free bits or a KL weight
+        trained, weighed = (f"{c.elbo.upper()}(K={c.particles})" if bound is not None else "ELBO"), ""
+        if c.model not in EXACT_MODELS:  # which have no KL term
+            weighed = (
+                " with free bits" if c.free_bits else " with KL weight" if c.kl_anneal_epochs > p.epoch - 1 else ""
+            )
         self.say(
-            f"epoch {p.epoch}: train ELBO/seq {-train_loss / max(train_sequences, 1):.2f}, valid ELBO/seq "
-            f"{metrics['elbo_per_seq']:.2f} ({metrics['elbo_per_step']:.3f}/step), KL/seq "
+            f"epoch {p.epoch}: train {trained}/seq {-train_loss / max(train_sequences, 1):.2f}{weighed}, valid "
+            f"ELBO/seq {metrics['elbo_per_seq']:.2f} ({metrics['elbo_per_step']:.3f}/step), KL/seq "
             f"{metrics['kl_per_seq']:.2f}"
             + (f", valid {c.elbo.upper()}(K={c.particles})/seq {score:.2f}" if bound is not None else "")
             + ("  (best)" if improved else "")

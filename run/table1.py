@@ -171,13 +171,18 @@ def run_all(args, table_dir):
             results[model, seed] = run_job(args, model, seed, run_dir)
             say_done(model, seed, results[model, seed])
         return results
-    with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
+    pool = ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn"))
+    try:
         futures = {pool.submit(run_job, args, model, seed, run_dir): (model, seed) for model, seed, run_dir in jobs}
         print(f"training {len(jobs)} runs, {args.jobs} at a time, into {table_dir}", flush=True)
         for future in futures:  # in order; each line as soon as its run and those before it are done
             model, seed = futures[future]
             results[model, seed] = future.result()
             say_done(model, seed, results[model, seed])
+    except BaseException:  # a Ctrl-C (the running workers get it too and checkpoint), or a run that failed:
+        pool.shutdown(wait=True, cancel_futures=True)  # the queued runs do not start
+        raise
+    pool.shutdown()
     return results
 
 

@@ -134,3 +134,28 @@ def test_a_table_stopped_says_to_run_its_command_again(
     assert (
         steps == list(range(1, len(steps) + 1)) and len(steps) > 1 and os.path.exists(os.path.join(table, "table1.md"))
     )
+
+
+def test_a_ctrl_c_stops_a_table_of_several_jobs_and_starts_none_of_the_queued_runs(small_handwriting, tmp_path):
+    """table1.py --jobs 2: a Ctrl-C at the terminal (to the whole process group) stops the two running trainings,
+    each with its last.pt, and the two queued runs never start; the table exits 130, saying how to go on."""
+    table = tmp_path / "t"
+    argv = ["--dataset", "hdf5", "--data-dir", small_handwriting, "--models", "rnn-gauss", "vrnn-gauss"]
+    argv += ["--seeds", "0", "1", "--epochs", "1000", "--jobs", "2", "--log-every", "1", "--out", str(table), *TINY]
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "run", "table1.py"), *argv],
+        cwd=ROOT,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    running = [table / "rnn-gauss" / f"seed-{seed}" for seed in (0, 1)]
+    wait_for(proc, lambda: all((run / "log.jsonl").exists() for run in running), timeout=120)
+    time.sleep(1)  # into the training steps
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "resume the table with: python run/table1.py" in err.strip().splitlines()[-1]
+    assert all((run / "last.pt").exists() for run in running)
+    assert not (table / "vrnn-gauss").exists()  # the queued runs

@@ -391,3 +391,28 @@ def test_the_frozen_heap_skips_old_objects_collects_new_garbage_and_thaws():
         assert gc.collect() >= 2  # made inside: collected as usual
         assert not any(type(o) is Node for o in gc.get_objects())
     assert gc.get_freeze_count() == 0  # everything handed back
+
+
+@pytest.mark.parametrize(
+    "settings,said",
+    [
+        (dict(model="vrnn-gauss"), "train ELBO/seq -"),
+        (dict(model="vrnn-gauss", free_bits=0.5), " with free bits, valid ELBO/seq"),
+        (dict(model="vrnn-gauss", kl_anneal_epochs=2), " with KL weight, valid ELBO/seq"),
+        (dict(model="rnn-gauss", free_bits=0.5), "train ELBO/seq -"),  # no KL term: the ELBO itself
+        (dict(model="vrnn-gauss", elbo="iwae", particles=2), "train IWAE(K=2)/seq -"),
+    ],
+)
+def test_the_epoch_line_names_what_training_maximized(tmp_path, small_handwriting, capsys, settings, said):
+    config = make_config(
+        "hdf5",
+        data_dir=small_handwriting,
+        out=str(tmp_path / "run"),
+        epochs=1,
+        free_bits=0,
+        kl_anneal_epochs=0,
+        **dict(TINY_SIZES, **settings),
+    )
+    train(config)
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch 1: train"))
+    assert said in line and ("with" in said) == (" with " in line), line
