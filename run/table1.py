@@ -130,8 +130,29 @@ def evaluation_name(args):
     return f"evaluation-{args.split or 'default'}-k{args.num_samples}{extra}.json"
 
 
+STOPPED = None  # in the worker processes of run_all: an Event, set once any job of the table has stopped
+
+
+def share_stop(stopped):
+    global STOPPED
+    STOPPED = stopped
+
+
 def run_job(args, model, seed, run_dir):
-    """Train (or finish) one run and evaluate it; returns its evaluation (summary and per-sequence lists)."""
+    """Train (or finish) one run and evaluate it; returns its evaluation (summary and per-sequence lists), or None
+    in a worker process after the table has stopped (a job the pool had already handed over does not start)."""
+    if STOPPED is None:
+        return train_and_evaluate(args, model, seed, run_dir)
+    if STOPPED.is_set():
+        return None
+    try:
+        return train_and_evaluate(args, model, seed, run_dir)
+    except BaseException:  # a Ctrl-C (every worker gets it) or a failure: the other workers start nothing new
+        STOPPED.set()
+        raise
+
+
+def train_and_evaluate(args, model, seed, run_dir):
     done = os.path.join(run_dir, evaluation_name(args))
     config, resume = job_config(args, model, seed, run_dir)
     quiet = args.quiet or args.jobs > 1
@@ -171,7 +192,9 @@ def run_all(args, table_dir):
             results[model, seed] = run_job(args, model, seed, run_dir)
             say_done(model, seed, results[model, seed])
         return results
-    pool = ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn"))
+    context = get_context("spawn")
+    stopped = context.Event()
+    pool = ProcessPoolExecutor(args.jobs, mp_context=context, initializer=share_stop, initargs=(stopped,))
     try:
         futures = {pool.submit(run_job, args, model, seed, run_dir): (model, seed) for model, seed, run_dir in jobs}
         print(f"training {len(jobs)} runs, {args.jobs} at a time, into {table_dir}", flush=True)
@@ -180,6 +203,7 @@ def run_all(args, table_dir):
             results[model, seed] = future.result()
             say_done(model, seed, results[model, seed])
     except BaseException:  # a Ctrl-C (the running workers get it too and checkpoint), or a run that failed:
+        stopped.set()
         pool.shutdown(wait=True, cancel_futures=True)  # the queued runs do not start
         raise
     pool.shutdown()

@@ -404,15 +404,8 @@ def test_the_frozen_heap_skips_old_objects_collects_new_garbage_and_thaws():
     ],
 )
 def test_the_epoch_line_names_what_training_maximized(tmp_path, small_handwriting, capsys, settings, said):
-    config = make_config(
-        "hdf5",
-        data_dir=small_handwriting,
-        out=str(tmp_path / "run"),
-        epochs=1,
-        free_bits=0,
-        kl_anneal_epochs=0,
-        **dict(TINY_SIZES, **settings),
-    )
+    settings = {**TINY_SIZES, "free_bits": 0, "kl_anneal_epochs": 0, **settings}
+    config = make_config("hdf5", data_dir=small_handwriting, out=str(tmp_path / "run"), epochs=1, **settings)
     train(config)
     line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch 1: train"))
     assert said in line and ("with" in said) == (" with " in line), line
