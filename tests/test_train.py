@@ -1,10 +1,10 @@
 """Training on the embedded handwriting data: the loss falls, a killed run resumes exactly,
 divergence stops cleanly, and the command line reports bad input in one line."""
 
+import ctypes
 import gc
 import json
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -20,7 +20,7 @@ from pyro_vrnn import data as datasets, svi, train as train_module
 from pyro_vrnn.checkpoints import load_checkpoint
 from pyro_vrnn.config import make_config, unused_flags
 from pyro_vrnn.data.schema import write_h5
-from pyro_vrnn.runtime import TrainingError, freed_memory_kept, frozen_heap, network_fits
+from pyro_vrnn.runtime import TrainingError, frozen_heap, network_fits
 from pyro_vrnn.svi import validate
 from pyro_vrnn.train import train
 
@@ -187,26 +187,39 @@ def test_training_treats_subnormal_floats_as_zero_and_then_restores_the_mode(tmp
     assert (subnormal * 1.0).item() > 0  # and the mode of before restored
 
 
-def test_freed_memory_is_kept_for_the_next_tensors_and_the_defaults_come_back():
-    """runtime.freed_memory_kept: three 12 MiB tensors made and freed over and over (a big emission's steps) fault
-    their pages in once inside; glibc's defaults map (or trim) and fault them in again at every round."""
+FREED_MEMORY_SCRIPT = """
+import ctypes, sys, torch
+sys.path.insert(0, {root!r})
+from pyro_vrnn.runtime import freed_memory_kept
 
-    def page_faults_of_rounds(rounds=10):
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        for _ in range(rounds):
-            tensors = [torch.ones(3 * 2**20) for _ in range(3)]  # 12 MiB each, then freed together
-            del tensors
-        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+class MallInfo(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks".split()]
+    _fields_ += [(n, ctypes.c_size_t) for n in ("fordblks", "keepcost")]
 
-    pages = 3 * 12 * 2**20 // resource.getpagesize()  # one round's pages
-    with freed_memory_kept() as kept:
-        if not kept:
-            pytest.skip("not glibc's malloc")
-        page_faults_of_rounds(1)  # the heap grows to hold them, once
-        inside = page_faults_of_rounds()
-    after = page_faults_of_rounds()
-    assert inside < pages  # all ten rounds in less than one round's pages
-    assert after > 5 * pages  # back to glibc's defaults (fixed at 128 KiB): faulted in again, round after round
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MallInfo
+with freed_memory_kept() as kept:
+    before = libc.mallinfo2()
+    tensor = torch.ones(3 * 2**20)  # 12 MiB, as a big emission's temporaries at one step
+    alive = libc.mallinfo2()
+    del tensor
+    freed = libc.mallinfo2()
+print(kept, alive.hblkhd - before.hblkhd, alive.arena - before.arena, freed.arena - alive.arena)
+"""
+
+
+def test_freed_memory_stays_in_the_heap_for_the_next_tensors():
+    """runtime.freed_memory_kept, in a new process (the allocator's state of its own): a 12 MiB tensor comes from
+    the heap, not a mapping of its own (glibc's default: 128 KiB and up are mapped, and faulted in afresh each
+    time), and freeing it does not shrink the heap (it is not trimmed back to the system)."""
+    if not hasattr(ctypes.CDLL(None), "mallinfo2"):
+        pytest.skip("not glibc 2.33 or later")
+    run = subprocess.run(
+        [sys.executable, "-c", FREED_MEMORY_SCRIPT.format(root=ROOT)], capture_output=True, text=True, timeout=120
+    )
+    kept, mapped, heap_grew, heap_shrank = run.stdout.split()
+    assert kept == "True", run.stderr[-2000:]
+    assert int(mapped) == 0 and int(heap_shrank) == 0, run.stdout  # served by the heap (grown by heap_grew), kept
 
 
 def test_nan_loss_before_any_checkpoint_says_to_start_again(tmp_path, hershey_cache, monkeypatch, capsys):
