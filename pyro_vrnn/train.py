@@ -121,6 +121,11 @@ class Trainer:
             ) from None
         for group in self.optimizer.param_groups:  # --lr may change on resume (e.g. after a divergence)
             group["lr"] = c.lr
+        scored = [
+            (s["elbo"], s["particles"]) if s["elbo"] in PARTICLE_BOUNDS else 1 for s in (state["config"], vars(c))
+        ]
+        if scored[0] != scored[1]:  # --elbo changed: best_valid is the old objective's score, not comparable
+            progress.best_valid, progress.bad_epochs = -math.inf, 0
         saved_world_size = len(state["rng"])  # one random state per process
         if saved_world_size != self.world_size and progress.batch > 0:
             # The position within an epoch indexes the batches of that many processes' shards.
@@ -220,17 +225,8 @@ class Trainer:
         train_loss, train_sequences = all_reduce_sum([p.epoch_loss, p.epoch_sequences], self.device)
         bound = make_elbo(c.elbo, particles=c.particles, model=c.model, guide=c.guide)  # the bound trained, if any
         bound = bound if c.elbo in PARTICLE_BOUNDS else None
-        metrics = validate(
-            self.model,
-            self.guide,
-            self.vrnn,
-            self.valid_set,
-            c.batch_size,
-            self.device,
-            self.rank,
-            self.world_size,
-            bound,
-        )
+        programs = self.model, self.guide, self.vrnn
+        metrics = validate(*programs, self.valid_set, c.batch_size, self.device, self.rank, self.world_size, bound)
         score = metrics.get("bound_per_seq", metrics["elbo_per_seq"])  # the objective trained
         improved = score > p.best_valid
         p.epoch, p.batch, p.epoch_loss, p.epoch_sequences = p.epoch + 1, 0, 0.0, 0.0

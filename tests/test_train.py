@@ -4,6 +4,7 @@ divergence stops cleanly, and the command line reports bad input in one line."""
 import ctypes
 import gc
 import json
+import math
 import os
 import signal
 import subprocess
@@ -422,3 +423,21 @@ def test_the_epoch_line_names_what_training_maximized(tmp_path, small_handwritin
     train(config)
     line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch 1: train"))
     assert said in line and ("with" in said) == (" with " in line), line
+
+
+@pytest.mark.parametrize("changes,afresh", [(dict(lr=1e-4), False), (dict(elbo="iwae", particles=2), True)])
+def test_a_new_objective_on_resume_starts_the_best_score_afresh(tmp_path, small_handwriting, changes, afresh):
+    """best_valid (what best.pt and early stopping go by) is the trained objective's validation score: the ELBO, or
+    the IWAE / FIVO bound; resumed with another, the old best is not comparable and counts for nothing."""
+    run = str(tmp_path / "run")
+    sizes = {**TINY_SIZES, "free_bits": 0, "kl_anneal_epochs": 0}
+    train(make_config("hdf5", data_dir=small_handwriting, out=run, epochs=1, model="vrnn-gauss", **sizes), quiet=True)
+    saved = load_checkpoint(os.path.join(run, "last.pt"))
+    assert saved["progress"]["best_valid"] > -1e9
+    config = make_config("hdf5", data_dir=small_handwriting, out=run, epochs=2, model="vrnn-gauss", **sizes, **changes)
+    trainer = train_module.Trainer(config, resume=run, quiet=True)
+    try:
+        best = trainer.progress.best_valid
+    finally:
+        trainer.close()
+    assert best == (-math.inf if afresh else saved["progress"]["best_valid"])
