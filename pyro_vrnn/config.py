@@ -187,6 +187,7 @@ AT_LEAST_ONE = (
 )
 POSITIVE = ("lr", "clip")
 NOT_NEGATIVE = ("min_scale", "epochs", "kl_anneal_epochs", "threads", "backward_hidden", "free_bits")
+FINITE = ("lr", "min_scale", "free_bits", "kl_anneal_epochs")  # --clip inf is allowed: no clipping
 
 
 def check_config(config):
@@ -217,6 +218,10 @@ def check_config(config):
             value = getattr(config, name)
             if value is not None and not test(value):
                 raise ValueError(f"--{name.replace('_', '-')} is {value}; it must be {need}")
+    for name in FINITE:
+        value = getattr(config, name)
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"--{name.replace('_', '-')} is {value}; it must be a finite number")
     check_particle_bound(config)
     # Checked here, not when training seeds numpy or moves the model (a traceback, after the data
     # is prepared): each rank of a torchrun group is seeded seed + rank.

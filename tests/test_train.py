@@ -243,6 +243,8 @@ def test_nan_loss_before_any_checkpoint_says_to_start_again(tmp_path, hershey_ca
         ("lr", -1e-3, "above 0"),
         ("lr", float("nan"), "above 0"),
         ("kl_anneal_epochs", -1, "0 or more"),
+        ("min_scale", float("inf"), "a finite number"),
+        ("lr", float("inf"), "a finite number"),
     ],
 )
 def test_settings_no_run_can_use_are_refused_in_one_line(flag, value, need):
