@@ -69,14 +69,13 @@ class RunDirectory:
         --overwrite. Files that are not a run's (another program's config.json) do not count as one."""
         if not self.holds_a_run() or any(os.path.exists(self.file(name)) for name in ("last.pt", "best.pt")):
             return False
-        try:
-            if os.path.exists(self.file("config.json")):
-                with open(self.file("config.json")) as f:
-                    config = json.load(f)
-                if not (isinstance(config, dict) and CONFIG_KEYS <= set(config)):
-                    return False
+        try:  # the run's config.json first of all (a log alone may be anyone's: read_log skips lines it cannot parse)
+            with open(self.file("config.json")) as f:
+                config = json.load(f)
+            if not (isinstance(config, dict) and CONFIG_KEYS <= set(config)):
+                return False
             return all(isinstance(r, dict) and "event" in r for r in read_log(self.file("log.jsonl")))
-        except (OSError, ValueError):  # unreadable, or not JSON: not ours to replace
+        except (OSError, ValueError):  # missing, unreadable, or not JSON: not ours to replace
             return False
 
     def open(self, resuming, overwrite=False):

@@ -69,8 +69,8 @@ def close_process_group():
 
 def exit_at_once(stop=None):
     """Leave a torchrun process as `raise stop` would (None: status 0; SystemExit: its status, or its message on
-    stderr and status 1; anything else: its traceback and status 1), but with os._exit, skipping the shutdown of
-    the interpreter, where gloo can abort a finished run.
+    stderr and status 1; KeyboardInterrupt: 130; anything else: its traceback and status 1), but with os._exit,
+    skipping the shutdown of the interpreter, where gloo can abort a finished run.
 
     Why: after DistributedDataParallel has run, destroy_process_group leaves the gloo group alive (references
     to it remain), and with it gloo's worker threads. A worker that frees a finished collective after the
@@ -86,6 +86,8 @@ def exit_at_once(stop=None):
     elif isinstance(stop, SystemExit) and stop.code is not None:
         print(stop.code, file=sys.stderr)  # sys.exit("error: ...")
         status = 1
+    elif isinstance(stop, KeyboardInterrupt):  # a Ctrl-C on the way out: what was written stands
+        status = 130
     elif stop is not None and not isinstance(stop, SystemExit):
         traceback.print_exception(stop)
         status = 1

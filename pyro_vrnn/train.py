@@ -30,7 +30,7 @@ from pyro_vrnn.checkpoints import (
     load_checkpoint,
     load_weights,
 )
-from pyro_vrnn.config import EXACT_MODELS, config_to_dict
+from pyro_vrnn.config import EXACT_MODELS, config_from_dict, config_to_dict
 from pyro_vrnn.runs import RunDirectory, resume_command, resume_path
 from pyro_vrnn.runtime import (
     EXIT_CODES,
@@ -121,9 +121,8 @@ class Trainer:
             ) from None
         for group in self.optimizer.param_groups:  # --lr may change on resume (e.g. after a divergence)
             group["lr"] = c.lr
-        scored = [
-            (s["elbo"], s["particles"]) if s["elbo"] in PARTICLE_BOUNDS else 1 for s in (state["config"], vars(c))
-        ]
+        saved = config_from_dict(state["config"])  # a checkpoint of an older version may lack fields
+        scored = [(s.elbo, s.particles) if s.elbo in PARTICLE_BOUNDS else 1 for s in (saved, c)]
         if scored[0] != scored[1]:  # --elbo changed: best_valid is the old objective's score, not comparable
             progress.best_valid, progress.bad_epochs = -math.inf, 0
         saved_world_size = len(state["rng"])  # one random state per process

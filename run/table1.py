@@ -28,6 +28,7 @@ import json
 import math
 import os
 import shlex
+import signal
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -134,8 +135,11 @@ STOPPED = None  # in the worker processes of run_all: an Event, set once any job
 
 
 def share_stop(stopped):
+    """A worker's start: the table's stop Event, and a Ctrl-C ignored while the worker waits for a job (an idle
+    worker killed by it would break the pool, which then kills the others mid-checkpoint)."""
     global STOPPED
     STOPPED = stopped
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def run_job(args, model, seed, run_dir):
@@ -145,11 +149,14 @@ def run_job(args, model, seed, run_dir):
         return train_and_evaluate(args, model, seed, run_dir)
     if STOPPED.is_set():
         return None
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # at work: a Ctrl-C stops the training, as in svi.py
     try:
         return train_and_evaluate(args, model, seed, run_dir)
     except BaseException:  # a Ctrl-C (every worker gets it) or a failure: the other workers start nothing new
         STOPPED.set()
         raise
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def train_and_evaluate(args, model, seed, run_dir):

@@ -96,6 +96,7 @@ def test_two_ranks_with_half_batches_step_like_one_process_with_the_whole_batch(
     [
         ("None", 0, ""),
         ("SystemExit(130)", 130, ""),
+        ("KeyboardInterrupt()", 130, ""),
         ("SystemExit('error: no data')", 1, "error: no data"),
         ("ValueError('a bug')", 1, "ValueError: a bug"),
     ],

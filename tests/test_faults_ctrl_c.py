@@ -138,10 +138,12 @@ def test_a_table_stopped_says_to_run_its_command_again(
 
 def test_a_ctrl_c_stops_a_table_of_several_jobs_and_starts_none_of_the_queued_runs(small_handwriting, tmp_path):
     """table1.py --jobs 2: a Ctrl-C at the terminal (to the whole process group) stops the two running trainings,
-    each with its last.pt, and the two queued runs never start; the table exits 130, saying how to go on."""
+    each with its last.pt, and the two queued runs never start; the table exits 130, in one line saying how to
+    go on. (A worker waiting for a job ignores the Ctrl-C: run_job's share_stop.)"""
+    models, jobs = ["rnn-gauss", "vrnn-gauss"], 2
     table = tmp_path / "t"
-    argv = ["--dataset", "hdf5", "--data-dir", small_handwriting, "--models", "rnn-gauss", "vrnn-gauss"]
-    argv += ["--seeds", "0", "1", "--epochs", "1000", "--jobs", "2", "--log-every", "1", "--out", str(table), *TINY]
+    argv = ["--dataset", "hdf5", "--data-dir", small_handwriting, "--models", *models, "--seeds", "0", "1"]
+    argv += ["--epochs", "1000", "--jobs", str(jobs), "--log-every", "1", "--out", str(table), *TINY]
     proc = subprocess.Popen(
         [sys.executable, os.path.join(ROOT, "run", "table1.py"), *argv],
         cwd=ROOT,
@@ -155,7 +157,7 @@ def test_a_ctrl_c_stops_a_table_of_several_jobs_and_starts_none_of_the_queued_ru
     time.sleep(1)  # into the training steps
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-2000:]
+    assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
     assert "resume the table with: python run/table1.py" in err.strip().splitlines()[-1]
     assert all((run / "last.pt").exists() for run in running)
     assert not (table / "vrnn-gauss").exists()  # the queued runs
