@@ -156,7 +156,7 @@ def test_schema_errors_say_what_and_how_to_fix(tmp_path):
         replace(f, "valid/offsets", np.array([0]))
 
     assert "the valid split is empty" in broken(tmp_path, empty_valid)
-    for rate in (0, 16000.5, np.nan, "fast", [8000, 16000]):
+    for rate in (0, 16000.5, np.nan, "fast", "16000", True, [8000, 16000]):
         message = broken(tmp_path, lambda f: f.attrs.__setitem__("sample_rate", rate))
         assert "attribute sample_rate" in message and "whole number of Hz" in message, rate
     message = broken(tmp_path, lambda f: f.attrs.update(kind="binary", sample_rate=16000))

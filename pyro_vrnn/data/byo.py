@@ -258,10 +258,9 @@ def _check_sample_rate(path, f, kind):
     """The attribute sample_rate, where present: "real" data that are audio frames, a whole number of Hz."""
     if "sample_rate" not in f.attrs:
         return
-    try:
-        rate = float(np.asarray(f.attrs["sample_rate"]).item())
-    except (TypeError, ValueError):  # a string, or several numbers
-        rate = math.nan
+    value = np.asarray(f.attrs["sample_rate"])
+    # one number: not a string (even "16000"), not a bool, not several numbers
+    rate = float(value.item()) if value.dtype.kind in "iuf" and value.size == 1 else math.nan
     if kind != "real" or not (math.isfinite(rate) and rate >= 1 and rate.is_integer()):
         _fail(
             path,
