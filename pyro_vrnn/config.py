@@ -167,8 +167,8 @@ def make_config(dataset="hershey", **overrides):
     return check_config(Config(dataset=dataset, **values))
 
 
-# The least each number may be: sizes and counts at least 1, rates and scales above 0.
-AT_LEAST_ONE = (
+# The sizes of a network (their flags): checked below, and named when a network does not fit in memory.
+NETWORK_SIZES = (
     "hidden",
     "z_dim",
     "x_features",
@@ -178,6 +178,9 @@ AT_LEAST_ONE = (
     "dec_hidden",
     "mlp_layers",
     "components",
+)
+# The least each number may be: sizes and counts at least 1, rates and scales above 0.
+AT_LEAST_ONE = NETWORK_SIZES + (
     "batch_size",
     "max_steps",
     "patience",

@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 
 from pyro_vrnn.checks import FlagError, parse_device, size_text
+from pyro_vrnn.config import NETWORK_SIZES
 
 
 class TrainingError(RuntimeError):
@@ -96,20 +97,6 @@ def exit_at_once(stop=None):
     os._exit(status)
 
 
-# The sizes of a network (their flags), named when it does not fit in memory.
-SIZES = (
-    "hidden",
-    "z_dim",
-    "x_features",
-    "z_features",
-    "enc_hidden",
-    "prior_hidden",
-    "dec_hidden",
-    "mlp_layers",
-    "components",
-)
-
-
 def out_of_memory(error):
     """Whether `error` is a failed allocation: torch.OutOfMemoryError (CUDA's), or the RuntimeError of the CPU
     allocator ("DefaultCPUAllocator: can't allocate memory") or of another backend ("MPS backend out of memory")."""
@@ -134,7 +121,7 @@ def network_fits(config, device):
         amount = (
             "" if asked is None else f" (an allocation of {size_text(int(asked[1])) if asked[1] else asked[2]} failed)"
         )
-        sizes = " ".join(f"--{name.replace('_', '-')} {getattr(config, name)}" for name in SIZES)
+        sizes = " ".join(f"--{name.replace('_', '-')} {getattr(config, name)}" for name in NETWORK_SIZES)
         raise TrainingError(
             f"the {config.model} network does not fit in the memory of {where}{amount}; "
             f"choose smaller sizes (now {sizes})"
