@@ -160,6 +160,14 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (mallo
 MALLOC_DEFAULT = 128 * 1024  # glibc's starting value of both
 
 
+def mallopt(parameter, value):
+    """glibc's mallopt(3); False where the C library has none (macOS, musl: their own allocators' ways)."""
+    try:
+        return bool(ctypes.CDLL("libc.so.6").mallopt(parameter, value))
+    except (OSError, AttributeError):
+        return False
+
+
 @contextlib.contextmanager
 def freed_memory_kept():
     """Inside, glibc's malloc serves blocks of up to 32 MiB (its most) from its heap, and never trims the heap:
@@ -174,12 +182,9 @@ def freed_memory_kept():
     time of an importance-sampling estimate at T = 800, depending on the allocator's history (docs/speed.md).
     The cost is that the process's resident set stays at its peak.
     """
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):  # not glibc (macOS, musl): its own allocator's ways
+    if not mallopt(M_MMAP_THRESHOLD, 32 * 2**20):
         yield False
         return
-    mallopt(M_MMAP_THRESHOLD, 32 * 2**20)
     mallopt(M_TRIM_THRESHOLD, -1)  # -1: never trim (mallopt(3))
     try:
         yield True

@@ -16,6 +16,8 @@ import pyro
 import torch
 from torch.distributions import Distribution
 
+from pyro_vrnn.runtime import M_MMAP_THRESHOLD, mallopt
+
 
 @contextlib.contextmanager
 def no_validation():
@@ -89,10 +91,7 @@ def fixed_mmap_threshold(size=2**18):
     By default it raises that threshold each time it frees such a mapping, after which big tensors come from
     the heap, whose freed holes a later tensor may not fit: the resident set then doubles now and then
     for the same computation, a property of the allocator's history, not of what the computation holds."""
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(-3, size)  # M_MMAP_THRESHOLD (malloc.h); also stops its adjustment
-    except (OSError, AttributeError):
-        pass
+    mallopt(M_MMAP_THRESHOLD, size)  # also stops its adjustment
 
 
 def resident_kib(field):
