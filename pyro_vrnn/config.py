@@ -216,15 +216,12 @@ def check_config(config):
         (AT_LEAST_ONE, lambda v: v >= 1, "at least 1"),
         (POSITIVE, lambda v: v > 0, "above 0"),
         (NOT_NEGATIVE, lambda v: v >= 0, "0 or more"),
+        (FINITE, math.isfinite, "a finite number"),
     ):
         for name in names:
             value = getattr(config, name)
             if value is not None and not test(value):
                 raise ValueError(f"--{name.replace('_', '-')} is {value}; it must be {need}")
-    for name in FINITE:
-        value = getattr(config, name)
-        if value is not None and not math.isfinite(value):
-            raise ValueError(f"--{name.replace('_', '-')} is {value}; it must be a finite number")
     check_particle_bound(config)
     # Checked here, not when training seeds numpy or moves the model (a traceback, after the data
     # is prepared): each rank of a torchrun group is seeded seed + rank.

@@ -222,8 +222,11 @@ class Trainer:
         """Validate, remember the best, checkpoint; returns why to stop ("early_stopping", ...) or None."""
         c, p = self.config, self.progress
         train_loss, train_sequences = all_reduce_sum([p.epoch_loss, p.epoch_sequences], self.device)
-        bound = make_elbo(c.elbo, particles=c.particles, model=c.model, guide=c.guide)  # the bound trained, if any
-        bound = bound if c.elbo in PARTICLE_BOUNDS else None
+        bound = (
+            make_elbo(c.elbo, particles=c.particles, model=c.model, guide=c.guide)
+            if c.elbo in PARTICLE_BOUNDS
+            else None
+        )
         programs = self.model, self.guide, self.vrnn
         metrics = validate(*programs, self.valid_set, c.batch_size, self.device, self.rank, self.world_size, bound)
         score = metrics.get("bound_per_seq", metrics["elbo_per_seq"])  # the objective trained

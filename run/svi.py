@@ -28,6 +28,7 @@ from pyro_vrnn.flags import add_config_flags, overrides as flag_overrides  # noq
 from pyro_vrnn.report import end_of_run_figures  # noqa: E402
 from pyro_vrnn.runs import resume_path  # noqa: E402
 from pyro_vrnn.runtime import Interrupted, TrainingError, close_process_group, exit_at_once  # noqa: E402
+from pyro_vrnn.svi import PARTICLE_BOUNDS  # noqa: E402
 from pyro_vrnn.train import train  # noqa: E402
 
 # Flags that may change when a run is resumed (the optimization's: e.g. a lower --lr after a
@@ -85,7 +86,7 @@ def config_for(args):
                 f"{getattr(config, key)}; drop it or start a new run"
             )
     if "elbo" in overrides:  # another objective: what served the run's gives way unless given, as in make_config
-        if config.elbo in ("iwae", "fivo"):  # no KL term to anneal or grant free bits (e.g. hershey's preset)
+        if config.elbo in PARTICLE_BOUNDS:  # no KL term to anneal or grant free bits (e.g. hershey's preset)
             for lever in ("kl_anneal_epochs", "free_bits"):
                 if lever not in overrides:
                     setattr(config, lever, 0.0)

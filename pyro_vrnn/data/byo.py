@@ -264,7 +264,7 @@ def _check_sample_rate(path, f, kind):
     if kind != "real" or not (math.isfinite(rate) and rate >= 1 and rate.is_integer()):
         _fail(
             path,
-            f"attribute sample_rate is {np.asarray(f.attrs['sample_rate']).tolist()!r} (kind '{kind}')",
+            f"attribute sample_rate is {value.tolist()!r} (kind '{kind}')",
             "it marks kind 'real' data as audio, D samples a step, and must be a whole number of Hz "
             "(e.g. 16000), or absent",
         )
