@@ -72,8 +72,9 @@ def add_config_flags(parser, seed=True):
     g.add_argument(
         "--scoring",
         choices=("batched", "steps"),
-        help="the model program's form: batched (default: prior and emission of all steps in one "
-        "call each, models/vrnn.py) or steps (one step at a time, as the paper writes it)",
+        help="batched (default: the model's prior and emission of all steps in one call each, models/vrnn.py, "
+        "and the ELBO's z_t sites scored in one call, pyro_vrnn/stacked_elbo.py) or steps (one step at a "
+        "time, as the paper writes it, under Pyro's own Trace_ELBO / TraceMeanField_ELBO)",
     )
     if seed:
         g.add_argument("--seed", type=int, help="random seed (weights, batches, samples)")

@@ -34,12 +34,13 @@ from pyro.distributions.util import scale_and_mask
 from pyro.infer import ELBO, TraceMeanField_ELBO
 from pyro.infer.enum import get_importance_trace
 from pyro.infer.importance import vectorized_importance_weights
-from pyro.infer.util import torch_item
+from pyro.infer.util import is_validation_enabled, torch_item
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import kl_divergence
 
 from pyro_vrnn.record import Record
 from pyro_vrnn.smc import particle_filter, stepper_for
+from pyro_vrnn.stacked_elbo import stackable_groups, stacked_mask, stacked_normal, stacked_scale, stacked_traces
 
 
 def site_log_prob_sum(trace, observed, dtype=None):
@@ -179,23 +180,34 @@ class FreeBitsELBO(TraceMeanField_ELBO):
         super().__init__(**kwargs)
         self.free_bits = float(free_bits)
 
+    def _get_trace(self, model, guide, args, kwargs):
+        if is_validation_enabled():
+            return super()._get_trace(model, guide, args, kwargs)  # TraceMeanField_ELBO's, with its checks
+        return stacked_traces(model, guide, args, kwargs)
+
     def _differentiable_loss_particle(self, model_trace, guide_trace):
-        elbo = 0.0
+        elbo, latent = 0.0, []
         for name, site in model_trace.nodes.items():
-            if site["type"] != "sample":
-                continue
-            if site["is_observed"]:
+            if site["type"] == "sample" and site["is_observed"]:
                 elbo = elbo + site["log_prob_sum"]
-                continue
-            guide_site = guide_trace.nodes[name]
-            kl = kl_divergence(guide_site["fn"], site["fn"])  # [(K,) B]: one step of every sequence
-            mask = guide_site["mask"]
-            if isinstance(mask, torch.Tensor):
-                kl, count = torch.where(mask, kl, kl.new_zeros(())), mask.expand(kl.shape).sum()
-            else:
-                count = kl.numel()
-            elbo = elbo - guide_site["scale"] * torch.clamp(kl.sum(), min=self.free_bits * count)
+            elif site["type"] == "sample":
+                latent.append((guide_trace.nodes[name], site))
+        for pairs in stackable_groups(latent, sites_of=list):  # the z_t of all steps: one KL call
+            guide_sites = [guide_site for guide_site, _ in pairs]
+            kl = self.step_kl(pairs)  # [S, (K,) B]: KL_t,b of each step t of the group
+            mask = stacked_mask(guide_sites, kl)
+            step_kl = torch.where(mask, kl, kl.new_zeros(())).flatten(1).sum(1)  # [S]: sum_b KL_t,b
+            count = mask.flatten(1).sum(1)  # n_t, the real sequences at step t
+            elbo = elbo - (stacked_scale(guide_sites, kl) * torch.clamp(step_kl, min=self.free_bits * count)).sum()
         return -torch_item(elbo), -elbo
+
+    @staticmethod
+    def step_kl(pairs):
+        """KL(q || p) of each (guide site, model site) pair, stacked: [S, *batch]; one call for DiagNormals."""
+        if len(pairs) == 1:
+            ((guide_site, model_site),) = pairs
+            return kl_divergence(guide_site["fn"], model_site["fn"]).unsqueeze(0)
+        return kl_divergence(stacked_normal([q for q, _ in pairs]), stacked_normal([p for _, p in pairs]))
 
 
 NO_KL_WEIGHT = "a particle bound weighs every site alike; a KL weight (--kl-anneal-epochs) has no place in it"
@@ -228,7 +240,9 @@ class ParticleBound(ELBO):
         return torch_item(loss)
 
     def _get_trace(self, model, guide, args, kwargs):
-        return get_importance_trace("flat", self.max_plate_nesting, model, guide, args, kwargs)
+        if is_validation_enabled():
+            return get_importance_trace("flat", self.max_plate_nesting, model, guide, args, kwargs)
+        return stacked_traces(model, guide, args, kwargs)  # the same traces, the z_t sites scored in one call
 
 
 def unscaled_site_sum(trace, zeros):

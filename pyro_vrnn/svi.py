@@ -6,7 +6,8 @@
 
 which is what `pyro.infer.SVI.step` does, with module-local parameters so that the module can be
 wrapped in DistributedDataParallel, and with the `Record` that carries the guide's recurrence to the
-model (pyro_vrnn/record.py).
+model (pyro_vrnn/record.py). With --scoring batched (the default) the ELBO is StackedTrace_ELBO, a
+Trace_ELBO that scores the z_t sites of all steps in one call (pyro_vrnn/stacked_elbo.py).
 """
 
 import math
@@ -20,6 +21,7 @@ from pyro_vrnn import data as datasets
 from pyro_vrnn.objectives import FIVOELBO, IWAEELBO, FreeBitsELBO, elbo_terms
 from pyro_vrnn.record import Record
 from pyro_vrnn.runtime import all_reduce_sum
+from pyro_vrnn.stacked_elbo import StackedTrace_ELBO
 
 ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}
 PARTICLE_BOUNDS = ("iwae", "fivo")  # K-particle bounds, per sequence (objectives.py)
@@ -37,8 +39,9 @@ class Program(nn.Module):
         return self.fn(self.vrnn, *args, **kwargs)
 
 
-def make_elbo(name, free_bits=0.0, particles=1, model="vrnn-gmm", guide="filtering"):
-    """Trace_ELBO ("trace") or TraceMeanField_ELBO ("meanfield", analytic KL); with free bits (> 0 nats a
+def make_elbo(name, free_bits=0.0, particles=1, model="vrnn-gmm", guide="filtering", scoring="batched"):
+    """Trace_ELBO ("trace"; with --scoring batched, StackedTrace_ELBO: the same estimator, its z_t sites scored
+    in one call, stacked_elbo.py) or TraceMeanField_ELBO ("meanfield", analytic KL); with free bits (> 0 nats a
     step), FreeBitsELBO, whose KL is analytic too: one particle, as the paper. "iwae": IWAEELBO, "fivo":
     FIVOELBO with `particles` K, FIVO's particle filter being the stepper of `model` and `guide` (the run's
     --model, --guide). One plate, over sequences."""
@@ -46,15 +49,17 @@ def make_elbo(name, free_bits=0.0, particles=1, model="vrnn-gmm", guide="filteri
         return IWAEELBO(particles)
     if name == "fivo":
         return FIVOELBO(particles, model, guide)
-    if free_bits > 0:
-        return FreeBitsELBO(free_bits, max_plate_nesting=1)
+    if free_bits > 0 or (name == "meanfield" and scoring == "batched"):
+        return FreeBitsELBO(free_bits, max_plate_nesting=1)  # free_bits 0: TraceMeanField_ELBO, its KL stacked
+    if name == "trace" and scoring == "batched":
+        return StackedTrace_ELBO(max_plate_nesting=1)
     return ELBOS[name](max_plate_nesting=1)
 
 
 def make_loss_module(config, model, guide, vrnn, world_size=1, device=None):
     """Pyro's ELBOModule over the model and guide, wrapped in DDP when there are several processes."""
     pyro.settings.set(module_local_params=True)
-    elbo = make_elbo(config.elbo, config.free_bits, config.particles, config.model, config.guide)
+    elbo = make_elbo(config.elbo, config.free_bits, config.particles, config.model, config.guide, config.scoring)
     loss_module = elbo(Program(model, vrnn), Program(guide, vrnn))
     if world_size > 1:
         loss_module = nn.parallel.DistributedDataParallel(

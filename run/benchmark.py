@@ -200,7 +200,7 @@ def bench_training(name, dim, steps, args, device, clock):
     model, guide, vrnn = build(name, dim, args, device)
     x, mask = make_batch(dim, args.batch, steps, device, args.seed)
     num_train = 1000 * args.batch  # the plate scales the batch to a data set of this size
-    loss_module = make_elbo(args.elbo)(Program(model, vrnn), Program(guide, vrnn))
+    loss_module = make_elbo(args.elbo, scoring=args.scoring)(Program(model, vrnn), Program(guide, vrnn))
     optimizer = torch.optim.Adam(vrnn.parameters(), lr=1e-4)
 
     def pyro_step(validate=False):  # the very step of pyro_vrnn/train.py
