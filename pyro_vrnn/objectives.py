@@ -207,7 +207,8 @@ class FreeBitsELBO(TraceMeanField_ELBO):
         if len(pairs) == 1:
             ((guide_site, model_site),) = pairs
             return kl_divergence(guide_site["fn"], model_site["fn"]).unsqueeze(0)
-        return kl_divergence(stacked_normal([q for q, _ in pairs]), stacked_normal([p for _, p in pairs]))
+        shape = torch.broadcast_shapes(pairs[0][0]["fn"].loc.shape, pairs[0][1]["fn"].loc.shape)
+        return kl_divergence(stacked_normal([q for q, _ in pairs], shape), stacked_normal([p for _, p in pairs], shape))
 
 
 NO_KL_WEIGHT = "a particle bound weighs every site alike; a KL weight (--kl-anneal-epochs) has no place in it"

@@ -46,10 +46,18 @@ def stackable_groups(items, sites_of=lambda site: [site]):
     return list(groups.values()) + alone
 
 
-def stacked_normal(sites):
-    """One DiagNormal whose batch dim 0 runs over `sites` (DiagNormal sites of one shape): [S, *batch]."""
+def stacked(tensors, shape):
+    """torch.stack of tensors of one shape, each first broadcast to `shape` if it is smaller (an observed x_t
+    without the particle dim of its distribution): stacked on a new dim 0, they must broadcast as they did."""
+    if tensors[0].shape != shape:
+        tensors = [tensor.expand(shape) for tensor in tensors]
+    return torch.stack(tensors)
+
+
+def stacked_normal(sites, shape):
+    """One DiagNormal whose batch dim 0 runs over `sites` (DiagNormal sites of one shape): [S, *shape]."""
     return DiagNormal(
-        torch.stack([site["fn"].loc for site in sites]), torch.stack([site["fn"].scale for site in sites])
+        stacked([site["fn"].loc for site in sites], shape), stacked([site["fn"].scale for site in sites], shape)
     )
 
 
@@ -80,7 +88,9 @@ def score_stacked(trace, guide=False):
     for sites in stackable_groups(samples):
         if len(sites) < 2:
             continue  # nothing to gain: Pyro scores it
-        unscaled = stacked_normal(sites).log_prob(torch.stack([site["value"] for site in sites]))  # [S, *batch]
+        shape = torch.broadcast_shapes(sites[0]["value"].shape, sites[0]["fn"].loc.shape)  # as log_prob broadcasts
+        values = stacked([site["value"] for site in sites], shape)
+        unscaled = stacked_normal(sites, shape).log_prob(values)  # [S, *batch]
         log_prob = stacked_scale_and_mask(sites, unscaled)
         for site, site_unscaled, site_log_prob, site_sum in zip(sites, unscaled, log_prob, log_prob.flatten(1).sum(1)):
             site.update(unscaled_log_prob=site_unscaled, log_prob=site_log_prob, log_prob_sum=site_sum)

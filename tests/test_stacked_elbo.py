@@ -77,6 +77,8 @@ def hand_model(loc, steps):
         for t in range(steps):
             with poutine.mask(mask=torch.tensor([True, t < 2])), poutine.scale(scale=0.5 + t):
                 pyro.sample(f"z_{t}", DiagNormal(loc * t, torch.ones(2, 4)))
+            # observed, without the particle dim that vectorized particles give its distribution
+            pyro.sample(f"x_{t}", DiagNormal(loc * 0.1 * t, torch.ones(2, 4)), obs=torch.ones(2, 4))
         pyro.sample("w", dist.Normal(loc, 2.0).to_event(1))  # not a DiagNormal: scored by Pyro, alone
         pyro.sample("odd", DiagNormal(loc[:, :3], torch.ones(2, 3)))  # the only one of its shape: alone
 
@@ -135,10 +137,14 @@ def test_meanfield_batched_is_trace_mean_field_elbo():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_iwae_stacked_is_iwae_per_site():
-    """IWAEELBO's traces are stacked with validation off, and Pyro's get_importance_trace with it on: same bound."""
-    _, model, guide, vrnn = build("vrnn-gauss", "handwriting", 3)
-    x, mask = make_data("handwriting", steps=7)
+@pytest.mark.parametrize(
+    "name,kind,scoring", [("vrnn-gauss", "handwriting", "batched"), ("vrnn-i-gauss", "real", "steps")]
+)
+def test_iwae_stacked_is_iwae_per_site(name, kind, scoring):
+    """IWAEELBO's traces are stacked with validation off, and Pyro's get_importance_trace with it on: same bound.
+    The step-by-step model observes each x_t [B, D] under an emission with a particle dim [K, B, D]."""
+    _, model, guide, vrnn = build(name, kind, 3, scoring=scoring)
+    x, mask = make_data(kind, steps=7)
     params = list(vrnn.parameters())
     elbo = IWAEELBO(4)
     stacked, stacked_grads = loss_and_grads(elbo, model, guide, params, vrnn, x, mask, num_sequences=9, record=Record())
