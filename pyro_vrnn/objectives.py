@@ -32,7 +32,6 @@ import pyro.poutine as poutine
 import torch
 from pyro.distributions.util import scale_and_mask
 from pyro.infer import ELBO, TraceMeanField_ELBO
-from pyro.infer.enum import get_importance_trace
 from pyro.infer.importance import vectorized_importance_weights
 from pyro.infer.util import is_validation_enabled, torch_item
 from pyro.poutine.util import site_is_subsample
@@ -40,7 +39,14 @@ from torch.distributions import kl_divergence
 
 from pyro_vrnn.record import Record
 from pyro_vrnn.smc import particle_filter, stepper_for
-from pyro_vrnn.stacked_elbo import stackable_groups, stacked_mask, stacked_normal, stacked_scale, stacked_traces
+from pyro_vrnn.stacked_elbo import (
+    broadcast_shape,
+    stackable_groups,
+    stacked_mask,
+    stacked_normal,
+    stacked_scale,
+    stacked_traces,
+)
 
 
 def site_log_prob_sum(trace, observed, dtype=None):
@@ -174,6 +180,8 @@ class FreeBitsELBO(TraceMeanField_ELBO):
     nats) it counts as lambda and gives no gradient: the guide may carry that much information at every
     step for free, so the optimizer has nothing to gain by collapsing z onto the prior early in training.
     Above lambda it is the ELBO's own term. Reported bounds (validation, evaluation) are the true ELBO.
+    The KL of all steps is one call (stacked_elbo.py); unlike TraceMeanField_ELBO it needs the closed form at
+    every latent site (no sampled fallback) and no auxiliary guide sites: the VRNN's and the SRNN's programs.
     """
 
     def __init__(self, free_bits, **kwargs):
@@ -183,7 +191,7 @@ class FreeBitsELBO(TraceMeanField_ELBO):
     def _get_trace(self, model, guide, args, kwargs):
         if is_validation_enabled():
             return super()._get_trace(model, guide, args, kwargs)  # TraceMeanField_ELBO's, with its checks
-        return stacked_traces(model, guide, args, kwargs)
+        return stacked_traces(model, guide, args, kwargs, self.max_plate_nesting)
 
     def _differentiable_loss_particle(self, model_trace, guide_trace):
         elbo, latent = 0.0, []
@@ -192,7 +200,7 @@ class FreeBitsELBO(TraceMeanField_ELBO):
                 elbo = elbo + site["log_prob_sum"]
             elif site["type"] == "sample":
                 latent.append((guide_trace.nodes[name], site))
-        for pairs in stackable_groups(latent, sites_of=list):  # the z_t of all steps: one KL call
+        for pairs in stackable_groups(latent, sites_of=tuple):  # the (q, p) of z_t of all steps: one KL call
             guide_sites = [guide_site for guide_site, _ in pairs]
             kl = self.step_kl(pairs)  # [S, (K,) B]: KL_t,b of each step t of the group
             mask = stacked_mask(guide_sites, kl)
@@ -207,7 +215,7 @@ class FreeBitsELBO(TraceMeanField_ELBO):
         if len(pairs) == 1:
             ((guide_site, model_site),) = pairs
             return kl_divergence(guide_site["fn"], model_site["fn"]).unsqueeze(0)
-        shape = torch.broadcast_shapes(pairs[0][0]["fn"].loc.shape, pairs[0][1]["fn"].loc.shape)
+        shape = broadcast_shape(*pairs[0])
         return kl_divergence(stacked_normal([q for q, _ in pairs], shape), stacked_normal([p for _, p in pairs], shape))
 
 
@@ -241,9 +249,7 @@ class ParticleBound(ELBO):
         return torch_item(loss)
 
     def _get_trace(self, model, guide, args, kwargs):
-        if is_validation_enabled():
-            return get_importance_trace("flat", self.max_plate_nesting, model, guide, args, kwargs)
-        return stacked_traces(model, guide, args, kwargs)  # the same traces, the z_t sites scored in one call
+        return stacked_traces(model, guide, args, kwargs, self.max_plate_nesting)  # the z_t sites scored at once
 
 
 def unscaled_site_sum(trace, zeros):

@@ -8,16 +8,18 @@ Pyro's Trace_ELBO estimates the ELBO (docs/paper.md, eq. 10 in the form of eq. 3
 and scores each site on its own (`Trace.compute_log_prob`, `compute_score_parts`). A VRNN's programs have
 one z_t site per time step in each of them, each a diagonal Normal over [batch, z]: at T = 200 that is 400
 small log-density calls, with their autograd nodes, per batch, where a hand-written loss makes two calls
-over all steps. `StackedTrace_ELBO` traces the two programs exactly as Trace_ELBO does (the guide, then
-the model replayed on it), then, before Pyro scores the sites, fills in the log-densities of every group of
+over all steps. `stacked_traces` traces the two programs as Trace_ELBO does (the guide, then the model
+replayed on it), then, before Pyro scores the sites, fills in the log-densities of every group of
 `DiagNormal` sites of one shape with one call on the stacked values and parameters (`score_stacked`).
-Pyro then scores the remaining sites (the emission factor, the RNNs' x_t) and computes the loss with
-Trace_ELBO's own code. Each site's scale (the plate's, poutine.scale's KL weight) and mask are applied as
-`pyro.distributions.util.scale_and_mask` does; tests/test_stacked_elbo.py checks loss and gradients
-against Trace_ELBO's, and that no z_t site is scored on its own.
+Pyro then scores every other site as usual (the emission factor, a site alone of its shape, one with a
+tensor for scale), and `StackedTrace_ELBO` computes the loss with Trace_ELBO's own code. Each site's scale
+(the plate's, poutine.scale's KL weight) and mask are applied as `pyro.distributions.util.scale_and_mask`
+does; tests/test_stacked_elbo.py checks loss and gradients against Trace_ELBO's, and counts the calls.
 
-With Pyro's validation on (the first step of a run, the tests), it is Trace_ELBO itself, checks included.
-`--scoring steps` trains with plain Trace_ELBO and the step-by-step model (run/benchmark.py measures both).
+FreeBitsELBO and IWAEELBO (objectives.py) take the same traces. With Pyro's validation on (a run's first
+step) or a guide that is a GuideMessenger (an AutoNormalMessenger: it traces both programs itself), the
+traces are Pyro's own, from `pyro.infer.enum.get_importance_trace`. `--scoring steps --elbo trace` trains
+with Trace_ELBO itself (run/benchmark.py measures both).
 """
 
 import numbers
@@ -27,38 +29,56 @@ import pyro.poutine as poutine
 import torch
 from pyro.distributions.score_parts import ScoreParts
 from pyro.infer import Trace_ELBO
+from pyro.infer.enum import get_importance_trace
 from pyro.infer.util import is_validation_enabled
+from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites
 
 from pyro_vrnn.diag_normal import DiagNormal
 
 
-def stackable_groups(items, sites_of=lambda site: [site]):
-    """`items` (sites, or pairs of sites with sites_of) in lists that can be scored in one call: those whose sites
-    are DiagNormals with a number for scale, grouped by shape, in trace order; every other item alone."""
+def stackable(site):
+    """A DiagNormal site, reparameterized, with a number for scale and a mask no bigger than its batch."""
+    fn, mask = site["fn"], site["mask"]
+    return (
+        type(fn) is DiagNormal
+        and fn.has_rsample
+        and isinstance(site["scale"], numbers.Number)
+        and (not isinstance(mask, torch.Tensor) or mask.dim() < max(fn.loc.dim(), site["value"].dim()))
+    )
+
+
+def stackable_groups(items, sites_of=lambda site: (site,)):
+    """`items` (sites; or tuples of sites, with sites_of=tuple) in lists that can be scored in one call: the items
+    whose sites are all `stackable`, grouped by their shapes and dtypes, in trace order; every other item alone."""
     groups, alone = defaultdict(list), []
     for item in items:
         sites = sites_of(item)
-        if all(type(site["fn"]) is DiagNormal and isinstance(site["scale"], numbers.Number) for site in sites):
-            groups[tuple((s["value"].shape, s["fn"].loc.shape, s["fn"].scale.shape) for s in sites)].append(item)
+        if all(stackable(site) for site in sites):
+            key = tuple((s["value"].shape, s["value"].dtype, s["fn"].loc.shape, s["fn"].loc.dtype) for s in sites)
+            groups[key].append(item)
         else:
             alone.append([item])
     return list(groups.values()) + alone
 
 
-def stacked(tensors, shape):
+def broadcast_shape(*sites):
+    """The shape that the sites' values and parameters broadcast to, as log_prob and the KL broadcast them."""
+    return torch.broadcast_shapes(*(tensor.shape for site in sites for tensor in (site["value"], site["fn"].loc)))
+
+
+def broadcast_stack(tensors, shape):
     """torch.stack of tensors of one shape, each first broadcast to `shape` if it is smaller (an observed x_t
-    without the particle dim of its distribution): stacked on a new dim 0, they must broadcast as they did."""
+    [B, D] under an emission with a particle dim [K, B, D]): stacked on a new dim 0, they no longer would."""
     if tensors[0].shape != shape:
         tensors = [tensor.expand(shape) for tensor in tensors]
     return torch.stack(tensors)
 
 
 def stacked_normal(sites, shape):
-    """One DiagNormal whose batch dim 0 runs over `sites` (DiagNormal sites of one shape): [S, *shape]."""
-    return DiagNormal(
-        stacked([site["fn"].loc for site in sites], shape), stacked([site["fn"].scale for site in sites], shape)
-    )
+    """One DiagNormal whose batch dim 0 runs over `sites` (stackable, of one shape): [S, *shape]."""
+    locs = broadcast_stack([site["fn"].loc for site in sites], shape)
+    return DiagNormal(locs, broadcast_stack([site["fn"].scale for site in sites], shape))
 
 
 def stacked_scale_and_mask(sites, log_prob):
@@ -75,37 +95,44 @@ def stacked_scale(sites, like):
 
 
 def stacked_mask(sites, like):
-    """The sites' masks (None: all True) as a bool tensor of the shape of `like` [S, *batch]."""
-    masks = [True if site["mask"] is None else site["mask"] for site in sites]
-    return torch.stack([torch.as_tensor(mask, device=like.device).expand(like.shape[1:]) for mask in masks])
+    """The sites' masks (None: all True) as a bool tensor of the shape of `like` [S, *batch]. A Python bool
+    becomes a tensor made on the device (no copy from the host at each site)."""
+    true, false = like.new_ones((), dtype=torch.bool), like.new_zeros((), dtype=torch.bool)
+    masks = [
+        site["mask"] if isinstance(site["mask"], torch.Tensor) else (false if site["mask"] is False else true)
+        for site in sites
+    ]
+    return torch.stack([mask.expand(like.shape[1:]) for mask in masks])
 
 
 def score_stacked(trace, guide=False):
     """Score the trace's stackable sites (DiagNormal, of one shape: the z_t of all steps) in one call a group,
     writing what Trace.compute_log_prob writes ("unscaled_log_prob", "log_prob", "log_prob_sum") and, for a
-    guide, compute_score_parts ("score_parts": a DiagNormal is reparameterized, its score-function term 0)."""
+    guide, compute_score_parts ("score_parts"; a stackable site is reparameterized, its score-function term 0)."""
     samples = [site for site in trace.nodes.values() if site["type"] == "sample"]
     for sites in stackable_groups(samples):
         if len(sites) < 2:
             continue  # nothing to gain: Pyro scores it
-        shape = torch.broadcast_shapes(sites[0]["value"].shape, sites[0]["fn"].loc.shape)  # as log_prob broadcasts
-        values = stacked([site["value"] for site in sites], shape)
-        unscaled = stacked_normal(sites, shape).log_prob(values)  # [S, *batch]
-        log_prob = stacked_scale_and_mask(sites, unscaled)
+        shape = broadcast_shape(sites[0])
+        unscaled = stacked_normal(sites, shape).log_prob(broadcast_stack([site["value"] for site in sites], shape))
+        log_prob = stacked_scale_and_mask(sites, unscaled)  # [S, *batch]
         for site, site_unscaled, site_log_prob, site_sum in zip(sites, unscaled, log_prob, log_prob.flatten(1).sum(1)):
             site.update(unscaled_log_prob=site_unscaled, log_prob=site_log_prob, log_prob_sum=site_sum)
             if guide:
                 site["score_parts"] = ScoreParts(site_log_prob, 0, site_log_prob)
 
 
-def stacked_traces(model, guide, args, kwargs):
-    """pyro.infer.enum.get_importance_trace (flat, no checks) with score_stacked before Pyro scores the rest."""
+def stacked_traces(model, guide, args, kwargs, max_plate_nesting):
+    """(model trace, guide trace) as pyro.infer.enum.get_importance_trace makes them ("flat"), with score_stacked
+    before Pyro scores the rest; Pyro's own with validation on (its checks) or a GuideMessenger guide."""
+    if is_validation_enabled() or isinstance(poutine.unwrap(guide), Messenger):
+        return get_importance_trace("flat", max_plate_nesting, model, guide, args, kwargs)
     guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
     model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
     guide_trace, model_trace = prune_subsample_sites(guide_trace), prune_subsample_sites(model_trace)
     score_stacked(model_trace)
     score_stacked(guide_trace, guide=True)
-    model_trace.compute_log_prob()  # the sites not scored yet: the emission, the RNNs' x_t
+    model_trace.compute_log_prob()  # every site not scored yet
     guide_trace.compute_score_parts()
     return model_trace, guide_trace
 
@@ -115,5 +142,5 @@ class StackedTrace_ELBO(Trace_ELBO):
 
     def _get_trace(self, model, guide, args, kwargs):
         if is_validation_enabled():
-            return super()._get_trace(model, guide, args, kwargs)
-        return stacked_traces(model, guide, args, kwargs)
+            return super()._get_trace(model, guide, args, kwargs)  # Trace_ELBO's, with its checks
+        return stacked_traces(model, guide, args, kwargs, self.max_plate_nesting)

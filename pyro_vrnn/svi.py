@@ -42,15 +42,15 @@ class Program(nn.Module):
 def make_elbo(name, free_bits=0.0, particles=1, model="vrnn-gmm", guide="filtering", scoring="batched"):
     """Trace_ELBO ("trace"; with --scoring batched, StackedTrace_ELBO: the same estimator, its z_t sites scored
     in one call, stacked_elbo.py) or TraceMeanField_ELBO ("meanfield", analytic KL); with free bits (> 0 nats a
-    step), FreeBitsELBO, whose KL is analytic too: one particle, as the paper. "iwae": IWAEELBO, "fivo":
-    FIVOELBO with `particles` K, FIVO's particle filter being the stepper of `model` and `guide` (the run's
-    --model, --guide). One plate, over sequences."""
+    step), FreeBitsELBO, whose KL is analytic too and computed for all steps in one call: one particle.
+    "iwae": IWAEELBO, "fivo": FIVOELBO with `particles` K, FIVO's particle filter being the stepper of `model`
+    and `guide` (the run's --model, --guide). One plate, over sequences."""
     if name == "iwae":
         return IWAEELBO(particles)
     if name == "fivo":
         return FIVOELBO(particles, model, guide)
-    if free_bits > 0 or (name == "meanfield" and scoring == "batched"):
-        return FreeBitsELBO(free_bits, max_plate_nesting=1)  # free_bits 0: TraceMeanField_ELBO, its KL stacked
+    if free_bits > 0:
+        return FreeBitsELBO(free_bits, max_plate_nesting=1)
     if name == "trace" and scoring == "batched":
         return StackedTrace_ELBO(max_plate_nesting=1)
     return ELBOS[name](max_plate_nesting=1)

@@ -13,7 +13,9 @@ import pytest
 import torch
 from conftest import build, make_data
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer.autoguide import AutoNormalMessenger
 
+from pyro_vrnn import objectives
 from pyro_vrnn.diag_normal import DiagNormal
 from pyro_vrnn.objectives import IWAEELBO, FreeBitsELBO
 from pyro_vrnn.record import Record
@@ -75,10 +77,11 @@ def test_the_z_sites_are_scored_in_one_call_per_program(monkeypatch):
 def hand_model(loc, steps):
     with pyro.plate("rows", 3, subsample=torch.arange(2)):
         for t in range(steps):
-            with poutine.mask(mask=torch.tensor([True, t < 2])), poutine.scale(scale=0.5 + t):
+            with poutine.mask(mask=torch.tensor([True, t < 2]) if t != 3 else False), poutine.scale(scale=0.5 + t):
                 pyro.sample(f"z_{t}", DiagNormal(loc * t, torch.ones(2, 4)))
             # observed, without the particle dim that vectorized particles give its distribution
             pyro.sample(f"x_{t}", DiagNormal(loc * 0.1 * t, torch.ones(2, 4)), obs=torch.ones(2, 4))
+        pyro.sample("r", DiagNormal(loc, torch.ones(2, 4)))
         pyro.sample("w", dist.Normal(loc, 2.0).to_event(1))  # not a DiagNormal: scored by Pyro, alone
         pyro.sample("odd", DiagNormal(loc[:, :3], torch.ones(2, 3)))  # the only one of its shape: alone
 
@@ -86,16 +89,19 @@ def hand_model(loc, steps):
 def hand_guide(loc, steps):
     with pyro.plate("rows", 3, subsample=torch.arange(2)):
         for t in range(steps):
-            with poutine.mask(mask=torch.tensor([True, t < 2])), poutine.scale(scale=0.5 + t):
+            with poutine.mask(mask=torch.tensor([True, t < 2]) if t != 3 else False), poutine.scale(scale=0.5 + t):
                 pyro.sample(f"z_{t}", DiagNormal(loc + t, torch.full((2, 4), 0.5 + t)))
+        # drawn without reparameterization: its score-function term matters, so Pyro scores it
+        pyro.sample("r", DiagNormal(loc * 0.5, torch.ones(2, 4)).has_rsample_(False))
         pyro.sample("w", dist.Normal(loc, 1.0).to_event(1))
         pyro.sample("odd", DiagNormal(loc[:, :3] * 2, torch.ones(2, 3)))
 
 
 @pytest.mark.parametrize("particles", [1, 3])
 def test_a_hand_written_model_with_sites_of_every_kind(particles):
-    """Masks, per-site scales and a plate's subsample scale; a Normal.to_event site and a DiagNormal of a shape of
-    its own, which Pyro scores; and vectorized particles (an extra batch dim on every site)."""
+    """Masks (tensors, and False at one step), per-site scales and a plate's subsample scale; a Normal.to_event site,
+    a DiagNormal of a shape of its own and one drawn without reparameterization, which Pyro scores; and vectorized
+    particles (an extra batch dim on every site)."""
     loc = torch.randn(2, 4, requires_grad=True)
     kwargs = dict(num_particles=particles, vectorize_particles=True, max_plate_nesting=1)
     ours, (ours_grad,) = loss_and_grads(StackedTrace_ELBO(**kwargs), hand_model, hand_guide, [loc], loc, 5)
@@ -121,14 +127,20 @@ def test_free_bits_stacked_is_free_bits_per_site(name):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_meanfield_batched_is_trace_mean_field_elbo():
-    """--elbo meanfield --scoring batched trains FreeBitsELBO with lambda 0: TraceMeanField_ELBO, its KL stacked."""
+def test_meanfield_is_trace_mean_field_elbo_and_free_bits_count_one_kl_call(monkeypatch):
+    """--elbo meanfield is Pyro's TraceMeanField_ELBO with either scoring; FreeBitsELBO with lambda 0 gives its loss
+    and gradients with one KL call for all steps (TraceMeanField_ELBO makes one a step)."""
     _, model, guide, vrnn = build("vrnn-gmm", "handwriting", 3)
     x, mask = make_data("handwriting", steps=7)
     params = list(vrnn.parameters())
-    elbo = make_elbo("meanfield", scoring="batched")
-    assert type(elbo) is FreeBitsELBO and type(make_elbo("meanfield", scoring="steps")) is TraceMeanField_ELBO
-    ours, ours_grads = loss_and_grads(elbo, model, guide, params, vrnn, x, mask, num_sequences=9, record=Record())
+    assert all(type(make_elbo("meanfield", scoring=scoring)) is TraceMeanField_ELBO for scoring in ("batched", "steps"))
+    calls = []
+    kl = objectives.kl_divergence
+    monkeypatch.setattr(objectives, "kl_divergence", lambda q, p: calls.append(q.batch_shape) or kl(q, p))
+    ours, ours_grads = loss_and_grads(
+        FreeBitsELBO(0.0, max_plate_nesting=1), model, guide, params, vrnn, x, mask, num_sequences=9, record=Record()
+    )
+    assert calls == [torch.Size([7, 4])]  # [T, B]
     pyros, pyro_grads = loss_and_grads(
         TraceMeanField_ELBO(max_plate_nesting=1), model, guide, params, vrnn, x, mask, num_sequences=9, record=Record()
     )
@@ -140,17 +152,39 @@ def test_meanfield_batched_is_trace_mean_field_elbo():
 @pytest.mark.parametrize(
     "name,kind,scoring", [("vrnn-gauss", "handwriting", "batched"), ("vrnn-i-gauss", "real", "steps")]
 )
-def test_iwae_stacked_is_iwae_per_site(name, kind, scoring):
+def test_iwae_stacked_is_iwae_per_site(name, kind, scoring, monkeypatch):
     """IWAEELBO's traces are stacked with validation off, and Pyro's get_importance_trace with it on: same bound.
     The step-by-step model observes each x_t [B, D] under an emission with a particle dim [K, B, D]."""
     _, model, guide, vrnn = build(name, kind, 3, scoring=scoring)
     x, mask = make_data(kind, steps=7)
     params = list(vrnn.parameters())
     elbo = IWAEELBO(4)
+    calls = count_diag_normal_scores(monkeypatch)
     stacked, stacked_grads = loss_and_grads(elbo, model, guide, params, vrnn, x, mask, num_sequences=9, record=Record())
+    assert len(calls) <= 2 + (scoring == "steps")  # the z_t of each program; the step model's x_t (a DiagNormal)
     pyro.set_rng_seed(3)
     with pyro.validation_enabled(True):
         per_site = elbo.differentiable_loss(model, guide, vrnn, x, mask, num_sequences=9, record=Record())
+    assert len(calls) > 2 * 7
     assert stacked.item() == pytest.approx(per_site.item(), rel=1e-6)
     for a, b in zip(stacked_grads, torch.autograd.grad(per_site, params)):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_guide_messenger_gets_pyros_own_traces():
+    """An AutoNormalMessenger traces both programs itself: StackedTrace_ELBO leaves it to Pyro, same loss."""
+    loc = torch.randn(2, 4)
+
+    def model(steps):
+        with pyro.plate("rows", 2):
+            for t in range(steps):
+                z = pyro.sample(f"z_{t}", DiagNormal(loc * t, torch.ones(2, 4)))
+                pyro.sample(f"x_{t}", DiagNormal(z, torch.ones(2, 4)), obs=torch.ones(2, 4))
+
+    guide = AutoNormalMessenger(model)
+    losses = []
+    for elbo in (StackedTrace_ELBO(max_plate_nesting=1), Trace_ELBO(max_plate_nesting=1)):
+        pyro.set_rng_seed(3)
+        with pyro.validation_enabled(False):
+            losses.append(elbo.loss(model, guide, 4))
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
