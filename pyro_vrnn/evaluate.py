@@ -312,6 +312,13 @@ def evaluate_checkpoint(
         "split": split,
         "step": state["progress"]["step"],
         "device": str(device),
+        "units": units(info["kind"]),
         **summary,
     }
     return summary, per_sequence
+
+
+def units(kind):
+    """What the log-likelihoods are in: binary data are scored as they are, real values after the
+    standardization that training saw (the training split's mean and standard deviation)."""
+    return "nats" if kind == "binary" else "nats of the normalized data"

@@ -5,7 +5,7 @@
     python run/evaluate_ll.py --checkpoint runs/RUN --json ll.json
     python run/evaluate_ll.py --estimators elbo iwae smc is --iwae-particles 8 --smc-particles 100
 
-Prints, in nats of the normalized data, the mean ELBO per sequence (Table 1's ">=" rows) and the mean
+Prints, in nats (of the normalized data, unless binary), the mean ELBO per sequence (Table 1's ">=" rows) and the mean
 importance-sampled log p(x) (the "~" rows, K particles from the guide, log (1/K) sum_k p(x, z^k) / q(z^k | x)),
 each with its standard error across sequences, the same per time step; the ELBO's KL term (how much the
 latent variables carry; in closed form at each step along the guide's draws, so never negative), the gap
@@ -135,7 +135,7 @@ def report(s):
         lines.append(f"  IWAE K={s['num_samples']} is the IS estimate with K={s['num_samples']}: the same particles")
     if not s["exact"] and "smc_resamples_per_seq" in s:
         lines.append(f"  SMC resampled {s['smc_resamples_per_seq']:.1f} times a sequence (when its ESS < K/2)")
-    lines.append(f"  nats of the normalized data, +- one standard error across sequences; {s['seconds']:.1f} s")
+    lines.append(f"  {s.get('units', 'nats')}, +- one standard error across sequences; {s['seconds']:.1f} s")
     return "\n".join(lines)
 
 

@@ -377,8 +377,9 @@ def main(argv=None):
         sys.exit(f"error: {error}")
     rows, claims = tabulate(results, args)
     split = results[args.models[0], args.seeds[0]]["summary"]["split"]
+    units = results[args.models[0], args.seeds[0]]["summary"].get("units", "nats")
     title = (
-        f"Table 1 on {args.dataset} {split}: average log-likelihood per sequence (nats, normalized data, ± one "
+        f"Table 1 on {args.dataset} {split}: average log-likelihood per sequence ({units}, ± one "
         f"standard error across sequences; seeds {', '.join(map(str, args.seeds))}; K = {args.num_samples}; "
         f"{(time.time() - start) / 60:.0f} min)"
     )

@@ -24,7 +24,7 @@ import pyro.poutine as poutine
 import pytest
 import torch
 import torch.nn as nn
-from conftest import SMALL_SIZES, build, flags, load_script, make_data, make_iam
+from conftest import SMALL_SIZES, build, flags, load_script, make_data, make_iam, tiny_h5
 from pyro.infer import Trace_ELBO
 
 import models
@@ -401,7 +401,9 @@ def test_evaluate_ll_reports_the_figures_of_a_checkpoint(tiny_runs, capsys):
     )
     printed = capsys.readouterr().out
     assert "vrnn-gauss on hershey valid" in printed and "effective sample size" in printed
+    assert "  nats of the normalized data, +- one standard error" in printed
     record = json.load(open(out))
+    assert record["units"] == "nats of the normalized data"
     valid = datasets.load("hershey", verbose=False)["valid"]
     assert record["checkpoint"].endswith("last.pt")  # max_steps stopped it before any best.pt
     assert record["sequences"] == len(valid) and record["steps"] == int(valid.lengths.sum())
@@ -524,3 +526,22 @@ def test_table1_tabulates_seeds_claims_and_resumes(tmp_path, small_handwriting, 
     started = time.time()
     again, _ = table1.main(argv)  # everything is there: nothing is trained or evaluated again
     assert time.time() - started < 10 and again == rows
+
+
+def test_binary_data_are_reported_in_nats_of_the_data_itself(tmp_path, capsys):
+    """Binary data are scored as they are (no standardization): the report says nats, not normalized ones."""
+    path = tiny_h5(str(tmp_path / "bits.h5"), "binary", 4, 6)
+    config = make_config(
+        "hdf5",
+        data_dir=path,
+        model="rnn-gauss",
+        max_steps=2,
+        epochs=1,
+        device="cpu",
+        out=str(tmp_path / "run"),
+        **SMALL_SIZES,
+    )
+    run_dir = train(config, quiet=True)
+    summary = load_script("evaluate_ll").main(["--checkpoint", run_dir, "--device", "cpu"])
+    assert summary["units"] == "nats"
+    assert "  nats, +- one standard error" in capsys.readouterr().out
