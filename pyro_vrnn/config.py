@@ -20,6 +20,7 @@ SRNN_MODELS = ("srnn", "srnn-gmm")  # Fraccaro et al. 2016 (pyro_vrnn/srnn.py): 
 MODEL_NAMES = TABLE1_MODELS + SRNN_MODELS
 EXACT_MODELS = ("rnn-gauss", "rnn-gmm")  # no latent variables: log p(x) is exact, the ELBO equals it
 ELBO_NAMES = ("trace", "meanfield", "iwae", "fivo")
+PARTICLE_BOUNDS = ("iwae", "fivo")  # K-particle bounds, per sequence (objectives.py)
 
 
 @dataclass
@@ -158,7 +159,7 @@ def make_config(dataset="hershey", **overrides):
         values.update(byo_preset(*sizes))
     given = {k: v for k, v in overrides.items() if v is not None}
     values.update(given)
-    if values.get("elbo") in ("iwae", "fivo"):  # a preset's KL levers serve the ELBO; these bounds have no KL term
+    if values.get("elbo") in PARTICLE_BOUNDS:  # a preset's KL levers serve the ELBO; these bounds have no KL term
         for lever in ("kl_anneal_epochs", "free_bits"):
             if lever not in given:
                 values.pop(lever, None)
@@ -233,7 +234,7 @@ def check_config(config):
 def check_particle_bound(config):
     """--elbo iwae / fivo take K = --particles; the other objectives one sample. A particle bound has no KL weight
     (annealing or free bits would make its weights p(x, z) / q(z | x) something else) and needs latents."""
-    bound = config.elbo in ("iwae", "fivo")
+    bound = config.elbo in PARTICLE_BOUNDS
     if not bound and config.particles != 1:
         raise ValueError(
             f"--particles {config.particles} needs --elbo iwae or fivo; --elbo {config.elbo} takes one sample"

@@ -24,7 +24,6 @@ from pyro_vrnn.runtime import all_reduce_sum
 from pyro_vrnn.stacked_elbo import StackedTrace_ELBO
 
 ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}
-PARTICLE_BOUNDS = ("iwae", "fivo")  # K-particle bounds, per sequence (objectives.py)
 
 
 class Program(nn.Module):

@@ -30,7 +30,7 @@ from pyro_vrnn.checkpoints import (
     load_checkpoint,
     load_weights,
 )
-from pyro_vrnn.config import EXACT_MODELS, config_from_dict, config_to_dict
+from pyro_vrnn.config import EXACT_MODELS, PARTICLE_BOUNDS, config_from_dict, config_to_dict
 from pyro_vrnn.runs import RunDirectory, resume_command, resume_path
 from pyro_vrnn.runtime import (
     EXIT_CODES,
@@ -48,7 +48,7 @@ from pyro_vrnn.runtime import (
     setup_distributed,
     subnormals_flushed,
 )
-from pyro_vrnn.svi import PARTICLE_BOUNDS, kl_weight, make_elbo, make_loss_module, svi_step, to_device, validate
+from pyro_vrnn.svi import kl_weight, make_elbo, make_loss_module, svi_step, to_device, validate
 
 
 class Trainer:

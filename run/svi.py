@@ -22,13 +22,19 @@ if __name__ == "__main__":  # torch and Pyro take seconds to import: a Ctrl-C me
 
 from pyro_vrnn.checkpoints import load_checkpoint  # noqa: E402
 from pyro_vrnn.checks import check_output_dir  # noqa: E402
-from pyro_vrnn.config import MODEL_NAMES, check_config, config_from_dict, make_config, unused_flags  # noqa: E402
+from pyro_vrnn.config import (  # noqa: E402
+    MODEL_NAMES,
+    PARTICLE_BOUNDS,
+    check_config,
+    config_from_dict,
+    make_config,
+    unused_flags,
+)
 from pyro_vrnn.data import DATASETS, DataError  # noqa: E402
 from pyro_vrnn.flags import add_config_flags, overrides as flag_overrides  # noqa: E402
 from pyro_vrnn.report import end_of_run_figures  # noqa: E402
 from pyro_vrnn.runs import resume_path  # noqa: E402
 from pyro_vrnn.runtime import Interrupted, TrainingError, close_process_group, exit_at_once  # noqa: E402
-from pyro_vrnn.svi import PARTICLE_BOUNDS  # noqa: E402
 from pyro_vrnn.train import train  # noqa: E402
 
 # Flags that may change when a run is resumed (the optimization's: e.g. a lower --lr after a
