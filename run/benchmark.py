@@ -60,7 +60,7 @@ import models  # noqa: E402
 from pyro_vrnn import evaluate, reference  # noqa: E402
 from pyro_vrnn.checks import FlagError, check_at_least_one, check_output_file, check_seed, parse_device  # noqa: E402
 from pyro_vrnn.config import TABLE1_MODELS, make_config  # noqa: E402
-from pyro_vrnn.runtime import freed_memory_kept, frozen_heap, resolve_device  # noqa: E402
+from pyro_vrnn.runtime import freed_memory_kept, frozen_heap, resolve_device, subnormals_flushed  # noqa: E402
 from pyro_vrnn.smc import particle_filter, stepper_for  # noqa: E402
 from pyro_vrnn.svi import Program, make_elbo, svi_step  # noqa: E402
 from pyro_vrnn.timing import Clock, compare, machine, no_validation, peak_memory  # noqa: E402
@@ -343,8 +343,13 @@ def main(argv=None):
     device = resolve_device(args.device)
     if device.type == "cpu":
         torch.set_num_threads(args.threads)
-    torch.set_flush_denormal(True)  # as training and evaluation run (runtime.subnormals_flushed), for both sides
     pyro.settings.set(module_local_params=True)  # as train.py
+    with subnormals_flushed():  # as training and evaluation run, for both sides
+        return measure(args, device)
+
+
+def measure(args, device):
+    """Every row that args asks for, printed as it comes; the results, also written to --json."""
     clock = Clock(device)
     unit = "s (wall)" if device.type == "cuda" else "s (CPU)"
     results = {
