@@ -22,6 +22,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from pyro_vrnn.data import offsets_to_strokes  # noqa: E402
 from pyro_vrnn.runs import read_log  # noqa: E402
@@ -271,7 +272,8 @@ def plot_training_curves(log_path, path):
     """The run's log.jsonl as four panels; returns None when the log has no records to plot yet.
 
     (a) the training bound per time step at every logged step (batches are grouped by length, so
-        per step is the comparable unit), (b) train and validation ELBO per sequence per epoch,
+        per step is the comparable unit), (b) per sequence per epoch, the training objective (the ELBO, or
+        with free bits, a KL weight, a particle bound: the log's "objective") and the validation ELBO,
         (c) and (d) the validation bound's two parts per epoch: reconstruction E_q log p(x | z)
         and KL(q || p) (zero for the RNNs, which have no latent variables).
     """
@@ -289,10 +291,12 @@ def plot_training_curves(log_path, path):
         for r in epochs:
             a.axvline(r["step"], color="0.8", linewidth=0.6, zorder=0)
         a.legend(fontsize=8)
-    a.set(xlabel="optimizer step", ylabel="nats per time step", title="(a) training ELBO per time step")
+    a.set(xlabel="optimizer step", ylabel="nats per time step", title="(a) training objective per time step")
     e = [r["epoch"] for r in epochs]
+    # e.g. "train ELBO with KL weight, then ELBO" (older logs name none: the ELBO)
+    trained = "train " + ", then ".join(dict.fromkeys(r.get("objective", "ELBO") for r in epochs))
     panels = [
-        (b, "(b) ELBO per sequence", [("train", "train_elbo_per_seq"), ("valid", "valid_elbo_per_seq")]),
+        (b, "(b) per sequence", [(trained, "train_elbo_per_seq"), ("valid ELBO", "valid_elbo_per_seq")]),
         (c, "(c) valid: reconstruction E_q log p(x|z)", [("valid", "valid_log_likelihood_per_seq")]),
         (d, "(d) valid: KL(q || p)", [("valid", "valid_kl_per_seq")]),
     ]
@@ -306,5 +310,6 @@ def plot_training_curves(log_path, path):
         elif len(series) > 1:
             ax.legend(fontsize=8)
         ax.set(xlabel="epoch", ylabel="nats per sequence", title=title)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
     fig.tight_layout()
     return save(fig, path)

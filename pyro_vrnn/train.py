@@ -234,22 +234,23 @@ class Trainer:
         p.epoch, p.batch, p.epoch_loss, p.epoch_sequences = p.epoch + 1, 0, 0.0, 0.0
         p.bad_epochs = 0 if improved else p.bad_epochs + 1
         p.best_valid = max(p.best_valid, score)
-        self.log(
-            {
-                "event": "epoch",
-                "epoch": p.epoch,
-                "step": p.step,
-                "train_elbo_per_seq": -train_loss / max(train_sequences, 1),
-                **{f"valid_{k}": v for k, v in metrics.items()},
-                "time": time.time() - self.start,
-            }
-        )
         # what training maximized: the ELBO, or a particle bound, or the ELBO with free bits or a KL weight
         trained, weighed = (f"{c.elbo.upper()}(K={c.particles})" if bound is not None else "ELBO"), ""
         if c.model not in EXACT_MODELS:  # which have no KL term
             weighed = (
                 " with free bits" if c.free_bits else " with KL weight" if c.kl_anneal_epochs > p.epoch - 1 else ""
             )
+        self.log(
+            {
+                "event": "epoch",
+                "epoch": p.epoch,
+                "step": p.step,
+                "train_elbo_per_seq": -train_loss / max(train_sequences, 1),
+                "objective": trained + weighed,  # what train_elbo_per_seq is of
+                **{f"valid_{k}": v for k, v in metrics.items()},
+                "time": time.time() - self.start,
+            }
+        )
         self.say(
             f"epoch {p.epoch}: train {trained}/seq {-train_loss / max(train_sequences, 1):.2f}{weighed}, valid "
             f"ELBO/seq {metrics['elbo_per_seq']:.2f} ({metrics['elbo_per_step']:.3f}/step), KL/seq "

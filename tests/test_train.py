@@ -410,21 +410,24 @@ def test_the_frozen_heap_skips_old_objects_collects_new_garbage_and_thaws():
 
 
 @pytest.mark.parametrize(
-    "settings,said",
+    "settings,said,objective",
     [
-        (dict(model="vrnn-gauss"), "train ELBO/seq -"),
-        (dict(model="vrnn-gauss", free_bits=0.5), " with free bits, valid ELBO/seq"),
-        (dict(model="vrnn-gauss", kl_anneal_epochs=2), " with KL weight, valid ELBO/seq"),
-        (dict(model="rnn-gauss", free_bits=0.5), "train ELBO/seq -"),  # no KL term: the ELBO itself
-        (dict(model="vrnn-gauss", elbo="iwae", particles=2), "train IWAE(K=2)/seq -"),
+        (dict(model="vrnn-gauss"), "train ELBO/seq -", "ELBO"),
+        (dict(model="vrnn-gauss", free_bits=0.5), " with free bits, valid ELBO/seq", "ELBO with free bits"),
+        (dict(model="vrnn-gauss", kl_anneal_epochs=2), " with KL weight, valid ELBO/seq", "ELBO with KL weight"),
+        (dict(model="rnn-gauss", free_bits=0.5), "train ELBO/seq -", "ELBO"),  # no KL term: the ELBO itself
+        (dict(model="vrnn-gauss", elbo="iwae", particles=2), "train IWAE(K=2)/seq -", "IWAE(K=2)"),
     ],
 )
-def test_the_epoch_line_names_what_training_maximized(tmp_path, small_handwriting, capsys, settings, said):
+def test_the_epoch_line_names_what_training_maximized(tmp_path, small_handwriting, capsys, settings, said, objective):
+    """And so does the log's epoch record, which labels the training curve of curves.png's panel (b)."""
     settings = {**TINY_SIZES, "free_bits": 0, "kl_anneal_epochs": 0, **settings}
     config = make_config("hdf5", data_dir=small_handwriting, out=str(tmp_path / "run"), epochs=1, **settings)
-    train(config)
+    run_dir = train(config)
     line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch 1: train"))
     assert said in line and ("with" in said) == (" with " in line), line
+    epochs = [r for r in read_log(run_dir) if r["event"] == "epoch"]
+    assert [r["objective"] for r in epochs] == [objective]
 
 
 @pytest.mark.parametrize("changes,afresh", [(dict(lr=1e-4), False), (dict(elbo="iwae", particles=2), True)])
