@@ -57,7 +57,7 @@ class Config:
     patience: int = 10  # epochs without a better validation bound before stopping
     elbo: str = "trace"  # "trace": Trace_ELBO; "meanfield": TraceMeanField_ELBO (analytic KL); "iwae"; "fivo"
     particles: int = 1  # K of --elbo iwae / fivo (objectives.IWAEELBO, FIVOELBO); the ELBOs take one
-    scoring: str = "batched"  # "batched": model, and Trace_ELBO's z_t, scored over all steps at once; "steps"
+    scoring: str = "batched"  # "batched": the model and the ELBO's z_t scored over all steps at once; "steps"
     kl_anneal_epochs: float = 0.0  # KL weight rises linearly from 0 to 1 over this many epochs
     free_bits: float = 0.0  # nats per step of KL that cost nothing (Kingma et al. 2016); 0: the plain ELBO
     seed: int = 0

@@ -73,8 +73,9 @@ def add_config_flags(parser, seed=True):
         "--scoring",
         choices=("batched", "steps"),
         help="batched (default: the model's prior and emission of all steps in one call each, models/vrnn.py, "
-        "and --elbo trace's z_t sites scored in one call, pyro_vrnn/stacked_elbo.py) or steps (the model one "
-        "step at a time, as the paper writes it; --elbo trace is then Pyro's own Trace_ELBO)",
+        "and the ELBO's z_t sites scored in one call, pyro_vrnn/stacked_elbo.py) or steps (the model one "
+        "step at a time, as the paper writes it, under Pyro's own Trace_ELBO / TraceMeanField_ELBO; "
+        "free bits and IWAE score in one call either way)",
     )
     if seed:
         g.add_argument("--seed", type=int, help="random seed (weights, batches, samples)")

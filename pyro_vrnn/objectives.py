@@ -41,6 +41,7 @@ from pyro_vrnn.record import Record
 from pyro_vrnn.smc import particle_filter, stepper_for
 from pyro_vrnn.stacked_elbo import (
     broadcast_shape,
+    stackable,
     stackable_groups,
     stacked_mask,
     stacked_normal,
@@ -180,8 +181,11 @@ class FreeBitsELBO(TraceMeanField_ELBO):
     nats) it counts as lambda and gives no gradient: the guide may carry that much information at every
     step for free, so the optimizer has nothing to gain by collapsing z onto the prior early in training.
     Above lambda it is the ELBO's own term. Reported bounds (validation, evaluation) are the true ELBO.
-    The KL of all steps is one call (stacked_elbo.py); unlike TraceMeanField_ELBO it needs the closed form at
-    every latent site (no sampled fallback) and no auxiliary guide sites: the VRNN's and the SRNN's programs.
+
+    The KL of all steps is one call (stacked_elbo.py). With lambda 0 this is TraceMeanField_ELBO, which
+    `--elbo meanfield --scoring batched` trains: where a latent pair is not two reparameterized DiagNormals
+    or the guide has auxiliary sites, it is TraceMeanField_ELBO's own loss (its sampled fallback for a pair
+    with no closed form, its entropy terms). With lambda > 0 every latent site needs the closed form.
     """
 
     def __init__(self, free_bits, **kwargs):
@@ -200,6 +204,11 @@ class FreeBitsELBO(TraceMeanField_ELBO):
                 elbo = elbo + site["log_prob_sum"]
             elif site["type"] == "sample":
                 latent.append((guide_trace.nodes[name], site))
+        auxiliary = any(
+            s["type"] == "sample" and name not in model_trace.nodes for name, s in guide_trace.nodes.items()
+        )
+        if self.free_bits == 0 and (auxiliary or not all(stackable(q) and stackable(p) for q, p in latent)):
+            return super()._differentiable_loss_particle(model_trace, guide_trace)  # TraceMeanField_ELBO's
         for pairs in stackable_groups(latent, sites_of=tuple):  # the (q, p) of z_t of all steps: one KL call
             guide_sites = [guide_site for guide_site, _ in pairs]
             kl = self.step_kl(pairs)  # [S, (K,) B]: KL_t,b of each step t of the group

@@ -6,8 +6,16 @@
 
 which is what `pyro.infer.SVI.step` does, with module-local parameters so that the module can be
 wrapped in DistributedDataParallel, and with the `Record` that carries the guide's recurrence to the
-model (pyro_vrnn/record.py). With --scoring batched (the default) the ELBO is StackedTrace_ELBO, a
-Trace_ELBO that scores the z_t sites of all steps in one call (pyro_vrnn/stacked_elbo.py).
+model (pyro_vrnn/record.py). The ELBO is the one `make_elbo` picks:
+
+    --elbo trace                  StackedTrace_ELBO: Trace_ELBO, the z_t of all steps scored in one call
+    --elbo trace --scoring steps  Trace_ELBO itself
+    --elbo meanfield              FreeBitsELBO(0): TraceMeanField_ELBO, the KL of all steps in one call
+                                  (with --scoring steps: TraceMeanField_ELBO itself)
+    --free-bits L > 0             FreeBitsELBO(L), with either scoring (the presets: hershey, iam, ...)
+    --elbo iwae / fivo            IWAEELBO / FIVOELBO (objectives.py)
+
+each the same loss and gradients as Pyro's class it names (tests/test_stacked_elbo.py).
 """
 
 import math
@@ -48,8 +56,8 @@ def make_elbo(name, free_bits=0.0, particles=1, model="vrnn-gmm", guide="filteri
         return IWAEELBO(particles)
     if name == "fivo":
         return FIVOELBO(particles, model, guide)
-    if free_bits > 0:
-        return FreeBitsELBO(free_bits, max_plate_nesting=1)
+    if free_bits > 0 or (name == "meanfield" and scoring == "batched"):
+        return FreeBitsELBO(free_bits, max_plate_nesting=1)  # free_bits 0: TraceMeanField_ELBO, its KL stacked
     if name == "trace" and scoring == "batched":
         return StackedTrace_ELBO(max_plate_nesting=1)
     return ELBOS[name](max_plate_nesting=1)

@@ -1,8 +1,8 @@
 """Training: stochastic variational inference on the VRNN's ELBO (Chung et al. 2015; docs/paper.md).
 
 One loop serves one process and a `torchrun` group alike (world size 1 is not a special case): steps of `svi.svi_step`
-(Pyro's Trace_ELBO as a module, Adam, gradient clipping) over length-bucketed batches. The ELBO is the sum over time
-steps of reconstruction minus KL; `--elbo meanfield` computes each KL analytically (TraceMeanField_ELBO, as the paper)
+(the ELBO that svi.make_elbo picks, as a module; Adam, gradient clipping) over length-bucketed batches. The ELBO is
+the sum over time steps of reconstruction minus KL; `--elbo meanfield` computes each KL analytically (as the paper)
 and `--kl-anneal-epochs` anneals its weight; `--elbo iwae` / `fivo` with `--particles K` train a K-particle bound
 instead (objectives.py), which then also picks the best model on validation.
 

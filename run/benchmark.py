@@ -12,7 +12,8 @@ For each model of Table 1, data dimension (3: handwriting (pen, dx, dy); 200: sp
 sequence length T it measures, in one process and back to back:
 
   train  one training step of the Pyro programs, exactly as pyro_vrnn/train.py takes it
-         (svi_step: svi.make_elbo's ELBO, with --scoring batched StackedTrace_ELBO or FreeBitsELBO(0),
+         (svi_step: svi.make_elbo's ELBO, with --scoring batched StackedTrace_ELBO or, for meanfield,
+         FreeBitsELBO(0),
          as an ELBOModule over Program(model), Program(guide), with the guide's Record; backward,
          clip_grad_norm_, Adam), against the same
          step on each of pyro_vrnn/reference.py's two hand-written forms of the same ELBO with the same
@@ -99,7 +100,8 @@ def parse_args(argv=None):
         "--scoring",
         choices=("batched", "steps"),
         default="batched",
-        help="the model program's form (training and evaluation use batched)",
+        help="batched (as training runs by default): the batched model, StackedTrace_ELBO or FreeBitsELBO(0); "
+        "steps: the step-by-step model under Trace_ELBO or TraceMeanField_ELBO themselves",
     )
     p.add_argument("--cell", choices=("lstm", "gru"), default="lstm")
     p.add_argument("--repeats", type=int, default=7, help="timed training steps of each kind")

@@ -128,12 +128,13 @@ def test_free_bits_stacked_is_free_bits_per_site(name):
 
 
 def test_meanfield_is_trace_mean_field_elbo_and_free_bits_count_one_kl_call(monkeypatch):
-    """--elbo meanfield is Pyro's TraceMeanField_ELBO with either scoring; FreeBitsELBO with lambda 0 gives its loss
-    and gradients with one KL call for all steps (TraceMeanField_ELBO makes one a step)."""
+    """--elbo meanfield trains FreeBitsELBO with lambda 0 (--scoring batched) or Pyro's TraceMeanField_ELBO (steps):
+    the same loss and gradients, with one KL call for all steps (TraceMeanField_ELBO makes one a step)."""
     _, model, guide, vrnn = build("vrnn-gmm", "handwriting", 3)
     x, mask = make_data("handwriting", steps=7)
     params = list(vrnn.parameters())
-    assert all(type(make_elbo("meanfield", scoring=scoring)) is TraceMeanField_ELBO for scoring in ("batched", "steps"))
+    batched, steps = make_elbo("meanfield", scoring="batched"), make_elbo("meanfield", scoring="steps")
+    assert type(batched) is FreeBitsELBO and batched.free_bits == 0 and type(steps) is TraceMeanField_ELBO
     calls = []
     kl = objectives.kl_divergence
     monkeypatch.setattr(objectives, "kl_divergence", lambda q, p: calls.append(q.batch_shape) or kl(q, p))
@@ -188,3 +189,15 @@ def test_a_guide_messenger_gets_pyros_own_traces():
         with pyro.validation_enabled(False):
             losses.append(elbo.loss(model, guide, 4))
     assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+
+
+@pytest.mark.parametrize("particles", [1, 3])
+def test_free_bits_zero_is_trace_mean_field_elbo_where_it_cannot_stack(particles):
+    """The hand-written model's pairs are not all two reparameterized DiagNormals (a Normal.to_event pair, a guide
+    site drawn without reparameterization): FreeBitsELBO(0) is then TraceMeanField_ELBO's own loss, exactly."""
+    loc = torch.randn(2, 4, requires_grad=True)
+    kwargs = dict(num_particles=particles, vectorize_particles=True, max_plate_nesting=1)
+    ours, (ours_grad,) = loss_and_grads(FreeBitsELBO(0.0, **kwargs), hand_model, hand_guide, [loc], loc, 5)
+    pyros, (pyro_grad,) = loss_and_grads(TraceMeanField_ELBO(**kwargs), hand_model, hand_guide, [loc], loc, 5)
+    assert ours.item() == pytest.approx(pyros.item(), rel=1e-6)
+    torch.testing.assert_close(ours_grad, pyro_grad)
