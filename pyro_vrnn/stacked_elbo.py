@@ -12,7 +12,10 @@ over all steps. `stacked_traces` traces the two programs as Trace_ELBO does (the
 replayed on it), then, before Pyro scores the sites, fills in the log-densities of every group of
 `DiagNormal` sites of one shape with one call on the stacked values and parameters (`score_stacked`).
 Pyro then scores every other site as usual (the emission factor, a site alone of its shape, one with a
-tensor for scale), and `StackedTrace_ELBO` computes the loss with Trace_ELBO's own code. Each site's scale
+tensor for scale): `Trace.compute_log_prob` and `compute_score_parts` skip a site that already holds its
+"log_prob" / "score_parts" (they memoize). `StackedTrace_ELBO` overrides only Trace_ELBO's `_get_trace`
+(pyproject.toml pins pyro-ppl below 1.10, and the tests fail if either changed) and computes the loss
+with Trace_ELBO's own code. Each site's scale
 (the plate's, poutine.scale's KL weight) and mask are applied as `pyro.distributions.util.scale_and_mask`
 does; tests/test_stacked_elbo.py checks loss and gradients against Trace_ELBO's, and counts the calls.
 
