@@ -22,7 +22,7 @@ import torch
 
 import models
 from pyro_vrnn.config import config_from_dict
-from pyro_vrnn.runtime import TrainingError
+from pyro_vrnn.runtime import TrainingError, network_fits
 
 CHECKPOINT_VERSION = 1
 KEYS = ("version", "config", "data", "model", "optimizer", "progress", "rng")
@@ -90,11 +90,13 @@ def rebuild(state, device="cpu"):
     try:
         config = config_from_dict(state["config"])
         info = state["data"]
-        model, guide, vrnn = models.build(config, info["kind"], info["dim"])
+        with network_fits(config, device, saved=True):  # a run trained on a machine with more memory: one line
+            model, guide, vrnn = models.build(config, info["kind"], info["dim"])
     except (KeyError, TypeError, ValueError) as error:
         raise TrainingError(f"the checkpoint's config or data record is damaged ({error})") from None
     load_weights(vrnn, state["model"])
-    return config, model, guide, vrnn.to(device).eval(), info
+    with network_fits(config, device, saved=True):
+        return config, model, guide, vrnn.to(device).eval(), info
 
 
 def load_weights(module, weights):

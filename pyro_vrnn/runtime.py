@@ -105,10 +105,11 @@ def out_of_memory(error):
 
 
 @contextlib.contextmanager
-def network_fits(config, device):
+def network_fits(config, device, saved=False):
     """Inside, an allocation that fails (building the network, moving it to `device`) becomes one line, a
-    TrainingError naming the sizes to reduce, in place of a traceback from inside torch. Nothing is estimated
-    beforehand: what fits depends on the allocator, the device and what else runs there."""
+    TrainingError naming the sizes to reduce (or, for a `saved` run's network, where to load it), in place of a
+    traceback from inside torch. Nothing is estimated beforehand: what fits depends on the allocator, the
+    device and what else runs there."""
     try:
         yield
     except RuntimeError as error:
@@ -122,9 +123,14 @@ def network_fits(config, device):
             "" if asked is None else f" (an allocation of {size_text(int(asked[1])) if asked[1] else asked[2]} failed)"
         )
         sizes = " ".join(f"--{name.replace('_', '-')} {getattr(config, name)}" for name in NETWORK_SIZES)
+        advice = (
+            f"load it on a machine with more memory{'' if where == 'cpu' else ', or with --device cpu'} ({sizes})"
+            if saved
+            else f"choose smaller sizes (now {sizes})"
+        )
         raise TrainingError(
-            f"the {config.model} network does not fit in the memory of {where}{amount}; "
-            f"choose smaller sizes (now {sizes})"
+            f"the {config.model} network{' of this run' if saved else ''} does not fit in the memory of "
+            f"{where}{amount}; {advice}"
         ) from None
 
 

@@ -390,6 +390,30 @@ def test_a_network_too_big_for_the_memory_is_one_line(tmp_path):
         raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
 
 
+def test_a_saved_run_too_big_for_this_machine_is_one_line_in_evaluation_and_sampling(tmp_path, capsys):
+    """A checkpoint from a machine with more memory (here: its config asks for ten million LSTM units): evaluate_ll.py
+    and sample.py say in one line that its network does not fit, and where to load it, instead of a traceback."""
+    data = str(tmp_path / "data.h5")
+    splits = {s: [torch.randn(6, 2).numpy() for _ in range(4)] for s in ("train", "valid", "test")}
+    write_h5(data, splits, kind="real", name="tiny", mean=[0, 0], std=[1, 1], source="tests")
+    run_dir = train(
+        make_config("hdf5", data_dir=data, max_steps=1, out=str(tmp_path / "run"), **TINY_SIZES), quiet=True
+    )
+    state = load_checkpoint(os.path.join(run_dir, "last.pt"))
+    state["config"]["hidden"] = 10**7
+    big = str(tmp_path / "big.pt")
+    torch.save(state, big)
+    for script, argv in (
+        ("evaluate_ll", ["--device", "cpu"]),
+        ("sample", ["--num", "1", "--out", str(tmp_path / "s")]),
+    ):
+        with pytest.raises(SystemExit) as stop:
+            fresh_script(script).main(["--checkpoint", big, *argv])
+        message = str(stop.value.code)
+        assert message.startswith("error: the vrnn-gmm network of this run does not fit in the memory of cpu"), message
+        assert "; load it on a machine with more memory (--hidden 10000000 --z-dim 2 " in message, message
+
+
 def test_the_frozen_heap_skips_old_objects_collects_new_garbage_and_thaws():
     class Node:
         pass
