@@ -5,24 +5,25 @@ Pyro's Trace_ELBO estimates the ELBO (docs/paper.md, eq. 10 in the form of eq. 3
     sum over the model's sample sites  of  scale * mask * log p_site(value)
   - sum over the guide's sample sites  of  scale * mask * log q_site(value)
 
-and scores each site on its own (`Trace.compute_log_prob`, `compute_score_parts`). A VRNN's programs have
-one z_t site per time step in each of them, each a diagonal Normal over [batch, z]: at T = 200 that is 400
-small log-density calls, with their autograd nodes, per batch, where a hand-written loss makes two calls
-over all steps. `stacked_traces` traces the two programs as Trace_ELBO does (the guide, then the model
-replayed on it), then, before Pyro scores the sites, fills in the log-densities of every group of
-`DiagNormal` sites of one shape with one call on the stacked values and parameters (`score_stacked`).
-Pyro then scores every other site as usual (the emission factor, a site alone of its shape, one with a
-tensor for scale): `Trace.compute_log_prob` and `compute_score_parts` skip a site that already holds its
-"log_prob" / "score_parts" (they memoize). `StackedTrace_ELBO` overrides only Trace_ELBO's `_get_trace`
-(pyproject.toml pins pyro-ppl below 1.10, and the tests fail if either changed) and computes the loss
-with Trace_ELBO's own code. Each site's scale
-(the plate's, poutine.scale's KL weight) and mask are applied as `pyro.distributions.util.scale_and_mask`
-does; tests/test_stacked_elbo.py checks loss and gradients against Trace_ELBO's, and counts the calls.
+and scores each site on its own. A VRNN's programs have one z_t site per time step in each of them, each a
+diagonal Normal over [batch, z]: at T = 200 that is 400 small log-density calls, with their autograd
+nodes, per batch, where a hand-written loss makes two calls over all steps.
 
-FreeBitsELBO and IWAEELBO (objectives.py) take the same traces. With Pyro's validation on (a run's first
-step) or a guide that is a GuideMessenger (an AutoNormalMessenger: it traces both programs itself), the
-traces are Pyro's own, from `pyro.infer.enum.get_importance_trace`. `--scoring steps --elbo trace` trains
-with Trace_ELBO itself (run/benchmark.py measures both).
+How. `stacked_traces` traces the two programs as Trace_ELBO does (the guide, then the model replayed on
+it). Before Pyro scores the sites, `score_stacked` fills in the log-densities of every group of
+`DiagNormal` sites of one shape with one call on the stacked values and parameters, each site's scale
+(the plate's, a KL weight) and mask applied as `pyro.distributions.util.scale_and_mask` applies them.
+Pyro's `Trace.compute_log_prob` and `compute_score_parts` then score the other sites (the emission
+factor, a site alone of its shape, one with a tensor for scale) and skip those already scored: they
+memoize. `StackedTrace_ELBO` overrides only Trace_ELBO's `_get_trace`, and computes the loss with
+Trace_ELBO's own code. pyproject.toml pins pyro-ppl below 1.10, and tests/test_stacked_elbo.py compares
+loss and gradients with Trace_ELBO's and counts the calls: a change in Pyro that broke either fails there.
+
+Who uses it. `--elbo trace --scoring batched` (the default) trains StackedTrace_ELBO; FreeBitsELBO and
+IWAEELBO (objectives.py) take the same traces. With Pyro's validation on (a run's first step), or a guide
+that is a GuideMessenger (an AutoNormalMessenger traces both programs itself), the traces are Pyro's own,
+from `pyro.infer.enum.get_importance_trace`. `--scoring steps --elbo trace` trains with Trace_ELBO itself
+(run/benchmark.py measures both).
 """
 
 import numbers
