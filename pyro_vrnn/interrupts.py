@@ -1,6 +1,6 @@
-"""A Ctrl-C in a run/ script: one line saying what it stopped, and exit status 130 as shells expect, never
-a traceback. Only signal and sys are imported, so that a script can take this up before torch and Pyro,
-whose import takes seconds.
+"""A Ctrl-C (or a SIGTERM) in a run/ script: one line saying what it stopped, and exit status 130 (143) as
+shells expect, never a traceback. Only signal and sys are imported, so that a script can take this up before
+torch and Pyro, whose import takes seconds.
 
     from pyro_vrnn.interrupts import one_line_ctrl_c, while_starting
 
@@ -8,9 +8,9 @@ whose import takes seconds.
         while_starting()                 # until main() begins: "interrupted while starting; ..."
 
     @one_line_ctrl_c("nothing was written")
-    def main(argv=None): ...             # inside: "interrupted; nothing was written"
+    def main(argv=None): ...             # inside: "interrupted; nothing was written" ("terminated; ...")
 
-(Training says more, and SIGTERM too: pyro_vrnn/runtime.StopRequest, run/svi.py.)
+(Training says more: it checkpoints first, pyro_vrnn/runtime.StopRequest, run/svi.py.)
 """
 
 import functools
@@ -42,17 +42,39 @@ def main_takes_over():
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-def one_line_ctrl_c(said):
-    """Decorate a script's main(): a Ctrl-C in it ends the process with `interrupted; <said>` and status 130."""
+class Terminated(KeyboardInterrupt):
+    """A SIGTERM, raised where the script is at work as a Ctrl-C's KeyboardInterrupt is: the same way out."""
+
+
+def _terminated(signum, frame):
+    raise Terminated()
+
+
+def exit_status(stop):
+    """What a shell expects after the interrupt `stop`: 143 (128 + SIGTERM) for a SIGTERM, 130 for a Ctrl-C."""
+    return 143 if isinstance(stop, Terminated) else 130
+
+
+def one_line_ctrl_c(said, sigterm=True):
+    """Decorate a script's main(): a Ctrl-C in it ends the process with `interrupted; <said>` and status 130, and
+    (with `sigterm`, where nothing else handles SIGTERM) a SIGTERM with `terminated; <said>` and 143."""
 
     def decorate(main):
         @functools.wraps(main)
         def run(*args, **kwargs):
             main_takes_over()
+            take_sigterm = sigterm and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+            if take_sigterm:
+                signal.signal(signal.SIGTERM, _terminated)
             try:
                 return main(*args, **kwargs)
-            except KeyboardInterrupt:
-                exit_interrupted(f"interrupted; {said}")
+            except KeyboardInterrupt as stop:
+                exit_interrupted(
+                    f"{'terminated' if isinstance(stop, Terminated) else 'interrupted'}; {said}", exit_status(stop)
+                )
+            finally:
+                if take_sigterm:
+                    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
         return run
 

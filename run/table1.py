@@ -353,7 +353,9 @@ def again(argv, args, table_dir):
     return shlex.join(["python", "run/table1.py", *argv, *(["--out", table_dir] if args.out is None else [])])
 
 
-@one_line_ctrl_c("finished runs and evaluations stand; run the same command again to go on")
+# A SIGTERM is left to the trainings (they checkpoint and stop: StopRequest): with --jobs the workers get it
+# only when it is sent to the whole group, and turned into an exception here the table would wait for them.
+@one_line_ctrl_c("finished runs and evaluations stand; run the same command again to go on", sigterm=False)
 def main(argv=None):
     args = parse_args(argv)
     start = time.time()

@@ -1,6 +1,6 @@
 """A Ctrl-C in the entry points other than run/svi.py (whose signals tests/test_faults_train.py sends): while
 torch is imported, or while the script works, it ends with one line saying what it stopped and exit status
-130 (143 for a SIGTERM that stops a training), never a traceback."""
+130 (143 for a SIGTERM, in a script at work or in a training), never a traceback."""
 
 import glob
 import os
@@ -34,6 +34,10 @@ def ctrl_c(*args, **kwargs):
     signal.raise_signal(signal.SIGINT)  # a real Ctrl-C, while the script is at work
 
 
+def sigterm(*args, **kwargs):
+    signal.raise_signal(signal.SIGTERM)  # kill PID, or a scheduler's preemption
+
+
 @pytest.mark.parametrize(
     "script,works_in,flags,said",
     [
@@ -49,23 +53,28 @@ def ctrl_c(*args, **kwargs):
         ),
     ],
 )
+@pytest.mark.parametrize("signal_at_work,code,word", [(ctrl_c, 130, "interrupted"), (sigterm, 143, "terminated")])
 def test_a_ctrl_c_while_a_script_works_is_one_line(
-    checkpoint, tmp_path, monkeypatch, capsys, script, works_in, flags, said
+    checkpoint, tmp_path, monkeypatch, capsys, script, works_in, flags, said, signal_at_work, code, word
 ):
+    """And a SIGTERM: the same line with "terminated" and 143; SIGTERM is as it was after main()."""
     module = fresh_script(script)
-    monkeypatch.setattr(module, works_in, ctrl_c)
+    monkeypatch.setattr(module, works_in, signal_at_work)
     with pytest.raises(SystemExit) as stop:
         try:
             module.main([flag.format(ckpt=checkpoint, out=tmp_path) for flag in flags])
         except KeyboardInterrupt:  # not the suite's to stop
-            pytest.fail("the Ctrl-C left main() as a KeyboardInterrupt: a traceback")
+            pytest.fail("the signal left main() as a KeyboardInterrupt: a traceback")
     err = capsys.readouterr().err
-    assert stop.value.code == 130 and "Traceback" not in err and err.strip().splitlines()[-1] == f"interrupted; {said}"
+    assert stop.value.code == code and "Traceback" not in err and err.strip().splitlines()[-1] == f"{word}; {said}"
     assert not any(snapshot(tmp_path).values())  # no file: at most the folders the flags name
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
-def test_a_ctrl_c_while_evaluating_is_one_line(checkpoint, tmp_path):
-    """As the user saw it: run/evaluate_ll.py with many samples, a real SIGINT once its progress bar is up."""
+@pytest.mark.parametrize("sig,code,word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
+def test_a_ctrl_c_while_evaluating_is_one_line(checkpoint, tmp_path, sig, code, word):
+    """As the user saw it: run/evaluate_ll.py with many samples, a real SIGINT (or SIGTERM) once its progress bar
+    is up."""
     err = tmp_path / "stderr"
     with open(err, "w") as f:
         proc = subprocess.Popen(
@@ -78,14 +87,10 @@ def test_a_ctrl_c_while_evaluating_is_one_line(checkpoint, tmp_path):
     while "evaluating" not in err.read_text():
         assert proc.poll() is None and time.time() < deadline, err.read_text()[-2000:]
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     proc.wait(timeout=60)
     text = err.read_text()
-    assert (
-        proc.returncode == 130
-        and "Traceback" not in text
-        and text.strip().splitlines()[-1] == f"interrupted; {NOTHING}"
-    )
+    assert proc.returncode == code and "Traceback" not in text and text.strip().splitlines()[-1] == f"{word}; {NOTHING}"
 
 
 @pytest.mark.parametrize("script", ["evaluate_ll", "sample", "analyze", "figure3", "table1", "benchmark"])
