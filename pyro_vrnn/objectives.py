@@ -204,10 +204,7 @@ class FreeBitsELBO(TraceMeanField_ELBO):
                 elbo = elbo + site["log_prob_sum"]
             elif site["type"] == "sample":
                 latent.append((guide_trace.nodes[name], site))
-        auxiliary = any(
-            s["type"] == "sample" and name not in model_trace.nodes for name, s in guide_trace.nodes.items()
-        )
-        if self.free_bits == 0 and (auxiliary or not all(stackable(q) and stackable(p) for q, p in latent)):
+        if self.free_bits == 0 and not self.stackable_mean_field(latent, model_trace, guide_trace):
             return super()._differentiable_loss_particle(model_trace, guide_trace)  # TraceMeanField_ELBO's
         for pairs in stackable_groups(latent, sites_of=tuple):  # the (q, p) of z_t of all steps: one KL call
             guide_sites = [guide_site for guide_site, _ in pairs]
@@ -217,6 +214,15 @@ class FreeBitsELBO(TraceMeanField_ELBO):
             count = mask.flatten(1).sum(1)  # n_t, the real sequences at step t
             elbo = elbo - (stacked_scale(guide_sites, kl) * torch.clamp(step_kl, min=self.free_bits * count)).sum()
         return -torch_item(elbo), -elbo
+
+    @staticmethod
+    def stackable_mean_field(latent, model_trace, guide_trace):
+        """Whether TraceMeanField_ELBO's loss is this class's with lambda 0: every latent (q, p) pair stackable,
+        and no auxiliary guide site (one the model does not have)."""
+        auxiliary = any(
+            s["type"] == "sample" and name not in model_trace.nodes for name, s in guide_trace.nodes.items()
+        )
+        return not auxiliary and all(stackable(q) and stackable(p) for q, p in latent)
 
     @staticmethod
     def step_kl(pairs):
