@@ -222,6 +222,7 @@ class Trainer:
         """Validate, remember the best, checkpoint; returns why to stop ("early_stopping", ...) or None."""
         c, p = self.config, self.progress
         train_loss, train_sequences = all_reduce_sum([p.epoch_loss, p.epoch_sequences], self.device)
+        train_per_seq = -train_loss / max(train_sequences, 1)  # what was maximized, per sequence
         bound = (
             make_elbo(c.elbo, particles=c.particles, model=c.model, guide=c.guide)
             if c.elbo in PARTICLE_BOUNDS
@@ -245,14 +246,14 @@ class Trainer:
                 "event": "epoch",
                 "epoch": p.epoch,
                 "step": p.step,
-                "train_elbo_per_seq": -train_loss / max(train_sequences, 1),
+                "train_elbo_per_seq": train_per_seq,
                 "objective": trained + weighed,  # what train_elbo_per_seq is of
                 **{f"valid_{k}": v for k, v in metrics.items()},
                 "time": time.time() - self.start,
             }
         )
         self.say(
-            f"epoch {p.epoch}: train {trained}/seq {-train_loss / max(train_sequences, 1):.2f}{weighed}, valid "
+            f"epoch {p.epoch}: train {trained}/seq {train_per_seq:.2f}{weighed}, valid "
             f"ELBO/seq {metrics['elbo_per_seq']:.2f} ({metrics['elbo_per_step']:.3f}/step), KL/seq "
             f"{metrics['kl_per_seq']:.2f}"
             + (f", valid {c.elbo.upper()}(K={c.particles})/seq {score:.2f}" if bound is not None else "")

@@ -13,9 +13,8 @@ sequence length T it measures, in one process and back to back:
 
   train  one training step of the Pyro programs, exactly as pyro_vrnn/train.py takes it
          (svi_step: svi.make_elbo's ELBO, with --scoring batched StackedTrace_ELBO or, for meanfield,
-         FreeBitsELBO(0),
-         as an ELBOModule over Program(model), Program(guide), with the guide's Record; backward,
-         clip_grad_norm_, Adam), against the same
+         FreeBitsELBO(0), as an ELBOModule over Program(model), Program(guide), with the guide's Record;
+         backward, clip_grad_norm_, Adam), against the same
          step on each of pyro_vrnn/reference.py's two hand-written forms of the same ELBO with the same
          networks: `per_step` (every term at its step) and `batched` (the recurrence in a loop, then
          every term in one call over time); tests/test_reference.py checks that all give the same loss

@@ -378,8 +378,8 @@ def main(argv=None):
     except (DataError, TrainingError, FlagError, ValueError) as error:
         sys.exit(f"error: {error}")
     rows, claims = tabulate(results, args)
-    split = results[args.models[0], args.seeds[0]]["summary"]["split"]
-    units = results[args.models[0], args.seeds[0]]["summary"].get("units", "nats")
+    first = results[args.models[0], args.seeds[0]]["summary"]
+    split, units = first["split"], first.get("units", "nats")
     title = (
         f"Table 1 on {args.dataset} {split}: average log-likelihood per sequence ({units}, ± one "
         f"standard error across sequences; seeds {', '.join(map(str, args.seeds))}; K = {args.num_samples}; "
