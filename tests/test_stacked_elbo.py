@@ -25,11 +25,21 @@ from pyro_vrnn.svi import make_elbo
 LATENT = ["vrnn-gauss", "vrnn-gmm", "vrnn-i-gauss", "srnn-gmm"]
 
 
-def loss_and_grads(elbo, model, guide, params, *args, **kwargs):
+def loss_and_grads(elbo, model, guide, params, *args, validate=False, **kwargs):
+    """The loss and its gradients, from seed 3; with `validate`, Pyro's own per-site traces (the stacked ELBOs
+    use those while validation is on, so that a comparison with validation on would compare nothing)."""
     pyro.set_rng_seed(3)
-    with pyro.validation_enabled(False):  # with validation on, StackedTrace_ELBO is Trace_ELBO itself
+    with pyro.validation_enabled(validate):
         loss = elbo.differentiable_loss(model, guide, *args, **kwargs)
     return loss, torch.autograd.grad(loss, params)
+
+
+def assert_same(ours, pyros):
+    """Two (loss, gradients) from loss_and_grads equal to float precision."""
+    (loss, grads), (pyro_loss, pyro_grads) = ours, pyros
+    assert loss.item() == pytest.approx(pyro_loss.item(), rel=1e-6)
+    for a, b in zip(grads, pyro_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("scoring", ["batched", "steps"])
@@ -39,15 +49,12 @@ def test_same_loss_and_gradients_as_trace_elbo(name, scoring):
     x, mask = make_data("handwriting", steps=7)  # lengths 7, 5, 1, 6: padding at most steps
     params = list(vrnn.parameters())
     kwargs = dict(num_sequences=40, kl_scale=0.3)
-    ours, ours_grads = loss_and_grads(
-        StackedTrace_ELBO(max_plate_nesting=1), model, guide, params, vrnn, x, mask, record=Record(), **kwargs
+    assert_same(
+        loss_and_grads(
+            StackedTrace_ELBO(max_plate_nesting=1), model, guide, params, vrnn, x, mask, record=Record(), **kwargs
+        ),
+        loss_and_grads(Trace_ELBO(max_plate_nesting=1), model, guide, params, vrnn, x, mask, record=Record(), **kwargs),
     )
-    pyros, pyro_grads = loss_and_grads(
-        Trace_ELBO(max_plate_nesting=1), model, guide, params, vrnn, x, mask, record=Record(), **kwargs
-    )
-    assert ours.item() == pytest.approx(pyros.item(), rel=1e-6)
-    for a, b in zip(ours_grads, pyro_grads):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 def count_diag_normal_scores(monkeypatch):
@@ -118,13 +125,11 @@ def test_free_bits_stacked_is_free_bits_per_site(name):
     x, mask = make_data("handwriting", steps=7)
     params = list(vrnn.parameters())
     elbo = FreeBitsELBO(0.2, max_plate_nesting=1)
-    stacked, stacked_grads = loss_and_grads(elbo, model, guide, params, vrnn, x, mask, num_sequences=9, record=Record())
-    pyro.set_rng_seed(3)
-    with pyro.validation_enabled(True):
-        per_site = elbo.differentiable_loss(model, guide, vrnn, x, mask, num_sequences=9, record=Record())
-    assert stacked.item() == pytest.approx(per_site.item(), rel=1e-6)
-    for a, b in zip(stacked_grads, torch.autograd.grad(per_site, params)):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    stacked = loss_and_grads(elbo, model, guide, params, vrnn, x, mask, num_sequences=9, record=Record())
+    per_site = loss_and_grads(
+        elbo, model, guide, params, vrnn, x, mask, validate=True, num_sequences=9, record=Record()
+    )
+    assert_same(stacked, per_site)
 
 
 def test_meanfield_is_trace_mean_field_elbo_and_free_bits_count_one_kl_call(monkeypatch):
@@ -138,16 +143,14 @@ def test_meanfield_is_trace_mean_field_elbo_and_free_bits_count_one_kl_call(monk
     calls = []
     kl = objectives.kl_divergence
     monkeypatch.setattr(objectives, "kl_divergence", lambda q, p: calls.append(q.batch_shape) or kl(q, p))
-    ours, ours_grads = loss_and_grads(
+    ours = loss_and_grads(
         FreeBitsELBO(0.0, max_plate_nesting=1), model, guide, params, vrnn, x, mask, num_sequences=9, record=Record()
     )
     assert calls == [torch.Size([7, 4])]  # [T, B]
-    pyros, pyro_grads = loss_and_grads(
+    pyros = loss_and_grads(
         TraceMeanField_ELBO(max_plate_nesting=1), model, guide, params, vrnn, x, mask, num_sequences=9, record=Record()
     )
-    assert ours.item() == pytest.approx(pyros.item(), rel=1e-6)
-    for a, b in zip(ours_grads, pyro_grads):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert_same(ours, pyros)
 
 
 @pytest.mark.parametrize(
@@ -161,15 +164,13 @@ def test_iwae_stacked_is_iwae_per_site(name, kind, scoring, monkeypatch):
     params = list(vrnn.parameters())
     elbo = IWAEELBO(4)
     calls = count_diag_normal_scores(monkeypatch)
-    stacked, stacked_grads = loss_and_grads(elbo, model, guide, params, vrnn, x, mask, num_sequences=9, record=Record())
+    stacked = loss_and_grads(elbo, model, guide, params, vrnn, x, mask, num_sequences=9, record=Record())
     assert len(calls) <= 2 + (scoring == "steps")  # the z_t of each program; the step model's x_t (a DiagNormal)
-    pyro.set_rng_seed(3)
-    with pyro.validation_enabled(True):
-        per_site = elbo.differentiable_loss(model, guide, vrnn, x, mask, num_sequences=9, record=Record())
+    per_site = loss_and_grads(
+        elbo, model, guide, params, vrnn, x, mask, validate=True, num_sequences=9, record=Record()
+    )
     assert len(calls) > 2 * 7
-    assert stacked.item() == pytest.approx(per_site.item(), rel=1e-6)
-    for a, b in zip(stacked_grads, torch.autograd.grad(per_site, params)):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert_same(stacked, per_site)
 
 
 def test_a_guide_messenger_gets_pyros_own_traces():
