@@ -7,24 +7,36 @@ A checkpoint (`last.pt`, `best.pt`; written atomically by runs.RunDirectory.save
     data        what the model was trained on: kind, dim, name, mean, std, train size, fingerprint
     model       the network's state_dict; optimizer: Adam's
     progress    epoch, batch within it, step, early-stopping memory, the epoch's running sums, time
-    rng         every random state, one per torchrun process
+    rng         every random state, one per torchrun process (runtime.get_rng_state: tensors and numbers)
 
 so that a run can be rebuilt (evaluation, sampling, figures) from its checkpoint alone, and a killed
 run resumes exactly where it was.
+
+A checkpoint is data, never code: it holds tensors, numbers, strings, lists and dicts only, and is read with
+`torch.load(weights_only=True)`, whose unpickler builds nothing else. A crafted .pt that would run code when
+unpickled (a `__reduce__` calling os.system) is refused in one line before anything in it runs. Checkpoints are
+passed between people, and a model downloaded from anyone must not be able to run commands.
 """
 
 import dataclasses
 import math
 import os
+import pickle
+import re
 
 import numpy as np
 import torch
 
 import models
 from pyro_vrnn.config import config_from_dict
-from pyro_vrnn.runtime import TrainingError, network_fits
+from pyro_vrnn.runtime import TrainingError, network_fits, numpy_state_as_data
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: numpy's random state as a tensor (1: as a numpy array)
+READABLE_VERSIONS = (1, 2)
+# What a version-1 checkpoint needs beyond tensors and numbers: numpy's random state, a uint32 array. These
+# rebuild exactly that (an array of 32-bit integers) and can call nothing else.
+NUMPY_RECONSTRUCT = np.zeros(1).__reduce__()[0]  # numpy.core.multiarray._reconstruct (numpy._core in numpy 2)
+VERSION_1_GLOBALS = [NUMPY_RECONSTRUCT, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 KEYS = ("version", "config", "data", "model", "optimizer", "progress", "rng")
 # What evaluation, sampling and resuming read inside the records (anything else has a default).
 INNER_KEYS = {"data": ("kind", "dim", "mean", "std", "median_length"), "progress": ("epoch", "batch", "step")}
@@ -45,15 +57,33 @@ def load_checkpoint(path, map_location="cpu"):
     if not os.path.isfile(path):
         raise TrainingError(f"no checkpoint at {path}; pass a run directory that holds last.pt or a .pt file")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
+        with torch.serialization.safe_globals(VERSION_1_GLOBALS):
+            state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:  # torch's unpickler met something that is not data
+        code = re.search(r"GLOBAL (\S+)|but got <class '([^']+)'>", str(error))
+        if code is None:
+            raise TrainingError(
+                f"cannot read checkpoint {path} (UnpicklingError); it is not a pyro-vrnn checkpoint or it is damaged"
+            ) from None
+        found = code[1] or code[2]
+        convert = (  # what an older pyro-vrnn could have written: numpy arrays, Python containers
+            f"; if you wrote it yourself with an older pyro-vrnn, convert it once: python -c 'import "
+            f'pyro_vrnn.checkpoints as c; c.convert_trusted("{path}")\''
+            if found.split(".")[0] in ("numpy", "collections", "pyro_vrnn")
+            else ""
+        )
+        raise TrainingError(
+            f"refused to load {path}: it holds Python code or objects ({found}) that loading would run, and a "
+            f"pyro-vrnn checkpoint holds data only (tensors, numbers, strings): do not use it{convert}"
+        ) from None
     except Exception as error:  # a truncated or foreign file
         raise TrainingError(
             f"cannot read checkpoint {path} ({error.__class__.__name__}); "
             "it is not a pyro-vrnn checkpoint or it is damaged"
         ) from None
-    if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
+    if not isinstance(state, dict) or state.get("version") not in READABLE_VERSIONS:
         raise TrainingError(
-            f"{path} is not a pyro-vrnn checkpoint of version {CHECKPOINT_VERSION}; "
+            f"{path} is not a pyro-vrnn checkpoint of version {' or '.join(map(str, READABLE_VERSIONS))}; "
             "retrain with this version of the code"
         )
     missing = [key for key in KEYS if key not in state]
@@ -68,6 +98,31 @@ def load_checkpoint(path, map_location="cpu"):
     if missing:
         raise TrainingError(f"{path} lacks {', '.join(missing)}: it is damaged or was not written by pyro-vrnn")
     return state
+
+
+def convert_trusted(path):
+    """Rewrite a checkpoint that an older pyro-vrnn wrote with Python objects in it (numpy arrays, tuples) as data
+    only, in place. It is unpickled with weights_only=False, which runs whatever the file holds: for your own
+    files only."""
+    state = as_data(torch.load(path, map_location="cpu", weights_only=False))
+    state["rng"] = [dict(rng, numpy=numpy_state_as_data(rng["numpy"])) for rng in state["rng"]]
+    state["version"] = CHECKPOINT_VERSION
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    load_checkpoint(path)  # now loads as data
+    print(f"converted {path}: it holds data only")
+
+
+def as_data(value):
+    """`value` with numpy arrays as tensors and numpy numbers as Python's, in dicts, lists and tuples."""
+    if isinstance(value, dict):
+        return type(value)((key, as_data(item)) for key, item in value.items())
+    if isinstance(value, (list, tuple)):
+        return type(value)(as_data(item) for item in value)
+    if isinstance(value, np.ndarray):
+        return torch.as_tensor(value)
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def data_info(dataset):

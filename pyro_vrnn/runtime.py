@@ -13,6 +13,7 @@ import signal
 import sys
 import traceback
 
+import numpy as np
 import pyro.util
 import torch
 import torch.distributed as dist
@@ -268,15 +269,28 @@ class StopRequest:
 
 
 def get_rng_state():
-    """Every random state of this process (Python, numpy, torch, and CUDA when present)."""
+    """Every random state of this process (Python, numpy, torch, and CUDA when present), as tensors, numbers
+    and tuples: data that a checkpoint holds and torch.load(weights_only=True) reads (numpy's own state is an
+    array; its keys go in a tensor)."""
     state = pyro.util.get_rng_state()
+    state["numpy"] = numpy_state_as_data(state["numpy"])
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
+def numpy_state_as_data(numpy_state):
+    """np.random.get_state()'s tuple with its keys (a uint32 array) as an int64 tensor."""
+    name, keys, position, has_gauss, cached_gaussian = numpy_state
+    keys = torch.as_tensor(np.asarray(keys, dtype=np.int64))
+    return str(name), keys, int(position), int(has_gauss), float(cached_gaussian)
+
+
 def set_rng_state(state):
+    """Restore get_rng_state's dict (numpy's keys as a tensor, or as an array in a version-1 checkpoint)."""
     state = dict(state)
+    name, keys, *rest = state["numpy"]
+    state["numpy"] = (name, np.asarray(keys, dtype=np.uint32), *rest)
     cuda = state.pop("cuda", None)
     pyro.util.set_rng_state(state)
     if cuda is not None and torch.cuda.is_available():

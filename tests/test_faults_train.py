@@ -19,6 +19,7 @@ import torch
 from conftest import TINY, dead_pid, fresh_script as load_script, one_line_error, read_only, snapshot
 from svi_slow import start, wait_for
 
+import pyro_vrnn.checkpoints
 import pyro_vrnn.runs
 import pyro_vrnn.train
 from pyro_vrnn.checkpoints import load_checkpoint
@@ -376,6 +377,55 @@ def test_a_damaged_checkpoint_is_one_line(run, script, damage, said):
     before = snapshot(run)
     message = refused(load_script(script), ["--resume", run] if script == "svi" else ["--checkpoint", path])
     assert message.startswith("error: " + said.format(path=path)) and snapshot(run) == before
+
+
+class RunsCode:
+    """What a crafted checkpoint holds: an object whose unpickling calls os.mkdir(marker) (os.system would do)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.mkdir, (self.marker,)
+
+
+@pytest.mark.parametrize("script", ["svi", "evaluate_ll", "analyze"])
+def test_a_checkpoint_that_would_run_code_is_refused_and_runs_nothing(run, script, tmp_path):
+    path, marker = os.path.join(run, "last.pt"), str(tmp_path / "the-code-ran")
+    state = load_checkpoint(path)
+    state["progress"]["note"] = RunsCode(marker)
+    torch.save(state, path)
+    before = snapshot(run)
+    message = refused(load_script(script), ["--resume", run] if script == "svi" else ["--checkpoint", path])
+    assert message == (
+        f"error: refused to load {path}: it holds Python code or objects (posix.mkdir) that loading would run, "
+        "and a pyro-vrnn checkpoint holds data only (tensors, numbers, strings): do not use it"
+    )
+    assert not os.path.exists(marker) and snapshot(run) == before
+
+
+def test_checkpoints_of_the_older_format_load_and_resume(run, svi):
+    """Version 1 (before checkpoints were data only) kept numpy's random state as an array, as np.random.get_state()
+    gives it: such a run resumes as it would have. A numpy object elsewhere (no version wrote one) is refused with
+    the command that converts a file one trusts."""
+    path = os.path.join(run, "last.pt")
+    state = load_checkpoint(path)
+    assert state["version"] == 2 and all(isinstance(v, torch.Tensor) for v in [state["rng"][0]["numpy"][1]])
+    name, keys, *rest = state["rng"][0]["numpy"]
+    state["rng"][0]["numpy"] = (name, keys.numpy().astype(np.uint32), *rest)  # as version 1 saved it
+    state["version"] = 1
+    torch.save(state, path)
+    assert load_checkpoint(path)["rng"][0]["numpy"][1].dtype == np.uint32
+    svi.main(["--resume", run, "--epochs", "3"])
+    assert load_checkpoint(path)["version"] == 2 and steps_logged(run) == list(range(1, 13))
+
+    state = load_checkpoint(path)
+    state["progress"]["best_valid"] = np.float64(state["progress"]["best_valid"])
+    torch.save(state, path)
+    message = refused(svi, ["--resume", run, "--epochs", "4"])
+    assert "holds Python code or objects (numpy." in message and "convert it once: python -c 'import" in message
+    pyro_vrnn.checkpoints.convert_trusted(path)  # what the message says to run
+    assert load_checkpoint(path)["version"] == 2
 
 
 @pytest.mark.parametrize("fault", ["ENOSPC", "EIO"])
