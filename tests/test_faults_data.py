@@ -5,6 +5,7 @@ good is lost."""
 
 import fcntl
 import os
+import shutil
 import subprocess
 import sys
 
@@ -81,16 +82,44 @@ def test_leftovers_of_killed_preparations_are_removed(tmp_path):
     after = arrays(path)  # the cache is good: the same numbers as one built in a clean directory
     assert all(np.array_equal(after[k], v) for k, v in arrays(clean).items())
 
-    # Beside a --data-dir (no lock of ours covers it) only a dead process's rendering goes; and
     # write_h5 removes a dead process's half-written file next to its target.
-    xml_dir = tmp_path / "xml"
-    (xml_dir / f"hershey-12-seed0.tmp{gone}").mkdir(parents=True)
-    (xml_dir / "hershey-12-seed0.tmp1").mkdir()
-    data.prepare("hershey", data_dir=str(xml_dir), cache_dir=str(cache), num_lines=12, verbose=False)
-    assert sorted(os.listdir(xml_dir)) == ["hershey-12-seed0", "hershey-12-seed0.tmp1"]
     (tmp_path / f"mine.h5.tmp{gone}").write_bytes(b"half")
     schema.write_h5(str(tmp_path / "mine.h5"), {"train": [np.zeros((2, 1))]}, "real", "mine", [0], [1], "t")
     assert not (tmp_path / f"mine.h5.tmp{gone}").exists() and (tmp_path / "mine.h5").exists()
+
+
+def test_a_data_directory_is_read_never_written(tmp_path, hershey_cache):
+    """The embedded handwriting renders into the cache; a --data-dir must hold a rendered set, which is only read.
+    (The rendering went into --data-dir, and analyze.py --data-dir /nonexistent made that folder.)"""
+    cache, gone, folders = tmp_path / "cache", dead_pid(), tmp_path / "folders"
+    folders.mkdir()
+    for data_dir in (folders / "nonexistent", folders / "empty", folders / "leftovers"):
+        if data_dir.name != "nonexistent":
+            data_dir.mkdir()
+        if data_dir.name == "leftovers":  # a temporary of a killed older version: not ours to remove
+            (data_dir / f"hershey-12-seed0.tmp{gone}").mkdir()
+        before = snapshot(folders)
+        with pytest.raises(DataError) as error:
+            data.prepare("hershey", data_dir=str(data_dir), cache_dir=str(cache), num_lines=12, verbose=False)
+        assert str(error.value).startswith(f"--data-dir {data_dir} holds no rendered hershey set (")
+        assert "the embedded set needs no --data-dir: drop it" in str(error.value)
+        assert snapshot(folders) == before  # nothing made, nothing removed
+    rendered = data.prepare("hershey", cache_dir=str(cache), num_lines=12, verbose=False)
+    assert (cache / "hershey-12-seed0" / "GENERATED").exists()
+    copy = tmp_path / "copy"  # a copy of the rendered folder is a data directory to read
+    shutil.copytree(cache / "hershey-12-seed0", copy / "hershey-12-seed0")
+    before = snapshot(copy)
+    os.remove(rendered)
+    path = data.prepare("hershey", data_dir=str(copy), cache_dir=str(cache), num_lines=12, verbose=False)
+    assert snapshot(copy) == before and path == rendered and os.path.exists(path)
+
+    with pytest.raises(DataError, match="holds no synthesized speech-demo corpus"):
+        data.prepare("speech-demo", data_dir=str(folders / "empty"), cache_dir=str(cache), verbose=False)
+
+    run = tmp_path / "run"  # analyze.py with a --data-dir that does not exist
+    load_script("svi").main(["--max-steps", "1", "--model", "vrnn-gauss", "--out", str(run), *TINY])
+    message = refused(load_script("analyze"), ["--checkpoint", str(run), "--data-dir", str(folders / "nonexistent")])
+    assert "holds no rendered hershey set" in message and not (folders / "nonexistent").exists()
 
 
 # ---------------------------------------------------------------------------------------------

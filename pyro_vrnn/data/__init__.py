@@ -100,7 +100,7 @@ DATASETS = {
 }
 # What --data-dir is to the datasets that take a folder there: every one but hdf5 (a file) and
 # chorales (none; it says so itself). Those not named read their files from it.
-FOLDER_USE = {"hershey": "renders its lines into", "speech-demo": "synthesizes its audio into"}
+FOLDER_USE = {"hershey": "reads its rendered lines from", "speech-demo": "reads its synthesized audio from"}
 NO_FOLDER = ("hdf5", "chorales")
 # The sets whose steps are frames of 16 kHz audio (audio.py: 200 samples each), drawn as waveforms and
 # written as WAV; a user's file says so with its sample_rate attribute (schema.py)
@@ -201,7 +201,7 @@ def _check_folder(name, data_dir):
     if data_dir is None or name in NO_FOLDER:
         return
     path = existing = os.path.abspath(os.path.expanduser(os.fspath(data_dir)))
-    while not os.path.exists(existing):  # the folder may not exist yet: hershey and speech-demo create it
+    while not os.path.exists(existing):  # a missing folder: its preparer says so
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
         where = "is a file" if existing == path else f"is inside the file {existing}"

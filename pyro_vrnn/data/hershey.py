@@ -310,34 +310,43 @@ def read_text(path):
 def prepare_hershey(cache_dir, num_lines=3000, seed=0, data_dir=None, verbose=True):
     """Generate (once) the synthetic lines and prepare them through iam.py; returns the h5 path.
 
-    The XML files go to <data_dir or cache_dir>/hershey-<num_lines>-seed<seed>/, the prepared
-    file to <cache_dir>/hershey-<num_lines>-seed<seed>.h5. Later calls reuse both.
+    The XML files are rendered into <cache_dir>/hershey-<num_lines>-seed<seed>/, the prepared file is
+    <cache_dir>/hershey-<num_lines>-seed<seed>.h5; later calls reuse both. A `data_dir` is read, never written:
+    it must hold such a rendered folder (a copy of the cache's), whose lines are then prepared.
     """
     if int(num_lines) < 3:
         raise DataError(f"hershey needs num_lines >= 3 (one writer for each split), got {num_lines}")
     num_lines, seed = int(num_lines), int(seed)
     tag = f"hershey-{num_lines}-seed{seed}"
-    xml_dir = os.path.join(os.path.expanduser(data_dir or cache_dir), tag)
-    marker = os.path.join(xml_dir, "GENERATED")
     stamp = f"hershey generator {GENERATOR_VERSION}, {num_lines} lines, seed {seed}\n"
     note = ""
-    # A killed rendering leaves its folder (~19 MB for 3000 lines). In the cache, prepare() removes
-    # it under the lock; beside a --data-dir, only the folders of processes that no longer run go.
-    remove_orphaned_temps(xml_dir)
-    if read_text(marker) != stamp:
-        start = time.time()
-        tmp = temp_path(xml_dir)
-        shutil.rmtree(tmp, ignore_errors=True)
-        os.makedirs(tmp)
-        try:
-            generate(tmp, num_lines, seed)
-            with open(os.path.join(tmp, "GENERATED"), "w") as f:
-                f.write(stamp)
-            shutil.rmtree(xml_dir, ignore_errors=True)  # an older generator's output
-            os.replace(tmp, xml_dir)
-        finally:
+    if data_dir is not None:
+        xml_dir = os.path.join(os.path.abspath(os.path.expanduser(data_dir)), tag)
+        if read_text(os.path.join(xml_dir, "GENERATED")) != stamp:
+            raise DataError(
+                f"--data-dir {data_dir} holds no rendered hershey set ({xml_dir}/GENERATED of generator "
+                f"{GENERATOR_VERSION}); the embedded set needs no --data-dir: drop it, and the lines are rendered "
+                "into the cache (a data directory is only read)"
+            )
+    else:
+        xml_dir = os.path.join(cache_dir, tag)
+        # A killed rendering leaves its folder (~19 MB for 3000 lines); prepare() removes it under the lock, and
+        # here those of processes that no longer run go.
+        remove_orphaned_temps(xml_dir)
+        if read_text(os.path.join(xml_dir, "GENERATED")) != stamp:
+            start = time.time()
+            tmp = temp_path(xml_dir)
             shutil.rmtree(tmp, ignore_errors=True)
-        note = f"rendered {num_lines} lines in {time.time() - start:.1f} s"
+            os.makedirs(tmp)
+            try:
+                generate(tmp, num_lines, seed)
+                with open(os.path.join(tmp, "GENERATED"), "w") as f:
+                    f.write(stamp)
+                shutil.rmtree(xml_dir, ignore_errors=True)  # an older generator's output
+                os.replace(tmp, xml_dir)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            note = f"rendered {num_lines} lines in {time.time() - start:.1f} s"
     return prepare_iam(
         xml_dir,
         os.path.join(cache_dir, tag + ".h5"),

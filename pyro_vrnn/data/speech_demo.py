@@ -121,11 +121,24 @@ def plan(num_sentences, seed):
     return items
 
 
+def stamp_of(num_sentences, seed):
+    return f"espeak-ng speech-demo v{GENERATOR_VERSION} sentences {num_sentences} seed {seed}\n"
+
+
+def complete(out_dir, num_sentences, seed):
+    """Whether out_dir holds the whole corpus of (num_sentences, seed): its COMPLETE file says so."""
+    try:
+        with open(os.path.join(out_dir, "COMPLETE")) as f:
+            return f.read() == stamp_of(num_sentences, seed)
+    except OSError:
+        return False
+
+
 def generate(out_dir, num_sentences, seed, workers=None):
-    """Write the corpus's WAV files and prompts.txt under out_dir (skipped when already complete)."""
-    done = os.path.join(out_dir, "COMPLETE")
-    stamp = f"espeak-ng speech-demo v{GENERATOR_VERSION} sentences {num_sentences} seed {seed}\n"
-    if os.path.exists(done) and open(done).read() == stamp:
+    """Write the corpus's WAV files and prompts.txt under out_dir, a folder of the cache (skipped when already
+    complete)."""
+    done, stamp = os.path.join(out_dir, "COMPLETE"), stamp_of(num_sentences, seed)
+    if complete(out_dir, num_sentences, seed):
         return False
     espeak = espeak_binary()
     if espeak is None:
@@ -151,13 +164,23 @@ def generate(out_dir, num_sentences, seed, workers=None):
 def prepare_speech_demo(data_dir, cache_dir, verbose=True, num_sentences=400, seed=0):
     """Synthesize (once) and prepare the embedded speech corpus; returns the .h5 path.
 
-    `data_dir` is where the WAV files go (default: under the cache directory).
+    The WAV files are synthesized under the cache directory. A `data_dir` is read, never written: it must hold
+    such a synthesized corpus (its COMPLETE marker), which is then prepared.
     """
     if num_sentences < 3:
         raise DataError(f"speech-demo needs num_sentences >= 3 (a speaker for each split), got {num_sentences}")
     start_time = time.time()
-    wav_dir = os.path.abspath(data_dir or os.path.join(cache_dir, f"speech-demo-{num_sentences}-seed{seed}"))
-    synthesized = generate(wav_dir, num_sentences, seed)
+    if data_dir is not None:
+        wav_dir, synthesized = os.path.abspath(os.path.expanduser(data_dir)), False
+        if not complete(wav_dir, num_sentences, seed):
+            raise DataError(
+                f"--data-dir {data_dir} holds no synthesized speech-demo corpus of {num_sentences} sentences, seed "
+                f"{seed} (its COMPLETE file); speech-demo needs no --data-dir: drop it, and the corpus is "
+                "synthesized into the cache (a data directory is only read)"
+            )
+    else:
+        wav_dir = os.path.join(cache_dir, f"speech-demo-{num_sentences}-seed{seed}")
+        synthesized = generate(wav_dir, num_sentences, seed)
     items = plan(num_sentences, seed)
     speakers = sorted({speaker_id for speaker_id, *_ in items})
     split_of = random_split(speakers, seed)  # 90/5/5 by speaker, as TIMIT's speakers are disjoint
