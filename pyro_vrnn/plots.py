@@ -278,8 +278,8 @@ def plot_training_curves(log_path, path):
         and KL(q || p) (zero for the RNNs, which have no latent variables).
     """
     records = read_log(log_path)
-    steps = [r for r in records if r.get("event") == "train"]
-    epochs = [r for r in records if r.get("event") == "epoch"]
+    steps = [r for r in records if r["event"] == "train" and "elbo_per_step" in r]
+    epochs = [r for r in records if r["event"] == "epoch" and "epoch" in r]
     if not steps and not epochs:
         return None
     fig, axes = plt.subplots(2, 2, figsize=(11, 6.5))

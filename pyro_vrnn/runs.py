@@ -19,12 +19,14 @@ Ctrl-C at start-up) leaves no directory behind.
 
 import contextlib
 import errno
+import fnmatch
 import glob
 import json
 import os
 
 import torch
 
+from pyro_vrnn.data.tempfiles import TEMP_NAME
 from pyro_vrnn.runtime import TrainingError
 
 try:
@@ -33,6 +35,16 @@ except ImportError:  # not POSIX: no lock
     fcntl = None
 
 RUN_FILES = ("config.json", "log.jsonl", "last.pt", "best.pt", "samples.png", "curves.png")
+# What the other scripts write into a run directory by default (analyze.py, sample.py into samples/, table1.py's
+# evaluations): part of the run, deleted with it by --overwrite.
+RUN_OUTPUTS = (
+    "figure2-*.png",
+    "figure2-*.csv",
+    "evaluation-*.json",
+    "samples/samples.png",
+    "samples/samples.npz",
+    "samples/samples-[0-9][0-9]*.wav",
+)
 CONFIG_KEYS = {"dataset", "model", "checkpoint_every"}  # some of what every config.json of a run holds
 
 
@@ -63,20 +75,30 @@ class RunDirectory:
     def holds_a_run(self):
         return any(os.path.exists(self.file(name)) for name in ("config.json", "log.jsonl", "last.pt", "best.pt"))
 
-    def never_checkpointed(self):
-        """True for what a run stopped before its first checkpoint (two Ctrl-Cs, a kill) leaves: its config.json
-        and log.jsonl, no last.pt or best.pt. Nothing there can be resumed, so a new run may replace it without
-        --overwrite. Files that are not a run's (another program's config.json) do not count as one."""
-        if not self.holds_a_run() or any(os.path.exists(self.file(name)) for name in ("last.pt", "best.pt")):
-            return False
-        try:  # the run's config.json first of all (a log alone may be anyone's: read_log skips lines it cannot parse)
+    def checkpointed(self):
+        return any(os.path.exists(self.file(name)) for name in ("last.pt", "best.pt"))
+
+    def run_config_here(self):
+        """Whether config.json is a run's (a dict with CONFIG_KEYS), not another program's."""
+        try:
             with open(self.file("config.json")) as f:
                 config = json.load(f)
-            if not (isinstance(config, dict) and CONFIG_KEYS <= set(config)):
-                return False
-            return all(isinstance(r, dict) and "event" in r for r in read_log(self.file("log.jsonl")))
-        except (OSError, ValueError):  # missing, unreadable, or not JSON: not ours to replace
+        except (OSError, ValueError):  # missing, unreadable, or not JSON: not a run's
             return False
+        return isinstance(config, dict) and CONFIG_KEYS <= set(config)
+
+    def never_checkpointed(self):
+        """True for what a run stopped before its first checkpoint (two Ctrl-Cs, a kill, a full disk) leaves: its
+        config.json and log.jsonl, no last.pt or best.pt. Nothing there can be resumed, so a new run may replace it
+        without --overwrite. Files that are not a run's (another program's config.json) do not count as one."""
+        return self.holds_a_run() and not self.checkpointed() and self.run_config_here()
+
+    def foreign_files(self):
+        """The run's file names here that another program wrote (a config.json that is not a run's, a log with
+        no config.json, and no checkpoint): not a run to resume, replace or delete."""
+        if self.checkpointed() or self.run_config_here():
+            return []
+        return [name for name in ("config.json", "log.jsonl") if os.path.exists(self.file(name))]
 
     def open(self, resuming, overwrite=False):
         """Create (if needed), lock, clean up after killed writers, and refuse to mix two runs."""
@@ -92,6 +114,12 @@ class RunDirectory:
         try:
             self.lock(resuming)
             self.remove_stale_temporaries()
+            foreign = self.foreign_files()
+            if not resuming and foreign:
+                raise TrainingError(
+                    f"{self.path} holds {' and '.join(foreign)} of another program, not of a pyro-vrnn run; "
+                    "choose another --out (or move those files away)"
+                )
             if not resuming and self.holds_a_run() and not overwrite and not self.never_checkpointed():
                 raise TrainingError(
                     f"{self.path} holds another run; resume it with --resume {self.path}, "
@@ -108,6 +136,12 @@ class RunDirectory:
         for name in RUN_FILES:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(self.file(name))
+        for pattern in RUN_OUTPUTS:
+            for path in glob.glob(self.file(pattern)):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path)
+        with contextlib.suppress(OSError):  # only if empty: a file of the user's stays, and the folder with it
+            os.rmdir(self.file("samples"))
 
     def lock(self, resuming=False):
         """Hold RUN/.lock for as long as this process lives, our pid inside: a second trainer fails at once,
@@ -134,7 +168,12 @@ class RunDirectory:
                 "or stop it, or choose another --out"
             ) from None
         self.created_lock, self.previous_holder = created, previous
-        self.write_lock(str(os.getpid()))
+        try:
+            self.write_lock(str(os.getpid()))
+        except OSError as error:  # a full disk: nothing of ours is in the directory yet
+            self.close(abandon=True)
+            fix = "free some space and resume again" if resuming else "free some space or pass another --out"
+            raise TrainingError(describe_os_error(error, path, "write") + f"; {fix}") from None
 
     def write_lock(self, text):
         self.lock_file.seek(0)
@@ -150,21 +189,28 @@ class RunDirectory:
             return
         if abandon:
             with contextlib.suppress(OSError):  # while still held: no one else can be using the lock file
-                if self.created_lock and not self.holds_a_run():
+                if self.created_lock and (not self.holds_a_run() or self.foreign_files()):
                     os.remove(self.file(".lock"))
                     if self.created:
                         os.rmdir(self.path)  # only if empty: never anyone else's files
                 else:
                     self.write_lock(self.previous_holder)
         fcntl.flock(self.lock_file, fcntl.LOCK_UN)
-        self.lock_file.close()
+        with contextlib.suppress(OSError):  # the pid that a full disk did not take is dropped: the lock is released
+            self.lock_file.close()
         self.lock_file = None
 
     def remove_stale_temporaries(self):
-        """Temporary files of writers that were killed (we hold the lock: no other writer is alive)."""
-        for path in glob.glob(self.file("*.tmp*")):
-            with contextlib.suppress(OSError):  # a read-only run: the next writable start removes it
-                os.remove(path)
+        """Temporary files of writers that were killed (we hold the lock: no other writer is alive): NAME.tmpPID of
+        the files a run writes (RUN_FILES, RUN_OUTPUTS), and nothing else (a user's notes.tmp.txt stays)."""
+        for entry in os.listdir(self.path):
+            match = TEMP_NAME.match(entry)
+            if match and (
+                match["target"] in RUN_FILES
+                or any(fnmatch.fnmatchcase(match["target"], pattern) for pattern in RUN_OUTPUTS if "/" not in pattern)
+            ):
+                with contextlib.suppress(OSError):  # a read-only run: the next writable start removes it
+                    os.remove(self.file(entry))
 
     # -- checkpoints ---------------------------------------------------------------------------
 
@@ -190,11 +236,17 @@ class RunDirectory:
             self.replace_file(name, lambda f: torch.save(state, f), binary=True)
         except OSError as error:
             kept = " (the previous one is intact)" if os.path.exists(path) else ""
-            raise TrainingError(
-                describe_os_error(error, path, "write the checkpoint")
-                + kept
-                + f"; free some space and resume with --resume {self.path}"
-            ) from None
+            raise TrainingError(describe_os_error(error, path, "write the checkpoint") + kept + self.go_on()) from None
+
+    def go_on(self):
+        """How to go on after a full disk: resume from last.pt, or, before the first one, start again."""
+        if os.path.exists(self.file("last.pt")):
+            return f"; free some space and resume with --resume {self.path}"
+        again = " with --overwrite" if os.path.exists(self.file("best.pt")) else ""
+        return (
+            "; no last.pt was written yet, so there is nothing to resume: free some space and start the run "
+            f"again, the same command{again}"
+        )
 
     # -- the log -------------------------------------------------------------------------------
 
@@ -205,10 +257,8 @@ class RunDirectory:
             with open(path, "a") as f:
                 f.write(json.dumps(record) + "\n")
         except OSError as error:
-            raise TrainingError(
-                describe_os_error(error, path, "append to the log") + "; the last checkpoint "
-                f"is intact: free some space and resume with --resume {self.path}"
-            ) from None
+            intact = "; the last checkpoint is intact" if os.path.exists(self.file("last.pt")) else ""
+            raise TrainingError(describe_os_error(error, path, "append to the log") + intact + self.go_on()) from None
 
     def truncate_log(self, step):
         """On resume: keep the records up to the checkpoint's step (later ones will be written again),
@@ -231,16 +281,31 @@ class RunDirectory:
 
 
 def read_log(path):
-    """The records of a log.jsonl; a line that does not parse (torn by a kill or a full disk) is dropped."""
-    if not os.path.exists(path):
+    """The records of a log.jsonl: JSON objects with an "event" and a whole-number "step", as a run writes them; a
+    line that does not parse (torn by a kill or a full disk) or is no such record (42, [1, 2], a step of null) is
+    dropped. A log that cannot be read (a folder in its place) is one line."""
+    if not os.path.lexists(path):
         return []
     records = []
-    with open(path) as f:
-        for line in f:
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
+    try:
+        with open(path) as f:
+            for line in f:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if (
+                    isinstance(record, dict)
+                    and isinstance(record.get("event"), str)
+                    and type(record.get("step")) is int
+                ):
+                    records.append(record)
+    except (OSError, UnicodeDecodeError) as error:
+        what = error.strerror or str(error) if isinstance(error, OSError) else "it is not text"
+        raise TrainingError(
+            f"cannot read the log {path} ({what}); a run's log.jsonl is a file of JSON lines: move it away "
+            "(the run then starts a new log) and run again"
+        ) from None
     return records
 
 

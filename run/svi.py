@@ -31,9 +31,10 @@ from pyro_vrnn.config import (  # noqa: E402
     unused_flags,
 )
 from pyro_vrnn.data import DATASETS, DataError  # noqa: E402
+from pyro_vrnn.data.tempfiles import TEMP_NAME  # noqa: E402
 from pyro_vrnn.flags import add_config_flags, overrides as flag_overrides  # noqa: E402
 from pyro_vrnn.report import end_of_run_figures  # noqa: E402
-from pyro_vrnn.runs import resume_path  # noqa: E402
+from pyro_vrnn.runs import describe_os_error, resume_path  # noqa: E402
 from pyro_vrnn.runtime import Interrupted, TrainingError, close_process_group, exit_at_once  # noqa: E402
 from pyro_vrnn.train import train  # noqa: E402
 
@@ -103,8 +104,18 @@ def config_for(args):
 
 
 def after_training(run_dir):
-    """Pictures at the end of every run: generated samples and the training curves."""
-    for path in end_of_run_figures(run_dir):
+    """Pictures at the end of every run: generated samples and the training curves. A full disk is one line: the
+    run is trained, and --resume draws what is missing."""
+    try:
+        written = end_of_run_figures(run_dir)
+    except OSError as error:
+        where = TEMP_NAME.sub(r"\g<target>", error.filename) if isinstance(error.filename, str) else run_dir
+        raise TrainingError(
+            describe_os_error(error, where, "write")
+            + f"; the run is trained and its checkpoints are intact: free some space and draw its pictures with "
+            f"python run/svi.py --resume {run_dir}"
+        ) from None
+    for path in written:
         print(f"wrote {path}")
 
 

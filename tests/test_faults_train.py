@@ -140,8 +140,14 @@ def test_a_new_run_into_another_run_is_refused_unless_overwrite(world, run, svi,
     bad.write_bytes(b"not an HDF5 file")
     assert "is not a readable HDF5 file" in refused(svi, train_flags(str(bad)) + ["--out", run, "--overwrite"])
     assert snapshot(run) == before
+    # what analyze.py and sample.py wrote into the old run goes with it; the user's own file stays
+    os.makedirs(os.path.join(run, "samples"))
+    for name in ("figure2-valid-0.png", "figure2-valid-0.csv", "samples/samples.png", "samples/samples-01.wav"):
+        Path(run, name).write_bytes(b"of the old run")
+    Path(run, "samples", "mine.txt").write_text("the user's")
     svi.main(world["flags"] + ["--out", run, "--overwrite", "--max-steps", "2"])
     assert steps_logged(run) == [1, 2] and step_of(run) == 2
+    assert not glob.glob(os.path.join(run, "figure2-*")) and os.listdir(os.path.join(run, "samples")) == ["mine.txt"]
 
 
 def test_a_run_directory_in_use_names_the_process(world, run, svi):
@@ -235,11 +241,100 @@ def test_a_finished_run_makes_its_missing_figures_on_resume(run, svi, killed):
 
 
 def test_temporary_files_of_a_killed_writer_are_removed(run, svi):
+    """Only the run's own NAME.tmpPID go: a user's files whose names hold ".tmp" stay."""
     gone = dead_pid()
-    for name in ("last.pt", "best.pt", "log.jsonl", "config.json", "samples.png"):
+    for name in ("last.pt", "best.pt", "log.jsonl", "config.json", "samples.png", "figure2-valid-0.png"):
         Path(run, f"{name}.tmp{gone}").write_bytes(b"half a file")
+    users = ["notes.tmp.txt", "data.tmp", f"mine.tmp{gone}", "last.pt.tmp"]
+    for name in users:
+        Path(run, name).write_text("the user's")
     svi.main(["--resume", run])
+    assert sorted(map(os.path.basename, temporaries(run))) == sorted(users)
+
+
+def test_a_log_with_junk_lines_or_a_folder_in_its_place(run, svi):
+    log = Path(run, "log.jsonl")
+    with open(log, "a") as f:  # lines no run writes, each of which was a traceback on --resume
+        f.write('42\n[1, 2]\n{"event": "train", "step": null}\n"text"\n{"event": "epoch", "step": 3}\n')
+    svi.main(["--resume", run, "--epochs", "3"])
+    assert steps_logged(run) == list(range(1, 13)) and all(line.startswith('{"event"') for line in log.open())
+    log.unlink()
+    log.mkdir()
+    assert refused(svi, ["--resume", run, "--epochs", "4"]) == (
+        f"error: cannot read the log {log} (Is a directory); a run's log.jsonl is a file of JSON lines: move it "
+        "away (the run then starts a new log) and run again"
+    )
+
+
+class DiskFullOnFlush:
+    """A file of the lock's kind whose buffered write does not reach a full disk: flush and close raise ENOSPC."""
+
+    def __init__(self, real):
+        self.real, self.pending = real, False
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def write(self, text):
+        self.pending = True
+        return len(text)
+
+    def flush(self):
+        if self.pending:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def close(self):
+        self.real.close()
+        self.flush()
+
+
+def test_a_full_disk_before_anything_is_written(world, svi, tmp_path, monkeypatch):
+    """At the lock, at the first checkpoint: one line, and the advice works (there is nothing to resume yet)."""
+    run = str(tmp_path / "run")
+
+    def full_disk_open(path, mode="r", *args, **kwargs):
+        f = open(path, mode, *args, **kwargs)
+        return DiskFullOnFlush(f) if str(path).endswith(".lock") else f
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pyro_vrnn.runs, "open", full_disk_open, raising=False)
+        assert refused(svi, world["flags"] + ["--out", run]) == (
+            f"error: cannot write {run}/.lock: the disk is full; free some space or pass another --out"
+        )
+    assert not os.path.exists(run)
+
+    def full_disk_save(state, f):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pyro_vrnn.runs.torch, "save", full_disk_save)
+        assert refused(svi, world["flags"] + ["--out", run]) == (
+            f"error: cannot write the checkpoint {run}/last.pt: the disk is full; no last.pt was written yet, so "
+            "there is nothing to resume: free some space and start the run again, the same command"
+        )
+    svi.main(world["flags"] + ["--out", run, "--max-steps", "2"])  # the same command, as said
+    assert steps_logged(run) == [1, 2]
+
+
+def test_a_full_disk_while_drawing_the_end_of_run_pictures(run, svi, monkeypatch):
+    import matplotlib.figure
+
+    for name in ("samples.png", "curves.png"):
+        os.remove(os.path.join(run, name))
+
+    def full_disk_savefig(self, path, *args, **kwargs):
+        Path(path).write_bytes(b"half a picture")
+        raise OSError(errno.ENOSPC, "No space left on device", path)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(matplotlib.figure.Figure, "savefig", full_disk_savefig)
+        assert refused(svi, ["--resume", run]) == (
+            f"error: cannot write {run}/samples.png: the disk is full; the run is trained and its checkpoints are "
+            f"intact: free some space and draw its pictures with python run/svi.py --resume {run}"
+        )
     assert temporaries(run) == []
+    svi.main(["--resume", run])  # as said
+    assert all(os.path.getsize(os.path.join(run, name)) > 1000 for name in ("samples.png", "curves.png"))
 
 
 # -- Real signals to a real run ------------------------------------------------------------------------------
@@ -330,10 +425,15 @@ def test_a_run_stopped_before_its_first_checkpoint_resumes_or_starts_again(world
     )
     svi.main(world["flags"] + before_any + ["--out", run])
     assert steps_logged(run) == list(range(1, STEPS + 1)) and step_of(run) == STEPS  # the old log is gone
-    foreign = tmp_path / "foreign"  # another program's config.json is not a run to replace
+    foreign = tmp_path / "foreign"  # another program's config.json is not a run to replace, resume or delete
     foreign.mkdir()
     (foreign / "config.json").write_text('{"lr": 1}')
-    assert "holds another run" in refused(svi, world["flags"] + ["--out", str(foreign)])
+    for extra in ([], ["--overwrite"]):
+        assert refused(svi, world["flags"] + ["--out", str(foreign), *extra]) == (
+            f"error: {foreign} holds config.json of another program, not of a pyro-vrnn run; choose another --out "
+            "(or move those files away)"
+        )
+    assert os.listdir(foreign) == ["config.json"]
 
 
 @pytest.mark.parametrize("phase", ["importing torch", "loading the data"])
