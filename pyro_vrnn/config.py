@@ -182,6 +182,7 @@ NETWORK_SIZES = (
 )
 # The least each number may be: sizes and counts at least 1, rates and scales above 0.
 AT_LEAST_ONE = NETWORK_SIZES + (
+    "epochs",  # 0: a run with nothing to do, a directory with nothing to resume
     "batch_size",
     "max_steps",
     "patience",
@@ -190,7 +191,9 @@ AT_LEAST_ONE = NETWORK_SIZES + (
     "particles",
 )
 POSITIVE = ("lr", "clip")
-NOT_NEGATIVE = ("min_scale", "epochs", "kl_anneal_epochs", "threads", "backward_hidden", "free_bits")
+NOT_NEGATIVE = ("min_scale", "kl_anneal_epochs", "threads", "backward_hidden", "free_bits")
+MAX_LR = 1e6  # Adam moves every weight by about --lr a step; far larger steps overflow float32 inside Adam
+MAX_THREADS_PER_CPU = 8  # far more threads than CPUs only wait; 100000 fail to start (a segfault)
 FINITE = ("lr", "min_scale", "free_bits", "kl_anneal_epochs")  # --clip inf is allowed: no clipping
 
 
@@ -223,6 +226,16 @@ def check_config(config):
             value = getattr(config, name)
             if value is not None and not test(value):
                 raise ValueError(f"--{name.replace('_', '-')} is {value}; it must be {need}")
+    if config.lr > MAX_LR:
+        raise ValueError(
+            f"--lr is {config.lr:g}; it must be at most {MAX_LR:g}: Adam moves every weight by about --lr a step "
+            "(a usual value is 1e-3)"
+        )
+    cpus = os.cpu_count() or 1
+    if config.threads > MAX_THREADS_PER_CPU * cpus:
+        raise ValueError(
+            f"--threads is {config.threads}; this machine has {cpus} CPU(s): give at most {cpus} (0: PyTorch's default)"
+        )
     check_particle_bound(config)
     # Checked here, not when training seeds numpy or moves the model (a traceback, after the data
     # is prepared): each rank of a torchrun group is seeded seed + rank.
@@ -260,9 +273,17 @@ def config_from_dict(values):
     return Config(**{k: v for k, v in values.items() if k in known})
 
 
-def unused_flags(config, passed):
-    """A note for each flag in `passed` (the fields set on the command line) that config.model has no use for.
-    Notes, not errors: table1.py passes one set of flags to every model it trains."""
+def unused_flags(config, passed, kind=None):
+    """A note for each flag in `passed` (the fields set on the command line) that config.model, or its data of `kind`
+    (where known), has no use for. Notes, not errors: table1.py passes one set of flags to every model it trains."""
+    if kind == "binary":  # Bernoulli bits, whatever the model's name says (networks.Emission)
+        notes = [
+            f"note: --{name} does not apply to binary data, whose emission is Bernoulli whatever the model; it is "
+            "ignored"
+            for name in ("components", "mixture")
+            if name in passed
+        ]
+        return notes + unused_flags(config, set(passed) - {"components", "mixture"})
     why = {}
     if config.model in EXACT_MODELS:
         latent = ("guide", "backward_hidden", "z_dim", "z_features", "enc_hidden", "prior_hidden")
@@ -271,6 +292,8 @@ def unused_flags(config, passed):
         why["prior_hidden"] = "has the fixed prior N(0, I)"
     if config.model not in SRNN_MODELS:
         why["srnn_resq"] = "is not an SRNN"
+        if config.model not in EXACT_MODELS and config.guide == "filtering":
+            why["backward_hidden"] = "has the filtering guide here (--guide smoothing has the backward RNN)"
     if not config.model.endswith("gmm"):
         why["components"] = why["mixture"] = "has a single-Gaussian emission"
     return [

@@ -13,6 +13,7 @@ stopping and a checkpoint; `--resume` continues exactly where `last.pt` was.
 import dataclasses
 import math
 import os
+import sys
 import time
 
 import pyro
@@ -30,7 +31,7 @@ from pyro_vrnn.checkpoints import (
     load_checkpoint,
     load_weights,
 )
-from pyro_vrnn.config import EXACT_MODELS, PARTICLE_BOUNDS, config_from_dict, config_to_dict
+from pyro_vrnn.config import EXACT_MODELS, PARTICLE_BOUNDS, config_from_dict, config_to_dict, unused_flags
 from pyro_vrnn.runs import RunDirectory, resume_command, resume_path
 from pyro_vrnn.runtime import (
     EXIT_CODES,
@@ -54,7 +55,7 @@ from pyro_vrnn.svi import kl_weight, make_elbo, make_loss_module, svi_step, to_d
 class Trainer:
     """One training run: its process, data, programs, optimizer, run directory and `Progress`."""
 
-    def __init__(self, config, resume=None, quiet=False, overwrite=False):
+    def __init__(self, config, resume=None, quiet=False, overwrite=False, passed=()):
         self.rank, self.world_size, self.device = setup_distributed(config.device)
         set_threads(config.threads)
         self.main = self.rank == 0
@@ -65,11 +66,16 @@ class Trainer:
         self.run_dir = RunDirectory(out)
         if config.data_dir is not None:  # saved in config.json and checkpoints: valid from any directory
             config = dataclasses.replace(config, data_dir=os.path.abspath(os.path.expanduser(config.data_dir)))
+        if resume is not None:  # the run may have been moved since: it is where it is resumed
+            config = dataclasses.replace(config, out=self.run_dir.path)
         self.config = config
         try:
             if self.main:
                 self.run_dir.open(resuming=resume is not None, overwrite=overwrite)
             self.build()
+            if self.main:  # the flags given that this model, or its data, has no use for
+                for note in unused_flags(config, passed, self.train_set.kind):
+                    print(note, file=sys.stderr, flush=True)
             if self.state is not None:
                 self.progress = self.resume()
             else:
@@ -385,13 +391,14 @@ class Trainer:
             self.run_dir.close(abandon)
 
 
-def train(config, resume=None, quiet=False, after_training=None, overwrite=False):
+def train(config, resume=None, quiet=False, after_training=None, overwrite=False, passed=()):
     """Train `config`, or continue the run `resume` (a run directory or its last.pt); returns the run directory.
+    `passed`: the config fields given on the command line, each that the model or its data has no use for noted.
 
     `after_training(run_dir)` runs on rank 0 at the end (the pictures). A run stopped by a signal raises
     `Interrupted` (its exit_code 130 or 143) after writing last.pt; a diverged one raises TrainingError.
     """
-    trainer = Trainer(config, resume, quiet, overwrite)
+    trainer = Trainer(config, resume, quiet, overwrite, passed)
     try:
         return trainer.run(after_training)
     finally:

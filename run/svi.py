@@ -28,7 +28,6 @@ from pyro_vrnn.config import (  # noqa: E402
     check_config,
     config_from_dict,
     make_config,
-    unused_flags,
 )
 from pyro_vrnn.data import DATASETS, DataError  # noqa: E402
 from pyro_vrnn.data.tempfiles import TEMP_NAME  # noqa: E402
@@ -132,10 +131,13 @@ def main(argv=None):
             config = config_for(args)  # checks --seed and --device too (config.check_config)
         except ValueError as error:  # a bad flag combination, said in one line
             raise TrainingError(str(error)) from None
-        if os.environ.get("RANK", "0") == "0":  # one process of a torchrun group speaks
-            for note in unused_flags(config, flag_overrides(args)):
-                print(note, file=sys.stderr, flush=True)
-        train(config, resume=args.resume, after_training=after_training, overwrite=args.overwrite)
+        train(
+            config,
+            resume=args.resume,
+            after_training=after_training,
+            overwrite=args.overwrite,
+            passed=set(flag_overrides(args)),  # noted where the model or its data has no use for them
+        )
     except Interrupted as stop:
         print(stop, file=sys.stderr, flush=True)
         sys.exit(stop.exit_code)

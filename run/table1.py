@@ -24,6 +24,7 @@ claims rest on them); pyro_vrnn/evaluate.py defines them.
 """
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -32,11 +33,11 @@ import signal
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
+from multiprocessing import active_children, get_context
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
-from pyro_vrnn.interrupts import exit_interrupted, one_line_ctrl_c, while_starting  # noqa: E402
+from pyro_vrnn.interrupts import Terminated, exit_interrupted, exit_status, one_line_ctrl_c, while_starting  # noqa: E402
 
 if __name__ == "__main__":  # torch and Pyro take seconds to import: a Ctrl-C meanwhile is one line
     while_starting()
@@ -47,6 +48,7 @@ from pyro_vrnn.checkpoints import load_checkpoint  # noqa: E402
 from pyro_vrnn.checks import FlagError, check_output_dir, check_seed  # noqa: E402
 from pyro_vrnn.config import MODEL_NAMES, TABLE1_MODELS, config_from_dict, make_config  # noqa: E402
 from pyro_vrnn.data import DATASETS, DataError  # noqa: E402
+from pyro_vrnn.data.tempfiles import temp_path  # noqa: E402
 from pyro_vrnn.evaluate import ESTIMATORS, evaluate_checkpoint  # noqa: E402
 from pyro_vrnn.flags import add_config_flags, overrides as flag_overrides  # noqa: E402
 from pyro_vrnn.runtime import Interrupted, TrainingError  # noqa: E402
@@ -62,7 +64,9 @@ PAPER_NAMES = {
     "srnn-gmm": "SRNN-GMM",
 }
 CLAIMS = [("vrnn-gauss", "rnn-gauss", ">"), ("vrnn-gauss", "vrnn-i-gauss", ">="), ("vrnn-gmm", "rnn-gmm", ">=")]
-RESUMABLE = ("epochs", "max_steps", "patience", "device", "threads")  # what a finished run may be given more of
+# What a run of the table may be given anew (more training, another machine); any other flag that differs from the
+# run's own config is refused, as run/svi.py --resume refuses it: the table would report the run's old settings.
+RESUMABLE = ("epochs", "max_steps", "patience", "device", "threads", "checkpoint_every", "log_every")
 
 
 def parse_args(argv=None):
@@ -102,9 +106,14 @@ def job_config(args, model, seed, run_dir):
     last = os.path.join(run_dir, "last.pt")
     if os.path.exists(last):
         config = config_from_dict(load_checkpoint(last)["config"])
-        for key, value in flag_overrides(args).items():
+        for key, value in flag_overrides(args, exclude=("data_dir", "out")).items():
             if key in RESUMABLE:
                 setattr(config, key, value)
+            elif value != getattr(config, key):
+                raise TrainingError(
+                    f"--{key.replace('_', '-')} {value} differs from {getattr(config, key)} of the table's run "
+                    f"{run_dir}; drop it to go on with this table, or pass another --out for a new one"
+                )
         return config, run_dir
     return make_config(
         args.dataset,
@@ -135,10 +144,13 @@ STOPPED = None  # in the worker processes of run_all: an Event, set once any job
 
 
 def share_stop(stopped):
-    """A worker's start: the table's stop Event, and a Ctrl-C ignored while the worker waits for a job (an idle
-    worker killed by it would break the pool, which then kills the others mid-checkpoint)."""
+    """A worker's start: the table's stop Event; a process group of its own, so that a signal to the table's group (a
+    Ctrl-C at the terminal, a scheduler's SIGTERM) reaches the table alone, which hands each worker one Ctrl-C
+    (run_all); and a Ctrl-C ignored while the worker waits for a job (an idle worker killed by it would break the
+    pool, which then kills the others mid-checkpoint)."""
     global STOPPED
     STOPPED = stopped
+    os.setpgrp()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
@@ -181,9 +193,9 @@ def train_and_evaluate(args, model, seed, run_dir):
         smc_particles=args.smc_particles,
     )
     result = {"summary": summary, "per_sequence": {k: np.asarray(v).tolist() for k, v in per_sequence.items()}}
-    with open(done + ".tmp", "w") as f:
+    with open(temp_path(done), "w") as f:  # a killed writer's is removed when the run is next opened (runs.py)
         json.dump(result, f)
-    os.replace(done + ".tmp", done)
+    os.replace(temp_path(done), done)
     return result
 
 
@@ -209,12 +221,34 @@ def run_all(args, table_dir):
             model, seed = futures[future]
             results[model, seed] = future.result()
             say_done(model, seed, results[model, seed])
-    except BaseException:  # a Ctrl-C (the running workers get it too and checkpoint), or a run that failed:
-        stopped.set()
-        pool.shutdown(wait=True, cancel_futures=True)  # the queued runs do not start
+    except BaseException as stop:  # a Ctrl-C or SIGTERM (Terminated) to the table, or a run that failed
+        stopped.set()  # the queued runs do not start
+        if isinstance(stop, KeyboardInterrupt):
+            ctrl_c_to_workers()  # the running trainings checkpoint and stop
+        while True:
+            try:
+                pool.shutdown(wait=True, cancel_futures=True)
+                break
+            except KeyboardInterrupt:  # a second signal: the workers stop at once, their last checkpoints kept
+                ctrl_c_to_workers()
+        if isinstance(stop, KeyboardInterrupt) and any(stopped_training(future) for future in futures):
+            raise Interrupted("a training stopped", exit_status(stop)) from None
         raise
     pool.shutdown()
     return results
+
+
+def ctrl_c_to_workers():
+    """A Ctrl-C to each worker process (in their own process groups, they get signals from the table only): a
+    training checkpoints and stops, a worker waiting for a job ignores it."""
+    for worker in active_children():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker.pid, signal.SIGINT)
+
+
+def stopped_training(future):
+    """Whether the job of `future` is a training that a signal stopped (its last.pt written)."""
+    return future.done() and not future.cancelled() and isinstance(future.exception(), Interrupted)
 
 
 def say_done(model, seed, result):
@@ -353,9 +387,10 @@ def again(argv, args, table_dir):
     return shlex.join(["python", "run/table1.py", *argv, *(["--out", table_dir] if args.out is None else [])])
 
 
-# A SIGTERM is left to the trainings (they checkpoint and stop: StopRequest): with --jobs the workers get it
-# only when it is sent to the whole group, and turned into an exception here the table would wait for them.
-@one_line_ctrl_c("finished runs and evaluations stand; run the same command again to go on", sigterm=False)
+# A SIGTERM (a scheduler's) stops the table as a Ctrl-C does: a training in this process takes it itself
+# (StopRequest: it checkpoints and stops); elsewhere it is Terminated, and with --jobs run_all hands the workers a
+# Ctrl-C each and waits for them.
+@one_line_ctrl_c("finished runs and evaluations stand; run the same command again to go on")
 def main(argv=None):
     args = parse_args(argv)
     start = time.time()
@@ -365,15 +400,19 @@ def main(argv=None):
             check_seed(seed, "--seeds")
         if args.jobs < 1 or args.num_samples < 1 or min(args.iwae_particles or 1, args.smc_particles or 1) < 1:
             raise FlagError("--jobs, --num-samples, --iwae-particles and --smc-particles must be at least 1")
+        if args.eval_batch_size is not None and args.eval_batch_size < 1:  # before the trainings, not after
+            raise FlagError(f"--eval-batch-size is {args.eval_batch_size}; it must be at least 1")
         check_output_dir(table_dir, "--out")
         results = run_all(args, table_dir)
     except Interrupted as stop:  # a training stopped by SIGINT / SIGTERM (a TrainingError, so caught first)
         exit_interrupted(
             f"stopped, last.pt written; resume the table with: {again(argv, args, table_dir)}", stop.exit_code
         )
-    except KeyboardInterrupt:  # a second Ctrl-C, or one while evaluating
+    except KeyboardInterrupt as stop:  # a second Ctrl-C, or one (or a SIGTERM) while evaluating
         exit_interrupted(
-            f"interrupted; finished runs and evaluations stand; resume the table with: {again(argv, args, table_dir)}"
+            f"{'terminated' if isinstance(stop, Terminated) else 'interrupted'}; finished runs and evaluations "
+            f"stand; resume the table with: {again(argv, args, table_dir)}",
+            exit_status(stop),
         )
     except (DataError, TrainingError, FlagError, ValueError) as error:
         sys.exit(f"error: {error}")

@@ -166,3 +166,51 @@ def test_a_ctrl_c_stops_a_table_of_several_jobs_and_starts_none_of_the_queued_ru
     assert "resume the table with: python run/table1.py" in err.strip().splitlines()[-1]
     assert all((run / "last.pt").exists() for run in running)
     assert not (table / "vrnn-gauss").exists()  # the queued runs
+
+
+def session_processes(session):
+    """The live processes of a session (its leader's pid): the table and every worker it started."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()  # after the command name: state, ppid, pgrp, session
+        except (OSError, ValueError):
+            continue
+        if entry.isdigit() and fields[0] != "Z" and int(fields[3]) == session:
+            found.append(int(entry))
+    return found
+
+
+@pytest.mark.parametrize("to_group", [False, True], ids=["to the table alone", "to its process group"])
+def test_a_sigterm_stops_a_table_of_several_jobs_as_a_ctrl_c_does(small_handwriting, tmp_path, to_group):
+    """table1.py --jobs 2 and a scheduler's SIGTERM, to the table's process alone or to its whole group: the running
+    trainings checkpoint and stop, the queued runs never start, the table says how to go on and exits 143, and no
+    worker is left behind (they had trained and evaluated every remaining job after a SIGTERM to the table alone)."""
+    table = tmp_path / "t"
+    argv = ["--dataset", "hdf5", "--data-dir", small_handwriting, "--models", "rnn-gauss", "vrnn-gauss"]
+    argv += ["--seeds", "0", "1", "--epochs", "1000", "--jobs", "2", "--log-every", "1", "--out", str(table), *TINY]
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "run", "table1.py"), *argv],
+        cwd=ROOT,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # a session of its own: its processes can be found after it exits
+    )
+    running = [table / "rnn-gauss" / f"seed-{seed}" for seed in (0, 1)]
+    wait_for(proc, lambda: all((run / "log.jsonl").exists() for run in running), timeout=120)
+    time.sleep(1)  # into the training steps
+    (os.killpg if to_group else os.kill)(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and "Traceback" not in err, err[-2000:]
+    assert err.strip().splitlines()[-1] == (
+        f"stopped, last.pt written; resume the table with: python run/table1.py {shlex.join(argv)}"
+    )
+    assert all((run / "last.pt").exists() for run in running)
+    assert not (table / "vrnn-gauss").exists()  # the queued runs
+    deadline = time.time() + 10  # multiprocessing's resource tracker ends once it sees the table gone
+    while session_processes(proc.pid) and time.time() < deadline:
+        time.sleep(0.1)
+    left = {pid: open(f"/proc/{pid}/cmdline").read().replace("\0", " ") for pid in session_processes(proc.pid)}
+    assert left == {}

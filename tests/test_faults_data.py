@@ -404,6 +404,23 @@ def test_devices_that_do_not_exist(scripts):
             assert refused(module, flags + ["--device", "cuda"]).startswith("error: --device cuda: torch")
 
 
+def test_settings_that_end_in_a_traceback_or_in_nothing_are_refused_first(scripts):
+    """--threads 100000 (a failed library map, then a segfault), --lr 1e300 (an overflow inside Adam), --epochs 0 (a
+    directory that holds only a lock, which --resume then refused), table1's --eval-batch-size 0 (caught after the
+    whole training, naming --batch-size): each one line before any work."""
+    cpus = os.cpu_count() or 1
+    for name in ("svi", "table1"):
+        module, flags = scripts[name]
+        for flag, value, said in (
+            ("--threads", "100000", f"--threads is 100000; this machine has {cpus} CPU(s): give at most {cpus} (0: "),
+            ("--lr", "1e300", "--lr is 1e+300; it must be at most 1e+06: Adam moves every weight by about --lr a step"),
+            ("--epochs", "0", "--epochs is 0; it must be at least 1"),
+        ):
+            assert refused(module, flags + [flag, value]).startswith(f"error: {said}"), name
+    module, flags = scripts["table1"]
+    assert refused(module, flags + ["--eval-batch-size", "0"]) == "error: --eval-batch-size is 0; it must be at least 1"
+
+
 def test_outputs_that_cannot_be_written(scripts, tmp_path, monkeypatch):
     a_file = tmp_path / "a-file"
     a_file.write_bytes(b"precious")

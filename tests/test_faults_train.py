@@ -7,6 +7,7 @@ import errno
 import fcntl
 import glob
 import io
+import json
 import os
 import shutil
 import signal
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, dead_pid, fresh_script as load_script, one_line_error, read_only, snapshot
+from conftest import TINY, dead_pid, fresh_script as load_script, one_line_error, read_only, snapshot, tiny_h5
 from svi_slow import start, wait_for
 
 import pyro_vrnn.checkpoints
@@ -335,6 +336,57 @@ def test_a_full_disk_while_drawing_the_end_of_run_pictures(run, svi, monkeypatch
     assert temporaries(run) == []
     svi.main(["--resume", run])  # as said
     assert all(os.path.getsize(os.path.join(run, name)) > 1000 for name in ("samples.png", "curves.png"))
+
+
+def test_a_moved_run_resumes_where_it_is(world, run, svi):
+    """--resume of a run directory copied or moved elsewhere: its config.json and checkpoints name where it is."""
+    svi.main(["--resume", run, "--epochs", "3"])
+    with open(os.path.join(run, "config.json")) as f:
+        assert json.load(f)["out"] == run != world["trained"]
+    assert load_checkpoint(os.path.join(run, "last.pt"))["config"]["out"] == run
+
+
+def test_flags_that_do_nothing_get_a_note(world, svi, tmp_path, capsys):
+    """--backward-hidden with the filtering guide, --components on binary data: noted as other unused flags are."""
+    binary = tiny_h5(str(tmp_path / "rolls.h5"), "binary", 4, 5)
+    flags = ["--max-steps", "1", "--backward-hidden", "4", "--components", "3", "--mixture", "independent", *TINY]
+    svi.main(["--dataset", "hdf5", "--data-dir", binary, "--model", "vrnn-gmm", "--out", str(tmp_path / "r"), *flags])
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note: ")]
+    assert notes == [
+        "note: --components does not apply to binary data, whose emission is Bernoulli whatever the model; it is "
+        "ignored",
+        "note: --mixture does not apply to binary data, whose emission is Bernoulli whatever the model; it is ignored",
+        "note: --backward-hidden does not apply to vrnn-gmm, which has the filtering guide here (--guide smoothing has "
+        "the backward RNN); it is ignored",
+    ]
+    svi.main(world["flags"] + ["--out", str(tmp_path / "s"), "--max-steps", "1", "--guide", "smoothing"] + flags[2:4])
+    assert not [line for line in capsys.readouterr().err.splitlines() if "backward-hidden" in line]
+
+
+def test_a_table_rerun_with_other_sizes_is_refused(world, tmp_path):
+    """table1.py reused the old runs and recorded the new sizes in table1.json; svi.py --resume refuses the change."""
+    table = tmp_path / "t"
+    shutil.copytree(world["trained"], table / "vrnn-gauss" / "seed-0")
+    argv = [
+        "--dataset",
+        "hdf5",
+        "--data-dir",
+        world["a"],
+        "--models",
+        "vrnn-gauss",
+        "--seeds",
+        "0",
+        "--out",
+        str(table),
+    ]
+    before = snapshot(table)
+    sizes = dict(zip(TINY[::2], TINY[1::2]), **{"--hidden": "16"})
+    message = refused(load_script("table1"), argv + [item for pair in sizes.items() for item in pair])
+    assert message == (
+        f"error: --hidden 16 differs from 8 of the table's run {table}/vrnn-gauss/seed-0; drop it to go on with this "
+        "table, or pass another --out for a new one"
+    )
+    assert snapshot(table) == before
 
 
 # -- Real signals to a real run ------------------------------------------------------------------------------
