@@ -6,6 +6,7 @@ good is lost."""
 import fcntl
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -245,6 +246,75 @@ def test_corrupt_wav_files_are_named_as_damaged(tmp_path, monkeypatch, with_soun
 # ---------------------------------------------------------------------------------------------
 # 4. A read-only cache: complete, it is used as it is; to build, one line
 # ---------------------------------------------------------------------------------------------
+
+
+def broken_attribute(name, value):
+    def damage(f):
+        f.attrs[name] = value
+
+    return damage
+
+
+def replace_with(make):
+    def damage(f, split="valid"):
+        del f[split]
+        f[split] = make()
+
+    return damage
+
+
+def data_as_a_group(f):
+    del f["train/data"]
+    f.create_group("train/data")
+
+
+@pytest.mark.parametrize(
+    "damage,said",
+    [
+        (broken_attribute("mean", "abc"), "attribute mean is ['abc']; it must be 2 finite numbers"),
+        (broken_attribute("dim", "abc"), "attribute dim is 'abc' but the data has D = 2; set dim = 2, or drop it"),
+        (broken_attribute("dim", [2, 2]), "attribute dim is [2, 2] but the data has D = 2; set dim = 2, or drop it"),
+        (data_as_a_group, "group 'train' has no dataset 'data'; train/data holds every sequence end to end"),
+        (replace_with(lambda: h5py.SoftLink("/nowhere")), "'/valid' is a link (SoftLink) that leads nowhere ("),
+        (
+            replace_with(lambda: h5py.ExternalLink("missing.h5", "/valid")),
+            "'/valid' is a link (ExternalLink) that leads nowhere (",
+        ),
+    ],
+    ids=["mean abc", "dim abc", "dim [2, 2]", "train/data a group", "a dangling soft link", "an external link"],
+)
+def test_a_user_file_with_wrong_attributes_or_links_is_one_line(tmp_path, monkeypatch, damage, said):
+    monkeypatch.setenv("PYRO_VRNN_CACHE", str(tmp_path / "cache"))
+    path = str(tmp_path / "mine.h5")
+    schema.write_h5(path, {s: [np.ones((4, 2)), np.zeros((3, 2))] for s in SPLITS}, "real", "mine", [0, 0], [1, 1], "t")
+    with h5py.File(path, "a") as f:
+        damage(f)
+    message = refused(load_script("svi"), ["--dataset", "hdf5", "--data-dir", path, "--out", str(tmp_path / "r")])
+    assert message.startswith(f"error: {path}: {said}")
+
+
+def test_a_fifo_as_data_dir_is_one_line(tmp_path, monkeypatch):
+    """It hung svi.py and table1.py forever (the open of the file that sizes the network blocks)."""
+    monkeypatch.setenv("PYRO_VRNN_CACHE", str(tmp_path / "cache"))
+    fifo = str(tmp_path / "fifo")
+    os.mkfifo(fifo)
+
+    def hung(signum, frame):
+        raise AssertionError("hung on the FIFO")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(60)
+    try:
+        for script in ("svi", "table1"):
+            message = refused(
+                load_script(script), ["--dataset", "hdf5", "--data-dir", fifo, "--out", str(tmp_path / script)]
+            )
+            assert message == f"error: {fifo} is not a regular file: --dataset hdf5 needs --data-dir FILE.h5; " + (
+                "see the schema in pyro_vrnn/data/schema.py (README: 'Bring your own data')"
+            )
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def test_a_read_only_cache(tmp_path, monkeypatch):

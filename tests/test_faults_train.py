@@ -14,6 +14,7 @@ import signal
 import time
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -225,6 +226,21 @@ def test_resume_with_other_data_of_the_same_shape_is_refused(world, run, svi, tm
             writer.finish(*writer.moments["train"].column_stats(), normalize=normalize)
         datasets = [SequenceDataset(path, split) for split in schema.SPLITS]
         assert {d.fingerprint for d in datasets} == {file_fingerprint(path)}  # one per file
+
+
+def test_a_user_file_changed_in_place_with_its_date_set_back_is_refused_on_resume(world, svi, tmp_path):
+    """The validation marker trusted the file's size and modification time: a file rewritten in place with both
+    restored passed, and --resume trained on other data."""
+    mine = shutil.copy(world["a"], tmp_path / "mine.h5")
+    run = str(tmp_path / "run")
+    svi.main(train_flags(str(mine)) + ["--out", run, "--max-steps", "2"])
+    before = os.stat(mine)
+    with h5py.File(mine, "r+") as f:
+        f["train/data"][0, 0] += 1.0
+    os.utime(mine, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (os.stat(mine).st_size, os.stat(mine).st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    message = refused(svi, ["--resume", run, "--max-steps", "4"])
+    assert "hdf5 train holds other sequences than the run was trained on (content fingerprint" in message
 
 
 # -- A kill during the end-of-run figures, or during a checkpoint write --------------------------------------

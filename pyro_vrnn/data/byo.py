@@ -19,8 +19,8 @@ into, so a user with new sequences writes one small converter to it and nothing 
 Checksums are optional: `group.create_dataset("data", data=..., chunks=True, fletcher32=True)` (and
 the same for offsets) makes a file damaged on disk fail to read instead of giving wrong numbers.
 
-The file is checked once (and again whenever it changes: its size and modification time are
-remembered in the cache directory, with the content fingerprint computed as it was checked,
+The file is checked once (and again whenever it changes: its size, modification time, inode and change
+time are remembered in the cache directory, with the content fingerprint computed as it was checked,
 fingerprints.py), then read in place, lazily, by the same SequenceDataset as
 every other dataset: nothing is copied. Data is used as stored: standardize real-valued data in
 the converter (statistics from the train split) and record them as the `mean` and `std`
@@ -130,10 +130,26 @@ def _check_kind(path, f):
     return kind
 
 
+def _member(path, group, name):
+    """group[name], or None where there is no such member; a link that leads nowhere (a dangling soft link, an
+    external link to a missing file) is one line."""
+    if name not in group:
+        return None
+    try:
+        return group[name]
+    except (KeyError, OSError) as error:
+        link = group.get(name, getlink=True)
+        _fail(
+            path,
+            f"'{group.name.rstrip('/')}/{name}' is a link ({type(link).__name__}) that leads nowhere ({error})",
+            "store the data in the file itself, or point the link at a group or dataset that exists",
+        )
+
+
 def _check_structure(path, f, split):
     """The group `split` with its datasets data [steps, D] (or [steps]) of numbers and offsets of
     1-D integers; returns the split's D (from the shape: nothing is read yet)."""
-    if split not in f or not isinstance(f[split], h5py.Group):
+    if not isinstance(_member(path, f, split), h5py.Group):
         _fail(
             path,
             f"no group '{split}'",
@@ -142,7 +158,7 @@ def _check_structure(path, f, split):
         )
     group = f[split]
     for key in ("data", "offsets"):
-        if key not in group or not isinstance(group[key], h5py.Dataset):
+        if not isinstance(_member(path, group, key), h5py.Dataset):
             _fail(
                 path,
                 f"group '{split}' has no dataset '{key}'",
@@ -229,8 +245,12 @@ def _check_dims(path, f, kind, dims, counts):
             f"the data has D = 0 (train/data has shape {f['train']['data'].shape})",
             "every step needs at least one value: data is [steps, D] with D >= 1",
         )
-    if "dim" in f.attrs and int(f.attrs["dim"]) != dim:
-        _fail(path, f"attribute dim is {int(f.attrs['dim'])} but the data has D = {dim}", "fix or drop dim")
+    if "dim" in f.attrs:
+        value = np.asarray(f.attrs["dim"])
+        if value.dtype.kind not in "iu" or value.size != 1 or int(value.item()) != dim:
+            _fail(
+                path, f"attribute dim is {value.tolist()!r} but the data has D = {dim}", f"set dim = {dim}, or drop it"
+            )
     if kind == "handwriting" and dim != 3:
         _fail(
             path,
@@ -244,11 +264,12 @@ def _check_normalization(path, f, dim):
     """The attributes mean and std, where present: D finite numbers each, std > 0."""
     for key in ("mean", "std"):
         if key in f.attrs:
-            value = np.asarray(f.attrs[key], dtype=np.float64).reshape(-1)
+            raw = np.asarray(f.attrs[key])
+            value = raw.astype(np.float64).reshape(-1) if raw.dtype.kind in "iuf" else np.full(1, np.nan)
             if value.shape != (dim,) or not np.isfinite(value).all() or (key == "std" and (value <= 0).any()):
                 _fail(
                     path,
-                    f"attribute {key} is {value.tolist()[:6]}",
+                    f"attribute {key} is {raw.reshape(-1).tolist()[:6]!r}",
                     f"it must be {dim} finite numbers{' > 0' if key == 'std' else ''} (the normalization "
                     f"applied to the data: stored = (x - mean) / std), or absent",
                 )
@@ -312,20 +333,26 @@ _FINGERPRINTS = {}
 
 
 def _stamp(path):
+    """What identifies a version of the file: with its size and modification time (which a program may set back, as
+    `touch -r` or a copy that keeps dates does), its inode and its change time, which every write moves on and no
+    program can set."""
     stat = os.stat(path)
-    return f"{path}\n{stat.st_size} {stat.st_mtime_ns} v{VALIDATION_VERSION}\n"
+    return f"{path}\n{stat.st_size} {stat.st_mtime_ns} {stat.st_ino} {stat.st_ctime_ns} v{VALIDATION_VERSION}\n"
 
 
 def train_sizes(path):
     """(sequences, steps, D) of a file's train split from the shapes of its arrays, no value read:
     `--dataset hdf5` sizes its network from them before the data loads (config.byo_preset). None
     where the file cannot be read so; validate_h5 then says what is wrong."""
+    path = os.path.expanduser(os.fspath(path))
+    if not os.path.isfile(path):  # a FIFO would block the open forever
+        return None
     try:
-        with h5py.File(os.path.expanduser(os.fspath(path)), "r") as f:
+        with h5py.File(path, "r") as f:
             data, offsets = f["train"]["data"], f["train"]["offsets"]
             sequences, steps = offsets.shape[0] - 1, data.shape[0]
             dim = data.shape[1] if data.ndim == 2 else 1
-    except (OSError, KeyError, TypeError, ValueError, IndexError):
+    except (OSError, KeyError, TypeError, ValueError, IndexError, AttributeError):  # e.g. train/data a group
         return None
     return (sequences, steps, dim) if sequences > 0 and steps > 0 and dim > 0 else None
 
@@ -335,6 +362,8 @@ def prepare_hdf5(data_dir, cache_dir, verbose=True):
     if data_dir is None:
         raise DataError(f"--dataset hdf5 needs --data-dir FILE.h5, a file in the pyro-vrnn schema; {SCHEMA_HINT}")
     path = os.path.abspath(os.path.expanduser(os.fspath(data_dir)))
+    if os.path.exists(path) and not os.path.isfile(path):  # a folder, or a FIFO whose reading would never end
+        raise DataError(f"{path} is not a regular file: --dataset hdf5 needs --data-dir FILE.h5; {SCHEMA_HINT}")
     if not os.path.isfile(path):
         raise DataError(f"no such file {path}: --dataset hdf5 needs --data-dir FILE.h5; {SCHEMA_HINT}")
     stamp = _stamp(path)
