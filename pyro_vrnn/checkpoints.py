@@ -173,12 +173,27 @@ def load_weights(module, weights):
             f"the checkpoint's weights do not fit the network its config describes ({count} "
             f"tensor(s) differ; e.g. {first}); was it written by another version?"
         )
+    # Training never saves a non-finite weight (a step with a non-finite loss or gradient is not taken): such a file
+    # is damaged, and every number computed from it would be NaN.
+    broken = [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:
+        more = f" and {len(broken) - 1} other tensor(s)" if len(broken) > 1 else ""
+        raise TrainingError(
+            f"the checkpoint's weights hold NaN or inf ({broken[0]}{more}): it is damaged; use another checkpoint "
+            "of the run (best.pt or last.pt) or train again"
+        )
     module.load_state_dict(weights)
 
 
-def check_same_data(info, dataset, what):
+def check_same_data(info, dataset, what, advice="pass the --data-dir of the data it was trained on"):
     """Raise TrainingError unless `dataset` is the data (kind, dimension, normalization and, where both are
-    known, the content fingerprint) the checkpoint's model was trained on; `what` names it in the message."""
+    known, the content fingerprint) the checkpoint's model was trained on; `what` names it in the message, `advice`
+    says what to do about other sequences."""
+    same_kind_and_normalization(info, dataset, what)
+    same_fingerprint(info, dataset, what, advice)
+
+
+def same_kind_and_normalization(info, dataset, what):
     if dataset.kind != info["kind"] or dataset.dim != info["dim"]:
         raise TrainingError(
             f"the model was trained on {info['kind']} data of dimension {info['dim']}, but "
@@ -191,21 +206,27 @@ def check_same_data(info, dataset, what):
         )
 
 
+def same_fingerprint(info, dataset, what, advice):
+    """The content fingerprint of the file `dataset` is read from against the checkpoint's, where both are known: a
+    file of the same kind, dimension and normalization may hold other sequences."""
+    known = info.get("fingerprint"), getattr(dataset, "fingerprint", None)
+    if None not in known and known[0] != known[1]:
+        raise TrainingError(
+            f"{what} holds other sequences than the run was trained on (content fingerprint "
+            f"{known[1][:12]}, the run's {known[0][:12]}); {advice}"
+        )
+
+
 def check_same_training_data(info, dataset, what):
-    """check_same_data, plus the training set's size and content: what resuming a run needs."""
-    check_same_data(info, dataset, what)
+    """check_same_data, plus the training set's size: what resuming a run needs."""
+    same_kind_and_normalization(info, dataset, what)
     trained_on = info.get("train_sequences", len(dataset))
     if len(dataset) != trained_on:
         raise TrainingError(
             f"{what} has {len(dataset)} sequences, the run was trained on {trained_on}; "
             "resume with the same data or start a new run"
         )
-    known = info.get("fingerprint"), getattr(dataset, "fingerprint", None)
-    if None not in known and known[0] != known[1]:
-        raise TrainingError(
-            f"{what} holds other sequences than the run was trained on (content fingerprint "
-            f"{known[1][:12]}, the run's {known[0][:12]}); resume with the same data or start a new run"
-        )
+    same_fingerprint(info, dataset, what, "resume with the same data or start a new run")
 
 
 @dataclasses.dataclass

@@ -28,7 +28,7 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from pyro_vrnn import data as datasets
 from pyro_vrnn.objectives import FIVOELBO, IWAEELBO, FreeBitsELBO, elbo_terms
 from pyro_vrnn.record import Record
-from pyro_vrnn.runtime import all_reduce_sum
+from pyro_vrnn.runtime import TrainingError, all_reduce_sum
 from pyro_vrnn.stacked_elbo import StackedTrace_ELBO
 
 ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}
@@ -118,6 +118,11 @@ def validate(model, guide, vrnn, dataset, batch_size, device, rank=0, world_size
     totals = [0.0, 0.0, 0.0, 0.0, 0.0]  # log-likelihood, kl, sequences, steps, bound
     for indices in sampler:
         x, mask = to_device(datasets.pad_batch([dataset[i] for i in indices]), device)
+        if not torch.isfinite(x).all():  # as in training (train.py): the data's fault, said before the model sees it
+            raise TrainingError(
+                f"a {dataset.split} batch holds NaN or inf (sequences {list(indices)[:5]}...); check the data or "
+                "rebuild its cache"
+            )
         log_likelihood, kl = elbo_terms(model, guide, vrnn, x, mask)
         totals[0] += log_likelihood.sum().item()
         totals[1] += kl.sum().item()

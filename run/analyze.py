@@ -29,6 +29,7 @@ if __name__ == "__main__":  # torch and Pyro take seconds to import: a Ctrl-C me
 
 import pyro  # noqa: E402
 
+from pyro_vrnn.checkpoints import resolve_checkpoint  # noqa: E402
 from pyro_vrnn.checks import FlagError, check_output_dir, check_seed, parse_device  # noqa: E402
 from pyro_vrnn.data import DataError  # noqa: E402
 from pyro_vrnn.report import Run, figure2  # noqa: E402
@@ -61,10 +62,10 @@ def main(argv=None):
             raise TrainingError("--particles must be at least 1")
         check_seed(args.seed)
         parse_device(args.device)
-        if args.out is not None:
-            check_output_dir(args.out, "--out")
         if not os.path.exists(args.checkpoint):
             raise TrainingError(f"no checkpoint at {args.checkpoint}")
+        out = args.out or os.path.dirname(os.path.abspath(resolve_checkpoint(args.checkpoint)))
+        check_output_dir(out, "--out" if args.out else "--out (default: the run directory)")
         run = Run(args.checkpoint, resolve_device(args.device))
         if not run.latent:
             raise TrainingError(
@@ -72,7 +73,6 @@ def main(argv=None):
                 "(vrnn-gmm, vrnn-gauss or vrnn-i-gauss) or an SRNN (srnn, srnn-gmm)"
             )
         sequence = run.sequence(args.split, args.index, args.data_dir)
-        out = args.out or run.run_dir
         os.makedirs(out, exist_ok=True)
         pyro.set_rng_seed(args.seed)
         title = f"{run.describe()}: {args.split} sequence {args.index} ({len(sequence)} steps)"

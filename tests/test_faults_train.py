@@ -26,7 +26,7 @@ import pyro_vrnn.runs
 import pyro_vrnn.train
 from pyro_vrnn.checkpoints import load_checkpoint
 from pyro_vrnn.config import make_config
-from pyro_vrnn.data import SequenceDataset, schema
+from pyro_vrnn.data import DataError, SequenceDataset, schema
 from pyro_vrnn.data.fingerprints import file_fingerprint
 from pyro_vrnn.runs import read_log
 from pyro_vrnn.runtime import TrainingError
@@ -241,6 +241,84 @@ def test_a_user_file_changed_in_place_with_its_date_set_back_is_refused_on_resum
     assert (os.stat(mine).st_size, os.stat(mine).st_mtime_ns) == (before.st_size, before.st_mtime_ns)
     message = refused(svi, ["--resume", run, "--max-steps", "4"])
     assert "hdf5 train holds other sequences than the run was trained on (content fingerprint" in message
+
+
+def test_evaluating_other_data_of_the_same_shape_is_refused(world, run):
+    """evaluate_ll.py --data-dir with other sequences of the same kind, dimension and normalization evaluated them
+    without a word, although the checkpoint carries the fingerprint of its data; analyze.py read them too."""
+    for script in ("evaluate_ll", "analyze"):
+        message = refused(load_script(script), ["--checkpoint", run, "--data-dir", world["b"]])
+        assert "holds other sequences than the run was trained on (content fingerprint" in message
+        assert message.endswith("pass the --data-dir of the data it was trained on"), message
+    summary = load_script("evaluate_ll").main(["--checkpoint", run, "-k", "2", "--data-dir", world["a"]])
+    assert np.isfinite(summary["log_px_per_seq"])
+
+
+def test_the_data_file_deleted_while_a_run_trains(world, svi, tmp_path, monkeypatch):
+    """Validation opened the file again and failed with a traceback; the run's checkpoint stands."""
+    mine, run = shutil.copy(world["a"], tmp_path / "mine.h5"), str(tmp_path / "run")
+    real_step = pyro_vrnn.train.svi_step
+
+    def step_then_delete(*args, **kwargs):
+        if os.path.exists(mine):
+            os.remove(mine)  # the train split is open already; valid is opened at the end of the epoch
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(pyro_vrnn.train, "svi_step", step_then_delete)
+    assert refused(svi, train_flags(str(mine)) + ["--out", run]) == (
+        f"error: cannot open {mine} to read its valid split (No such file or directory); was it deleted or moved "
+        "while in use? put it back and run again (a run resumes with --resume)"
+    )
+    assert step_of(run) == 3  # the last checkpoint before the epoch's end
+    cache = tmp_path / "cache.h5"  # a cache says it is rebuilt
+    shutil.copy(world["a"], cache)
+    valid = SequenceDataset(str(cache), "valid")
+    os.remove(cache)
+    with pytest.raises(DataError, match="; was it deleted or moved while in use[?] run again: the cache is rebuilt"):
+        valid[0]
+
+
+def test_a_validation_split_changed_to_hold_a_nan(world, tmp_path):
+    """A cache changed in place after it was prepared (a user's file is validated again, as its change time moved)."""
+    from conftest import build
+
+    from pyro_vrnn.svi import validate
+
+    path = str(tmp_path / "nan.h5")
+    rng = np.random.default_rng(0)
+    splits = {s: [rng.normal(size=(5, 3)) for _ in range(4)] for s in ("train", "valid", "test")}
+    schema.write_h5(path, splits, "real", "nan", [0, 0, 0], [1, 1, 1], "tests")
+    with h5py.File(path, "r+") as f:
+        f["valid/data"][7, 1] = np.nan
+    _, model, guide, vrnn = build("vrnn-gauss", "real", 3)
+    with pytest.raises(TrainingError) as error:
+        validate(model, guide, vrnn, SequenceDataset(path, "valid"), 4, "cpu")
+    assert str(error.value).startswith("a valid batch holds NaN or inf (sequences [")
+    assert str(error.value).endswith("]...); check the data or rebuild its cache")
+
+
+@pytest.mark.parametrize("script", ["evaluate_ll", "sample", "analyze"])
+def test_a_checkpoint_with_nan_weights_is_one_line(run, script):
+    """analyze.py and sample.py ended in a traceback; evaluate_ll.py exited 0 with a table of nan."""
+    path = os.path.join(run, "last.pt")
+    state = load_checkpoint(path)
+    name = next(iter(state["model"]))
+    state["model"][name][0] = float("nan")
+    torch.save(state, path)
+    assert refused(load_script(script), ["--checkpoint", path, "-k" if script == "evaluate_ll" else "--seed", "2"]) == (
+        f"error: the checkpoint's weights hold NaN or inf ({name}): it is damaged; use another checkpoint of the run "
+        "(best.pt or last.pt) or train again"
+    )
+
+
+def test_analyze_on_a_read_only_run_says_where_to_write(run, monkeypatch, tmp_path):
+    with read_only(monkeypatch, run):
+        assert refused(load_script("analyze"), ["--checkpoint", run]).startswith(
+            f"error: --out (default: the run directory) {run}: cannot write in {run} (Permission denied); choose "
+            "a writable place"
+        )
+        written = load_script("analyze").main(["--checkpoint", run, "--out", str(tmp_path / "figures")])
+    assert all(os.path.getsize(path) > 0 for path in written)
 
 
 # -- A kill during the end-of-run figures, or during a checkpoint write --------------------------------------

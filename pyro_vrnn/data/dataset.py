@@ -102,7 +102,19 @@ class SequenceDataset(Dataset):
     def _open(self):
         if self._file is None or self._pid != os.getpid():
             # After a fork the inherited handle belongs to the parent: open our own.
-            self._file = h5py.File(self.path, "r")
+            try:
+                self._file = h5py.File(self.path, "r")
+            except OSError as error:  # deleted or moved since the split was read (a cache cleaned while training)
+                again = (
+                    "run again: the cache is rebuilt from the data (a run resumes with --resume)"
+                    if self.if_damaged == self.DAMAGED_CACHE
+                    else "put it back and run again (a run resumes with --resume)"
+                )
+                reason = os.strerror(error.errno) if error.errno else error  # h5py's own text is long
+                raise DataError(
+                    f"cannot open {self.path} to read its {self.split} split ({reason}); was it "
+                    f"deleted or moved while in use? {again}"
+                ) from None
             self._data = self._file[self.split]["data"]
             self._pid = os.getpid()
 
