@@ -257,8 +257,12 @@ class RunDirectory:
             with open(path, "a") as f:
                 f.write(json.dumps(record) + "\n")
         except OSError as error:
-            intact = "; the last checkpoint is intact" if os.path.exists(self.file("last.pt")) else ""
-            raise TrainingError(describe_os_error(error, path, "append to the log") + intact + self.go_on()) from None
+            advice = (  # the same as go_on's, with what is kept
+                f"; the last checkpoint is intact: free some space and resume with --resume {self.path}"
+                if os.path.exists(self.file("last.pt"))
+                else self.go_on()
+            )
+            raise TrainingError(describe_os_error(error, path, "append to the log") + advice) from None
 
     def truncate_log(self, step):
         """On resume: keep the records up to the checkpoint's step (later ones will be written again),
