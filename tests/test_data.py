@@ -94,7 +94,7 @@ def test_a_file_as_the_folder_of_a_dataset_is_one_clear_line(tmp_path, monkeypat
     with pytest.raises(SystemExit) as stop:  # as run/svi.py says it, with the default dataset
         fresh_script("svi").main(["--data-dir", str(mine), "--out", str(tmp_path / "run"), *TINY])
     assert one_line_error(str(stop.value.code)) == (
-        f"error: --data-dir {mine} is a file; the hershey data set renders its lines into a directory "
+        f"error: --data-dir {mine} is a file; the hershey data set reads its rendered lines from a directory "
         "(for a file of your own, pass --dataset hdf5)"
     )
     assert not cache.exists() and not (tmp_path / "run").exists()
