@@ -403,6 +403,10 @@ def main(argv=None):
         if args.eval_batch_size is not None and args.eval_batch_size < 1:  # before the trainings, not after
             raise FlagError(f"--eval-batch-size is {args.eval_batch_size}; it must be at least 1")
         check_output_dir(table_dir, "--out")
+        # The flags as a run's config, checked once here (config.check_config): not in each job, after the others began
+        job_config(
+            args, args.models[0], args.seeds[0], os.path.join(table_dir, args.models[0], f"seed-{args.seeds[0]}")
+        )
         results = run_all(args, table_dir)
     except Interrupted as stop:  # a training stopped by SIGINT / SIGTERM (a TrainingError, so caught first)
         exit_interrupted(
