@@ -12,8 +12,9 @@ it); a new run never writes into a directory that holds another run unless asked
 log: nothing to resume), which a new run replaces; checkpoints (and config.json, and the log cut
 back on resume) are written to a temporary file, flushed to disk and renamed, so a kill or a full
 disk leaves the previous one intact; log lines are appended whole, a torn last line (a kill or a
-full disk mid-write) is dropped when the log is read; temporary files of a killed writer are removed
-the next time the directory is opened; a run that fails before it writes anything (bad data, a
+full disk mid-write), or a line no run writes, is dropped when the log is read; temporary files of a
+killed writer (NAME.tmpPID of the run's own files, nothing else) are removed the next time the directory is
+opened; a run that fails before it writes anything (bad data, a
 Ctrl-C at start-up) leaves no directory behind.
 """
 

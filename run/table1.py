@@ -403,10 +403,9 @@ def main(argv=None):
         if args.eval_batch_size is not None and args.eval_batch_size < 1:  # before the trainings, not after
             raise FlagError(f"--eval-batch-size is {args.eval_batch_size}; it must be at least 1")
         check_output_dir(table_dir, "--out")
-        # The flags as a run's config, checked once here (config.check_config): not in each job, after the others began
-        job_config(
-            args, args.models[0], args.seeds[0], os.path.join(table_dir, args.models[0], f"seed-{args.seeds[0]}")
-        )
+        for model in args.models:  # every run's config, checked before any training (config.check_config; a run
+            for seed in args.seeds:  # of this table given other sizes): not in its job, after the others began
+                job_config(args, model, seed, os.path.join(table_dir, model, f"seed-{seed}"))
         results = run_all(args, table_dir)
     except Interrupted as stop:  # a training stopped by SIGINT / SIGTERM (a TrainingError, so caught first)
         exit_interrupted(
