@@ -58,6 +58,9 @@ def test_benchmark_runs_at_a_tiny_size(tmp_path):
         assert row["particles"] == (5 if row["objective"] == "smc" else 3) and row["ratio"] > 0
         assert row["faster_form"] in (("per_step", "batched") if row["objective"] == "iwae" else ("inline",))
         assert row["ratio_low"] <= row["ratio"] <= row["ratio_high"]
+        if row["objective"] == "smc":  # the filter's peak memory beside the inline one's
+            assert row["pyro_peak_bytes"] is None or row["pyro_peak_bytes"] >= 0
+            assert row["torch_peak_bytes"] is None or row["torch_peak_bytes"] >= 0
 
 
 class Timed(AssertionError):
