@@ -22,8 +22,8 @@ sequence length T it measures, in one process and back to back:
   is     the importance-sampled log p(x) with K particles (pyro_vrnn/evaluate.py's
          estimate_log_likelihood, vectorized over particles, chunked over K to bound memory) against
          both plain forms with the same chunks; seconds per sequence, and the peak memory of the Pyro
-         estimate and of the faster plain form (CPU: the high-water mark of a forked child's resident
-         set; CUDA: torch.cuda.max_memory_allocated).
+         estimate, of the faster plain form and of the per-step one (CPU: the high-water mark of a
+         forked child's resident set; CUDA: torch.cuda.max_memory_allocated).
 
 and, with --objectives iwae fivo smc, the K-particle bounds (pyro_vrnn/objectives.py, pyro_vrnn/smc.py):
 
@@ -342,9 +342,11 @@ def bench_importance(name, dim, steps, args, device, clock):
     for key in ("pyro_s", "torch_s", "pyro_wall_s", *(f"{form}_s" for form in reference.FORMS)):
         result[key[: -len("_s")] + "_s_per_seq"] = result.pop(key) / x.shape[0]
     result.update(num_samples=k, chunk_size=chunk, sequences=x.shape[0])
-    if not args.no_memory:
+    if not args.no_memory:  # each plain form's: the per-step one keeps no tensor over all steps
         result["pyro_peak_bytes"] = peak_memory(pyro_estimate, device)
-        result["torch_peak_bytes"] = peak_memory(plain[result["faster_form"]], device)
+        for form, estimate in plain.items():
+            result[f"{form}_peak_bytes"] = peak_memory(estimate, device)
+        result["torch_peak_bytes"] = result[f"{result['faster_form']}_peak_bytes"]
     return result
 
 
@@ -411,7 +413,8 @@ def measure(args, device):
         )
         print(
             f"{'model':14s} {'dim':>4s} {'T':>5s} {'chunk':>5s} {'pyro s/seq':>11s} {'floor s/seq':>12s} "
-            f"{'faster':>8s} {'ratio':>6s} {'/step':>6s} {'/batch':>6s} {'pyro MiB':>9s} {'torch MiB':>10s}"
+            f"{'faster':>8s} {'ratio':>6s} {'/step':>6s} {'/batch':>6s} {'pyro MiB':>9s} {'torch MiB':>10s} "
+            f"{'per-step MiB':>13s}"
         )
         for dim in args.dims:
             for steps in args.is_steps or args.steps:
@@ -423,7 +426,7 @@ def measure(args, device):
                         f"{name:14s} {dim:4d} {steps:5d} {r['chunk_size']:5d} {r['pyro_s_per_seq']:11.4f} "
                         f"{r['torch_s_per_seq']:12.4f} {r['faster_form']:>8s} {r['ratio']:6.2f} "
                         f"{r['ratio_per_step']:6.2f} {r['ratio_batched']:6.2f} {mib(r.get('pyro_peak_bytes')):>9s} "
-                        f"{mib(r.get('torch_peak_bytes')):>10s}",
+                        f"{mib(r.get('torch_peak_bytes')):>10s} {mib(r.get('per_step_peak_bytes')):>13s}",
                         flush=True,
                     )
     bounds = [o for o in args.objectives if o in ("iwae", "fivo", "smc")]
