@@ -89,6 +89,31 @@ def test_a_folder_holding_the_file_and_a_python2_pickle(tmp_path, capsys):
     np.testing.assert_array_equal(splits["train"][0].numpy(), as_roll(content["train"][0]))
 
 
+def python2_pickle(content):
+    """The bytes Python 2's cPickle.dump(content, f, 2) writes for a dict of str keys and nested lists of ints:
+    its str is bytes (SHORT_BINSTRING), which Python 3 reads only with an encoding, as the original pickles."""
+
+    def encode(value):
+        if isinstance(value, int):
+            return b"K" + bytes([value])  # BININT1: MIDI numbers fit a byte
+        items = b"".join(encode(item) for item in value)
+        return b"]" + (b"(" + items + b"e" if items else b"")  # EMPTY_LIST, MARK ... APPENDS
+
+    items = b"".join(b"U" + bytes([len(key)]) + key.encode() + encode(value) for key, value in content.items())
+    return b"\x80\x02}(" + items + b"u."  # PROTO 2, EMPTY_DICT, MARK ... SETITEMS, STOP
+
+
+def test_a_pickle_written_by_python_2(tmp_path):
+    content = random_split(seed=2)
+    (tmp_path / "jsb.pickle").write_bytes(python2_pickle(content))
+    assert pickle.loads(python2_pickle(content)) == content  # the encoder is right
+    splits = data.load("jsb", str(tmp_path / "jsb.pickle"), cache_dir=str(tmp_path / "cache"), verbose=False)
+    for split in ("train", "valid", "test"):
+        assert [splits[split][i].numpy().tolist() for i in range(len(splits[split]))] == [
+            as_roll(sequence).tolist() for sequence in content[split]
+        ]
+
+
 class RunsCode:
     def __reduce__(self):
         return (os.system, ("touch pwned",))
