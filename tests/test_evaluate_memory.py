@@ -4,6 +4,7 @@ to a budget, the particles drawn in chunks and a batch of long sequences split i
 
 import numpy as np
 import pytest
+from conftest import load_script
 from test_evaluate import linear_gaussian
 
 from pyro_vrnn import evaluate
@@ -84,3 +85,23 @@ def test_the_per_step_figure_is_the_sum_over_sequences_over_the_total_steps():
     assert ratio == -10.0
     ratio, _ = evaluate.ratio_and_stderr([-10.0, -60.0], [1, 3])
     assert ratio == -17.5 and ratio != np.mean([-10.0, -20.0])
+
+
+def test_a_budget_below_one_is_refused_before_anything_loads(tmp_path):
+    with pytest.raises(evaluate.TrainingError, match=r"^--memory-budget is 0; it must be at least 1$"):
+        evaluate.evaluate_checkpoint(str(tmp_path / "no-run"), memory_budget_bytes=0)
+
+
+def test_evaluate_ll_passes_its_budget_in_bytes(tmp_path, monkeypatch):
+    script = load_script("evaluate_ll")
+    seen = {}
+
+    def evaluate_checkpoint(path, **kwargs):
+        seen.update(kwargs)
+        raise evaluate.TrainingError("stop here")
+
+    monkeypatch.setattr(script, "evaluate_checkpoint", evaluate_checkpoint)
+    (tmp_path / "run").mkdir()
+    with pytest.raises(SystemExit, match="stop here"):
+        script.main(["--checkpoint", str(tmp_path / "run"), "--memory-budget", "64", "--device", "cpu"])
+    assert seen["memory_budget_bytes"] == 64 * 2**20
