@@ -16,6 +16,17 @@ memory (the particle filter needs no chunks: it holds one step), and are summari
 errors, the KL term, the gap between the IS estimate and the ELBO, and the effective sample size. Models
 without latent variables (the RNN baselines) have an exact log p(x) = sum_t log p(x_t | x_{<t}): no
 sampling, every estimator reported as that exact number.
+
+Per time step means what the music literature means by it (Boulanger-Lewandowski et al. 2012; STORN; the
+SRNN; the DMM and Pyro's examples/dmm.py, whose test NLL is the summed loss over the test sequences divided
+by the sum of their lengths; FIVO): sum_i L_i / sum_i T_i over the split's sequences i, not the mean of the
+per-sequence averages L_i / T_i (`ratio_and_stderr`).
+
+Memory: one vectorized pass holds every site of its particles over all steps, K' x B x T cells
+(`bytes_per_cell`). A pass is sized to a budget (`memory_budget`, or Estimators.memory_budget): the K
+particles are drawn in chunks, and a batch whose single particle would not fit is evaluated a few sequences
+at a time (`fitting_groups`), down to one sequence and one particle a pass, whose memory grows linearly in T.
+The chunks' log-weights are concatenated before the logsumexp, so the estimate combines them exactly.
 """
 
 import math
@@ -54,13 +65,15 @@ FIGURES = ("elbo", "iwae", "smc", "log_px", "kl", "gap")  # per-sequence figures
 
 class Estimators(NamedTuple):
     """What `evaluate_dataset` estimates: `names` among ESTIMATORS; K of IS (and of the ELBO's average); K' of
-    IWAE (None: K, the IS number itself); K of SMC (None: K); stepper(vrnn, x, mask) for SMC (smc.stepper_for)."""
+    IWAE (None: K, the IS number itself); K of SMC (None: K); stepper(vrnn, x, mask) for SMC (smc.stepper_for);
+    the bytes one vectorized pass may take at its peak (None: `memory_budget` of the device)."""
 
     names: Tuple[str, ...] = DEFAULT_ESTIMATORS
     num_samples: int = 100
     iwae_particles: Optional[int] = None
     smc_particles: Optional[int] = None
     stepper: Optional[Callable] = None
+    memory_budget: Optional[int] = None
 
     def particles(self, name):
         return {"iwae": self.iwae_particles, "smc": self.smc_particles}.get(name) or self.num_samples
@@ -97,12 +110,20 @@ def default_chunk_size(num_samples, batch, steps, vrnn, budget):
     return max(1, -(-num_samples // passes))
 
 
+def fitting_groups(indices, steps, vrnn, budget):
+    """`indices` (a batch's sequences, padded to `steps`) in groups of as many as one particle's pass over them
+    fits `budget` bytes, at least one each: what bounds a pass over long sequences (MuseData's 4,273 steps)."""
+    most = max(1, (budget - PASS_RESERVE_BYTES) // (bytes_per_cell(vrnn) * max(1, steps)))
+    return [indices[i : i + most] for i in range(0, len(indices), most)]
+
+
 @torch.no_grad()
-def importance_terms(model, guide, vrnn, x, mask, num_samples=100, chunk_size=None):
+def importance_terms(model, guide, vrnn, x, mask, num_samples=100, chunk_size=None, budget=None):
     """(log p(x | z^k), log q(z^k | x) - log p(z^k), closed-form KL along z^k) [K, B] for K = num_samples particles
-    (objectives.particle_terms), drawn `chunk_size` at a time (default: what fits memory); log w = the first
-    minus the second."""
-    chunk_size = chunk_size or default_chunk_size(num_samples, x.shape[0], x.shape[1], vrnn, memory_budget(x.device))
+    (objectives.particle_terms), drawn `chunk_size` at a time (default: what fits `budget` bytes, itself by
+    default `memory_budget`); log w = the first minus the second."""
+    budget = budget or memory_budget(x.device)
+    chunk_size = chunk_size or default_chunk_size(num_samples, x.shape[0], x.shape[1], vrnn, budget)
     chunks = [
         particle_terms(model, guide, vrnn, x, mask, min(chunk_size, num_samples - start))
         for start in range(0, num_samples, chunk_size)
@@ -110,14 +131,16 @@ def importance_terms(model, guide, vrnn, x, mask, num_samples=100, chunk_size=No
     return tuple(torch.cat(terms) for terms in zip(*chunks))
 
 
-def importance_log_weights(model, guide, vrnn, x, mask, num_samples=100, chunk_size=None):
+def importance_log_weights(model, guide, vrnn, x, mask, num_samples=100, chunk_size=None, budget=None):
     """log w [K, B] for K = num_samples particles, drawn `chunk_size` at a time."""
-    log_likelihood, log_q_minus_log_p, _ = importance_terms(model, guide, vrnn, x, mask, num_samples, chunk_size)
+    log_likelihood, log_q_minus_log_p, _ = importance_terms(
+        model, guide, vrnn, x, mask, num_samples, chunk_size, budget
+    )
     return log_likelihood - log_q_minus_log_p
 
 
 @torch.no_grad()
-def estimate_log_likelihood(model, guide, vrnn, x, mask, num_samples=100, chunk_size=None, latent=True):
+def estimate_log_likelihood(model, guide, vrnn, x, mask, num_samples=100, chunk_size=None, latent=True, budget=None):
     """Per-sequence {"elbo", "log_px", "ess", "kl"} [B] tensors (float64) for one padded batch.
 
     latent=False (the RNN baselines): exact log p(x), returned as both elbo and log_px, ess None, kl 0.
@@ -125,7 +148,9 @@ def estimate_log_likelihood(model, guide, vrnn, x, mask, num_samples=100, chunk_
     if not latent:
         exact = exact_log_likelihood(model, vrnn, x, mask)
         return {"elbo": exact, "log_px": exact, "ess": None, "kl": torch.zeros_like(exact)}
-    log_likelihood, log_q_minus_log_p, kl = importance_terms(model, guide, vrnn, x, mask, num_samples, chunk_size)
+    log_likelihood, log_q_minus_log_p, kl = importance_terms(
+        model, guide, vrnn, x, mask, num_samples, chunk_size, budget
+    )
     return summarize_log_weights(log_likelihood - log_q_minus_log_p, kl)
 
 
@@ -137,14 +162,14 @@ def estimate_batch(model, guide, vrnn, x, mask, estimators, chunk_size=None, lat
     if not latent:
         exact = estimate_log_likelihood(model, guide, vrnn, x, mask, latent=False)
         return dict(exact, **{name: exact["log_px"] for name in ("iwae", "smc") if name in names})
-    result, iwae_k = {}, estimators.particles("iwae")
+    result, iwae_k, budget = {}, estimators.particles("iwae"), estimators.memory_budget
     if {"elbo", "is"} & set(names) or ("iwae" in names and iwae_k == estimators.num_samples):
-        result = estimate_log_likelihood(model, guide, vrnn, x, mask, estimators.num_samples, chunk_size)
+        result = estimate_log_likelihood(model, guide, vrnn, x, mask, estimators.num_samples, chunk_size, budget=budget)
     if "iwae" in names:  # IS with K' particles: the same number as IS when K' = K
         result["iwae"] = (
             result["log_px"]
             if iwae_k == estimators.num_samples
-            else summarize_log_weights(importance_log_weights(model, guide, vrnn, x, mask, iwae_k, chunk_size))[
+            else summarize_log_weights(importance_log_weights(model, guide, vrnn, x, mask, iwae_k, chunk_size, budget))[
                 "log_px"
             ]
         )
@@ -222,6 +247,9 @@ def evaluate_dataset(
     lengths = np.asarray(dataset.lengths)
     order = np.argsort(lengths, kind="stable")
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    if latent:  # long sequences a few at a time, so that one particle's pass fits the budget
+        budget = estimators.memory_budget or memory_budget(device)
+        batches = [group for b in batches for group in fitting_groups(b, int(lengths[b].max()), vrnn, budget)]
     per_sequence = {}
     start = time.time()
     # argument checks cost time and were done in training; the rest: pyro_vrnn/runtime.py
@@ -252,19 +280,22 @@ def evaluate_checkpoint(
     estimators=DEFAULT_ESTIMATORS,
     iwae_particles=None,
     smc_particles=None,
+    memory_budget_bytes=None,
 ):
     """Load a checkpoint (file or run directory), evaluate it on a split of its dataset; returns the
     summary dict (with model, dataset, split, checkpoint) and the per-sequence arrays.
 
     split None: test, or valid where the data set has no test split (IAM-OnDB with its official lists:
     the authors trained on every list but validation set 1 and reported on that). estimators: names
-    among ESTIMATORS, with iwae_particles and smc_particles (default num_samples; see `Estimators`)."""
+    among ESTIMATORS, with iwae_particles and smc_particles (default num_samples; see `Estimators`);
+    memory_budget_bytes: the peak of one vectorized pass (default `memory_budget`)."""
     for flag, value in (
         ("num-samples", num_samples),
         ("batch-size", batch_size),
         ("chunk-size", chunk_size),
         ("iwae-particles", iwae_particles),
         ("smc-particles", smc_particles),
+        ("memory-budget", memory_budget_bytes),
     ):
         if value is not None and value < 1:
             raise TrainingError(f"--{flag} is {value}; it must be at least 1")
@@ -290,6 +321,7 @@ def evaluate_checkpoint(
         iwae_particles,
         smc_particles,
         lambda network, x, mask: stepper_for(config, network, config.guide, x, mask),
+        memory_budget_bytes,
     )
     pyro.set_rng_seed(seed)
     summary, per_sequence = evaluate_dataset(

@@ -22,8 +22,8 @@ sequence length T it measures, in one process and back to back:
   is     the importance-sampled log p(x) with K particles (pyro_vrnn/evaluate.py's
          estimate_log_likelihood, vectorized over particles, chunked over K to bound memory) against
          both plain forms with the same chunks; seconds per sequence, and the peak memory of the Pyro
-         estimate and of the faster plain form (CPU: the high-water mark of a forked child's resident
-         set; CUDA: torch.cuda.max_memory_allocated).
+         estimate, of the faster plain form and of the per-step one (CPU: the high-water mark of a
+         forked child's resident set; CUDA: torch.cuda.max_memory_allocated).
 
 and, with --objectives iwae fivo smc, the K-particle bounds (pyro_vrnn/objectives.py, pyro_vrnn/smc.py):
 
@@ -32,7 +32,11 @@ and, with --objectives iwae fivo smc, the K-particle bounds (pyro_vrnn/objective
   fivo   one training step on FIVOELBO (smc.particle_filter through the VRNN's stepper) against
          reference.fivo_loss, the same filter inlined into one loop over the networks;
   smc    evaluation's particle-filter estimate with --num-samples particles (no gradients) against
-         reference.smc_log_evidence; seconds per sequence, --is-batch sequences a batch.
+         reference.smc_log_evidence; seconds per sequence, --is-batch sequences a batch, and the peak
+         memory of each (both hold one step of the particles: flat in T but for the features of x).
+
+--memory-budget MIB sizes the IS chunks as evaluate_ll.py --memory-budget does: the peak of the Pyro
+estimate against the plain per-step form's, at a budget that bounds it (docs/speed.md, long sequences).
 
 The floor is the faster plain form of each repeat: `ratio` is the median over repeats of Pyro's time
 over it, and `ratio_per_step`, `ratio_batched` the same against each form. Repeats rotate the order
@@ -72,7 +76,7 @@ QUICK = dict(steps=[4, 7], dims=[3, 6], batch=3, hidden=8, z_dim=2, features=5, 
 QUICK.update(repeats=1, is_repeats=1, num_samples=5, is_batch=2, is_steps=[5], objectives=list(OBJECTIVES))
 QUICK["models"] = [m for m in TABLE1_MODELS if m in ("rnn-gmm", "vrnn-gmm", "vrnn-i-gauss")]
 COUNTS = ("steps", "dims", "batch", "hidden", "z_dim", "features", "components", "repeats", "num_samples")
-COUNTS += ("is_batch", "is_steps", "is_repeats", "chunk_size", "particles", "threads")  # each at least 1
+COUNTS += ("is_batch", "is_steps", "is_repeats", "chunk_size", "memory_budget", "particles", "threads")  # each >= 1
 
 
 def parse_args(argv=None):
@@ -109,6 +113,12 @@ def parse_args(argv=None):
     p.add_argument("--is-steps", nargs="+", type=int, help="lengths for the IS rows (default: --steps)")
     p.add_argument("--is-repeats", type=int, default=3)
     p.add_argument("--chunk-size", type=int, help="particles per vectorized pass (default: evaluate's, from memory)")
+    p.add_argument(
+        "--memory-budget",
+        type=int,
+        metavar="MIB",
+        help="the peak of one pass that sizes the IS chunks, as evaluate_ll.py --memory-budget (default: evaluate's)",
+    )
     p.add_argument(
         "--objectives",
         nargs="+",
@@ -295,6 +305,9 @@ def bench_smc(name, dim, steps, args, device, clock):
         result = compare(clock, ours, {"inline": inline}, args.is_repeats)
     for key in ("pyro_s", "torch_s", "pyro_wall_s", "inline_s"):
         result[key[: -len("_s")] + "_s_per_seq"] = result.pop(key) / x.shape[0]
+    if not args.no_memory:
+        result["pyro_peak_bytes"] = peak_memory(ours, device)
+        result["torch_peak_bytes"] = peak_memory(inline, device)
     return dict(result, particles=k, sequences=x.shape[0])
 
 
@@ -305,7 +318,8 @@ def bench_importance(name, dim, steps, args, device, clock):
     k = args.num_samples
     chunk = args.chunk_size
     if chunk is None:  # as evaluate_dataset chooses it
-        chunk = evaluate.default_chunk_size(k, x.shape[0], steps, vrnn, evaluate.memory_budget(device))
+        budget = args.memory_budget * 2**20 if args.memory_budget else evaluate.memory_budget(device)
+        chunk = evaluate.default_chunk_size(k, x.shape[0], steps, vrnn, budget)
 
     def pyro_estimate():
         with pyro.validation_enabled(False):  # as evaluate_dataset
@@ -328,9 +342,11 @@ def bench_importance(name, dim, steps, args, device, clock):
     for key in ("pyro_s", "torch_s", "pyro_wall_s", *(f"{form}_s" for form in reference.FORMS)):
         result[key[: -len("_s")] + "_s_per_seq"] = result.pop(key) / x.shape[0]
     result.update(num_samples=k, chunk_size=chunk, sequences=x.shape[0])
-    if not args.no_memory:
+    if not args.no_memory:  # each plain form's: the per-step one keeps no tensor over all steps
         result["pyro_peak_bytes"] = peak_memory(pyro_estimate, device)
-        result["torch_peak_bytes"] = peak_memory(plain[result["faster_form"]], device)
+        for form, estimate in plain.items():
+            result[f"{form}_peak_bytes"] = peak_memory(estimate, device)
+        result["torch_peak_bytes"] = result[f"{result['faster_form']}_peak_bytes"]
     return result
 
 
@@ -397,7 +413,8 @@ def measure(args, device):
         )
         print(
             f"{'model':14s} {'dim':>4s} {'T':>5s} {'chunk':>5s} {'pyro s/seq':>11s} {'floor s/seq':>12s} "
-            f"{'faster':>8s} {'ratio':>6s} {'/step':>6s} {'/batch':>6s} {'pyro MiB':>9s} {'torch MiB':>10s}"
+            f"{'faster':>8s} {'ratio':>6s} {'/step':>6s} {'/batch':>6s} {'pyro MiB':>9s} {'torch MiB':>10s} "
+            f"{'per-step MiB':>13s}"
         )
         for dim in args.dims:
             for steps in args.is_steps or args.steps:
@@ -409,7 +426,7 @@ def measure(args, device):
                         f"{name:14s} {dim:4d} {steps:5d} {r['chunk_size']:5d} {r['pyro_s_per_seq']:11.4f} "
                         f"{r['torch_s_per_seq']:12.4f} {r['faster_form']:>8s} {r['ratio']:6.2f} "
                         f"{r['ratio_per_step']:6.2f} {r['ratio_batched']:6.2f} {mib(r.get('pyro_peak_bytes')):>9s} "
-                        f"{mib(r.get('torch_peak_bytes')):>10s}",
+                        f"{mib(r.get('torch_peak_bytes')):>10s} {mib(r.get('per_step_peak_bytes')):>13s}",
                         flush=True,
                     )
     bounds = [o for o in args.objectives if o in ("iwae", "fivo", "smc")]
@@ -429,7 +446,7 @@ def bench_bounds(objectives, latent, args, device, clock, results, unit):
     )
     print(
         f"{'row':5s} {'model':14s} {'dim':>4s} {'T':>5s} {'K':>4s} {'ours ' + unit:>14s} {'floor ' + unit:>15s} "
-        f"{'faster':>8s} {'ratio':>6s} {'range':>10s}"
+        f"{'faster':>8s} {'ratio':>6s} {'range':>10s} {'ours MiB':>9s} {'floor MiB':>10s}"
     )
     for objective in objectives:
         for dim in args.dims:
@@ -446,7 +463,8 @@ def bench_bounds(objectives, latent, args, device, clock, results, unit):
                     print(
                         f"{objective:5s} {name:14s} {dim:4d} {steps:5d} {r['particles']:4d} {ours:14.4f} "
                         f"{floor:15.4f} {r['faster_form']:>8s} {r['ratio']:6.2f} "
-                        f"{r['ratio_low']:5.2f}-{r['ratio_high']:4.2f}",
+                        f"{r['ratio_low']:5.2f}-{r['ratio_high']:4.2f} {mib(r.get('pyro_peak_bytes')):>9s} "
+                        f"{mib(r.get('torch_peak_bytes')):>10s}",
                         flush=True,
                     )
 

@@ -18,6 +18,10 @@ the mean difference between two models and its standard error across sequences):
 A claim holds when the difference is more than two standard errors in its favour, is a tie within two,
 and fails beyond two against it. Writes OUT/table1.md and OUT/table1.json.
 
+Every figure is also given per time step, the measure of the music literature (STORN, the SRNN, the DMM,
+FIVO, Pyro's examples/dmm.py): the sum over the split's sequences divided by their total number of steps
+(not the mean of per-sequence averages, which would weigh a short sequence's steps more).
+
 --estimators iwae smc (with --iwae-particles, --smc-particles) adds the IWAE bound and the particle
 filter's estimate (FIVO's evaluation) as columns beside the ELBO and IS, which are always computed (the
 claims rest on them); pyro_vrnn/evaluate.py defines them.
@@ -252,15 +256,17 @@ def stopped_training(future):
 
 
 def say_done(model, seed, result):
+    """One line a finished run: each figure per sequence, and per time step in brackets."""
     s = result["summary"]
+
+    def figure(key):
+        return f"{s[f'{key}_per_seq']:.1f} ({s[f'{key}_per_step']:.3f}/step)"
+
     extra = "".join(
-        f", {name.upper()} {s[f'{name}_per_seq']:.1f}"
-        for name in ("iwae", "smc")
-        if f"{name}_per_seq" in s and not s["exact"]
+        f", {name.upper()} {figure(name)}" for name in ("iwae", "smc") if f"{name}_per_seq" in s and not s["exact"]
     )
     print(
-        f"   {PAPER_NAMES[model]} seed {seed} ({s['split']}): ELBO {s['elbo_per_seq']:.1f}{extra}, log p(x) "
-        f"{s['log_px_per_seq']:.1f}"
+        f"   {PAPER_NAMES[model]} seed {seed} ({s['split']}): ELBO {figure('elbo')}{extra}, log p(x) {figure('log_px')}"
         + (" (exact)" if s["exact"] else f", KL {s['kl_per_seq']:.2f}, ESS {s['ess_mean']:.1f}/{s['num_samples']}"),
         flush=True,
     )
@@ -370,6 +376,7 @@ def markdown(rows, claims, title, extra=()):
                 f"{row['log_px_per_step']:.4f} | {cell(row, 'kl')} | {row['kl_per_step']:.4f} | "
                 f"{cell(row, 'gap')} | {row['ess']:.1f} |"
             )
+    lines += ["", *per_step_table(rows, extra)]
     lines += ["", "| claim | difference / seq (± se) | / step | per seed | verdict |", "|---|---|---|---|---|"]
     for c in claims:
         se = "" if c["se"] is None else f" ± {c['se']:.2f}"
@@ -378,6 +385,26 @@ def markdown(rows, claims, title, extra=()):
             f"| {c['claim']} | {c['diff_per_seq']:+.2f}{se} | {c['diff_per_step']:+.4f} | {seeds} | {c['verdict']} |"
         )
     return "\n".join(lines)
+
+
+def per_step_table(rows, extra=()):
+    """The same figures in the music literature's measure (STORN, SRNN, DMM, FIVO; Pyro's examples/dmm.py):
+    nats per time step, the sum over the split's sequences divided by their total number of steps."""
+    headers = "".join(f" {header} |" for _, header in extra)
+    lines = [
+        "Per time step (the sum over the sequences / the total number of steps; seeds averaged per sequence):",
+        "",
+        f"| model | ELBO (>=) |{headers} log p(x) (~) | KL |",
+        "|---|---|" + "---|" * len(extra) + "---|---|",
+    ]
+    for model, row in rows.items():
+        if row["exact"]:
+            figure = f" {row['log_px_per_step']:.4f} |"
+            lines.append(f"| {PAPER_NAMES[model]} |{figure * (len(extra) + 2)} - |")
+        else:
+            columns = "".join(f" {row[f'{key}_per_step']:.4f} |" for key in ("elbo", *(k for k, _ in extra), "log_px"))
+            lines.append(f"| {PAPER_NAMES[model]} |{columns} {row['kl_per_step']:.4f} |")
+    return lines
 
 
 def again(argv, args, table_dir):

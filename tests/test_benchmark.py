@@ -49,6 +49,7 @@ def test_benchmark_runs_at_a_tiny_size(tmp_path):
         assert row["pyro_s_per_seq"] > 0 and row["torch_s_per_seq"] > 0
         assert row["per_step_s_per_seq"] > 0 and row["batched_s_per_seq"] > 0
         assert row["pyro_peak_bytes"] is None or row["pyro_peak_bytes"] >= 0
+        assert row["torch_peak_bytes"] == row[f"{row['faster_form']}_peak_bytes"]  # and the per-step form's
     assert "K-particle bounds" in result.stdout
     bounds = figures["bounds"]  # --quick measures every objective: iwae and fivo steps (K = 3), smc (K = 5)
     assert {(r["objective"], r["model"], r["dim"]) for r in bounds} == {
@@ -58,6 +59,9 @@ def test_benchmark_runs_at_a_tiny_size(tmp_path):
         assert row["particles"] == (5 if row["objective"] == "smc" else 3) and row["ratio"] > 0
         assert row["faster_form"] in (("per_step", "batched") if row["objective"] == "iwae" else ("inline",))
         assert row["ratio_low"] <= row["ratio"] <= row["ratio_high"]
+        if row["objective"] == "smc":  # the filter's peak memory beside the inline one's
+            assert row["pyro_peak_bytes"] is None or row["pyro_peak_bytes"] >= 0
+            assert row["torch_peak_bytes"] is None or row["torch_peak_bytes"] >= 0
 
 
 class Timed(AssertionError):

@@ -27,6 +27,9 @@ Datasets (DATASETS); data_dir defaults in brackets. Nothing is ever downloaded.
     prompts-heldout  the same with the ru voice as the test split (valid: 5% of each other voice)
   music (kind "binary": 88-key piano rolls)
     chorales      music21's Bach chorales at quarter-note steps, JSB proportions (pip install music21)
+    jsb, nottingham, musedata, piano-midi
+                  the polyphonic benchmarks of Boulanger-Lewandowski et al. 2012 with their published
+                  splits (polyphonic.py): data_dir = the user's pickle or MATLAB file (or its folder)
   your own
     hdf5          data_dir = FILE.h5 in the schema of schema.py (byo.py): validated, read in place
 
@@ -47,6 +50,7 @@ from pyro_vrnn.data.dataset import LengthBucketSampler, SequenceDataset, pad_bat
 from pyro_vrnn.data.hershey import prepare_hershey
 from pyro_vrnn.data.iam import offsets_to_strokes, parse_line_strokes, prepare_iam
 from pyro_vrnn.data.music import piano_roll, prepare_chorales, score_to_piano_roll
+from pyro_vrnn.data.polyphonic import POLYPHONIC, prepare_polyphonic, preparer
 from pyro_vrnn.data.prompts import prepare_prompts, prepare_prompts_heldout
 from pyro_vrnn.data.resampling import resample
 from pyro_vrnn.data.schema import DataError, StreamWriter, write_h5
@@ -96,12 +100,14 @@ DATASETS = {
     "prompts": prepare_prompts,
     "prompts-heldout": prepare_prompts_heldout,
     "chorales": prepare_chorales,
+    **{name: preparer(name) for name in POLYPHONIC},
     "hdf5": prepare_hdf5,
 }
-# What --data-dir is to the datasets that take a folder there: every one but hdf5 (a file) and
-# chorales (none; it says so itself). Those not named read their files from it.
+# What --data-dir is to the datasets that take a folder there: every one but hdf5 (a file), chorales
+# (none; it says so itself) and the polyphonic sets (a file, or its folder). Those not named read their
+# files from it.
 FOLDER_USE = {"hershey": "reads its rendered lines from", "speech-demo": "reads its synthesized audio from"}
-NO_FOLDER = ("hdf5", "chorales")
+NO_FOLDER = ("hdf5", "chorales", *POLYPHONIC)
 # The sets whose steps are frames of 16 kHz audio (audio.py: 200 samples each), drawn as waveforms and
 # written as WAV; a user's file says so with its sample_rate attribute (schema.py)
 SPEECH = tuple("timit timit-core blizzard accent onomatopoeia audio speech-demo prompts prompts-heldout".split())
@@ -263,6 +269,7 @@ def load(name, data_dir=None, cache_dir=None, verbose=True, **options):
 __all__ = [
     "DATASETS",
     "DataError",
+    "POLYPHONIC",
     "LengthBucketSampler",
     "SPEECH",
     "SequenceDataset",
@@ -281,6 +288,7 @@ __all__ = [
     "prepare_hershey",
     "prepare_iam",
     "prepare_onomatopoeia",
+    "prepare_polyphonic",
     "prepare_prompts",
     "prepare_speech_demo",
     "prepare_timit",
