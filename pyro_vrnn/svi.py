@@ -8,10 +8,11 @@ which is what `pyro.infer.SVI.step` does, with module-local parameters so that t
 wrapped in DistributedDataParallel, and with the `Record` that carries the guide's recurrence to the
 model (pyro_vrnn/record.py). The ELBO is the one `make_elbo` picks:
 
-    --elbo trace                  StackedTrace_ELBO: Trace_ELBO, the z_t of all steps scored in one call
-    --elbo trace --scoring steps  Trace_ELBO itself
-    --elbo meanfield              FreeBitsELBO(0): TraceMeanField_ELBO, the KL of all steps in one call
-                                  (with --scoring steps: TraceMeanField_ELBO itself)
+    --elbo trace                  StackedTrace_ELBO: Trace_ELBO's estimator, the z_t of all steps scored in
+                                  one call (stacked_elbo.py, on Pyro's public trace and replay handlers)
+    --elbo trace --scoring steps  Pyro's Trace_ELBO itself
+    --elbo meanfield              FreeBitsELBO(0): TraceMeanField_ELBO's, the KL of all steps in one call
+                                  (with --scoring steps: Pyro's TraceMeanField_ELBO itself)
     --free-bits L > 0             FreeBitsELBO(L), with either scoring (the presets: hershey, iam, ...)
     --elbo iwae / fivo            IWAEELBO / FIVOELBO (objectives.py)
 
