@@ -40,7 +40,7 @@ from pyro_vrnn.runtime import (
     set_threads,
     subnormals_flushed,
 )
-from pyro_vrnn.smc import particle_filter, stepper_for
+from pyro_vrnn.smc import particle_filter
 
 # Peak memory of one vectorized pass over K particles; K is drawn in chunks that fit it. On a CPU: an
 # eighth of the memory free now, between these bounds; on a GPU, a quarter of its free memory. Fewer,
@@ -54,7 +54,7 @@ FIGURES = ("elbo", "iwae", "smc", "log_px", "kl", "gap")  # per-sequence figures
 
 class Estimators(NamedTuple):
     """What `evaluate_dataset` estimates: `names` among ESTIMATORS; K of IS (and of the ELBO's average); K' of
-    IWAE (None: K, the IS number itself); K of SMC (None: K); stepper(vrnn, x, mask) for SMC (smc.stepper_for)."""
+    IWAE (None: K, the IS number itself); K of SMC (None: K); stepper(vrnn, x, mask) for SMC (a network's .stepper)."""
 
     names: Tuple[str, ...] = DEFAULT_ESTIMATORS
     num_samples: int = 100
@@ -289,7 +289,7 @@ def evaluate_checkpoint(
         num_samples,
         iwae_particles,
         smc_particles,
-        lambda network, x, mask: stepper_for(config, network, config.guide, x, mask),
+        lambda network, x, mask: network.stepper(x, mask, config.guide),
     )
     pyro.set_rng_seed(seed)
     summary, per_sequence = evaluate_dataset(

@@ -37,7 +37,7 @@ from pyro.poutine.util import site_is_subsample
 from torch.distributions import kl_divergence
 
 from pyro_vrnn.record import Record
-from pyro_vrnn.smc import particle_filter, stepper_for
+from pyro_vrnn.smc import particle_filter
 from pyro_vrnn.stacked_elbo import (
     Objective,
     StackedTrace_ELBO,
@@ -295,18 +295,18 @@ class FIVOELBO(ParticleBound):
     Naesseth et al. 2018), summed over the batch: E log p^(x_b), p^ the particle filter's estimate of p(x_b)
     with K particles, the guide as proposal, each sequence resampled (systematically) when its ESS < K/2;
     pyro_vrnn/smc.py has the equations. The filter runs on the networks of the Programs (a Program's
-    .vrnn; or the programs' first argument), through the stepper of `model_name`, not on Pyro traces; the
+    .vrnn; or the programs' first argument), through the network's own stepper, not on Pyro traces; the
     resampling decisions' score-function gradient terms are dropped, as FIVO does. K = 1 is the ELBO.
     """
 
-    def __init__(self, num_particles, model_name, guide_name, resampling="systematic"):
+    def __init__(self, num_particles, guide_name="filtering", resampling="systematic"):
         super().__init__(num_particles)
-        self.model_name, self.guide_name, self.resampling = model_name, guide_name, resampling
+        self.guide_name, self.resampling = guide_name, resampling
 
     def per_sequence(self, model, guide, *args, num_sequences=None, kl_scale=1.0, record=None):
         if kl_scale != 1.0:
             raise ValueError(NO_KL_WEIGHT)
         vrnn, x, mask = (guide.vrnn, *args) if hasattr(guide, "vrnn") else args
-        stepper = stepper_for(self.model_name, vrnn, self.guide_name, x, mask)
+        stepper = vrnn.stepper(x, mask, self.guide_name)
         result = particle_filter(stepper, self.num_particles, self.resampling)
         return result.log_evidence.to(x.dtype), (num_sequences or x.shape[0]) / x.shape[0]

@@ -47,16 +47,16 @@ class Program(nn.Module):
         return self.fn(self.vrnn, *args, **kwargs)
 
 
-def make_elbo(name, free_bits=0.0, particles=1, model="vrnn-gmm", guide="filtering", scoring="batched"):
+def make_elbo(name, free_bits=0.0, particles=1, guide="filtering", scoring="batched"):
     """Trace_ELBO ("trace"; with --scoring batched, StackedTrace_ELBO: the same estimator, its z_t sites scored
     in one call, stacked_elbo.py) or TraceMeanField_ELBO ("meanfield", analytic KL); with free bits (> 0 nats a
     step), FreeBitsELBO, whose KL is analytic too and computed for all steps in one call: one particle.
-    "iwae": IWAEELBO, "fivo": FIVOELBO with `particles` K, FIVO's particle filter being the stepper of `model`
-    and `guide` (the run's --model, --guide). One plate, over sequences."""
+    "iwae": IWAEELBO, "fivo": FIVOELBO with `particles` K, FIVO's particle filter being the network's stepper
+    with `guide` (the run's --guide). One plate, over sequences."""
     if name == "iwae":
         return IWAEELBO(particles)
     if name == "fivo":
-        return FIVOELBO(particles, model, guide)
+        return FIVOELBO(particles, guide)
     if free_bits > 0 or (name == "meanfield" and scoring == "batched"):
         return FreeBitsELBO(free_bits, max_plate_nesting=1)  # free_bits 0: TraceMeanField_ELBO, its KL stacked
     if name == "trace" and scoring == "batched":
@@ -67,7 +67,7 @@ def make_elbo(name, free_bits=0.0, particles=1, model="vrnn-gmm", guide="filteri
 def make_loss_module(config, model, guide, vrnn, world_size=1, device=None):
     """Pyro's ELBOModule over the model and guide, wrapped in DDP when there are several processes."""
     pyro.settings.set(module_local_params=True)
-    elbo = make_elbo(config.elbo, config.free_bits, config.particles, config.model, config.guide, config.scoring)
+    elbo = make_elbo(config.elbo, config.free_bits, config.particles, config.guide, config.scoring)
     loss_module = elbo(Program(model, vrnn), Program(guide, vrnn))
     if world_size > 1:
         loss_module = nn.parallel.DistributedDataParallel(

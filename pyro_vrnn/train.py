@@ -223,11 +223,7 @@ class Trainer:
         c, p = self.config, self.progress
         train_loss, train_sequences = all_reduce_sum([p.epoch_loss, p.epoch_sequences], self.device)
         train_per_seq = -train_loss / max(train_sequences, 1)  # what was maximized, per sequence
-        bound = (
-            make_elbo(c.elbo, particles=c.particles, model=c.model, guide=c.guide)
-            if c.elbo in PARTICLE_BOUNDS
-            else None
-        )
+        bound = make_elbo(c.elbo, particles=c.particles, guide=c.guide) if c.elbo in PARTICLE_BOUNDS else None
         programs = self.model, self.guide, self.vrnn
         metrics = validate(*programs, self.valid_set, c.batch_size, self.device, self.rank, self.world_size, bound)
         score = metrics.get("bound_per_seq", metrics["elbo_per_seq"])  # the objective trained

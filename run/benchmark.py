@@ -61,7 +61,7 @@ from pyro_vrnn import evaluate, reference  # noqa: E402
 from pyro_vrnn.checks import FlagError, check_at_least_one, check_output_file, check_seed, parse_device  # noqa: E402
 from pyro_vrnn.config import TABLE1_MODELS, make_config  # noqa: E402
 from pyro_vrnn.runtime import freed_memory_kept, frozen_heap, resolve_device, subnormals_flushed  # noqa: E402
-from pyro_vrnn.smc import particle_filter, stepper_for  # noqa: E402
+from pyro_vrnn.smc import particle_filter  # noqa: E402
 from pyro_vrnn.svi import Program, make_elbo, svi_step  # noqa: E402
 from pyro_vrnn.timing import Clock, compare, machine, no_validation, peak_memory  # noqa: E402
 
@@ -245,7 +245,7 @@ def bench_bound_training(objective, name, dim, steps, args, device, clock):
     model, guide, vrnn = build(name, dim, args, device)
     x, mask = make_batch(dim, args.batch, steps, device, args.seed)
     num_train, k = 1000 * args.batch, args.particles
-    loss_module = make_elbo(objective, particles=k, model=name)(Program(model, vrnn), Program(guide, vrnn))
+    loss_module = make_elbo(objective, particles=k)(Program(model, vrnn), Program(guide, vrnn))
     optimizer = torch.optim.Adam(vrnn.parameters(), lr=1e-4)
 
     def pyro_step(validate=False):
@@ -282,7 +282,7 @@ def bench_smc(name, dim, steps, args, device, clock):
     @torch.no_grad()
     def ours():
         with no_validation():  # as evaluate_dataset, under pyro.validation_enabled(False)
-            particle_filter(stepper_for(name, vrnn, "filtering", x, mask), k).log_evidence.sum().item()
+            particle_filter(vrnn.stepper(x, mask, "filtering"), k).log_evidence.sum().item()
 
     @torch.no_grad()
     def inline():
