@@ -31,6 +31,7 @@ from pyro_vrnn.checkpoints import (
     load_weights,
 )
 from pyro_vrnn.config import EXACT_MODELS, PARTICLE_BOUNDS, config_from_dict, config_to_dict
+from pyro_vrnn.fast_cpu import fast_cpu
 from pyro_vrnn.runs import RunDirectory, resume_command, resume_path
 from pyro_vrnn.runtime import (
     EXIT_CODES,
@@ -39,14 +40,11 @@ from pyro_vrnn.runtime import (
     TrainingError,
     all_reduce_sum,
     any_rank,
-    freed_memory_kept,
-    frozen_heap,
     get_rng_state,
     network_fits,
     set_rng_state,
     set_threads,
     setup_distributed,
-    subnormals_flushed,
 )
 from pyro_vrnn.svi import kl_weight, make_elbo, make_loss_module, svi_step, to_device, validate
 
@@ -155,9 +153,7 @@ class Trainer:
             + f"; run directory {self.run_dir.path}"
         )
         self.start = time.time() - p.elapsed  # the log's "time" goes on across resumes
-        # subnormals_flushed: particle bounds' gradients underflow into slow floats; freed_memory_kept: no page
-        # faults for the big emission's tensors (pyro_vrnn/runtime.py)
-        with StopRequest() as self.stop, frozen_heap(), subnormals_flushed(), freed_memory_kept():
+        with StopRequest() as self.stop, fast_cpu():  # pyro_vrnn/fast_cpu.py: the process settings that pay
             while p.epoch < c.epochs and self.stop_reason is None:
                 self.stop_reason = self.run_epoch() or self.end_of_epoch()
         return self.finish(after_training)

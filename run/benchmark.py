@@ -60,7 +60,8 @@ import models  # noqa: E402
 from pyro_vrnn import evaluate, reference  # noqa: E402
 from pyro_vrnn.checks import FlagError, check_at_least_one, check_output_file, check_seed, parse_device  # noqa: E402
 from pyro_vrnn.config import TABLE1_MODELS, make_config  # noqa: E402
-from pyro_vrnn.runtime import freed_memory_kept, frozen_heap, resolve_device, subnormals_flushed  # noqa: E402
+from pyro_vrnn.fast_cpu import fast_cpu  # noqa: E402
+from pyro_vrnn.runtime import resolve_device  # noqa: E402
 from pyro_vrnn.smc import particle_filter  # noqa: E402
 from pyro_vrnn.svi import Program, make_elbo, svi_step  # noqa: E402
 from pyro_vrnn.timing import Clock, compare, machine, no_validation, peak_memory  # noqa: E402
@@ -224,11 +225,10 @@ def bench_training(name, dim, steps, args, device, clock):
         return step
 
     plain = {form: torch_step(form) for form in reference.FORMS}
-    pyro_step(validate=True)  # train.py validates the first step only; warms up every path
+    pyro_step(validate=True)  # as train.py's first step, with Pyro's checks; a warm-up
     for step in plain.values():
         step()
-    with frozen_heap(), freed_memory_kept():  # as train.py's loop runs
-        return compare(clock, pyro_step, plain, args.repeats)
+    return compare(clock, pyro_step, plain, args.repeats)
 
 
 def optimizer_step(loss, vrnn, optimizer):
@@ -268,8 +268,7 @@ def bench_bound_training(objective, name, dim, steps, args, device, clock):
     pyro_step(validate=True)
     for step in plain.values():
         step()
-    with frozen_heap(), freed_memory_kept():
-        return dict(compare(clock, pyro_step, plain, args.repeats), particles=k)
+    return dict(compare(clock, pyro_step, plain, args.repeats), particles=k)
 
 
 def bench_smc(name, dim, steps, args, device, clock):
@@ -291,8 +290,7 @@ def bench_smc(name, dim, steps, args, device, clock):
 
     ours()
     inline()
-    with frozen_heap(), freed_memory_kept():
-        result = compare(clock, ours, {"inline": inline}, args.is_repeats)
+    result = compare(clock, ours, {"inline": inline}, args.is_repeats)
     for key in ("pyro_s", "torch_s", "pyro_wall_s", "inline_s"):
         result[key[: -len("_s")] + "_s_per_seq"] = result.pop(key) / x.shape[0]
     return dict(result, particles=k, sequences=x.shape[0])
@@ -323,8 +321,7 @@ def bench_importance(name, dim, steps, args, device, clock):
     pyro_estimate()  # warm-up
     for estimate in plain.values():
         estimate()
-    with frozen_heap(), freed_memory_kept():  # as evaluate_dataset runs
-        result = compare(clock, pyro_estimate, plain, args.is_repeats)
+    result = compare(clock, pyro_estimate, plain, args.is_repeats)
     for key in ("pyro_s", "torch_s", "pyro_wall_s", *(f"{form}_s" for form in reference.FORMS)):
         result[key[: -len("_s")] + "_s_per_seq"] = result.pop(key) / x.shape[0]
     result.update(num_samples=k, chunk_size=chunk, sequences=x.shape[0])
@@ -345,7 +342,7 @@ def main(argv=None):
     if device.type == "cpu":
         torch.set_num_threads(args.threads)
     pyro.settings.set(module_local_params=True)  # as train.py
-    with subnormals_flushed():  # as training and evaluation run, for both sides
+    with fast_cpu():  # as training and evaluation run, for both sides
         return measure(args, device)
 
 
