@@ -30,8 +30,8 @@ from tqdm import tqdm
 
 import models
 from pyro_vrnn import data as datasets
+from pyro_vrnn.allocator import freed_memory_kept
 from pyro_vrnn.checkpoints import check_same_data, load_checkpoint, rebuild, resolve_checkpoint
-from pyro_vrnn.fast_cpu import fast_cpu
 from pyro_vrnn.objectives import exact_log_likelihood, particle_terms, summarize_log_weights
 from pyro_vrnn.runtime import TrainingError, resolve_device, set_threads
 from pyro_vrnn.smc import particle_filter
@@ -218,8 +218,8 @@ def evaluate_dataset(
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     per_sequence = {}
     start = time.time()
-    # argument checks cost time and were done in training; fast_cpu: pyro_vrnn/fast_cpu.py
-    with pyro.validation_enabled(False), fast_cpu():
+    # argument checks cost time and were done in training; freed_memory_kept: pyro_vrnn/allocator.py
+    with pyro.validation_enabled(False), freed_memory_kept():
         for indices in tqdm(batches, disable=not progress, desc="evaluating", unit="batch", dynamic_ncols=True):
             x, mask = datasets.pad_batch([dataset[int(i)] for i in indices])
             x, mask = x.to(device), mask.to(device)

@@ -15,7 +15,7 @@ nodes, per batch, where a hand-written loss makes two calls over all steps.
 the two traces. Sites are grouped (`stackable_groups`): every group of `DiagNormal` sites of one shape is
 scored with one log_prob call on the stacked values and parameters, each site's scale (the plate's, a KL
 weight) and mask applied as `pyro.distributions.util.scale_and_mask` applies them; any other site is
-scored alone. Nothing is written into the traces.
+scored alone. The loss writes nothing into the traces.
 
 With every guide site reparameterized (the VRNN's and SRNN's guides), the gradient of that sum is
 Trace_ELBO's: Trace_ELBO adds score-function terms only for sites drawn without reparameterization. Such

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 import models
 from pyro_vrnn import data as datasets
+from pyro_vrnn.allocator import freed_memory_kept
 from pyro_vrnn.checkpoints import (
     CHECKPOINT_VERSION,
     Progress,
@@ -31,7 +32,6 @@ from pyro_vrnn.checkpoints import (
     load_weights,
 )
 from pyro_vrnn.config import EXACT_MODELS, PARTICLE_BOUNDS, config_from_dict, config_to_dict
-from pyro_vrnn.fast_cpu import fast_cpu
 from pyro_vrnn.runs import RunDirectory, resume_command, resume_path
 from pyro_vrnn.runtime import (
     EXIT_CODES,
@@ -153,7 +153,7 @@ class Trainer:
             + f"; run directory {self.run_dir.path}"
         )
         self.start = time.time() - p.elapsed  # the log's "time" goes on across resumes
-        with StopRequest() as self.stop, fast_cpu():  # pyro_vrnn/fast_cpu.py: the process settings that pay
+        with StopRequest() as self.stop, freed_memory_kept():  # no page faults for big tensors (allocator.py)
             while p.epoch < c.epochs and self.stop_reason is None:
                 self.stop_reason = self.run_epoch() or self.end_of_epoch()
         return self.finish(after_training)

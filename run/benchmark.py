@@ -58,9 +58,9 @@ import torch  # noqa: E402
 
 import models  # noqa: E402
 from pyro_vrnn import evaluate, reference  # noqa: E402
+from pyro_vrnn.allocator import freed_memory_kept  # noqa: E402
 from pyro_vrnn.checks import FlagError, check_at_least_one, check_output_file, check_seed, parse_device  # noqa: E402
 from pyro_vrnn.config import TABLE1_MODELS, make_config  # noqa: E402
-from pyro_vrnn.fast_cpu import fast_cpu  # noqa: E402
 from pyro_vrnn.runtime import resolve_device  # noqa: E402
 from pyro_vrnn.smc import particle_filter  # noqa: E402
 from pyro_vrnn.svi import Program, make_elbo, svi_step  # noqa: E402
@@ -342,7 +342,7 @@ def main(argv=None):
     if device.type == "cpu":
         torch.set_num_threads(args.threads)
     pyro.settings.set(module_local_params=True)  # as train.py
-    with fast_cpu():  # as training and evaluation run, for both sides
+    with freed_memory_kept():  # as training and evaluation run, for both sides
         return measure(args, device)
 
 
