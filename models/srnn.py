@@ -13,8 +13,7 @@ draws it at the step before), d_t must be stepped from that draw: `srnn_model` d
 Two forms, side by side, as models/vrnn.py. `srnn_model` is the model step by step, as the equations read:
 it takes d from the record while its x_{<t} are the data and steps f only when it must, so it both scores and
 generates. `srnn_model_batched` scores the same densities from the guide's record with one network call over
-all steps for the prior and one for the emission (per-step calls are what costs at small sizes: 211 against
-343 ms a training step at the hershey preset's sizes, 32 lines of 100 steps, one CPU thread), and cannot
+all steps for the prior and one for the emission (per-step calls are what costs at small sizes), and cannot
 generate. `--scoring` picks the form for training and evaluation, as for the VRNN.
 """
 

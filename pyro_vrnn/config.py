@@ -42,8 +42,8 @@ class Config:
     cell: str = "lstm"  # the recurrence f: "lstm" (the paper's) or "gru"
     guide: str = "filtering"  # q(z_t | ...): "filtering" (the paper's, x_{<=t}) or "smoothing" (all of x; the SRNN's)
     backward_hidden: int = 0  # units of the smoothing guide's backward RNN over x; 0: as many as `hidden`
-    # SRNN: the guide's mean = the prior's mean + a predicted residual (Fraccaro et al.'s "Resq"); off, as it
-    # learned worse on every seed of a 4-epoch check on hershey (README, "The SRNN")
+    # SRNN: the guide's mean = the prior's mean + a predicted residual (Fraccaro et al.'s "Resq"); off by
+    # default: it learns worse on hershey (README, "The SRNN")
     srnn_resq: bool = False
     components: int = 20  # mixture components of the GMM emissions
     mixture: str = "shared"  # real-valued GMM: "shared" mean and scale + per-component offsets, or "independent"

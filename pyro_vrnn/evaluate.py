@@ -41,17 +41,11 @@ from tqdm import tqdm
 
 import models
 from pyro_vrnn import data as datasets
+from pyro_vrnn.allocator import freed_memory_kept
 from pyro_vrnn.checkpoints import check_same_data, load_checkpoint, rebuild, resolve_checkpoint
 from pyro_vrnn.objectives import exact_log_likelihood, particle_terms, summarize_log_weights
-from pyro_vrnn.runtime import (
-    TrainingError,
-    freed_memory_kept,
-    frozen_heap,
-    resolve_device,
-    set_threads,
-    subnormals_flushed,
-)
-from pyro_vrnn.smc import particle_filter, stepper_for
+from pyro_vrnn.runtime import TrainingError, resolve_device, set_threads
+from pyro_vrnn.smc import particle_filter
 
 # Peak memory of one vectorized pass over K particles; K is drawn in chunks that fit it. On a CPU: an
 # eighth of the memory free now, between these bounds; on a GPU, a quarter of its free memory. Fewer,
@@ -65,7 +59,7 @@ FIGURES = ("elbo", "iwae", "smc", "log_px", "kl", "gap")  # per-sequence figures
 
 class Estimators(NamedTuple):
     """What `evaluate_dataset` estimates: `names` among ESTIMATORS; K of IS (and of the ELBO's average); K' of
-    IWAE (None: K, the IS number itself); K of SMC (None: K); stepper(vrnn, x, mask) for SMC (smc.stepper_for);
+    IWAE (None: K, the IS number itself); K of SMC (None: K); stepper(vrnn, x, mask) for SMC (a network's .stepper);
     the bytes one vectorized pass may take at its peak (None: `memory_budget` of the device)."""
 
     names: Tuple[str, ...] = DEFAULT_ESTIMATORS
@@ -252,8 +246,8 @@ def evaluate_dataset(
         batches = [group for b in batches for group in fitting_groups(b, int(lengths[b].max()), vrnn, budget)]
     per_sequence = {}
     start = time.time()
-    # argument checks cost time and were done in training; the rest: pyro_vrnn/runtime.py
-    with pyro.validation_enabled(False), frozen_heap(), subnormals_flushed(), freed_memory_kept():
+    # argument checks cost time and were done in training; freed_memory_kept: pyro_vrnn/allocator.py
+    with pyro.validation_enabled(False), freed_memory_kept():
         for indices in tqdm(batches, disable=not progress, desc="evaluating", unit="batch", dynamic_ncols=True):
             x, mask = datasets.pad_batch([dataset[int(i)] for i in indices])
             x, mask = x.to(device), mask.to(device)
@@ -320,7 +314,7 @@ def evaluate_checkpoint(
         num_samples,
         iwae_particles,
         smc_particles,
-        lambda network, x, mask: stepper_for(config, network, config.guide, x, mask),
+        lambda network, x, mask: network.stepper(x, mask, config.guide),
         memory_budget_bytes,
     )
     pyro.set_rng_seed(seed)

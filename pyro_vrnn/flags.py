@@ -46,7 +46,7 @@ def add_config_flags(parser, seed=True):
         "--srnn-resq",
         action=argparse.BooleanOptionalAction,
         help="SRNN only: the guide's mean is the prior's mean plus a predicted residual (Fraccaro et al.'s "
-        "Resq; default off: it learned worse in a short check, README)",
+        "Resq; default off: it learns worse on hershey, README)",
     )
     g = parser.add_argument_group("training")
     g.add_argument("--batch-size", type=int, help="sequences per batch (per process under torchrun)")

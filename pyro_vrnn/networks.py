@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from pyro_vrnn.diag_normal import DiagNormal, as_diag_normal
 from pyro_vrnn.distributions import DiagNormalMixture, StrokeMixture
+from pyro_vrnn.smc import take_particles
 
 CELLS = {"lstm": nn.LSTMCell, "gru": nn.GRUCell}
 BACKWARD_RNNS = {"lstm": nn.LSTM, "gru": nn.GRU}  # the smoothing guide's RNN over x, run back in time
@@ -263,6 +264,13 @@ class VRNN(nn.Module):
         self.emission_width = sum(head.sizes)  # the emission's parameters per sequence and step (either form)
         self.rnn = CELLS[c.cell](rnn_input, c.hidden)
 
+    def stepper(self, x, mask, guide_name="filtering"):
+        """This network and its guide (`guide_name`: filtering or smoothing) one step at a time over the batch x
+        [B, T, D], for the particle filter of FIVO and the SMC estimate (pyro_vrnn/smc.py)."""
+        if not self.latent:
+            raise ValueError("a model without latent variables has nothing to filter: its log p(x) is exact")
+        return VRNNStepper(self, guide_name, x, mask)
+
     def initial_state(self, x):
         """h_0 = 0 (and c_0 = 0 for an LSTM) for the batch x [B, T, D]."""
         zeros = x.new_zeros(x.shape[0], self.hidden)
@@ -308,3 +316,44 @@ class VRNN(nn.Module):
             return State(h.reshape(batch_shape + h.shape[-1:]), c.reshape(batch_shape + c.shape[-1:]))
         h = self.rnn(inputs, h)
         return State(h.reshape(batch_shape + h.shape[-1:]), None)
+
+
+class VRNNStepper:
+    """The VRNN and its guide one step at a time, for particle methods (pyro_vrnn/smc.py), from the methods the
+    programs call:
+
+        proposal    q(z_t | x_t, h_{t-1}) = vrnn.posterior(phi_x(x_t), h_{t-1}); with the smoothing guide
+                    vrnn.posterior(a_t, h_{t-1}), a = vrnn.backward_states(phi_x(x), mask)
+        transition  log p(z_t | h_{t-1}) = vrnn.prior(h_{t-1}),
+                    log p(x_t | z_t, h_{t-1}) = vrnn.emission(z_t, h_{t-1}),  h_t = vrnn.step(phi_x(x_t), z_t, h_{t-1})
+    The state is (h,) for a GRU, (h, c) for an LSTM, each [K, B, H].
+    """
+
+    def __init__(self, vrnn, guide_name, x, mask):
+        if guide_name not in ("filtering", "smoothing"):
+            raise ValueError(f"unknown guide {guide_name!r} for the VRNN's particle filter")
+        self.vrnn, self.x, self.mask = vrnn, x, mask
+        phi_x = vrnn.phi_x(x)  # [B, T, F], every step in one call, as the guides do
+        features = vrnn.backward_states(phi_x, mask) if guide_name == "smoothing" else phi_x
+        # one tensor a step: the backward pass then stacks T gradients once, where slicing [:, t] would add T
+        # gradients of the whole [B, T, F] (quadratic in T)
+        self.phi_x, self.features, self.values = phi_x.unbind(1), features.unbind(1), x.unbind(1)
+
+    def initial_state(self, num_particles):
+        h0 = self.vrnn.initial_state(self.x)  # h_0 = 0 (and c_0 = 0)
+        return tuple(t.expand((num_particles,) + t.shape) for t in h0 if t is not None)
+
+    def proposal(self, t, state):
+        h = state[0]  # expanded to the particles here: a broadcasting concatenation costs 4x as much
+        return self.vrnn.posterior(self.features[t].expand(h.shape[:-1] + (-1,)), h)
+
+    def transition(self, t, state, z):
+        h = state[0]
+        log_prior = self.vrnn.prior(h).log_prob(z)
+        log_likelihood = self.vrnn.emission(z, h).log_prob(self.values[t])
+        phi_x = self.phi_x[t].expand(h.shape[:-1] + (-1,))
+        following = self.vrnn.step(phi_x, z, State(h, state[1] if len(state) > 1 else None))
+        return log_prior, log_likelihood, tuple(s for s in following if s is not None)
+
+    def reorder(self, state, ancestors):
+        return tuple(take_particles(s, ancestors) for s in state)

@@ -27,26 +27,30 @@ Le et al. 2018; Naesseth et al. 2018), both per sequence.
 """
 
 import math
+import numbers
 
 import pyro.poutine as poutine
 import torch
 from pyro.distributions.util import scale_and_mask
-from pyro.infer import ELBO, TraceMeanField_ELBO
 from pyro.infer.importance import vectorized_importance_weights
-from pyro.infer.util import is_validation_enabled, torch_item
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import kl_divergence
 
 from pyro_vrnn.record import Record
-from pyro_vrnn.smc import particle_filter, stepper_for
+from pyro_vrnn.smc import particle_filter
 from pyro_vrnn.stacked_elbo import (
+    Objective,
+    StackedTrace_ELBO,
     broadcast_shape,
-    stackable,
+    group_log_prob,
+    masked,
+    model_guide_traces,
+    sample_sites,
     stackable_groups,
     stacked_mask,
     stacked_normal,
     stacked_scale,
-    stacked_traces,
+    vectorized_particles,
 )
 
 
@@ -171,7 +175,7 @@ def summarize_log_weights(log_w, kl=None):
     return figures
 
 
-class FreeBitsELBO(TraceMeanField_ELBO):
+class FreeBitsELBO(StackedTrace_ELBO):
     """The ELBO with free bits (Kingma et al. 2016, eq. 15), a training objective:
 
         sum_t [ E_q log p(x_t | z_{<=t}, x_{<t})  -  max(lambda, mean_b KL_t,b) ]
@@ -182,69 +186,59 @@ class FreeBitsELBO(TraceMeanField_ELBO):
     step for free, so the optimizer has nothing to gain by collapsing z onto the prior early in training.
     Above lambda it is the ELBO's own term. Reported bounds (validation, evaluation) are the true ELBO.
 
-    The KL of all steps is one call (stacked_elbo.py). With lambda 0 this is TraceMeanField_ELBO, which
-    `--elbo meanfield --scoring batched` trains: where a latent pair is not two reparameterized DiagNormals
-    or the guide has auxiliary sites, it is TraceMeanField_ELBO's own loss (its sampled fallback for a pair
-    with no closed form, its entropy terms). With lambda > 0 every latent site needs the closed form.
+    The traces and the other sites are StackedTrace_ELBO's (stacked_elbo.py); the KL of all steps is one
+    call. With lambda 0 this is TraceMeanField_ELBO's loss, which `--elbo meanfield --scoring batched`
+    trains; as there, a pair with no closed-form KL contributes log q - log p at the guide's draw.
     """
 
     def __init__(self, free_bits, **kwargs):
         super().__init__(**kwargs)
         self.free_bits = float(free_bits)
 
-    def _get_trace(self, model, guide, args, kwargs):
-        if is_validation_enabled():
-            return super()._get_trace(model, guide, args, kwargs)  # TraceMeanField_ELBO's, with its checks
-        return stacked_traces(model, guide, args, kwargs, self.max_plate_nesting)
-
-    def _differentiable_loss_particle(self, model_trace, guide_trace):
-        elbo, latent = 0.0, []
-        for name, site in model_trace.nodes.items():
-            if site["type"] == "sample" and site["is_observed"]:
-                elbo = elbo + site["log_prob_sum"]
-            elif site["type"] == "sample":
-                latent.append((guide_trace.nodes[name], site))
-        if self.free_bits == 0 and not self.stackable_mean_field(latent, model_trace, guide_trace):
-            return super()._differentiable_loss_particle(model_trace, guide_trace)  # TraceMeanField_ELBO's
-        for pairs in stackable_groups(latent, sites_of=tuple):  # the (q, p) of z_t of all steps: one KL call
-            guide_sites = [guide_site for guide_site, _ in pairs]
-            kl = self.step_kl(pairs)  # [S, (K,) B]: KL_t,b of each step t of the group
+    def latent_cost(self, pairs):
+        cost = 0.0
+        for group in stackable_groups(pairs, sites_of=tuple):  # the (q, p) of z_t of all steps: one KL call
+            guide_sites = [guide_site for guide_site, _ in group]
+            kl = self.step_kl(group)  # [S, (K,) B]: KL_t,b of each step t of the group
+            if len(group) == 1 and not isinstance(guide_sites[0]["scale"], numbers.Number):
+                cost = cost + scale_and_mask(kl[0], guide_sites[0]["scale"], guide_sites[0]["mask"]).sum()
+                continue
             mask = stacked_mask(guide_sites, kl)
             step_kl = torch.where(mask, kl, kl.new_zeros(())).flatten(1).sum(1)  # [S]: sum_b KL_t,b
-            count = mask.flatten(1).sum(1)  # n_t, the real sequences at step t
-            elbo = elbo - (stacked_scale(guide_sites, kl) * torch.clamp(step_kl, min=self.free_bits * count)).sum()
-        return -torch_item(elbo), -elbo
-
-    @staticmethod
-    def stackable_mean_field(latent, model_trace, guide_trace):
-        """Whether TraceMeanField_ELBO's loss is this class's with lambda 0: every latent (q, p) pair stackable,
-        and no auxiliary guide site (one the model does not have)."""
-        auxiliary = any(
-            s["type"] == "sample" and name not in model_trace.nodes for name, s in guide_trace.nodes.items()
-        )
-        return not auxiliary and all(stackable(q) and stackable(p) for q, p in latent)
+            if self.free_bits > 0:
+                step_kl = torch.clamp(step_kl, min=self.free_bits * mask.flatten(1).sum(1))  # n_t real sequences
+            cost = cost + (stacked_scale(guide_sites, kl) * step_kl).sum()
+        return cost
 
     @staticmethod
     def step_kl(pairs):
-        """KL(q || p) of each (guide site, model site) pair, stacked: [S, *batch]; one call for DiagNormals."""
-        if len(pairs) == 1:
-            ((guide_site, model_site),) = pairs
-            return kl_divergence(guide_site["fn"], model_site["fn"]).unsqueeze(0)
-        shape = broadcast_shape(*pairs[0])
-        return kl_divergence(stacked_normal([q for q, _ in pairs], shape), stacked_normal([p for _, p in pairs], shape))
+        """KL(q || p) of each (guide site, model site) pair, stacked: [S, *batch]; one call for DiagNormals. A pair
+        with no closed form gets log q - log p at the guide's draw, as in TraceMeanField_ELBO."""
+        if len(pairs) > 1:
+            shape = broadcast_shape(*pairs[0])
+            return kl_divergence(
+                stacked_normal([q for q, _ in pairs], shape), stacked_normal([p for _, p in pairs], shape)
+            )
+        ((guide_site, model_site),) = pairs
+        try:
+            kl = kl_divergence(guide_site["fn"], model_site["fn"])
+        except NotImplementedError:
+            value = guide_site["value"]
+            kl = guide_site["fn"].log_prob(value) - model_site["fn"].log_prob(value)
+        return kl.unsqueeze(0)
 
 
 NO_KL_WEIGHT = "a particle bound weighs every site alike; a KL weight (--kl-anneal-epochs) has no place in it"
 
 
-class ParticleBound(ELBO):
+class ParticleBound(Objective):
     """A K-particle bound on sum_b log p(x_b) as a Pyro ELBO: `differentiable_loss` is -(plate scale) times the
     sum over the batch of each sequence's bound, so that `bound(Program(model), Program(guide))` is an
     ELBOModule that pyro_vrnn/svi.py trains (and DDP wraps) as it does Trace_ELBO's. No KL weight: the
     weights p(x, z) / q(z | x) are only a bound with every site counted once (kl_scale must be 1)."""
 
     def __init__(self, num_particles):
-        super().__init__(num_particles=num_particles, max_plate_nesting=1, vectorize_particles=True)
+        self.num_particles = num_particles
 
     def per_sequence(self, model, guide, *args, **kwargs):
         """The bound of each sequence [B], and the plate's scale (the data set's size over the batch's)."""
@@ -254,34 +248,21 @@ class ParticleBound(ELBO):
         bound, scale = self.per_sequence(model, guide, *args, **kwargs)
         return -scale * bound.sum()
 
-    def loss(self, model, guide, *args, **kwargs):
-        with torch.no_grad():
-            return torch_item(self.differentiable_loss(model, guide, *args, **kwargs))
-
-    def loss_and_grads(self, model, guide, *args, **kwargs):
-        loss = self.differentiable_loss(model, guide, *args, **kwargs)
-        loss.backward()
-        return torch_item(loss)
-
-    def _get_trace(self, model, guide, args, kwargs):
-        return stacked_traces(model, guide, args, kwargs, self.max_plate_nesting)  # the z_t sites scored at once
+    def traces(self, model, guide, args, kwargs):
+        """(model trace, guide trace) with the K particles vectorized: a plate at dim -2, left of the sequences'."""
+        particles = vectorized_particles(self.num_particles, max_plate_nesting=1)
+        return model_guide_traces(particles(model), particles(guide), args, kwargs, max_plate_nesting=2)
 
 
-def unscaled_site_sum(trace, zeros):
-    """sum over the sample sites of their masked, unscaled log-densities, broadcast to the shape of `zeros`; and
-    the sites' common scale (raises if the sites' scales differ: a KL weight)."""
-    terms, scales = [zeros], set()
-    for site in trace.nodes.values():
-        if site["type"] == "sample" and not site_is_subsample(site):
-            mask = site["mask"]  # None or True: a step where every sequence is real
-            terms.append(
-                site["unscaled_log_prob"]
-                if mask is None or mask is True
-                else scale_and_mask(site["unscaled_log_prob"], 1.0, mask)
-            )
-            scales.add(float(site["scale"]))
+def unscaled_site_sum(sites, zeros):
+    """sum over the sample sites of their masked, unscaled log-densities (one call per stackable group), broadcast
+    to the shape of `zeros`; and the sites' common scale (raises if the sites' scales differ: a KL weight)."""
+    terms, scales = [zeros], {float(site["scale"]) for site in sites}
     if len(scales) > 1:
         raise ValueError(NO_KL_WEIGHT)
+    for group in stackable_groups(sites):
+        log_prob = masked(group, group_log_prob(group))  # [S, *batch], padding exactly 0
+        terms.extend(log_prob.unbind(0) if log_prob.shape[1:] != zeros.shape else [log_prob.sum(0)])
     # one stack and one sum, not a chain of additions: one node in the backward pass instead of one a site
     return torch.stack(torch.broadcast_tensors(*terms)).sum(0), scales.pop() if scales else 1.0
 
@@ -301,11 +282,11 @@ class IWAEELBO(ParticleBound):
 
     def per_sequence(self, model, guide, *args, **kwargs):
         kwargs.setdefault("record", Record())
-        model_trace, guide_trace = next(self._get_traces(model, guide, args, kwargs))
+        model_trace, guide_trace = self.traces(model, guide, args, kwargs)
         x = args[-2]  # (vrnn,) x, mask: the programs' arguments
         zeros = x.new_zeros(self.num_particles, x.shape[0])
-        log_p, scale = unscaled_site_sum(model_trace, zeros)
-        log_q, _ = unscaled_site_sum(guide_trace, zeros)
+        log_p, scale = unscaled_site_sum(sample_sites(model_trace), zeros)
+        log_q, _ = unscaled_site_sum(sample_sites(guide_trace), zeros)
         return torch.logsumexp(log_p - log_q, dim=0) - math.log(self.num_particles), scale
 
 
@@ -314,18 +295,18 @@ class FIVOELBO(ParticleBound):
     Naesseth et al. 2018), summed over the batch: E log p^(x_b), p^ the particle filter's estimate of p(x_b)
     with K particles, the guide as proposal, each sequence resampled (systematically) when its ESS < K/2;
     pyro_vrnn/smc.py has the equations. The filter runs on the networks of the Programs (a Program's
-    .vrnn; or the programs' first argument), through the stepper of `model_name`, not on Pyro traces; the
+    .vrnn; or the programs' first argument), through the network's own stepper, not on Pyro traces; the
     resampling decisions' score-function gradient terms are dropped, as FIVO does. K = 1 is the ELBO.
     """
 
-    def __init__(self, num_particles, model_name, guide_name, resampling="systematic"):
+    def __init__(self, num_particles, guide_name="filtering", resampling="systematic"):
         super().__init__(num_particles)
-        self.model_name, self.guide_name, self.resampling = model_name, guide_name, resampling
+        self.guide_name, self.resampling = guide_name, resampling
 
     def per_sequence(self, model, guide, *args, num_sequences=None, kl_scale=1.0, record=None):
         if kl_scale != 1.0:
             raise ValueError(NO_KL_WEIGHT)
         vrnn, x, mask = (guide.vrnn, *args) if hasattr(guide, "vrnn") else args
-        stepper = stepper_for(self.model_name, vrnn, self.guide_name, x, mask)
+        stepper = vrnn.stepper(x, mask, self.guide_name)
         result = particle_filter(stepper, self.num_particles, self.resampling)
         return result.log_evidence.to(x.dtype), (num_sequences or x.shape[0]) / x.shape[0]

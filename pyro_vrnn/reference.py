@@ -1,8 +1,8 @@
 """The VRNN's ELBO and importance weights in plain PyTorch, in two hand-written forms: the yardstick.
 
 The same quantities as `models/` + `guides/` under Pyro's `Trace_ELBO` / `TraceMeanField_ELBO` and
-`vectorized_importance_weights`, from the same modules (vrnn.phi_x, encoder, phi_z, rnn, prior_net,
-decoder), with no Pyro inference machinery, written the two ways one writes them by hand:
+`vectorized_importance_weights`, from the same step of the VRNN (its methods prior, posterior, emission,
+step: pyro_vrnn/networks.py), with no Pyro inference machinery, written the two ways one writes them by hand:
 
   per_step   one loop over time that computes every term at its step: q(z_t | x_t, h_{t-1}), a draw
              z_t, the prior, the emission and their log-densities (or the analytic KL), then h_t;
@@ -18,7 +18,7 @@ gradients and log-weights (tests/test_reference.py).
 
 The K-particle bounds have their plain forms too: `iwae_loss` (either form, with K particles) and
 `smc_log_evidence` / `fivo_loss`, the particle filter of pyro_vrnn/smc.py written out as one loop over
-the networks, particles and sequences flattened into one batch of K * B rows, with no stepper in between;
+the same methods, particles and sequences flattened into one batch of K * B rows, with no stepper in between;
 with the same seed they give IWAEELBO's and FIVOELBO's numbers and smc.particle_filter's (tests/test_bounds.py).
 """
 
@@ -28,7 +28,7 @@ import torch
 from torch.distributions import kl_divergence
 
 from pyro_vrnn.diag_normal import DiagNormal, as_diag_normal
-from pyro_vrnn.networks import stack_steps as stack, sum_over_steps
+from pyro_vrnn.networks import State, stack_steps as stack, sum_over_steps
 
 FORMS = ("per_step", "batched")
 
@@ -139,22 +139,21 @@ def smc_log_evidence(vrnn, x, mask, num_particles, smoothing=False):
     features = vrnn.backward_states(phi_x, mask) if smoothing else phi_x
     # per step, [B, .] -> [K * B, .]; unbind, not [:, t]: one stack in the backward pass, not T whole-size gradients
     phi_x, features, values = ([u.repeat(k, 1) for u in v.unbind(1)] for v in (phi_x, features, x))
-    h = x.new_zeros(k * batch, vrnn.hidden)
-    c = h if vrnn.cell == "lstm" else None
+    state = State(*(None if s is None else s.repeat(k, 1) for s in vrnn.initial_state(x)))  # h_0 = 0 of every row
     log_wbar = x.new_full((k, batch), -math.log(k), dtype=torch.float64)
     log_evidence = log_wbar.new_zeros(batch)
     columns, identity = torch.arange(batch, device=x.device), torch.arange(k, device=x.device)[:, None]
     for t in range(steps):
         real = mask[:, t]
-        q = vrnn.encoder(torch.cat([features[t], h], -1))  # q(z_t | x_t or a_t, h_{t-1})
+        h = state.h
+        q = vrnn.posterior(features[t], h)  # q(z_t | x_t or a_t, h_{t-1})
         z = q.rsample()
         log_alpha = vrnn.prior(h).log_prob(z) + vrnn.emission(z, h).log_prob(values[t]) - q.log_prob(z)
         log_alpha = torch.where(real, log_alpha.reshape(k, batch).double(), 0.0)
         step = torch.logsumexp(log_wbar + log_alpha, 0)
         log_evidence = log_evidence + torch.where(real, step, 0.0)
         log_wbar = torch.where(real, log_wbar + log_alpha - step, log_wbar)
-        inputs = torch.cat([phi_x[t], vrnn.phi_z(z)], -1)
-        h, c = vrnn.rnn(inputs, (h, c)) if c is not None else (vrnn.rnn(inputs, h), None)
+        state = vrnn.step(phi_x[t], z, state)  # h_t = f(phi_x(x_t), phi_z(z_t), h_{t-1})
         if t + 1 == steps:
             break
         resample = mask[:, t + 1] & (torch.exp(-torch.logsumexp(2 * log_wbar, 0)) < k / 2)
@@ -163,7 +162,7 @@ def smc_log_evidence(vrnn, x, mask, num_particles, smoothing=False):
             cdf = log_wbar.detach().exp().cumsum(0).T.contiguous()
             ancestors = torch.searchsorted(cdf, positions.T.contiguous()).T.clamp(max=k - 1)
             rows = (torch.where(resample, ancestors, identity) * batch + columns).reshape(-1)
-            h, c = h.index_select(0, rows), (c.index_select(0, rows) if c is not None else None)
+            state = State(*(None if s is None else s.index_select(0, rows) for s in state))
             log_wbar = torch.where(resample, -math.log(k), log_wbar)
     return log_evidence
 

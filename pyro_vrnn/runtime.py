@@ -1,12 +1,10 @@
-"""The process a run lives in: its device, its torchrun group, its threads, its signals, its heap.
+"""The process a run lives in: its device, its torchrun group, its threads, its signals, its random state.
 
 Nothing here is about the VRNN itself; it is what every entry point (training, evaluation, the
 benchmark) needs around the Pyro programs, in one place.
 """
 
 import contextlib
-import ctypes
-import gc
 import os
 import re
 import signal
@@ -142,64 +140,6 @@ def set_threads(threads):
         torch.set_num_threads(threads)
 
 
-@contextlib.contextmanager
-def subnormals_flushed():
-    """Inside, the CPU treats subnormal floats (below 1.2e-38 in float32) as zero; the mode before is restored
-    on the way out. Yields whether the processor can (x86 with SSE3 can).
-
-    IWAE and FIVO weight each particle's gradient by its normalized importance weight, and a particle far
-    behind the best has a weight like exp(-100): its gradient runs back through every network as subnormal
-    numbers, which x86 processors compute 10 to 100 times slower than normal ones. One IWAE training step
-    of VRNN-I-Gauss (K = 4, T = 200) took 2.8 s with them and 1.0 s without (docs/speed.md). Numbers that
-    small count for nothing next to the other particles' gradients. The mode belongs to a thread: the
-    intra-op threads PyTorch started before (with --threads above 1) keep theirs.
-    """
-    was_on = (torch.tensor([1e-39]) * 1.0).item() == 0
-    supported = torch.set_flush_denormal(True)
-    try:
-        yield supported
-    finally:
-        if supported and not was_on:
-            torch.set_flush_denormal(False)
-
-
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
-MALLOC_DEFAULT = 128 * 1024  # glibc's starting value of both
-
-
-def mallopt(parameter, value):
-    """glibc's mallopt(3); False where the C library has none (macOS, musl: their own allocators' ways)."""
-    try:
-        return bool(ctypes.CDLL("libc.so.6").mallopt(parameter, value))
-    except (OSError, AttributeError):
-        return False
-
-
-@contextlib.contextmanager
-def freed_memory_kept():
-    """Inside, glibc's malloc serves blocks of up to 32 MiB (its most) from its heap, and never trims the heap:
-    what is freed stays there for the next allocation instead of going back to the system. On the way out
-    both settings are glibc's default sizes again (its sliding threshold stays off). Yields whether the C
-    library has mallopt.
-
-    Why: a big emission (VRNN-GMM on speech frames: 20 components x 200 dimensions, K = 100 particles of
-    4 sequences) allocates and frees tensors of 5 to 13 MB at every time step. By default glibc maps some of
-    them fresh from the system and unmaps them when freed, or trims the top of its heap, so each new tensor's
-    pages are faulted in (and zeroed by the kernel) again: 1 to 11 million page faults and up to twice the
-    time of an importance-sampling estimate at T = 800, depending on the allocator's history (docs/speed.md).
-    The cost is that the process's resident set stays at its peak.
-    """
-    if not mallopt(M_MMAP_THRESHOLD, 32 * 2**20):
-        yield False
-        return
-    mallopt(M_TRIM_THRESHOLD, -1)  # -1: never trim (mallopt(3))
-    try:
-        yield True
-    finally:
-        mallopt(M_MMAP_THRESHOLD, MALLOC_DEFAULT)
-        mallopt(M_TRIM_THRESHOLD, MALLOC_DEFAULT)
-
-
 def any_rank(flag, device):
     """True on every rank if `flag` is True on any (a signal may reach the ranks at different steps)."""
     if not dist.is_initialized():
@@ -215,23 +155,6 @@ def all_reduce_sum(values, device):
     if dist.is_initialized():
         dist.all_reduce(tensor)
     return tensor.tolist()
-
-
-@contextlib.contextmanager
-def frozen_heap():
-    """Leave the objects alive now (torch, Pyro, the networks, the data) out of Python's garbage collections.
-
-    Pyro's traces make many small Python objects at every step, and every so often they trigger a full
-    collection, which walks the whole heap: about 300,000 objects once torch and Pyro are imported,
-    ~0.15 s each. Frozen objects are skipped; those made inside are collected as usual, and on the way
-    out everything is handed back to the collector.
-    """
-    gc.collect()
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
 
 
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + the signal: what shells report for a stopped job

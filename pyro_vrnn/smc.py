@@ -30,19 +30,15 @@ So the filter runs on the per-step network calls the Pyro programs make, through
     stepper.transition(t, state, z)         -> (log p(z_t | past) [K, B], log p(x_t | z_t, past) [K, B], next state)
     stepper.reorder(state, ancestors)       -> the state with particle k of sequence b taken from ancestors[k, b]
 
-`VRNNStepper` wraps the VRNN; another model registers its own with `register_stepper(model_name, factory)`,
-factory(network, guide_name, x, mask) -> stepper, and `stepper_for` finds it (the FIVO objective and the
-evaluation call it with the run's --model and --guide).
+A network with latent variables makes its own: `network.stepper(x, mask, guide_name)` (networks.VRNNStepper,
+srnn.SRNNStepper), which calls the very methods that the model and guide programs call (prior, posterior,
+emission, step): the filter adds the weights and the resampling, nothing of the model.
 """
 
 import math
 from typing import NamedTuple
 
 import torch
-
-from pyro_vrnn.config import SRNN_MODELS
-from pyro_vrnn.networks import State
-from pyro_vrnn.srnn import SRNNStepper
 
 
 class SMCResult(NamedTuple):
@@ -117,61 +113,3 @@ def take_particles(tensor, ancestors):
     rows = (ancestors * batch + torch.arange(batch, device=ancestors.device)).reshape(-1)
     flat = tensor.reshape((num_particles * batch,) + tensor.shape[2:])
     return flat.index_select(0, rows).reshape(tensor.shape)
-
-
-class VRNNStepper:
-    """The VRNN (networks.VRNN) and its guide, one step at a time, as models/vrnn.py and guides/ compute them:
-
-        proposal    q(z_t | x_t, h_{t-1}) = vrnn.posterior(phi_x(x_t), h_{t-1}); with the smoothing guide
-                    vrnn.posterior(a_t, h_{t-1}), a = vrnn.backward_states(phi_x(x), mask)
-        transition  log p(z_t | h_{t-1}) = vrnn.prior(h_{t-1}),
-                    log p(x_t | z_t, h_{t-1}) = vrnn.emission(z_t, h_{t-1}),  h_t = vrnn.step(phi_x(x_t), z_t, h_{t-1})
-    The state is (h,) for a GRU, (h, c) for an LSTM, each [K, B, H].
-    """
-
-    def __init__(self, vrnn, guide_name, x, mask):
-        if guide_name not in ("filtering", "smoothing"):
-            raise ValueError(f"unknown guide {guide_name!r} for the VRNN's particle filter")
-        self.vrnn, self.x, self.mask = vrnn, x, mask
-        phi_x = vrnn.phi_x(x)  # [B, T, F], every step in one call, as the guides do
-        features = vrnn.backward_states(phi_x, mask) if guide_name == "smoothing" else phi_x
-        # one tensor a step: the backward pass then stacks T gradients once, where slicing [:, t] would add T
-        # gradients of the whole [B, T, F] (quadratic in T)
-        self.phi_x, self.features, self.values = phi_x.unbind(1), features.unbind(1), x.unbind(1)
-
-    def initial_state(self, num_particles):
-        h0 = self.vrnn.initial_state(self.x)  # h_0 = 0 (and c_0 = 0)
-        return tuple(t.expand((num_particles,) + t.shape) for t in h0 if t is not None)
-
-    def proposal(self, t, state):
-        h = state[0]  # expanded to the particles here: a broadcasting concatenation costs 4x as much
-        return self.vrnn.posterior(self.features[t].expand(h.shape[:-1] + (-1,)), h)
-
-    def transition(self, t, state, z):
-        h = state[0]
-        log_prior = self.vrnn.prior(h).log_prob(z)
-        log_likelihood = self.vrnn.emission(z, h).log_prob(self.values[t])
-        phi_x = self.phi_x[t].expand(h.shape[:-1] + (-1,))
-        following = self.vrnn.step(phi_x, z, State(h, state[1] if len(state) > 1 else None))
-        return log_prior, log_likelihood, tuple(s for s in following if s is not None)
-
-    def reorder(self, state, ancestors):
-        return tuple(take_particles(s, ancestors) for s in state)
-
-
-STEPPERS = {name: VRNNStepper for name in ("vrnn-i-gauss", "vrnn-gauss", "vrnn-gmm")}
-# The SRNN's guide is always its smoothing one: its stepper takes no guide name.
-STEPPERS.update({name: (lambda net, guide_name, x, mask: SRNNStepper(net, x, mask)) for name in SRNN_MODELS})
-
-
-def register_stepper(model_name, factory):
-    """Make `--model model_name` usable by FIVO and the SMC estimate: factory(network, guide_name, x, mask)."""
-    STEPPERS[model_name] = factory
-
-
-def stepper_for(config_or_model_name, network, guide_name, x, mask):
-    """The stepper of a model (a Config, whose .model is read, or a model name) over the batch x [B, T, D]."""
-    name = getattr(config_or_model_name, "model", config_or_model_name)
-    if name not in STEPPERS:
-        raise ValueError(f"--model {name} has no particle filter (latent models: {', '.join(sorted(STEPPERS))})")
-    return STEPPERS[name](network, guide_name, x, mask)

@@ -65,6 +65,11 @@ class SRNN(nn.Module):
         self.decoder = nn.Sequential(mlp(c.z_dim + c.hidden, c.dec_hidden, c.mlp_layers), head)
         self.emission_width = sum(head.sizes)  # the emission's parameters per sequence and step
 
+    def stepper(self, x, mask, guide_name=None):
+        """This network and its smoothing guide one step at a time over the batch x [B, T, D], for the particle
+        filter of FIVO and the SMC estimate (pyro_vrnn/smc.py); the SRNN has one guide, whatever `guide_name`."""
+        return SRNNStepper(self, x, mask)
+
     # -- d: the deterministic recurrence over the data -----------------------------------------
 
     def shifted_features(self, x):

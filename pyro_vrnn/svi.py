@@ -8,10 +8,11 @@ which is what `pyro.infer.SVI.step` does, with module-local parameters so that t
 wrapped in DistributedDataParallel, and with the `Record` that carries the guide's recurrence to the
 model (pyro_vrnn/record.py). The ELBO is the one `make_elbo` picks:
 
-    --elbo trace                  StackedTrace_ELBO: Trace_ELBO, the z_t of all steps scored in one call
-    --elbo trace --scoring steps  Trace_ELBO itself
-    --elbo meanfield              FreeBitsELBO(0): TraceMeanField_ELBO, the KL of all steps in one call
-                                  (with --scoring steps: TraceMeanField_ELBO itself)
+    --elbo trace                  StackedTrace_ELBO: Trace_ELBO's estimator, the z_t of all steps scored in
+                                  one call (stacked_elbo.py, on Pyro's public trace and replay handlers)
+    --elbo trace --scoring steps  Pyro's Trace_ELBO itself
+    --elbo meanfield              FreeBitsELBO(0): TraceMeanField_ELBO's, the KL of all steps in one call
+                                  (with --scoring steps: Pyro's TraceMeanField_ELBO itself)
     --free-bits L > 0             FreeBitsELBO(L), with either scoring (the presets: hershey, iam, ...)
     --elbo iwae / fivo            IWAEELBO / FIVOELBO (objectives.py)
 
@@ -46,16 +47,16 @@ class Program(nn.Module):
         return self.fn(self.vrnn, *args, **kwargs)
 
 
-def make_elbo(name, free_bits=0.0, particles=1, model="vrnn-gmm", guide="filtering", scoring="batched"):
+def make_elbo(name, free_bits=0.0, particles=1, guide="filtering", scoring="batched"):
     """Trace_ELBO ("trace"; with --scoring batched, StackedTrace_ELBO: the same estimator, its z_t sites scored
     in one call, stacked_elbo.py) or TraceMeanField_ELBO ("meanfield", analytic KL); with free bits (> 0 nats a
     step), FreeBitsELBO, whose KL is analytic too and computed for all steps in one call: one particle.
-    "iwae": IWAEELBO, "fivo": FIVOELBO with `particles` K, FIVO's particle filter being the stepper of `model`
-    and `guide` (the run's --model, --guide). One plate, over sequences."""
+    "iwae": IWAEELBO, "fivo": FIVOELBO with `particles` K, FIVO's particle filter being the network's stepper
+    with `guide` (the run's --guide). One plate, over sequences."""
     if name == "iwae":
         return IWAEELBO(particles)
     if name == "fivo":
-        return FIVOELBO(particles, model, guide)
+        return FIVOELBO(particles, guide)
     if free_bits > 0 or (name == "meanfield" and scoring == "batched"):
         return FreeBitsELBO(free_bits, max_plate_nesting=1)  # free_bits 0: TraceMeanField_ELBO, its KL stacked
     if name == "trace" and scoring == "batched":
@@ -66,7 +67,7 @@ def make_elbo(name, free_bits=0.0, particles=1, model="vrnn-gmm", guide="filteri
 def make_loss_module(config, model, guide, vrnn, world_size=1, device=None):
     """Pyro's ELBOModule over the model and guide, wrapped in DDP when there are several processes."""
     pyro.settings.set(module_local_params=True)
-    elbo = make_elbo(config.elbo, config.free_bits, config.particles, config.model, config.guide, config.scoring)
+    elbo = make_elbo(config.elbo, config.free_bits, config.particles, config.guide, config.scoring)
     loss_module = elbo(Program(model, vrnn), Program(guide, vrnn))
     if world_size > 1:
         loss_module = nn.parallel.DistributedDataParallel(

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 import models
 from pyro_vrnn import data as datasets
+from pyro_vrnn.allocator import freed_memory_kept
 from pyro_vrnn.checkpoints import (
     CHECKPOINT_VERSION,
     Progress,
@@ -40,14 +41,11 @@ from pyro_vrnn.runtime import (
     TrainingError,
     all_reduce_sum,
     any_rank,
-    freed_memory_kept,
-    frozen_heap,
     get_rng_state,
     network_fits,
     set_rng_state,
     set_threads,
     setup_distributed,
-    subnormals_flushed,
 )
 from pyro_vrnn.svi import kl_weight, make_elbo, make_loss_module, svi_step, to_device, validate
 
@@ -161,9 +159,7 @@ class Trainer:
             + f"; run directory {self.run_dir.path}"
         )
         self.start = time.time() - p.elapsed  # the log's "time" goes on across resumes
-        # subnormals_flushed: particle bounds' gradients underflow into slow floats; freed_memory_kept: no page
-        # faults for the big emission's tensors (pyro_vrnn/runtime.py)
-        with StopRequest() as self.stop, frozen_heap(), subnormals_flushed(), freed_memory_kept():
+        with StopRequest() as self.stop, freed_memory_kept():  # no page faults for big tensors (allocator.py)
             while p.epoch < c.epochs and self.stop_reason is None:
                 self.stop_reason = self.run_epoch() or self.end_of_epoch()
         return self.finish(after_training)
@@ -229,11 +225,7 @@ class Trainer:
         c, p = self.config, self.progress
         train_loss, train_sequences = all_reduce_sum([p.epoch_loss, p.epoch_sequences], self.device)
         train_per_seq = -train_loss / max(train_sequences, 1)  # what was maximized, per sequence
-        bound = (
-            make_elbo(c.elbo, particles=c.particles, model=c.model, guide=c.guide)
-            if c.elbo in PARTICLE_BOUNDS
-            else None
-        )
+        bound = make_elbo(c.elbo, particles=c.particles, guide=c.guide) if c.elbo in PARTICLE_BOUNDS else None
         programs = self.model, self.guide, self.vrnn
         metrics = validate(*programs, self.valid_set, c.batch_size, self.device, self.rank, self.world_size, bound)
         score = metrics.get("bound_per_seq", metrics["elbo_per_seq"])  # the objective trained

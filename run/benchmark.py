@@ -62,10 +62,11 @@ import torch  # noqa: E402
 
 import models  # noqa: E402
 from pyro_vrnn import evaluate, reference  # noqa: E402
+from pyro_vrnn.allocator import freed_memory_kept  # noqa: E402
 from pyro_vrnn.checks import FlagError, check_at_least_one, check_output_file, check_seed, parse_device  # noqa: E402
 from pyro_vrnn.config import TABLE1_MODELS, make_config  # noqa: E402
-from pyro_vrnn.runtime import freed_memory_kept, frozen_heap, resolve_device, subnormals_flushed  # noqa: E402
-from pyro_vrnn.smc import particle_filter, stepper_for  # noqa: E402
+from pyro_vrnn.runtime import resolve_device  # noqa: E402
+from pyro_vrnn.smc import particle_filter  # noqa: E402
 from pyro_vrnn.svi import Program, make_elbo, svi_step  # noqa: E402
 from pyro_vrnn.timing import Clock, compare, machine, no_validation, peak_memory  # noqa: E402
 
@@ -234,11 +235,10 @@ def bench_training(name, dim, steps, args, device, clock):
         return step
 
     plain = {form: torch_step(form) for form in reference.FORMS}
-    pyro_step(validate=True)  # train.py validates the first step only; warms up every path
+    pyro_step(validate=True)  # as train.py's first step, with Pyro's checks; a warm-up
     for step in plain.values():
         step()
-    with frozen_heap(), freed_memory_kept():  # as train.py's loop runs
-        return compare(clock, pyro_step, plain, args.repeats)
+    return compare(clock, pyro_step, plain, args.repeats)
 
 
 def optimizer_step(loss, vrnn, optimizer):
@@ -255,7 +255,7 @@ def bench_bound_training(objective, name, dim, steps, args, device, clock):
     model, guide, vrnn = build(name, dim, args, device)
     x, mask = make_batch(dim, args.batch, steps, device, args.seed)
     num_train, k = 1000 * args.batch, args.particles
-    loss_module = make_elbo(objective, particles=k, model=name)(Program(model, vrnn), Program(guide, vrnn))
+    loss_module = make_elbo(objective, particles=k)(Program(model, vrnn), Program(guide, vrnn))
     optimizer = torch.optim.Adam(vrnn.parameters(), lr=1e-4)
 
     def pyro_step(validate=False):
@@ -278,8 +278,7 @@ def bench_bound_training(objective, name, dim, steps, args, device, clock):
     pyro_step(validate=True)
     for step in plain.values():
         step()
-    with frozen_heap(), freed_memory_kept():
-        return dict(compare(clock, pyro_step, plain, args.repeats), particles=k)
+    return dict(compare(clock, pyro_step, plain, args.repeats), particles=k)
 
 
 def bench_smc(name, dim, steps, args, device, clock):
@@ -292,7 +291,7 @@ def bench_smc(name, dim, steps, args, device, clock):
     @torch.no_grad()
     def ours():
         with no_validation():  # as evaluate_dataset, under pyro.validation_enabled(False)
-            particle_filter(stepper_for(name, vrnn, "filtering", x, mask), k).log_evidence.sum().item()
+            particle_filter(vrnn.stepper(x, mask, "filtering"), k).log_evidence.sum().item()
 
     @torch.no_grad()
     def inline():
@@ -301,8 +300,7 @@ def bench_smc(name, dim, steps, args, device, clock):
 
     ours()
     inline()
-    with frozen_heap(), freed_memory_kept():
-        result = compare(clock, ours, {"inline": inline}, args.is_repeats)
+    result = compare(clock, ours, {"inline": inline}, args.is_repeats)
     for key in ("pyro_s", "torch_s", "pyro_wall_s", "inline_s"):
         result[key[: -len("_s")] + "_s_per_seq"] = result.pop(key) / x.shape[0]
     if not args.no_memory:
@@ -337,8 +335,7 @@ def bench_importance(name, dim, steps, args, device, clock):
     pyro_estimate()  # warm-up
     for estimate in plain.values():
         estimate()
-    with frozen_heap(), freed_memory_kept():  # as evaluate_dataset runs
-        result = compare(clock, pyro_estimate, plain, args.is_repeats)
+    result = compare(clock, pyro_estimate, plain, args.is_repeats)
     for key in ("pyro_s", "torch_s", "pyro_wall_s", *(f"{form}_s" for form in reference.FORMS)):
         result[key[: -len("_s")] + "_s_per_seq"] = result.pop(key) / x.shape[0]
     result.update(num_samples=k, chunk_size=chunk, sequences=x.shape[0])
@@ -361,7 +358,7 @@ def main(argv=None):
     if device.type == "cpu":
         torch.set_num_threads(args.threads)
     pyro.settings.set(module_local_params=True)  # as train.py
-    with subnormals_flushed():  # as training and evaluation run, for both sides
+    with freed_memory_kept():  # as training and evaluation run, for both sides
         return measure(args, device)
 
 

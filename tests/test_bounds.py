@@ -26,9 +26,11 @@ from pyro.infer import RenyiELBO, Trace_ELBO
 from pyro_vrnn import data as datasets, reference
 from pyro_vrnn.checkpoints import load_checkpoint
 from pyro_vrnn.config import config_from_dict, make_config
+from pyro_vrnn.networks import VRNNStepper
 from pyro_vrnn.objectives import particle_log_weights
 from pyro_vrnn.record import Record
-from pyro_vrnn.smc import VRNNStepper, particle_filter, stepper_for
+from pyro_vrnn.smc import particle_filter
+from pyro_vrnn.srnn import SRNNStepper
 from pyro_vrnn.svi import Program, make_elbo, validate
 from pyro_vrnn.train import train
 
@@ -94,7 +96,7 @@ def test_iwae_and_fivo_with_one_particle_are_trace_elbo(name, kind, scoring, gui
     programs = (Program(model, vrnn), Program(guide, vrnn))
     expected = loss_and_grads(Trace_ELBO(max_plate_nesting=1)(*programs), vrnn, x, mask, 5, num_sequences=40)
     iwae = make_elbo("iwae", particles=1)(*programs)
-    fivo = make_elbo("fivo", particles=1, model=name, guide=guide_name)(*programs)
+    fivo = make_elbo("fivo", particles=1, guide=guide_name)(*programs)
     assert_same_numbers(loss_and_grads(iwae, vrnn, x, mask, 5, num_sequences=40), expected)
     assert_same_numbers(loss_and_grads(fivo, vrnn, x, mask, 5, num_sequences=40), expected)
 
@@ -117,7 +119,7 @@ def test_iwae_is_the_per_sequence_bound_of_pyros_importance_weights():
 def test_a_kl_weight_is_refused_by_the_particle_bounds():
     config, model, guide, vrnn = build("vrnn-gauss", "real", 4)
     x, mask = make_data("real", dim=4)
-    for elbo in (make_elbo("iwae", particles=3), make_elbo("fivo", particles=3, model="vrnn-gauss")):
+    for elbo in (make_elbo("iwae", particles=3), make_elbo("fivo", particles=3)):
         with pytest.raises(ValueError, match="KL weight"):
             elbo(Program(model, vrnn), Program(guide, vrnn))(x, mask, kl_scale=0.5, record=Record())
 
@@ -141,7 +143,7 @@ def test_the_stepper_without_resampling_gives_pyros_importance_weights(name, kin
     expected = particle_log_weights(model, guide, vrnn, x, mask, 3)
     pyro.set_rng_seed(11)
     with torch.no_grad():
-        result = particle_filter(stepper_for(config, vrnn, guide_name, x, mask), 3, ess_threshold=0.0)
+        result = particle_filter(vrnn.stepper(x, mask, guide_name), 3, ess_threshold=0.0)
     assert result.log_weights.shape == (3, 4) and result.log_weights.dtype == torch.float64
     assert torch.allclose(result.log_weights, expected, rtol=1e-5, atol=1e-4), (result.log_weights, expected)
     assert torch.allclose(result.log_evidence, torch.logsumexp(expected, 0) - math.log(3), rtol=1e-5, atol=1e-4)
@@ -170,13 +172,13 @@ def test_the_plain_forms_give_the_bounds_numbers_and_gradients(name, kind, cell,
     for form in reference.FORMS if guide_name == "filtering" else ():  # the ELBO's plain forms are the paper's guide
         assert_same_numbers(plain(lambda: reference.iwae_loss(vrnn, x, mask, 5, 40, form), 1), iwae)
     fivo = loss_and_grads(
-        make_elbo("fivo", particles=5, model=name, guide=guide_name)(*programs), vrnn, x, mask, 2, num_sequences=40
+        make_elbo("fivo", particles=5, guide=guide_name)(*programs), vrnn, x, mask, 2, num_sequences=40
     )
     smoothing = guide_name == "smoothing"
     assert_same_numbers(plain(lambda: reference.fivo_loss(vrnn, x, mask, 5, 40, smoothing), 2), fivo)
     with torch.no_grad():
         pyro.set_rng_seed(3)
-        filtered = particle_filter(stepper_for(name, vrnn, guide_name, x, mask), 5)
+        filtered = particle_filter(vrnn.stepper(x, mask, guide_name), 5)
         pyro.set_rng_seed(3)
         inlined = reference.smc_log_evidence(vrnn, x, mask, 5, smoothing)
     assert filtered.resamples.sum() >= 4
@@ -224,11 +226,13 @@ def test_each_sequence_resamples_on_its_own_and_padding_adds_nothing(resampling)
 
 
 def test_a_model_without_a_stepper_is_one_line():
+    """The stepper comes from the network: the VRNN's, the SRNN's; an RNN baseline has no latent to filter."""
     config, model, guide, vrnn = build("rnn-gauss", "real", 4)
     x, mask = make_data("real", dim=4)
-    with pytest.raises(ValueError, match="^--model rnn-gauss has no particle filter"):
-        stepper_for("rnn-gauss", vrnn, "filtering", x, mask)
-    assert isinstance(stepper_for("vrnn-gauss", build("vrnn-gauss", "real", 4)[3], "filtering", x, mask), VRNNStepper)
+    with pytest.raises(ValueError, match="^a model without latent variables has nothing to filter"):
+        vrnn.stepper(x, mask, "filtering")
+    assert isinstance(build("vrnn-gauss", "real", 4)[3].stepper(x, mask, "filtering"), VRNNStepper)
+    assert isinstance(build("srnn", "real", 4)[3].stepper(x, mask), SRNNStepper)
 
 
 # ---- through the training loop ---------------------------------------------------------------
@@ -341,9 +345,7 @@ def test_validation_reports_the_trained_bound(small_handwriting):
     config, model, guide, vrnn = build("vrnn-gmm", "handwriting", 3)
     for name in ("iwae", "fivo"):
         pyro.set_rng_seed(0)
-        metrics = validate(
-            model, guide, vrnn, valid, 8, torch.device("cpu"), bound=make_elbo(name, particles=8, model="vrnn-gmm")
-        )
+        metrics = validate(model, guide, vrnn, valid, 8, torch.device("cpu"), bound=make_elbo(name, particles=8))
         assert metrics["bound_per_seq"] > metrics["elbo_per_seq"] + 1, (name, metrics)
         steps = int(valid.lengths.sum())
         assert metrics["bound_per_step"] == pytest.approx(metrics["bound_per_seq"] * len(valid) / steps)

@@ -23,7 +23,7 @@ from conftest import SMALL_SIZES, flags, load_script
 import models
 from pyro_vrnn.config import make_config
 from pyro_vrnn.evaluate import Estimators, estimate_batch, evaluate_checkpoint
-from pyro_vrnn.smc import particle_filter, stepper_for
+from pyro_vrnn.smc import particle_filter
 from pyro_vrnn.train import train
 
 Z, D = 2, 3
@@ -126,7 +126,7 @@ def copies(x, mask, n):
 
 def smc(vrnn, x, mask, k, **kwargs):
     with torch.no_grad():
-        return particle_filter(stepper_for("vrnn-gauss", vrnn, "filtering", x, mask), k, **kwargs).log_evidence
+        return particle_filter(vrnn.stepper(x, mask, "filtering"), k, **kwargs).log_evidence
 
 
 def test_the_kalman_filter_agrees_with_the_joint_gaussian():
@@ -215,7 +215,7 @@ def test_on_long_sequences_smc_is_tighter_than_is_at_equal_k():
         Estimators(
             ("is", "smc"),
             num_samples=32,
-            stepper=lambda network, x, mask: stepper_for("vrnn-gauss", network, "filtering", x, mask),
+            stepper=lambda network, x, mask: network.stepper(x, mask, "filtering"),
         ),
     )
     is_error, smc_error = both["log_px"] - exact, both["smc"] - exact

@@ -3,8 +3,11 @@
 The same loss and gradients as Pyro's Trace_ELBO, on every latent model, with padding, a KL weight and the
 plate's scale, with vectorized particles, and on a hand-written model whose sites are not all stackable. And
 the stacking must actually happen: the z_t sites' log-densities are counted, so that a change which
-silently sent every site back through its own log_prob would fail here.
+silently sent every site back through its own log_prob would fail here. FreeBitsELBO and IWAEELBO, which
+score the same traces, are compared with the same quantities computed site by site from Pyro's traces.
 """
+
+import math
 
 import pyro
 import pyro.distributions as dist
@@ -14,6 +17,8 @@ import torch
 from conftest import build, make_data
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from pyro.infer.autoguide import AutoNormalMessenger
+from pyro.infer.importance import vectorized_importance_weights
+from pyro.poutine.util import prune_subsample_sites
 
 from pyro_vrnn import objectives
 from pyro_vrnn.diag_normal import DiagNormal
@@ -26,35 +31,46 @@ LATENT = ["vrnn-gauss", "vrnn-gmm", "vrnn-i-gauss", "srnn-gmm"]
 
 
 def loss_and_grads(elbo, model, guide, params, *args, validate=False, **kwargs):
-    """The loss and its gradients, from seed 3; with `validate`, Pyro's own per-site traces (the stacked ELBOs
-    use those while validation is on, so that a comparison with validation on would compare nothing)."""
+    """The loss and its gradients, from seed 3, with Pyro's validation (its checks of the traces) on or off."""
     pyro.set_rng_seed(3)
     with pyro.validation_enabled(validate):
         loss = elbo.differentiable_loss(model, guide, *args, **kwargs)
     return loss, torch.autograd.grad(loss, params)
 
 
-def assert_same(ours, pyros):
+def per_site_traces(model, guide, *args, **kwargs):
+    """Pyro's traces (the guide, the model replayed on it), every site scored on its own by Trace.compute_log_prob."""
+    guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+    guide_trace, model_trace = prune_subsample_sites(guide_trace), prune_subsample_sites(model_trace)
+    guide_trace.compute_log_prob()
+    model_trace.compute_log_prob()
+    return guide_trace, model_trace
+
+
+def assert_same(ours, pyros, atol=1e-6):
     """Two (loss, gradients) from loss_and_grads equal to float precision."""
     (loss, grads), (pyro_loss, pyro_grads) = ours, pyros
     assert loss.item() == pytest.approx(pyro_loss.item(), rel=1e-6)
     for a, b in zip(grads, pyro_grads, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=atol)
 
 
 @pytest.mark.parametrize("scoring", ["batched", "steps"])
 @pytest.mark.parametrize("name", LATENT)
 def test_same_loss_and_gradients_as_trace_elbo(name, scoring):
+    """With validation off (training's steps) and on (Pyro's checks of the traces: the same loss)."""
     config, model, guide, vrnn = build(name, "handwriting", 3, scoring=scoring)
     x, mask = make_data("handwriting", steps=7)  # lengths 7, 5, 1, 6: padding at most steps
     params = list(vrnn.parameters())
     kwargs = dict(num_sequences=40, kl_scale=0.3)
-    assert_same(
-        loss_and_grads(
-            StackedTrace_ELBO(max_plate_nesting=1), model, guide, params, vrnn, x, mask, record=Record(), **kwargs
-        ),
-        loss_and_grads(Trace_ELBO(max_plate_nesting=1), model, guide, params, vrnn, x, mask, record=Record(), **kwargs),
+    pyros = loss_and_grads(
+        Trace_ELBO(max_plate_nesting=1), model, guide, params, vrnn, x, mask, record=Record(), **kwargs
     )
+    for validate in (False, True):
+        elbo = StackedTrace_ELBO(max_plate_nesting=1)
+        ours = loss_and_grads(elbo, model, guide, params, vrnn, x, mask, validate=validate, record=Record(), **kwargs)
+        assert_same(ours, pyros)
 
 
 def count_diag_normal_scores(monkeypatch):
@@ -81,7 +97,7 @@ def test_the_z_sites_are_scored_in_one_call_per_program(monkeypatch):
     assert len(calls) == 2 * 7
 
 
-def hand_model(loc, steps):
+def hand_model(loc, steps, reparameterized=True):
     with pyro.plate("rows", 3, subsample=torch.arange(2)):
         for t in range(steps):
             with poutine.mask(mask=torch.tensor([True, t < 2]) if t != 3 else False), poutine.scale(scale=0.5 + t):
@@ -93,22 +109,22 @@ def hand_model(loc, steps):
         pyro.sample("odd", DiagNormal(loc[:, :3], torch.ones(2, 3)))  # the only one of its shape: alone
 
 
-def hand_guide(loc, steps):
+def hand_guide(loc, steps, reparameterized=True):
     with pyro.plate("rows", 3, subsample=torch.arange(2)):
         for t in range(steps):
             with poutine.mask(mask=torch.tensor([True, t < 2]) if t != 3 else False), poutine.scale(scale=0.5 + t):
                 pyro.sample(f"z_{t}", DiagNormal(loc + t, torch.full((2, 4), 0.5 + t)))
-        # drawn without reparameterization: its score-function term matters, so Pyro scores it
-        pyro.sample("r", DiagNormal(loc * 0.5, torch.ones(2, 4)).has_rsample_(False))
+        # with reparameterized=False, a site whose gradient needs a score-function term
+        pyro.sample("r", DiagNormal(loc * 0.5, torch.ones(2, 4)).has_rsample_(reparameterized))
         pyro.sample("w", dist.Normal(loc, 1.0).to_event(1))
         pyro.sample("odd", DiagNormal(loc[:, :3] * 2, torch.ones(2, 3)))
 
 
 @pytest.mark.parametrize("particles", [1, 3])
 def test_a_hand_written_model_with_sites_of_every_kind(particles):
-    """Masks (tensors, and False at one step), per-site scales and a plate's subsample scale; a Normal.to_event site,
-    a DiagNormal of a shape of its own and one drawn without reparameterization, which Pyro scores; and vectorized
-    particles (an extra batch dim on every site)."""
+    """Masks (tensors, and False at one step), per-site scales and a plate's subsample scale; a Normal.to_event site
+    and a DiagNormal of a shape of its own, each scored alone; and vectorized particles (an extra batch dim on every
+    site)."""
     loc = torch.randn(2, 4, requires_grad=True)
     kwargs = dict(num_particles=particles, vectorize_particles=True, max_plate_nesting=1)
     ours, (ours_grad,) = loss_and_grads(StackedTrace_ELBO(**kwargs), hand_model, hand_guide, [loc], loc, 5)
@@ -117,19 +133,36 @@ def test_a_hand_written_model_with_sites_of_every_kind(particles):
     torch.testing.assert_close(ours_grad, pyro_grad)
 
 
+def test_a_site_drawn_without_reparameterization_names_the_flag_that_trains_it():
+    """Its gradient needs a score-function term, which Trace_ELBO (--scoring steps) has and the stacked ELBOs do not."""
+    loc = torch.randn(2, 4, requires_grad=True)
+    for elbo in (StackedTrace_ELBO(), FreeBitsELBO(0.0)):
+        with pytest.raises(ValueError, match="'r' of the guide .* --scoring steps"):
+            elbo.differentiable_loss(hand_model, hand_guide, loc, 5, reparameterized=False)
+
+
 @pytest.mark.parametrize("name", ["vrnn-gauss", "srnn-gmm"])
 def test_free_bits_stacked_is_free_bits_per_site(name):
-    """FreeBitsELBO's traces and KL are stacked with validation off; with it on, its traces are TraceMeanField_ELBO's
-    (every site scored by Pyro): the same loss and gradients either way."""
+    """FreeBitsELBO with its KL of all steps in one call = the sum, site by site on Pyro's traces, of the observed
+    log-densities less max(lambda * n_t, sum_b KL_t,b) at each step t (n_t its real sequences), times the scale."""
     _, model, guide, vrnn = build(name, "handwriting", 3)
     x, mask = make_data("handwriting", steps=7)
     params = list(vrnn.parameters())
-    elbo = FreeBitsELBO(0.2, max_plate_nesting=1)
-    stacked = loss_and_grads(elbo, model, guide, params, vrnn, x, mask, num_sequences=9, record=Record())
-    per_site = loss_and_grads(
-        elbo, model, guide, params, vrnn, x, mask, validate=True, num_sequences=9, record=Record()
-    )
-    assert_same(stacked, per_site)
+    stacked = loss_and_grads(FreeBitsELBO(0.2), model, guide, params, vrnn, x, mask, num_sequences=9, record=Record())
+    pyro.set_rng_seed(3)
+    guide_trace, model_trace = per_site_traces(model, guide, vrnn, x, mask, num_sequences=9, record=Record())
+    elbo = 0.0
+    for name, site in model_trace.nodes.items():
+        if site["type"] != "sample":
+            continue
+        if site["is_observed"]:
+            elbo = elbo + site["log_prob_sum"]
+            continue
+        q = guide_trace.nodes[name]
+        kl = torch.distributions.kl_divergence(q["fn"], site["fn"])
+        real = q["mask"].expand_as(kl) if isinstance(q["mask"], torch.Tensor) else torch.ones_like(kl, dtype=torch.bool)
+        elbo = elbo - q["scale"] * torch.clamp(kl[real].sum(), min=0.2 * real.sum())
+    assert_same(stacked, (-elbo, torch.autograd.grad(-elbo, params)))
 
 
 def test_meanfield_is_trace_mean_field_elbo_and_free_bits_count_one_kl_call(monkeypatch):
@@ -157,24 +190,32 @@ def test_meanfield_is_trace_mean_field_elbo_and_free_bits_count_one_kl_call(monk
     "name,kind,scoring", [("vrnn-gauss", "handwriting", "batched"), ("vrnn-i-gauss", "real", "steps")]
 )
 def test_iwae_stacked_is_iwae_per_site(name, kind, scoring, monkeypatch):
-    """IWAEELBO's traces are stacked with validation off, and Pyro's get_importance_trace with it on: same bound.
-    The step-by-step model observes each x_t [B, D] under an emission with a particle dim [K, B, D]."""
+    """IWAEELBO, its z_t sites scored in one call per program, = the bound from the per-site log-densities of
+    Pyro's vectorized_importance_weights on the same draws. The step-by-step model observes each x_t [B, D] under an
+    emission with a particle dim [K, B, D]."""
     _, model, guide, vrnn = build(name, kind, 3, scoring=scoring)
     x, mask = make_data(kind, steps=7)
     params = list(vrnn.parameters())
-    elbo = IWAEELBO(4)
     calls = count_diag_normal_scores(monkeypatch)
-    stacked = loss_and_grads(elbo, model, guide, params, vrnn, x, mask, num_sequences=9, record=Record())
+    stacked = loss_and_grads(IWAEELBO(4), model, guide, params, vrnn, x, mask, record=Record())
     assert len(calls) <= 2 + (scoring == "steps")  # the z_t of each program; the step model's x_t (a DiagNormal)
-    per_site = loss_and_grads(
-        elbo, model, guide, params, vrnn, x, mask, validate=True, num_sequences=9, record=Record()
+    pyro.set_rng_seed(3)
+    _, model_trace, guide_trace = vectorized_importance_weights(
+        model, guide, vrnn, x, mask, record=Record(), num_samples=4, max_plate_nesting=1
     )
-    assert len(calls) > 2 * 7
-    assert_same(stacked, per_site)
+    log_w = sum(
+        sign * site["log_prob"]
+        for trace, sign in ((model_trace, 1), (guide_trace, -1))
+        for site in prune_subsample_sites(trace).nodes.values()
+        if site["type"] == "sample"
+    )  # [K, B]
+    loss = -(torch.logsumexp(log_w, 0) - math.log(4)).sum()
+    # the sites summed in another order (stacked, then per site): gradients of ~1 agree to a few float32 ulps
+    assert_same(stacked, (loss, torch.autograd.grad(loss, params)), atol=1e-5)
 
 
 def test_a_guide_messenger_gets_pyros_own_traces():
-    """An AutoNormalMessenger traces both programs itself: StackedTrace_ELBO leaves it to Pyro, same loss."""
+    """An AutoNormalMessenger runs the model itself and hands both traces over: the same loss as Trace_ELBO's."""
     loc = torch.randn(2, 4)
 
     def model(steps):
@@ -194,8 +235,8 @@ def test_a_guide_messenger_gets_pyros_own_traces():
 
 @pytest.mark.parametrize("particles", [1, 3])
 def test_free_bits_zero_is_trace_mean_field_elbo_where_it_cannot_stack(particles):
-    """The hand-written model's pairs are not all two reparameterized DiagNormals (a Normal.to_event pair, a guide
-    site drawn without reparameterization): FreeBitsELBO(0) is then TraceMeanField_ELBO's own loss, exactly."""
+    """The hand-written model's pairs are not all two DiagNormals of one shape (a Normal.to_event pair, a pair alone
+    of its shape): FreeBitsELBO(0) is TraceMeanField_ELBO's loss there too, exactly."""
     loc = torch.randn(2, 4, requires_grad=True)
     kwargs = dict(num_particles=particles, vectorize_particles=True, max_plate_nesting=1)
     ours, (ours_grad,) = loss_and_grads(FreeBitsELBO(0.0, **kwargs), hand_model, hand_guide, [loc], loc, 5)

@@ -2,7 +2,6 @@
 divergence stops cleanly, and the command line reports bad input in one line."""
 
 import ctypes
-import gc
 import json
 import math
 import os
@@ -17,11 +16,11 @@ import torch
 from conftest import SMALL_SIZES, TINY_SIZES, flags, fresh_script, one_line_error
 
 import models
-from pyro_vrnn import data as datasets, svi, train as train_module
+from pyro_vrnn import data as datasets, train as train_module
 from pyro_vrnn.checkpoints import load_checkpoint
 from pyro_vrnn.config import make_config, unused_flags
 from pyro_vrnn.data.schema import write_h5
-from pyro_vrnn.runtime import TrainingError, frozen_heap, network_fits
+from pyro_vrnn.runtime import TrainingError, network_fits
 from pyro_vrnn.svi import validate
 from pyro_vrnn.train import train
 
@@ -170,28 +169,10 @@ def test_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(tmp_path, her
     assert f"--resume {tmp_path / 'run'} --lr" in said
 
 
-def test_training_treats_subnormal_floats_as_zero_and_then_restores_the_mode(tmp_path, hershey_cache, monkeypatch):
-    """Particle bounds' gradients underflow into subnormal floats, 10-100x slower on x86 (pyro_vrnn/runtime.py)."""
-    if not torch.set_flush_denormal(False):
-        pytest.skip("this CPU cannot flush subnormal floats")
-    subnormal = torch.tensor([1e-39])  # below float32's smallest normal number, 1.2e-38
-    seen = []
-
-    def step_and_look(*args, **kwargs):
-        seen.append((subnormal * 1.0).item())
-        return svi.svi_step(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "svi_step", step_and_look)
-    assert (subnormal * 1.0).item() > 0  # computed as such
-    train(make_config("hershey", model="vrnn-gauss", out=str(tmp_path / "run"), max_steps=2, **SIZES), quiet=True)
-    assert seen == [0.0, 0.0]  # flushed at every training step
-    assert (subnormal * 1.0).item() > 0  # and the mode of before restored
-
-
 FREED_MEMORY_SCRIPT = """
 import ctypes, sys, torch
 sys.path.insert(0, {root!r})
-from pyro_vrnn.runtime import freed_memory_kept
+from pyro_vrnn.allocator import freed_memory_kept
 
 class MallInfo(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks".split()]
@@ -210,7 +191,7 @@ print(kept, alive.hblkhd - before.hblkhd, alive.arena - before.arena, freed.aren
 
 
 def test_freed_memory_stays_in_the_heap_for_the_next_tensors():
-    """runtime.freed_memory_kept, in a new process (the allocator's state of its own): a 12 MiB tensor comes from
+    """allocator.freed_memory_kept, in a new process (the allocator's state of its own): a 12 MiB tensor comes from
     the heap, not a mapping of its own (glibc's default: 128 KiB and up are mapped, and faulted in afresh each
     time), and freeing it does not shrink the heap (it is not trimmed back to the system)."""
     if not hasattr(ctypes.CDLL(None), "mallinfo2"):
@@ -412,25 +393,6 @@ def test_a_saved_run_too_big_for_this_machine_is_one_line_in_evaluation_and_samp
         message = str(stop.value.code)
         assert message.startswith("error: the vrnn-gmm network of this run does not fit in the memory of cpu"), message
         assert "; load it on a machine with more memory (--hidden 10000000 --z-dim 2 " in message, message
-
-
-def test_the_frozen_heap_skips_old_objects_collects_new_garbage_and_thaws():
-    class Node:
-        pass
-
-    def cycle():  # garbage that only the collector can free
-        a, b = Node(), Node()
-        a.other, b.other = b, a
-        return id(a)
-
-    assert gc.get_freeze_count() == 0
-    with frozen_heap():
-        frozen = gc.get_freeze_count()
-        assert frozen > 10_000  # torch and Pyro alone make this many
-        cycle()
-        assert gc.collect() >= 2  # made inside: collected as usual
-        assert not any(type(o) is Node for o in gc.get_objects())
-    assert gc.get_freeze_count() == 0  # everything handed back
 
 
 @pytest.mark.parametrize(
