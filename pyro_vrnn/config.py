@@ -96,6 +96,12 @@ PRESETS = {
     "chorales": dict(hidden=256, z_dim=32, x_features=64, z_features=64, enc_hidden=64, prior_hidden=64,
                      dec_hidden=128, batch_size=16, lr=1e-3, epochs=200, patience=20, threads=1,
                      free_bits=0.1, guide="smoothing", kl_anneal_epochs=20),
+    # Token data (kind "tokens"): a char-RNN of 256 LSTM units on the plays' 100-character pieces, a smaller one
+    # on the ~20k moves of the ECO openings; sized for tens of minutes on a CPU (docs/results.md).
+    "shakespeare": dict(hidden=256, z_dim=32, x_features=64, z_features=64, enc_hidden=128, prior_hidden=128,
+                        dec_hidden=256, batch_size=64, lr=2e-3, epochs=10, patience=2, threads=1),
+    "chess": dict(hidden=128, z_dim=16, x_features=64, z_features=32, enc_hidden=64, prior_hidden=64,
+                  dec_hidden=128, batch_size=32, lr=2e-3, epochs=40, patience=5, threads=1),
 }
 # fmt: on
 # The other speech sets take Blizzard's networks with the paper's 2000 LSTM units.
