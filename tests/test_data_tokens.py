@@ -202,3 +202,36 @@ def test_the_eco_openings(tmp_path):
 
     with h5py.File(path) as f:
         assert len(read_vocabulary(f.attrs)) > 300
+
+
+# ---------------------------------------------------------------- the scripts on a trained chess model
+
+
+def test_sample_prefix_and_evaluate_tokens_on_a_chess_run(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("chess")
+    from conftest import TINY_SIZES, load_script
+
+    from pyro_vrnn.config import make_config
+    from pyro_vrnn.train import train
+
+    monkeypatch.setenv("PYRO_VRNN_CACHE", str(tmp_path / "cache"))
+    pgn = tmp_path / "games.pgn"
+    pgn.write_text(PGN)
+    run_dir = train(
+        make_config("chess", model="vrnn-gauss", data_dir=str(pgn), epochs=1, out=str(tmp_path / "run"), **TINY_SIZES),
+        quiet=True,
+    )
+    capsys.readouterr()
+    load_script("sample").main(["--checkpoint", run_dir, "--prefix", "e2e4 c7c5", "--length", "3", "--num", "2"])
+    out = capsys.readouterr().out.splitlines()
+    samples = [line for line in out if line.startswith("e2e4 c7c5|")]
+    assert len(samples) == 2 and all(len(s.split("|")[1].split()) == 3 for s in samples)
+    with open(os.path.join(run_dir, "samples", "samples.txt")) as f:
+        assert samples[0] in f.read()
+    with pytest.raises(SystemExit, match="token 'e2e5' .* is not in the model's vocabulary"):
+        load_script("sample").main(["--checkpoint", run_dir, "--prefix", "e2e4 e2e5"])
+    figures = load_script("evaluate_tokens").main(["--checkpoint", run_dir, "--split", "train", "--samples", "20"])
+    train_moves = int(data.load("chess", data_dir=str(pgn), verbose=False)["train"].lengths.sum())
+    assert figures["unit"] == "nats/token" and figures["tokens"] == train_moves  # every move scored once
+    assert 0 < figures["neg_log_px"] < figures["neg_elbo"] + 1 and figures["kl"] >= 0
+    assert 0 <= figures["top1"] <= 1 and 0 <= figures["legal_moves"] <= 1 and figures["sampled_moves"] >= 20

@@ -262,3 +262,45 @@ def test_encode_reads_characters_or_words_and_names_an_unknown_token():
     assert encode("e2e4 e7e5  g1f3", moves)[:, 0].tolist() == [0, 1, 2]
     with pytest.raises(DataError, match=r"token 'd' \(at position 2\) is not in the model's vocabulary of 4"):
         encode("abd", chars)
+
+
+# ---------------------------------------------------------------- next-token prediction
+
+
+@pytest.mark.parametrize("name", TOKEN_MODELS)
+def test_next_token_log_probs_add_up_to_the_exact_log_likelihood(name):
+    """The RNN's predictive is exact; a latent model whose z reaches nothing (its weights from z set to 0) has
+    p(x_t | x_{<t}) = p(x_t | z_t, x_{<t}) for every z, so the filter's estimate must equal log p(x | z) too."""
+    from pyro_vrnn.next_token import next_token_predictions
+    from pyro_vrnn.objectives import elbo_terms
+
+    config, model, guide, net = build_tokens(name, 6, "steps")
+    spec = models.MODELS[name]
+    if spec.latent:
+        with torch.no_grad():
+            if name == "srnn":  # the decoder reads [z_t, d_t]: its weights on z_t
+                net.decoder[0][0].weight[:, : config.z_dim] = 0
+            else:  # phi_z(z) = ReLU(0) = 0 feeds the decoder and the recurrence
+                for p in net.phi_z.parameters():
+                    p.zero_()
+    x, mask = token_batch()
+    log_probs, predictions = next_token_predictions(net, spec.latent, x, mask, num_particles=4)
+    log_likelihood, _ = elbo_terms(model, guide, net, x, mask)
+    assert torch.allclose(log_probs.sum(1).float(), log_likelihood, rtol=1e-5)
+    assert (log_probs[~mask] == 0).all() and (predictions[~mask] == -1).all()
+    assert ((predictions[mask] >= 0) & (predictions[mask] < 6)).all()
+
+
+def test_next_token_filter_of_a_latent_model_is_a_probability_per_step():
+    """With z in use the filter's predictive is a distribution over the V tokens at each step: scoring every
+    token v at step 1 (one sequence per v) gives probabilities that sum to 1."""
+    from pyro_vrnn.next_token import next_token_predictions
+
+    config, model, guide, net = build_tokens("vrnn-gauss", 5, "steps")
+    for p in net.parameters():  # larger weights: z matters
+        p.data.normal_(0, 0.5)
+    x = torch.arange(5).float().view(5, 1, 1)
+    pyro.set_rng_seed(0)
+    log_probs, _ = next_token_predictions(net, True, x, torch.ones(5, 1, dtype=torch.bool), num_particles=64)
+    # each sequence draws its own particles: the sum is 1 up to their Monte Carlo error
+    assert log_probs[:, 0].exp().sum().item() == pytest.approx(1.0, abs=0.05)
