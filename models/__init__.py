@@ -10,6 +10,9 @@ each, its model program in two forms, its guide and the shape of its network.
 | srnn          | z_t    | conditional on z_{t-1}, d_t | Gaussian          | srnn.SRNN      |
 | srnn-gmm      | z_t    | conditional on z_{t-1}, d_t | Gaussian mixture  | srnn.SRNN      |
 
+The emission column is for real-valued data; binary data take Bernoulli bits and token data (characters,
+chess moves) one categorical over the vocabulary, whatever the name says (networks.EmissionHead).
+
 `model` is the program step by step, as the paper writes it (it also generates); `batched` is the
 same density scored with one network call over all steps (models/vrnn.py). `--scoring` picks which
 of the two training and evaluation run. `--guide` picks a VRNN's guide; the SRNN has its own smoothing
@@ -41,11 +44,12 @@ MODELS = {
 SCORINGS = ("batched", "steps")
 
 
-def build(config, kind, x_dim):
-    """(model, guide, network) for config.model on data of this kind and dimension; the model in the
-    form config.scoring names ("batched" or "steps"); a VRNN's guide is the one config.guide names."""
+def build(config, kind, x_dim, vocabulary_size=None):
+    """(model, guide, network) for config.model on data of this kind and dimension (and, for kind "tokens",
+    a vocabulary of this size); the model in the form config.scoring names ("batched" or "steps"); a VRNN's
+    guide is the one config.guide names."""
     spec = MODELS[config.model]
-    net = spec.network(config, kind, x_dim, spec.latent, spec.conditional_prior, spec.emission)
+    net = spec.network(config, kind, x_dim, spec.latent, spec.conditional_prior, spec.emission, vocabulary_size)
     guide = GUIDES[config.guide] if spec.network is VRNN and spec.latent else spec.guide
     return (spec.batched if config.scoring == "batched" else spec.model), guide, net
 

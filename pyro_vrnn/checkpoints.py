@@ -137,7 +137,14 @@ def data_info(dataset):
         "train_sequences": len(dataset),
         "fingerprint": getattr(dataset, "fingerprint", None),
         "sample_rate": getattr(dataset, "sample_rate", None),  # audio frames (report.audio_rate)
+        "vocabulary": getattr(dataset, "vocabulary", None),  # kind "tokens": the V tokens, id k is vocabulary[k]
     }
+
+
+def vocabulary_size(info):
+    """V, the vocabulary's size, of token data (info: a data_info record), else None."""
+    vocabulary = info.get("vocabulary")
+    return len(vocabulary) if vocabulary is not None else None
 
 
 def rebuild(state, device="cpu"):
@@ -146,7 +153,7 @@ def rebuild(state, device="cpu"):
         config = config_from_dict(state["config"])
         info = state["data"]
         with network_fits(config, device, saved=True):  # a run trained on a machine with more memory: one line
-            model, guide, vrnn = models.build(config, info["kind"], info["dim"])
+            model, guide, vrnn = models.build(config, info["kind"], info["dim"], vocabulary_size(info))
     except (KeyError, TypeError, ValueError) as error:
         raise TrainingError(f"the checkpoint's config or data record is damaged ({error})") from None
     load_weights(vrnn, state["model"])
@@ -198,6 +205,11 @@ def same_kind_and_normalization(info, dataset, what):
         raise TrainingError(
             f"the model was trained on {info['kind']} data of dimension {info['dim']}, but "
             f"{what} is {dataset.kind} of dimension {dataset.dim}"
+        )
+    if info.get("vocabulary") != getattr(dataset, "vocabulary", None):
+        raise TrainingError(
+            f"{what} has another vocabulary than the data the model was trained on (token ids would mean other "
+            "tokens); use the same data set"
         )
     if not (np.allclose(dataset.mean, info["mean"]) and np.allclose(dataset.std, info["std"])):
         raise TrainingError(

@@ -101,6 +101,12 @@ PRESETS = {
     # Adam at 3e-3 reached at epoch 15 the validation ELBO that 1e-3 reached at epoch 42 (-9.1 nats a step).
     "jsb": dict(hidden=128, z_dim=16, x_features=64, z_features=64, enc_hidden=64, prior_hidden=64,
                 dec_hidden=64, batch_size=16, lr=3e-3, epochs=120, patience=20, threads=1, kl_anneal_epochs=10),
+    # Token data (kind "tokens"): a char-RNN of 256 LSTM units on the plays' 100-character pieces, a smaller one
+    # on the ~20k moves of the ECO openings; sized for tens of minutes on a CPU (docs/results.md).
+    "shakespeare": dict(hidden=256, z_dim=32, x_features=64, z_features=64, enc_hidden=128, prior_hidden=128,
+                        dec_hidden=256, batch_size=64, lr=2e-3, epochs=10, patience=2, threads=1),
+    "chess": dict(hidden=128, z_dim=16, x_features=64, z_features=32, enc_hidden=64, prior_hidden=64,
+                  dec_hidden=128, batch_size=32, lr=2e-3, epochs=40, patience=5, threads=1),
 }
 # fmt: on
 # The other polyphonic sets take JSB's networks; their sequences are 10 times as many steps.

@@ -345,6 +345,6 @@ def evaluate_checkpoint(
 
 
 def units(kind):
-    """What the log-likelihoods are in: binary data are scored as they are, real values after the
+    """What the log-likelihoods are in: binary and token data are scored as they are, real values after the
     standardization that training saw (the training split's mean and standard deviation)."""
-    return "nats" if kind == "binary" else "nats of the normalized data"
+    return "nats" if kind in ("binary", "tokens") else "nats of the normalized data"

@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pyro_vrnn.diag_normal import DiagNormal, as_diag_normal
-from pyro_vrnn.distributions import DiagNormalMixture, StrokeMixture
+from pyro_vrnn.distributions import DiagNormalMixture, StrokeMixture, TokenCategorical
 from pyro_vrnn.smc import take_particles
 
 CELLS = {"lstm": nn.LSTMCell, "gru": nn.GRUCell}
@@ -42,6 +42,29 @@ def mlp(in_dim, width, layers):
         modules += [nn.Linear(in_dim, width), nn.ReLU()]
         in_dim = width
     return nn.Sequential(*modules)
+
+
+class TokenFeatures(nn.Module):
+    """phi_x of a token (kind "tokens"): x_t = (k,) -> the ReLU MLP of the one-hot vector e_k, its first layer
+    an embedding lookup (W e_k + b is column k of W plus b: the same function without the [.., V] one-hot)."""
+
+    def __init__(self, vocabulary_size, width, layers):
+        super().__init__()
+        self.embedding = nn.Embedding(vocabulary_size, width)
+        self.bias = nn.Parameter(torch.zeros(width))
+        self.rest = nn.Sequential(nn.ReLU(), mlp(width, width, layers - 1)) if layers else nn.Identity()
+
+    def forward(self, x):
+        return self.rest(self.embedding(x[..., 0].long()) + self.bias)
+
+
+def feature_net(kind, x_dim, vocabulary_size, width, layers):
+    """phi_x for data of this kind: the paper's ReLU MLP over x_t, or over the one-hot token (TokenFeatures)."""
+    if kind == "tokens":
+        if x_dim != 1 or not vocabulary_size:
+            raise ValueError(f"token data are rows of one id over a vocabulary, got D = {x_dim}, V = {vocabulary_size}")
+        return TokenFeatures(vocabulary_size, width, layers)
+    return mlp(x_dim, width, layers)
 
 
 def cat(*tensors):
@@ -143,6 +166,7 @@ class EmissionHead(nn.Module):
         with one correlation each (Graves 2013); "gauss" is the one-component case.
     kind="real": a diagonal Gaussian ("gauss") or a mixture of diagonal Gaussians ("gmm").
     kind="binary": independent Bernoulli bits (piano rolls), whatever the model name says.
+    kind="tokens": one categorical over the vocabulary's V tokens (TokenCategorical), whatever the model name says.
 
     The real-valued mixture has two forms (`mixture`). "independent": every component's mean and
     scale is its own linear output. "shared" (the default): a mean and raw scale common to all
@@ -153,22 +177,25 @@ class EmissionHead(nn.Module):
     the single Gaussian (docs/ablations.md).
     """
 
-    def __init__(self, in_dim, kind, x_dim, family, components, min_scale, mixture="shared"):
+    def __init__(self, in_dim, kind, x_dim, family, components, min_scale, mixture="shared", vocabulary_size=None):
         super().__init__()
-        if kind not in ("handwriting", "real", "binary"):
+        if kind not in ("handwriting", "real", "binary", "tokens"):
             raise ValueError(f"unknown data kind {kind!r}")
         if kind == "handwriting" and x_dim != 3:
             raise ValueError(f"handwriting data must be (pen, dx, dy), got dimension {x_dim}")
         if mixture not in MIXTURES:
             raise ValueError(f"unknown --mixture {mixture!r}; choose one of {', '.join(MIXTURES)}")
         self.kind, self.x_dim, self.min_scale = kind, x_dim, min_scale
-        self.components = components if family == "gmm" and kind != "binary" else 1
+        if kind == "tokens" and not vocabulary_size:
+            raise ValueError("token data need the vocabulary's size")
+        self.components = components if family == "gmm" and kind in ("handwriting", "real") else 1
         self.mixture = family == "gmm"
         k, d = self.components, x_dim
         self.sizes = {
             "handwriting": [1, k, 2 * k, 2 * k, k],  # pen, mixture logits, loc, scale, corr
             "real": [k, k * d, k * d] if self.mixture else [d, d],
             "binary": [d],
+            "tokens": [vocabulary_size],
         }[kind]
         self.linear = nn.Linear(in_dim, sum(self.sizes))
         self.shared = None
@@ -199,6 +226,8 @@ class EmissionHead(nn.Module):
         batch_shape = features.shape[:-1]
         if self.kind == "binary":
             return dist.Bernoulli(logits=params[0]).to_event(1)
+        if self.kind == "tokens":
+            return TokenCategorical(params[0])
         if self.kind == "real" and not self.mixture:
             loc, raw_scale = params
             return DiagNormal(loc, self.scale(raw_scale))
@@ -234,14 +263,14 @@ class VRNN(nn.Module):
     conditional_prior=False gives VRNN-I (z_t ~ N(0, I), independent across time).
     """
 
-    def __init__(self, config, kind, x_dim, latent, conditional_prior, emission):
+    def __init__(self, config, kind, x_dim, latent, conditional_prior, emission, vocabulary_size=None):
         super().__init__()
         c = config
         if c.cell not in CELLS:
             raise ValueError(f"unknown --cell {c.cell!r}; choose one of {', '.join(CELLS)}")
         self.kind, self.x_dim, self.z_dim, self.hidden = kind, x_dim, c.z_dim, c.hidden
         self.latent, self.conditional_prior, self.cell = latent, conditional_prior, c.cell
-        self.phi_x = mlp(x_dim, c.x_features, c.mlp_layers)
+        self.phi_x = feature_net(kind, x_dim, vocabulary_size, c.x_features, c.mlp_layers)
         rnn_input, dec_input = c.x_features, c.hidden
         if latent:
             self.phi_z = mlp(c.z_dim, c.z_features, c.mlp_layers)
@@ -259,7 +288,7 @@ class VRNN(nn.Module):
                 )
             rnn_input += c.z_features
             dec_input += c.z_features
-        head = EmissionHead(c.dec_hidden, kind, x_dim, emission, c.components, c.min_scale, c.mixture)
+        head = EmissionHead(c.dec_hidden, kind, x_dim, emission, c.components, c.min_scale, c.mixture, vocabulary_size)
         self.decoder = nn.Sequential(mlp(dec_input, c.dec_hidden, c.mlp_layers), head)
         self.emission_width = sum(head.sizes)  # the emission's parameters per sequence and step (either form)
         self.rnn = CELLS[c.cell](rnn_input, c.hidden)

@@ -5,7 +5,8 @@ the pictures written at the end of every run.
     write_samples(x, info, out) handwriting -> lines drawn as pen strokes (samples.png);
                                 speech -> 16 kHz 16-bit WAV files and a waveform plot; other real
                                 data -> its features against the time step;
-                                piano rolls -> images; always samples.npz with the numbers
+                                piano rolls -> images; tokens -> text (samples.txt);
+                                always samples.npz with the numbers
     latent_activity(...)        Figure 2's numbers for one sequence: delta_t = sum_j (mu_z,t^j - mu_z,t-1^j)^2
                                 and KL_t = KL(q(z_t | x_<=t, z_<t) || p(z_t | x_<t, z_<t))
     figure3(...)                real lines beside samples of an RNN-GMM and a VRNN-GMM
@@ -23,6 +24,7 @@ import models
 from pyro_vrnn import data as datasets, plots
 from pyro_vrnn.checkpoints import check_same_data, load_checkpoint, rebuild, resolve_checkpoint
 from pyro_vrnn.data import write_wav
+from pyro_vrnn.data.tokens import decode
 from pyro_vrnn.generate import generate, to_data_units
 from pyro_vrnn.objectives import traces
 from pyro_vrnn.runtime import TrainingError
@@ -112,12 +114,15 @@ def write_samples(x, info, out_dir, suptitle=None, prime_steps=0, audio=True, ar
     real, audio: NAME.png waveforms, and NAME-01.wav ... (16-bit, at info["sample_rate"]) when `audio`
     other real:  NAME.png, the features against the time step (one line each, or a heat map)
     binary:      NAME.png piano rolls
+    tokens:      NAME.txt, each sample as text (characters, or tokens such as chess moves between spaces; a
+                 prime's steps, then "|", then the generated ones), decoded with info["vocabulary"]
     and NAME.npz (x in data units, prime_steps) when `arrays`.
     """
     os.makedirs(out_dir, exist_ok=True)
     x = np.asarray(x)
     kind, rate = info["kind"], info.get("sample_rate")  # a Run's info says whether real data are audio
     where = "in blue" if kind == "handwriting" or (kind == "real" and rate) else "left of the blue line"
+    where = "before the |" if kind == "tokens" else where
     titles = [
         f"sample {i + 1}" + (f" (the first {prime_steps} steps are real, {where})" if prime_steps else "")
         for i in range(len(x))
@@ -139,6 +144,12 @@ def write_samples(x, info, out_dir, suptitle=None, prime_steps=0, audio=True, ar
         written.append(plots.plot_features(x, picture, titles, suptitle, prime_steps))
     elif kind == "binary":
         written.append(plots.plot_piano_rolls(x, picture, titles, suptitle, prime_steps))
+    elif kind == "tokens":
+        written.append(
+            write_token_samples(
+                x, info["vocabulary"], os.path.join(out_dir, f"{name}.txt"), titles, suptitle, prime_steps
+            )
+        )
     else:
         raise ValueError(f"unknown data kind {kind!r}")
     if arrays:
@@ -146,6 +157,25 @@ def write_samples(x, info, out_dir, suptitle=None, prime_steps=0, audio=True, ar
         np.savez(path, x=x.astype(np.float32), prime_steps=prime_steps, kind=kind)
         written.append(path)
     return written
+
+
+def token_sample_texts(x, vocabulary, prime_steps=0):
+    """Samples x [N, T, 1] of token ids as text: the prime's tokens, "|", the generated ones."""
+    texts = []
+    for sample in np.asarray(x):
+        prime, generated = decode(sample[:prime_steps], vocabulary), decode(sample[prime_steps:], vocabulary)
+        texts.append(f"{prime}|{generated}" if prime_steps else generated)
+    return texts
+
+
+def write_token_samples(x, vocabulary, path, titles, suptitle=None, prime_steps=0):
+    """NAME.txt: a heading line per sample, then its text (token_sample_texts); returns the path."""
+    lines = [suptitle, ""] if suptitle else []
+    for title, text in zip(titles, token_sample_texts(x, vocabulary, prime_steps)):
+        lines += [f"--- {title}", text.rstrip("\n"), ""]
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines))
+    return path
 
 
 def remove_stale_audio(out_dir, written, name="samples"):
@@ -169,7 +199,7 @@ def sample_run(run, num, steps, seed=0, tau=1.0, prime=None):
     """
     pyro.set_rng_seed(seed)
     x = generate(run.model, run.vrnn, num, steps, prime=prime, guide=run.guide if run.latent else None, tau=tau)
-    if run.info["kind"] == "binary":
+    if run.info["kind"] in ("binary", "tokens"):  # bits and token ids are never normalized
         return x.cpu().numpy()
     return to_data_units(x, run.info)
 

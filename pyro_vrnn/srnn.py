@@ -33,6 +33,7 @@ from pyro_vrnn.networks import (
     backward_states,
     cat,
     emission_log_prob_in_blocks,
+    feature_net,
     mlp,
 )
 
@@ -42,7 +43,9 @@ SEQUENCE_RNNS = BACKWARD_RNNS  # nn.LSTM, nn.GRU by --cell: whole sequences in o
 class SRNN(nn.Module):
     """All networks of one SRNN; the constructor takes what `models.build` passes every network."""
 
-    def __init__(self, config, kind, x_dim, latent=True, conditional_prior=True, emission="gauss"):
+    def __init__(
+        self, config, kind, x_dim, latent=True, conditional_prior=True, emission="gauss", vocabulary_size=None
+    ):
         super().__init__()
         c = config
         if c.cell not in SEQUENCE_RNNS:
@@ -51,7 +54,7 @@ class SRNN(nn.Module):
             raise ValueError("the SRNN has latent variables with a conditional prior by definition")
         self.kind, self.x_dim, self.z_dim, self.hidden = kind, x_dim, c.z_dim, c.hidden
         self.latent, self.conditional_prior, self.cell, self.resq = True, True, c.cell, c.srnn_resq
-        self.phi_x = mlp(x_dim, c.x_features, c.mlp_layers)
+        self.phi_x = feature_net(kind, x_dim, vocabulary_size, c.x_features, c.mlp_layers)
         self.rnn = SEQUENCE_RNNS[c.cell](c.x_features, c.hidden, batch_first=True)  # f, forward in time
         backward_hidden = c.backward_hidden or c.hidden
         self.backward_rnn = SEQUENCE_RNNS[c.cell](c.hidden + c.x_features, backward_hidden, batch_first=True)  # g
@@ -61,7 +64,9 @@ class SRNN(nn.Module):
         self.encoder = nn.Sequential(
             mlp(c.z_dim + backward_hidden, c.enc_hidden, c.mlp_layers), NormalHead(c.enc_hidden, c.z_dim, c.min_scale)
         )
-        head = EmissionHead(c.dec_hidden, kind, x_dim, emission, c.components, c.min_scale)
+        head = EmissionHead(
+            c.dec_hidden, kind, x_dim, emission, c.components, c.min_scale, vocabulary_size=vocabulary_size
+        )
         self.decoder = nn.Sequential(mlp(c.z_dim + c.hidden, c.dec_hidden, c.mlp_layers), head)
         self.emission_width = sum(head.sizes)  # the emission's parameters per sequence and step
 

@@ -31,6 +31,7 @@ from pyro_vrnn.checkpoints import (
     data_info,
     load_checkpoint,
     load_weights,
+    vocabulary_size,
 )
 from pyro_vrnn.config import EXACT_MODELS, PARTICLE_BOUNDS, config_from_dict, config_to_dict, unused_flags
 from pyro_vrnn.runs import RunDirectory, resume_command, resume_path
@@ -101,14 +102,16 @@ class Trainer:
         if len(self.train_set) == 0 or len(self.valid_set) == 0:
             raise TrainingError(f"dataset {c.dataset!r} has an empty train or valid split")
         with network_fits(c, self.device):  # a network too big for the memory: one line, not a traceback
-            self.model, self.guide, self.vrnn = models.build(c, self.train_set.kind, self.train_set.dim)
+            self.data_info = data_info(self.train_set)
+            self.model, self.guide, self.vrnn = models.build(
+                c, self.train_set.kind, self.train_set.dim, vocabulary_size(self.data_info)
+            )
             self.vrnn.to(self.device)
             self.loss_module = make_loss_module(c, self.model, self.guide, self.vrnn, self.world_size, self.device)
         self.optimizer = torch.optim.Adam(self.vrnn.parameters(), lr=c.lr)
         self.sampler = datasets.LengthBucketSampler(
             self.train_set.lengths, c.batch_size, shuffle=True, seed=c.seed, rank=self.rank, world_size=self.world_size
         )
-        self.data_info = data_info(self.train_set)
 
     def resume(self):
         """Load the checkpoint's weights, optimizer, position and random states; check that it fits."""

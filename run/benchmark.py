@@ -8,7 +8,8 @@
                                                            # near the authors' IAM-OnDB sizes
     python run/benchmark.py --objectives iwae fivo smc --models vrnn-gmm --steps 200   # the particle bounds
 
-For each model of Table 1, data dimension (3: handwriting (pen, dx, dy); 200: speech frames) and
+For each model of Table 1, data dimension (3: handwriting (pen, dx, dy); 200: speech frames; V100: token data,
+one of a vocabulary of 100 a step, as characters of text, its categorical emission a softmax over V) and
 sequence length T it measures, in one process and back to back:
 
   train  one training step of the Pyro programs, exactly as pyro_vrnn/train.py takes it
@@ -49,6 +50,7 @@ import json
 import math
 import os
 import sys
+from typing import NamedTuple, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
@@ -71,12 +73,37 @@ from pyro_vrnn.svi import Program, make_elbo, svi_step  # noqa: E402
 from pyro_vrnn.timing import Clock, compare, machine, no_validation, peak_memory  # noqa: E402
 
 KINDS = {3: "handwriting", 200: "real"}  # data dimension -> kind: IAM-OnDB strokes, speech frames
+
+
+class Data(NamedTuple):
+    """What a row's batches hold: the kind, the width D of x_t, and V for token data (else None)."""
+
+    kind: str
+    dim: int
+    vocabulary: Optional[int] = None
+
+    def __str__(self):  # the table's "dim" column: D, or V100 for tokens over a vocabulary of 100
+        return f"V{self.vocabulary}" if self.kind == "tokens" else str(self.dim)
+
+
+def data_rows(args):
+    """The data of the rows: --dims (handwriting or real frames), then token data of each --vocabulary size."""
+    return [Data(KINDS.get(d, "real"), d) for d in args.dims] + [Data("tokens", 1, v) for v in args.vocabulary]
+
+
+def row_data(data):
+    """A row's data in the JSON: dim, and vocabulary (None but for tokens)."""
+    return {"dim": data.dim, "vocabulary": data.vocabulary}
+
+
 OBJECTIVES = ("elbo", "is", "iwae", "fivo", "smc")  # rows: ELBO and IWAE / FIVO training steps; IS and SMC estimates
 # --quick's values: they replace the defaults, not the flags given with it
-QUICK = dict(steps=[4, 7], dims=[3, 6], batch=3, hidden=8, z_dim=2, features=5, components=3, particles=3)
+QUICK = dict(
+    steps=[4, 7], dims=[3, 6], vocabulary=[7], batch=3, hidden=8, z_dim=2, features=5, components=3, particles=3
+)
 QUICK.update(repeats=1, is_repeats=1, num_samples=5, is_batch=2, is_steps=[5], objectives=list(OBJECTIVES))
 QUICK["models"] = [m for m in TABLE1_MODELS if m in ("rnn-gmm", "vrnn-gmm", "vrnn-i-gauss")]
-COUNTS = ("steps", "dims", "batch", "hidden", "z_dim", "features", "components", "repeats", "num_samples")
+COUNTS = ("steps", "dims", "vocabulary", "batch", "hidden", "z_dim", "features", "components", "repeats", "num_samples")
 COUNTS += ("is_batch", "is_steps", "is_repeats", "chunk_size", "memory_budget", "particles", "threads")  # each >= 1
 
 
@@ -93,6 +120,13 @@ def parse_args(argv=None):
         type=int,
         default=[3, 200],
         help="data dimension: 3 = handwriting (pen, dx, dy), anything else = real-valued frames",
+    )
+    p.add_argument(
+        "--vocabulary",
+        nargs="*",
+        type=int,
+        default=[100],
+        help="token rows: vocabulary sizes V (about 100 for characters); give none to leave them out",
     )
     p.add_argument("--batch", type=int, default=32, help="sequences per training batch")
     p.add_argument("--hidden", type=int, default=256, help="LSTM units")
@@ -168,10 +202,12 @@ def check_flags(args):
         check_output_file(args.json, "--json")
 
 
-def make_batch(dim, batch, steps, device, seed):
+def make_batch(data, batch, steps, device, seed):
     """Random data of the right kind, lengths between 3T/4 and T (a length-bucketed batch), on the device."""
     g = torch.Generator().manual_seed(seed)
-    if KINDS.get(dim, "real") == "handwriting":
+    if data.kind == "tokens":
+        x = torch.randint(0, data.vocabulary, (batch, steps, 1), generator=g).float()
+    elif data.kind == "handwriting":
         x = torch.cat(
             [
                 torch.bernoulli(torch.full((batch, steps, 1), 0.2), generator=g),
@@ -180,14 +216,14 @@ def make_batch(dim, batch, steps, device, seed):
             dim=-1,
         )
     else:
-        x = torch.randn(batch, steps, dim, generator=g)
+        x = torch.randn(batch, steps, data.dim, generator=g)
     lengths = torch.randint(max(1, 3 * steps // 4), steps + 1, (batch,), generator=g)
     lengths[0] = steps
     mask = torch.arange(steps) < lengths[:, None]
     return x.to(device), mask.to(device)  # once per batch, as train.py does
 
 
-def build(name, dim, args, device):
+def build(name, data, args, device):
     w = args.features
     config = make_config(
         "benchmark",
@@ -205,13 +241,13 @@ def build(name, dim, args, device):
         cell=args.cell,
     )
     torch.manual_seed(args.seed)
-    model, guide, vrnn = models.build(config, KINDS.get(dim, "real"), dim)
+    model, guide, vrnn = models.build(config, data.kind, data.dim, data.vocabulary)
     return model, guide, vrnn.to(device)
 
 
-def bench_training(name, dim, steps, args, device, clock):
-    model, guide, vrnn = build(name, dim, args, device)
-    x, mask = make_batch(dim, args.batch, steps, device, args.seed)
+def bench_training(name, data, steps, args, device, clock):
+    model, guide, vrnn = build(name, data, args, device)
+    x, mask = make_batch(data, args.batch, steps, device, args.seed)
     num_train = 1000 * args.batch  # the plate scales the batch to a data set of this size
     loss_module = make_elbo(args.elbo, scoring=args.scoring)(Program(model, vrnn), Program(guide, vrnn))
     optimizer = torch.optim.Adam(vrnn.parameters(), lr=1e-4)
@@ -250,10 +286,10 @@ def optimizer_step(loss, vrnn, optimizer):
     optimizer.step()
 
 
-def bench_bound_training(objective, name, dim, steps, args, device, clock):
+def bench_bound_training(objective, name, data, steps, args, device, clock):
     """One training step on IWAEELBO or FIVOELBO (svi_step, as train.py takes it) against its plain forms."""
-    model, guide, vrnn = build(name, dim, args, device)
-    x, mask = make_batch(dim, args.batch, steps, device, args.seed)
+    model, guide, vrnn = build(name, data, args, device)
+    x, mask = make_batch(data, args.batch, steps, device, args.seed)
     num_train, k = 1000 * args.batch, args.particles
     loss_module = make_elbo(objective, particles=k)(Program(model, vrnn), Program(guide, vrnn))
     optimizer = torch.optim.Adam(vrnn.parameters(), lr=1e-4)
@@ -281,11 +317,11 @@ def bench_bound_training(objective, name, dim, steps, args, device, clock):
     return dict(compare(clock, pyro_step, plain, args.repeats), particles=k)
 
 
-def bench_smc(name, dim, steps, args, device, clock):
+def bench_smc(name, data, steps, args, device, clock):
     """Evaluation's SMC estimate (smc.particle_filter through the stepper) against the inlined filter."""
-    _, _, vrnn = build(name, dim, args, device)
+    _, _, vrnn = build(name, data, args, device)
     vrnn.eval()
-    x, mask = make_batch(dim, args.is_batch, steps, device, args.seed + 1)
+    x, mask = make_batch(data, args.is_batch, steps, device, args.seed + 1)
     k = args.num_samples
 
     @torch.no_grad()
@@ -309,10 +345,10 @@ def bench_smc(name, dim, steps, args, device, clock):
     return dict(result, particles=k, sequences=x.shape[0])
 
 
-def bench_importance(name, dim, steps, args, device, clock):
-    model, guide, vrnn = build(name, dim, args, device)
+def bench_importance(name, data, steps, args, device, clock):
+    model, guide, vrnn = build(name, data, args, device)
     vrnn.eval()
-    x, mask = make_batch(dim, args.is_batch, steps, device, args.seed + 1)
+    x, mask = make_batch(data, args.is_batch, steps, device, args.seed + 1)
     k = args.num_samples
     chunk = args.chunk_size
     if chunk is None:  # as evaluate_dataset chooses it
@@ -388,15 +424,15 @@ def measure(args, device):
             f"{'model':14s} {'dim':>4s} {'T':>5s} {'pyro ' + unit:>14s} {'floor ' + unit:>15s} {'faster':>8s} "
             f"{'ratio':>6s} {'range':>10s} {'/step':>6s} {'/batch':>6s} {'extra ms/step':>14s}"
         )
-        for dim in args.dims:
+        for data in data_rows(args):
             for steps in args.steps:
                 for name in args.models:
-                    r = bench_training(name, dim, steps, args, device, clock)
+                    r = bench_training(name, data, steps, args, device, clock)
                     r["extra_s_per_step"] = (r["pyro_s"] - r["torch_s"]) / steps  # Pyro's cost per time step
-                    results["train"].append({"model": name, "dim": dim, "steps": steps, **r})
+                    results["train"].append({"model": name, **row_data(data), "steps": steps, **r})
                     save(results, args.json)
                     print(
-                        f"{name:14s} {dim:4d} {steps:5d} {r['pyro_s']:14.4f} {r['torch_s']:15.4f} "
+                        f"{name:14s} {str(data):>4s} {steps:5d} {r['pyro_s']:14.4f} {r['torch_s']:15.4f} "
                         f"{r['faster_form']:>8s} {r['ratio']:6.2f} {r['ratio_low']:5.2f}-{r['ratio_high']:4.2f} "
                         f"{r['ratio_per_step']:6.2f} {r['ratio_batched']:6.2f} "
                         f"{1000 * r['extra_s_per_step']:14.3f}",
@@ -413,14 +449,14 @@ def measure(args, device):
             f"{'faster':>8s} {'ratio':>6s} {'/step':>6s} {'/batch':>6s} {'pyro MiB':>9s} {'torch MiB':>10s} "
             f"{'per-step MiB':>13s}"
         )
-        for dim in args.dims:
+        for data in data_rows(args):
             for steps in args.is_steps or args.steps:
                 for name in latent:
-                    r = bench_importance(name, dim, steps, args, device, clock)
-                    results["importance"].append({"model": name, "dim": dim, "steps": steps, **r})
+                    r = bench_importance(name, data, steps, args, device, clock)
+                    results["importance"].append({"model": name, **row_data(data), "steps": steps, **r})
                     save(results, args.json)
                     print(
-                        f"{name:14s} {dim:4d} {steps:5d} {r['chunk_size']:5d} {r['pyro_s_per_seq']:11.4f} "
+                        f"{name:14s} {str(data):>4s} {steps:5d} {r['chunk_size']:5d} {r['pyro_s_per_seq']:11.4f} "
                         f"{r['torch_s_per_seq']:12.4f} {r['faster_form']:>8s} {r['ratio']:6.2f} "
                         f"{r['ratio_per_step']:6.2f} {r['ratio_batched']:6.2f} {mib(r.get('pyro_peak_bytes')):>9s} "
                         f"{mib(r.get('torch_peak_bytes')):>10s} {mib(r.get('per_step_peak_bytes')):>13s}",
@@ -446,19 +482,21 @@ def bench_bounds(objectives, latent, args, device, clock, results, unit):
         f"{'faster':>8s} {'ratio':>6s} {'range':>10s} {'ours MiB':>9s} {'floor MiB':>10s}"
     )
     for objective in objectives:
-        for dim in args.dims:
+        for data in data_rows(args):
             for steps in (args.is_steps or args.steps) if objective == "smc" else args.steps:
                 for name in latent:
                     if objective == "smc":
-                        r = bench_smc(name, dim, steps, args, device, clock)
+                        r = bench_smc(name, data, steps, args, device, clock)
                         ours, floor = r["pyro_s_per_seq"], r["torch_s_per_seq"]
                     else:
-                        r = bench_bound_training(objective, name, dim, steps, args, device, clock)
+                        r = bench_bound_training(objective, name, data, steps, args, device, clock)
                         ours, floor = r["pyro_s"], r["torch_s"]
-                    results["bounds"].append({"objective": objective, "model": name, "dim": dim, "steps": steps, **r})
+                    results["bounds"].append(
+                        {"objective": objective, "model": name, **row_data(data), "steps": steps, **r}
+                    )
                     save(results, args.json)
                     print(
-                        f"{objective:5s} {name:14s} {dim:4d} {steps:5d} {r['particles']:4d} {ours:14.4f} "
+                        f"{objective:5s} {name:14s} {str(data):>4s} {steps:5d} {r['particles']:4d} {ours:14.4f} "
                         f"{floor:15.4f} {r['faster_form']:>8s} {r['ratio']:6.2f} "
                         f"{r['ratio_low']:5.2f}-{r['ratio_high']:4.2f} {mib(r.get('pyro_peak_bytes')):>9s} "
                         f"{mib(r.get('torch_peak_bytes')):>10s}",

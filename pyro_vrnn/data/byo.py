@@ -9,7 +9,8 @@ into, so a user with new sequences writes one small converter to it and nothing 
         splits = {name: [np.asarray(s, np.float32).reshape(len(s), -1) for s in seqs] for name, seqs in splits.items()}
         dim = splits["train"][0].shape[1]
         with h5py.File(path, "w") as f:
-            f.attrs["kind"] = kind                       # "real", "binary" or "handwriting"
+            f.attrs["kind"] = kind                       # "real", "binary", "handwriting" or "tokens"
+            # kind "tokens": D = 1 integer ids, and f.attrs["vocabulary"] = ["a", "b", ...] (id k: vocabulary[k])
             for split in ("train", "valid", "test"):
                 seqs = splits.get(split, [])             # an empty split: data [0, D], offsets [0]
                 group = f.create_group(split)
@@ -38,7 +39,8 @@ import numpy as np
 
 from pyro_vrnn.data.fingerprints import Fingerprint
 from pyro_vrnn.data.moments import RunningMoments, unstandardized
-from pyro_vrnn.data.schema import KINDS, SPLITS, DataError, as_text, summary_line
+from pyro_vrnn.data.schema import KINDS, SPLITS, DataError, as_text, check_vocabulary, read_vocabulary, summary_line
+from pyro_vrnn.data.tokens import first_bad_id
 
 VALIDATION_VERSION = 5  # bump when the checks change: files validated before are checked again (5: warnings, rates)
 # The largest magnitude a stored value may have. The model works in float32 and squares its data
@@ -59,10 +61,10 @@ def _fail(path, what, fix):
     raise DataError(f"{path}: {what}; {fix}")
 
 
-def _scan(path, split, data, offsets, kind, fingerprint, moments=None, chunk_values=1 << 20):
+def _scan(path, split, data, offsets, kind, fingerprint, moments=None, chunk_values=1 << 20, vocabulary=None):
     """Check the values chunk by chunk (a big file is never read whole): readable; finite; at most
-    MAX_ABS in magnitude; 0/1 where required. Each chunk also feeds the file's content fingerprint, and
-    `moments` (a RunningMoments), if given."""
+    MAX_ABS in magnitude; 0/1 where required; ids of the `vocabulary` for kind "tokens". Each chunk also feeds
+    the file's content fingerprint, and `moments` (a RunningMoments), if given."""
     fingerprint.update(split, "offsets", offsets)
     rows = len(data)
     step = max(1, chunk_values // max(1, int(np.prod(data.shape[1:], dtype=np.int64))))
@@ -112,8 +114,45 @@ def _scan(path, split, data, offsets, kind, fingerprint, moments=None, chunk_val
                     f"kind '{kind}' needs {what} of 0 or 1, but {split} sequence {sequence} (row {row}) has {value:g}",
                     "threshold or fix these values, or set kind to 'real'",
                 )
+        if vocabulary is not None:
+            _check_token_ids(path, split, block, start, offsets, len(vocabulary))
         if moments is not None:
             moments.update(block)
+
+
+def _check_token_ids(path, split, block, start, offsets, vocabulary_size):
+    """Kind "tokens": every value a whole number 0 <= id < V, where V is the vocabulary's size."""
+    bad = first_bad_id(block, vocabulary_size)
+    if bad is None:
+        return
+    row, value, reason = bad
+    sequence = int(np.searchsorted(offsets, start + row, side="right") - 1)
+    where = f"{split} sequence {sequence} (row {start + row})"
+    if reason == "outside":
+        _fail(path, f"{where} holds {value:g}, a token outside the vocabulary", "token ids are whole numbers from 0")
+    _fail(
+        path,
+        f"{where} uses token id {value:g}, but the vocabulary has only {vocabulary_size} tokens (ids 0-"
+        f"{vocabulary_size - 1})",
+        "add every token the data uses to the attribute vocabulary",
+    )
+
+
+def _check_vocabulary(path, f, kind, dim):
+    """Kind "tokens": D = 1 and a vocabulary (schema.check_vocabulary); returns it, or None for other kinds."""
+    vocabulary = read_vocabulary(f.attrs)
+    if kind != "tokens":
+        if vocabulary is not None:
+            _fail(path, f"attribute vocabulary is set on kind '{kind}' data", "set kind to 'tokens', or drop it")
+        return None
+    if vocabulary is None:
+        _fail(path, "kind 'tokens' has no attribute vocabulary", "set f.attrs['vocabulary'] = [token of id 0, ...]")
+    if dim != 1:
+        _fail(path, f"kind 'tokens' needs D = 1 (one token id a step), the data has D = {dim}", "store one id a row")
+    try:
+        return check_vocabulary(vocabulary, "attribute vocabulary")
+    except DataError as error:
+        raise DataError(f"{path}: {error}") from None
 
 
 def _check_kind(path, f):
@@ -122,7 +161,7 @@ def _check_kind(path, f):
         _fail(
             path,
             "no root attribute 'kind'",
-            "set f.attrs['kind'] = 'real' (Gaussian emission), 'binary' (Bernoulli) or 'handwriting'",
+            "set f.attrs['kind'] = 'real' (Gaussian emission), 'binary' (Bernoulli), 'handwriting' or 'tokens'",
         )
     kind = as_text(f.attrs["kind"])
     if kind not in KINDS:
@@ -315,12 +354,12 @@ def validate_h5(path, fingerprint=None):
         dim = _check_dims(path, f, kind, dims, counts)
         _check_normalization(path, f, dim)
         _check_sample_rate(path, f, kind)
+        vocabulary = _check_vocabulary(path, f, kind, dim)
         # The train split's statistics, where the file does not say how it was normalized (attributes mean, std)
         train = RunningMoments(dim) if kind == "real" and not {"mean", "std"} & set(f.attrs) else None
         for split in SPLITS:  # the values last: the one check that reads the whole file
-            _scan(
-                path, split, f[split]["data"], offsets_of[split], kind, fingerprint, train if split == "train" else None
-            )
+            moments = train if split == "train" else None
+            _scan(path, split, f[split]["data"], offsets_of[split], kind, fingerprint, moments, vocabulary=vocabulary)
         name = as_text(f.attrs.get("name", os.path.splitext(os.path.basename(path))[0]))
     far = unstandardized(train) if train is not None else None
     warning = None if far is None else UNSTANDARDIZED.format(far)

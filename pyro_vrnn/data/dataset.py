@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from pyro_vrnn.data.schema import SPLITS, DataError, as_text
+from pyro_vrnn.data.schema import SPLITS, DataError, as_text, read_vocabulary
 
 
 class SequenceDataset(Dataset):
@@ -60,6 +60,7 @@ class SequenceDataset(Dataset):
                 self.std = (
                     np.asarray(f.attrs["std"], dtype=np.float64).reshape(-1) if "std" in f.attrs else np.ones(self.dim)
                 )
+                self.vocabulary = read_vocabulary(f.attrs)  # kind "tokens": id k is vocabulary[k]; else None
                 # Hz of the audio that "real" steps are frames of (schema.py); None: the data are not sound
                 self.sample_rate = int(f.attrs["sample_rate"]) if "sample_rate" in f.attrs else None
                 self._has_names = "names" in group

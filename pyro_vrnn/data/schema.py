@@ -13,6 +13,10 @@ One HDF5 file::
       kind     required  "real"        real vectors: Gaussian / Gaussian-mixture emission
                          "binary"      0/1 vectors (e.g. piano rolls): Bernoulli emission
                          "handwriting" D = 3 rows (pen, dx, dy), pen 0/1: Bernoulli x bivariate GMM
+                         "tokens"      D = 1: one token id a step (characters, chess moves):
+                                       categorical emission over the vocabulary (tokens.py)
+      vocabulary  "tokens" only, required: utf-8 strings [V], id k means vocabulary[k]; each token
+                         once, none empty. Every id in the data is a whole number 0 <= id < V
       dim      optional  D (checked against the data when present)
       name     optional  a label for logs (default: the file name)
       mean     optional  float [D] }  the normalization ALREADY APPLIED to `data`, i.e. stored =
@@ -31,7 +35,8 @@ One HDF5 file::
       offsets  integer [num_sequences + 1], 0 = offsets[0] < offsets[1] < ... = len(data):
                sequence i is data[offsets[i]:offsets[i+1]] (every sequence has >= 1 step)
       names    optional utf-8 strings [num_sequences] (e.g. IAM line ids, source files)
-    every value finite; "binary" data and the pen column of "handwriting" data are 0 or 1.
+    every value finite; "binary" data and the pen column of "handwriting" data are 0 or 1; "tokens"
+    data are ids of the vocabulary, stored as integers (or floats of whole numbers), never normalized.
 
 Checksums: the files written here (StreamWriter, write_h5) store data and offsets with HDF5's
 fletcher32 filter, so that bytes damaged on disk fail to read (an OSError from h5py, turned into a
@@ -61,7 +66,8 @@ from pyro_vrnn.data.moments import RunningMoments
 from pyro_vrnn.data.tempfiles import remove_orphaned_temps, temp_path
 
 SPLITS = ("train", "valid", "test")
-KINDS = ("handwriting", "real", "binary")
+KINDS = ("handwriting", "real", "binary", "tokens")
+VOCABULARY = "vocabulary"  # the root attribute of "tokens" files
 
 
 class DataError(Exception):
@@ -71,6 +77,28 @@ class DataError(Exception):
 def as_text(value):
     """An HDF5 string attribute as str (h5py gives bytes for fixed-length strings)."""
     return value.decode("utf-8") if isinstance(value, (bytes, np.bytes_)) else str(value)
+
+
+def check_vocabulary(vocabulary, where="the vocabulary"):
+    """A "tokens" file's vocabulary as a list of str: at least one token, none empty, none twice."""
+    tokens = [as_text(token) for token in np.asarray(vocabulary, dtype=object).reshape(-1)]
+    if not tokens:
+        raise DataError(f"{where} is empty; list every token the data uses, id k meaning vocabulary[k]")
+    seen = {}
+    for k, token in enumerate(tokens):
+        if token == "":
+            raise DataError(f"{where} has an empty token at id {k}; every token needs at least one character")
+        if token in seen:
+            raise DataError(f"{where} has {token!r} twice (ids {seen[token]} and {k}); list each token once")
+        seen[token] = k
+    return tokens
+
+
+def read_vocabulary(attrs):
+    """The vocabulary attribute of an open file's root (h5py attrs) as a list of str, or None where absent."""
+    if VOCABULARY not in attrs:
+        return None
+    return [as_text(token) for token in np.asarray(attrs[VOCABULARY], dtype=object).reshape(-1)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -94,9 +122,12 @@ class StreamWriter:
     `finish(mean, std, normalize=False)` records stats of data that is already normalized.
     """
 
-    def __init__(self, path, kind, name, dim, source, names=True, buffer_bytes=4 << 20):
+    def __init__(self, path, kind, name, dim, source, names=True, buffer_bytes=4 << 20, vocabulary=None):
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        if (kind == "tokens") != (vocabulary is not None) or (kind == "tokens" and int(dim) != 1):
+            raise ValueError('kind "tokens", and only it, takes a vocabulary, and its data have D = 1')
+        self.vocabulary = None if vocabulary is None else check_vocabulary(vocabulary)
         self.path = os.fspath(path)
         self.kind, self.name, self.dim, self.source = kind, name, int(dim), source
         self.with_names = bool(names)
@@ -225,6 +256,8 @@ class StreamWriter:
         attrs["kind"], attrs["dim"], attrs["name"] = self.kind, self.dim, self.name
         attrs["mean"], attrs["std"], attrs["source"] = mean, std, self.source
         attrs["fingerprint"] = self.fingerprint.hexdigest()
+        if self.vocabulary is not None:
+            attrs.create(VOCABULARY, self.vocabulary, dtype=h5py.string_dtype("utf-8"))
         self._file.close()
         os.replace(self._tmp, self.path)
         return self.path
@@ -247,12 +280,12 @@ class StreamWriter:
         return False
 
 
-def write_h5(path, splits, kind, name, mean, std, source, names=None):
+def write_h5(path, splits, kind, name, mean, std, source, names=None, vocabulary=None):
     """Write `splits` (split -> list of [T_i, D] arrays, already normalized) to `path`, atomically.
 
     The file is written next to `path` and moved over it with `os.replace`, so a reader never
     sees half a file, and a crash leaves the previous cache intact. `mean`/`std` record the
-    normalization that was applied.
+    normalization that was applied; `vocabulary` is that of kind "tokens" data (list of str).
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -267,7 +300,7 @@ def write_h5(path, splits, kind, name, mean, std, source, names=None):
                 raise ValueError(
                     f"{split}: {len(list(names.get(split, [])))} names for {len(splits.get(split, []))} sequences"
                 )
-    with StreamWriter(path, kind, name, dim, source, names=names is not None) as writer:
+    with StreamWriter(path, kind, name, dim, source, names=names is not None, vocabulary=vocabulary) as writer:
         for split in SPLITS:
             split_names = list(names.get(split, [])) if names is not None else None
             for i, sequence in enumerate(splits.get(split, [])):
@@ -333,6 +366,9 @@ def summary_line(path, verb="prepared", what="sequences", unit="steps", note="")
     with h5py.File(path, "r") as f:
         name = as_text(f.attrs.get("name", os.path.splitext(os.path.basename(path))[0]))
         kind = as_text(f.attrs["kind"])
+        vocabulary = read_vocabulary(f.attrs)
+        if vocabulary is not None:
+            kind += f", {len(vocabulary)} tokens"
         shape = f["train"]["data"].shape
         dim = int(f.attrs["dim"]) if "dim" in f.attrs else (int(shape[1]) if len(shape) == 2 else 1)
         counts, ranges = [], []
