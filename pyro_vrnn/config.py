@@ -54,6 +54,7 @@ class Config:
     # training texts when the run starts, kept in the checkpoint)
     window_components: int = 10
     alphabet: str = ""
+    longest_text: int = 0  # characters of the longest training line: the most run/write.py lets it write
     # optimisation (docs/paper.md: Adam 3e-4, gradient norm clipped at 5, early stopping on validation)
     batch_size: int = 32
     lr: float = 3e-4

@@ -22,10 +22,12 @@ import torch
 import models
 from pyro_vrnn import data as datasets, plots
 from pyro_vrnn.checkpoints import check_same_data, load_checkpoint, rebuild, resolve_checkpoint
+from pyro_vrnn.config import CONDITIONAL_MODELS
 from pyro_vrnn.data import write_wav
 from pyro_vrnn.generate import generate, to_data_units
 from pyro_vrnn.objectives import traces
 from pyro_vrnn.runtime import TrainingError
+from pyro_vrnn.synthesis import phrases, write_lines
 
 SAMPLE_RATE = 16000  # docs/paper.md: the speech sets are 16 kHz waveforms (a data set may store its own)
 
@@ -277,8 +279,18 @@ def end_of_run_figures(run_dir, num=None, seed=0):
     name = "best.pt" if os.path.exists(os.path.join(run_dir, "best.pt")) else "last.pt"
     if os.path.exists(os.path.join(run_dir, name)):
         run = Run(os.path.join(run_dir, name))
-        x = sample_run(run, num or run.config.num_samples_figure, run.info["median_length"], seed)
-        written += write_samples(x, run.info, run_dir, suptitle=f"{run.describe()}: samples", audio=False, arrays=False)
+        num = num or run.config.num_samples_figure
+        if run.config.model in CONDITIONAL_MODELS:  # it writes given texts: phrases of the embedded vocabulary
+            pyro.set_rng_seed(seed)
+            texts = phrases(run.vrnn.alphabet, num, seed, run.config.longest_text)
+            lines, _ = write_lines(run, texts)
+            titles = [repr(text) for text in texts]
+            written.append(plots.plot_handwriting(lines, os.path.join(run_dir, "samples.png"), titles, run.describe()))
+        else:
+            x = sample_run(run, num, run.info["median_length"], seed)
+            written += write_samples(
+                x, run.info, run_dir, suptitle=f"{run.describe()}: samples", audio=False, arrays=False
+            )
     log_path = os.path.join(run_dir, "log.jsonl")
     if os.path.exists(log_path):
         curves = plots.plot_training_curves(log_path, os.path.join(run_dir, "curves.png"))

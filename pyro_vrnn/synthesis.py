@@ -19,12 +19,15 @@ x* ends, with the window then at the start of c.
 
 from typing import NamedTuple
 
+import numpy as np
 import pyro.poutine as poutine
 import torch
 
+from pyro_vrnn.data.text import random_text
 from pyro_vrnn.distributions import StrokeMixture
+from pyro_vrnn.generate import to_data_units
 from pyro_vrnn.record import Record
-from pyro_vrnn.window import encode_texts
+from pyro_vrnn.window import encode_texts, unknown_characters
 
 
 class Written(NamedTuple):
@@ -109,3 +112,45 @@ def write(net, texts, max_steps, bias=0.0, guide=None, prime=None, prime_text=No
         if finished.all():
             break
     return Written(x[:, : int(lengths.max())], lengths, finished)
+
+
+STEPS_PER_CHARACTER = 40  # the default step cap a character: hershey writes ~10 points a character, IAM-OnDB ~25
+
+
+def check_text(text, alphabet, longest):
+    """One line for a text the model cannot write: characters outside its alphabet, or more than `longest`."""
+    missing = unknown_characters(text, alphabet)
+    if missing:
+        raise ValueError(
+            f"the model never saw the character(s) {', '.join(repr(c) for c in missing)} in training; "
+            f"it writes only {alphabet!r}"
+        )
+    if not text:
+        raise ValueError("nothing to write: the text is empty")
+    if longest and len(text) > longest:
+        raise ValueError(
+            f"the text has {len(text)} characters; this model was trained on lines of at most {longest}: "
+            "write it in pieces of that length"
+        )
+
+
+def write_lines(run, texts, bias=0.0, max_steps=None, prime=None, prime_text=None):
+    """`write` for a rebuilt run (report.Run): each line in data units, [T_i, D] numpy, cut where it ended; and
+    whether each ended by the window passing its text (not by the step cap)."""
+    for text in texts:
+        check_text(text, run.vrnn.alphabet, run.config.longest_text)
+    max_steps = max_steps or STEPS_PER_CHARACTER * (max(len(t) for t in texts) + 1)
+    written = write(run.vrnn, texts, max_steps, bias, run.guide, prime, prime_text)
+    x = to_data_units(written.x, run.info)
+    return [x[i, :n] for i, n in enumerate(written.lengths.tolist())], written.finished.tolist()
+
+
+def phrases(alphabet, num, seed=0, longest=0):
+    """`num` short phrases of the embedded vocabulary (data/text.py) in the characters of `alphabet` (and at most
+    `longest` of them, if given): what the end-of-run figure of a model conditioned on text writes."""
+    rng = np.random.default_rng(seed)
+    lines = []
+    while len(lines) < num:
+        line = "".join(c for c in " ".join(random_text(rng)) if c in alphabet)[: longest or None].strip()
+        lines.append(line or alphabet.strip()[:5] or "a")
+    return lines

@@ -98,7 +98,8 @@ class Trainer:
         if len(self.train_set) == 0 or len(self.valid_set) == 0:
             raise TrainingError(f"dataset {c.dataset!r} has an empty train or valid split")
         if models.MODELS[c.model].network is models.ConditionalVRNN and not c.alphabet:  # what it can write
-            self.config = c = dataclasses.replace(c, alphabet=training_alphabet(splits.values()))
+            longest = max(len(text) for text in self.train_set.texts or [""])
+            self.config = c = dataclasses.replace(c, alphabet=training_alphabet(splits.values()), longest_text=longest)
         with network_fits(c, self.device):  # a network too big for the memory: one line, not a traceback
             self.model, self.guide, self.vrnn = models.build(c, self.train_set.kind, self.train_set.dim)
             self.vrnn.to(self.device)

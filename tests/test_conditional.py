@@ -154,25 +154,6 @@ def test_a_tiny_models_loss_falls(name):
     assert np.mean(losses[-10:]) < np.mean(losses[:10]) - 20, (losses[:10], losses[-10:])
 
 
-@pytest.fixture(scope="module")
-def lines_with_text(tmp_path_factory):
-    """30 embedded lines with their texts, as a user's HDF5 file."""
-    root = tmp_path_factory.mktemp("text")
-    splits = datasets.load("hershey", cache_dir=str(root), num_lines=30, verbose=False)
-    path = str(root / "lines.h5")
-    write_h5(
-        path,
-        {s: [splits[s][i].numpy() for i in range(len(splits[s]))] for s in splits},
-        "handwriting",
-        "lines",
-        splits["train"].mean,
-        splits["train"].std,
-        "tests",
-        texts={s: splits[s].texts for s in splits},
-    )
-    return path
-
-
 SIZES = dict(hidden=8, z_dim=2, x_features=4, z_features=4, enc_hidden=4, prior_hidden=4, dec_hidden=4, components=2)
 
 
@@ -217,3 +198,25 @@ def test_a_file_without_text_gives_one_line(tmp_path):
     dataset = datasets.load("hdf5", data_dir=path, verbose=False)["train"]
     with pytest.raises(DataError, match="has no text for its lines"):
         text_inputs(net, dataset, [0])
+
+
+@pytest.mark.parametrize("name", ["cvrnn-gmm", "crnn-gmm"])
+def test_model_and_guide_sites_match(name):
+    from pyro.poutine.util import site_is_subsample
+    from pyro.util import check_model_guide_match
+
+    config, model, guide, net = build(name)
+    x, mask = make_data("handwriting", steps=5)
+    text = encode_texts(TEXTS, ALPHABET)
+    record = Record()
+    guide_trace = pyro.poutine.trace(guide).get_trace(net, x, mask, record=record, text=text)
+    model_trace = pyro.poutine.trace(pyro.poutine.replay(model, trace=guide_trace)).get_trace(
+        net, x, mask, record=record, text=text
+    )
+    check_model_guide_match(model_trace, guide_trace, max_plate_nesting=1)
+    latent = [
+        n
+        for n, s in model_trace.nodes.items()
+        if s["type"] == "sample" and not s["is_observed"] and not site_is_subsample(s)
+    ]
+    assert latent == ([f"z_{t}" for t in range(1, 6)] if name == "cvrnn-gmm" else [])
