@@ -169,6 +169,10 @@ def sample_run(run, num, steps, seed=0, tau=1.0, prime=None):
     z_{<=P} are drawn from the guide. Binary samples are bits already; handwriting pen bits are
     0/1 by construction (they are never normalized).
     """
+    if run.config.model in CONDITIONAL_MODELS:
+        raise TrainingError(
+            f'{run.config.model} writes a given text: python run/write.py "TEXT" --checkpoint {run.run_dir}'
+        )
     pyro.set_rng_seed(seed)
     x = generate(run.model, run.vrnn, num, steps, prime=prime, guide=run.guide if run.latent else None, tau=tau)
     if run.info["kind"] == "binary":

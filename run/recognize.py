@@ -125,7 +125,7 @@ def train(args):
 def load_recognizer(path):
     try:
         state = torch.load(path, weights_only=False)
-        recognizer = Recognizer(state["alphabet"], 0, 1, state["hidden"], state["layers"])
+        recognizer = Recognizer(state["alphabet"], np.zeros(3), np.ones(3), state["hidden"], state["layers"])
         recognizer.load_state_dict(state["model"])
     except (OSError, KeyError, RuntimeError) as error:
         raise TrainingError(f"{path} is not a recognizer checkpoint ({error}); train one with run/recognize.py")
