@@ -284,6 +284,8 @@ def unused_flags(config, passed):
         why["prior_hidden"] = "has the fixed prior N(0, I)"
     if config.model not in SRNN_MODELS:
         why["srnn_resq"] = "is not an SRNN"
+    if config.model not in CONDITIONAL_MODELS:
+        why["window_components"] = "reads no text"
     if not config.model.endswith("gmm"):
         why["components"] = why["mixture"] = "has a single-Gaussian emission"
     return [
