@@ -5,11 +5,13 @@ lines that a model wrote (run/write.py) with a trained one.
     python run/recognize.py                                            # hershey: train, CER on its test lines
     python run/recognize.py --dataset iam --data-dir data/iam-ondb --epochs 30
     python run/recognize.py --read runs/RUN/write/write-*.npy --text "the old river"
+    python run/recognize.py --written-by runs/RUN --phrases 100 --bias 1   # CER of what a model writes
 
 Training writes, into --out (default runs/recognizer): recognizer.pt (the weights with the best validation
 CER, written atomically), log.jsonl (one record an epoch: loss, validation CER) and cer.json (the test CER,
 or validation's where the set has no test lines). --read prints what each file says and the CER against
---text.
+--text. --written-by has a model conditioned on text (run/write.py's) write --phrases phrases of the
+embedded vocabulary that no training line says, reads them, and writes their CER into OUT/written_cer.json.
 """
 
 import argparse
@@ -27,6 +29,7 @@ if __name__ == "__main__":  # torch and Pyro take seconds to import: a Ctrl-C me
     while_starting()
 
 import numpy as np  # noqa: E402
+import pyro  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
@@ -34,7 +37,9 @@ from pyro_vrnn import data as datasets  # noqa: E402
 from pyro_vrnn.checks import check_output_dir, check_seed  # noqa: E402
 from pyro_vrnn.data import DataError  # noqa: E402
 from pyro_vrnn.recognizer import Recognizer, character_error_rate, pad, read_dataset  # noqa: E402
+from pyro_vrnn.report import Run  # noqa: E402
 from pyro_vrnn.runtime import TrainingError  # noqa: E402
+from pyro_vrnn.synthesis import phrases, write_lines  # noqa: E402
 from pyro_vrnn.window import alphabet_of, no_text  # noqa: E402
 
 
@@ -54,6 +59,9 @@ def parse_args(argv=None):
     p.add_argument("--read", nargs="+", metavar="FILE.npy", help="lines to read ([T, 3] in data units), not train")
     p.add_argument("--text", help="what the --read lines should say, for their CER")
     p.add_argument("--checkpoint", help="the recognizer.pt that --read uses (default OUT/recognizer.pt)")
+    p.add_argument("--written-by", metavar="RUN", help="a cvrnn-gmm or crnn-gmm run: read what it writes")
+    p.add_argument("--phrases", type=int, default=100, help="phrases --written-by writes (default 100)")
+    p.add_argument("--bias", type=float, default=0.0, help="the sampling bias --written-by writes with")
     return p.parse_args(argv)
 
 
@@ -132,6 +140,38 @@ def load_recognizer(path):
     return recognizer.eval()
 
 
+def read_written(args):
+    """The CER of lines that a model conditioned on text writes from phrases that no training line says."""
+    recognizer = load_recognizer(args.checkpoint or os.path.join(args.out, "recognizer.pt"))
+    run = Run(args.written_by)
+    seen = set(run.dataset("train", args.data_dir).texts)
+    alphabet = "".join(c for c in run.vrnn.alphabet if c in recognizer.alphabet)
+    texts, seed = [], args.seed
+    while len(texts) < args.phrases:
+        seed += 1
+        texts += [t for t in phrases(alphabet, args.phrases, seed, run.config.longest_text) if t not in seen]
+        texts = list(dict.fromkeys(texts))[: args.phrases]
+    pyro.set_rng_seed(args.seed)
+    lines, finished = write_lines(run, texts, args.bias)
+    read = recognizer.read(*pad([recognizer.normalize(line) for line in lines]))
+    result = {
+        "written_by": run.path,
+        "bias": args.bias,
+        "phrases": len(texts),
+        "finished": sum(finished),
+        "cer": character_error_rate(read, texts),
+        "examples": [{"truth": t, "read": r} for t, r in list(zip(texts, read))[:10]],
+    }
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "written_cer.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    print(
+        f"CER {result['cer']:.3f} on {len(texts)} phrases written by {run.describe()} "
+        f"({sum(finished)} ended by the window)"
+    )
+    return result
+
+
 def read_files(args):
     recognizer = load_recognizer(args.checkpoint or os.path.join(args.out, "recognizer.pt"))
     lines = []
@@ -164,6 +204,8 @@ def main(argv=None):
             torch.set_num_threads(args.threads)
         if args.read:
             return read_files(args)
+        if args.written_by:
+            return read_written(args)
         check_output_dir(args.out, "--out")
         return train(args)
     except (DataError, TrainingError, ValueError) as error:

@@ -74,3 +74,19 @@ def test_recognize_script_trains_and_reads(lines_with_text, tmp_path):
     with pytest.raises(SystemExit, match="holds an array of shape"):
         np.save(str(tmp_path / "bad.npy"), np.zeros((4, 2)))
         script.main(["--read", str(tmp_path / "bad.npy"), "--out", out])
+
+
+def test_reading_what_a_model_writes(lines_with_text, tmp_path):
+    from pyro_vrnn.config import make_config
+    from pyro_vrnn.train import train
+
+    script = load_script("recognize")
+    out = str(tmp_path / "rec")
+    script.main(["--dataset", "hdf5", "--data-dir", lines_with_text, "--out", out, "--epochs", "1", "--hidden", "4",
+                 "--layers", "1"])  # fmt: skip
+    sizes = dict(hidden=8, x_features=4, dec_hidden=4, components=2, max_steps=1, threads=1)
+    run = train(make_config("hdf5", model="crnn-gmm", data_dir=lines_with_text, out=str(tmp_path / "run"), **sizes))
+    result = script.main(["--written-by", run, "--phrases", "3", "--out", out, "--bias", "1"])
+    train_texts = set(datasets.load("hdf5", data_dir=lines_with_text, verbose=False)["train"].texts)
+    assert result["phrases"] == 3 and not {e["truth"] for e in result["examples"]} & train_texts
+    assert result["cer"] >= 0 and os.path.exists(os.path.join(out, "written_cer.json"))
