@@ -40,7 +40,7 @@ from pyro_vrnn.runtime import (
     set_threads,
     subnormals_flushed,
 )
-from pyro_vrnn.smc import particle_filter, stepper_for
+from pyro_vrnn.smc import STEPPERS, particle_filter, stepper_for
 from pyro_vrnn.window import text_inputs
 
 # Peak memory of one vectorized pass over K particles; K is drawn in chunks that fit it. On a CPU: an
@@ -291,6 +291,8 @@ def evaluate_checkpoint(
         raise TrainingError(f"dataset {config.dataset!r} has no sequences in a split {split!r}")
     check_same_data(info, dataset, f"{config.dataset} {split}")
     latent = models.MODELS[config.model].latent
+    if "smc" in estimators and latent and config.model not in STEPPERS:  # the text-conditioned models
+        raise TrainingError(f"--estimators smc: {config.model} has no particle filter; choose among elbo, iwae, is")
     plan = Estimators(
         tuple(dict.fromkeys(estimators)),
         num_samples,

@@ -28,6 +28,7 @@ from pyro_vrnn.generate import generate, to_data_units
 from pyro_vrnn.objectives import traces
 from pyro_vrnn.runtime import TrainingError
 from pyro_vrnn.synthesis import phrases, write_lines
+from pyro_vrnn.window import ConditionalVRNN
 
 SAMPLE_RATE = 16000  # docs/paper.md: the speech sets are 16 kHz waveforms (a data set may store its own)
 
@@ -200,6 +201,10 @@ def latent_activity(model, guide, vrnn, sequence, particles=1):
     x = torch.as_tensor(sequence, dtype=torch.float32).to(next(vrnn.parameters()).device)
     x = x.expand(particles, -1, -1)  # independent particles as a batch of copies
     mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+    if isinstance(vrnn, ConditionalVRNN):
+        raise TrainingError(
+            "Figure 2 is drawn for the models without text; a text-conditioned one needs its line's text"
+        )
     guide_trace, model_trace = traces(model, guide, vrnn, x, mask)
     names = [f"z_{t + 1}" for t in range(x.shape[1])]
     if names[0] not in guide_trace.nodes:

@@ -220,3 +220,34 @@ def test_model_and_guide_sites_match(name):
         if s["type"] == "sample" and not s["is_observed"] and not site_is_subsample(s)
     ]
     assert latent == ([f"z_{t}" for t in range(1, 6)] if name == "cvrnn-gmm" else [])
+
+
+def test_two_torchrun_ranks_step_like_one_process(tmp_path):
+    """The text rides with each rank's half of the batch: two ranks' averaged gradient is one process's (crnn-gmm
+    samples nothing, so both compute the same loss)."""
+    from test_distributed import ROOT, STEP_SCRIPT, torchrun
+
+    script_text = (
+        STEP_SCRIPT.replace("components=2)", 'components=2, alphabet=" ab")')
+        .replace(
+            "x[rows], mask[rows], num_sequences=100, clip=5.0)",
+            "x[rows], mask[rows], num_sequences=100, clip=5.0, condition=text_of(rows))",
+        )
+        .replace(
+            "\nloss_module = make_loss_module(",
+            "\nfrom pyro_vrnn.window import Text, encode_texts\n"
+            "text = encode_texts(['ab', 'b a', 'a', 'bb', 'ab ab', ' a', 'b', 'aab'], ' ab')\n"
+            "text_of = lambda rows: dict(text=Text(text.chars[rows], text.mask[rows]))\n"
+            "loss_module = make_loss_module(",
+        )
+    )
+    grads = {}
+    for nproc in (1, 2):
+        script = tmp_path / f"step{nproc}.py"
+        script.write_text(script_text.format(root=ROOT, model="crnn-gmm", out=str(tmp_path / f"{nproc}.pt")))
+        run = torchrun(nproc, str(script))
+        assert run.returncode == 0, run.stderr[-3000:]
+        grads[nproc] = torch.load(tmp_path / f"{nproc}.pt")["grads"]
+    assert any(name.startswith("window.") for name in grads[1])
+    for name, one in grads[1].items():
+        assert torch.allclose(one, grads[2][name], rtol=1e-4, atol=1e-7), name
