@@ -234,9 +234,13 @@ def check_config(config):
     if config.model in CONDITIONAL_MODELS:
         if config.window_components < 1:
             raise ValueError(f"--window-components is {config.window_components}; it must be at least 1")
-        if config.elbo == "fivo" or config.guide != "filtering":
-            flag = "--elbo fivo" if config.elbo == "fivo" else f"--guide {config.guide}"
-            raise ValueError(f"{flag} does not apply to --model {config.model}: its guide is the filtering one")
+        if config.elbo == "fivo":
+            raise ValueError(f"--elbo fivo needs a particle filter, which --model {config.model} has not; use iwae")
+        if config.guide != "filtering":
+            raise ValueError(
+                f"--guide {config.guide} does not apply to --model {config.model}: its guide is the filtering one "
+                "(guides/conditional.py)"
+            )
     # Checked here, not when training seeds numpy or moves the model (a traceback, after the data
     # is prepared): each rank of a torchrun group is seeded seed + rank.
     check_seed(config.seed, processes=int(os.environ.get("WORLD_SIZE", "1") or 1))

@@ -251,3 +251,18 @@ def test_two_torchrun_ranks_step_like_one_process(tmp_path):
     assert any(name.startswith("window.") for name in grads[1])
     for name, one in grads[1].items():
         assert torch.allclose(one, grads[2][name], rtol=1e-4, atol=1e-7), name
+
+
+@pytest.mark.parametrize(
+    "flags,says",
+    [
+        (dict(model="cvrnn-gmm", elbo="fivo", particles=2), "--elbo fivo needs a particle filter"),
+        (dict(model="crnn-gmm", guide="smoothing"), "--guide smoothing does not apply to --model crnn-gmm"),
+        (dict(model="cvrnn-gmm", window_components=0), "--window-components is 0"),
+    ],
+)
+def test_settings_the_text_models_cannot_use_give_one_line(flags, says):
+    from pyro_vrnn.config import make_config
+
+    with pytest.raises(ValueError, match=says):
+        make_config("hershey", **flags)
