@@ -9,6 +9,11 @@ each, its model program in two forms, its guide and the shape of its network.
 | vrnn-gmm      | z_t    | conditional on h_{t-1}      | Gaussian mixture  | networks.VRNN  |
 | srnn          | z_t    | conditional on z_{t-1}, d_t | Gaussian          | srnn.SRNN      |
 | srnn-gmm      | z_t    | conditional on z_{t-1}, d_t | Gaussian mixture  | srnn.SRNN      |
+| cvrnn-gmm     | z_t    | conditional on h_{t-1}, w   | Gaussian mixture  | window.ConditionalVRNN |
+| crnn-gmm      | none   | -                           | Gaussian mixture  | window.ConditionalVRNN |
+
+The last two are conditioned on the text each line writes, through Graves's (2013) soft window w
+(models/conditional.py, guides/conditional.py); they have one form, which serves both scorings.
 
 The emission column is for real-valued data; binary data take Bernoulli bits and token data (characters,
 chess moves) one categorical over the vocabulary, whatever the name says (networks.EmissionHead).
@@ -22,11 +27,14 @@ guide (guides/srnn.py), and the RNN baselines none.
 from collections import namedtuple
 
 from guides import GUIDES, empty_guide, filtering_guide, srnn_guide
+from guides.conditional import conditional_empty_guide, conditional_guide
+from models.conditional import conditional_model
 from models.rnn import rnn_model, rnn_model_batched
 from models.srnn import srnn_model, srnn_model_batched
 from models.vrnn import vrnn_model, vrnn_model_batched
 from pyro_vrnn.networks import VRNN
 from pyro_vrnn.srnn import SRNN
+from pyro_vrnn.window import ConditionalVRNN
 
 ModelSpec = namedtuple(
     "ModelSpec", ["model", "batched", "guide", "latent", "conditional_prior", "emission", "network"], defaults=[VRNN]
@@ -40,6 +48,10 @@ MODELS = {
     "vrnn-gmm": ModelSpec(vrnn_model, vrnn_model_batched, filtering_guide, True, True, "gmm"),
     "srnn": ModelSpec(srnn_model, srnn_model_batched, srnn_guide, True, True, "gauss", SRNN),
     "srnn-gmm": ModelSpec(srnn_model, srnn_model_batched, srnn_guide, True, True, "gmm", SRNN),
+    "cvrnn-gmm": ModelSpec(conditional_model, conditional_model, conditional_guide, True, True, "gmm", ConditionalVRNN),
+    "crnn-gmm": ModelSpec(
+        conditional_model, conditional_model, conditional_empty_guide, False, False, "gmm", ConditionalVRNN
+    ),
 }
 SCORINGS = ("batched", "steps")
 

@@ -17,8 +17,10 @@ from pyro_vrnn.data.byo import train_sizes
 
 TABLE1_MODELS = ("rnn-gauss", "rnn-gmm", "vrnn-i-gauss", "vrnn-gauss", "vrnn-gmm")  # Chung et al. 2015, Table 1
 SRNN_MODELS = ("srnn", "srnn-gmm")  # Fraccaro et al. 2016 (pyro_vrnn/srnn.py): Gaussian or mixture emission
-MODEL_NAMES = TABLE1_MODELS + SRNN_MODELS
-EXACT_MODELS = ("rnn-gauss", "rnn-gmm")  # no latent variables: log p(x) is exact, the ELBO equals it
+# conditioned on each line's text through Graves's (2013) window (models/conditional.py): VRNN-GMM and RNN-GMM
+CONDITIONAL_MODELS = ("cvrnn-gmm", "crnn-gmm")
+MODEL_NAMES = TABLE1_MODELS + SRNN_MODELS + CONDITIONAL_MODELS
+EXACT_MODELS = ("rnn-gauss", "rnn-gmm", "crnn-gmm")  # no latent variables: log p(x) is exact, the ELBO equals it
 ELBO_NAMES = ("trace", "meanfield", "iwae", "fivo")
 PARTICLE_BOUNDS = ("iwae", "fivo")  # K-particle bounds, per sequence (objectives.py)
 
@@ -48,6 +50,11 @@ class Config:
     components: int = 20  # mixture components of the GMM emissions
     mixture: str = "shared"  # real-valued GMM: "shared" mean and scale + per-component offsets, or "independent"
     min_scale: float = 1e-4  # sigma = softplus(.) + min_scale
+    # the models conditioned on text: K of the window's Gaussians, and the characters they know (set from the
+    # training texts when the run starts, kept in the checkpoint)
+    window_components: int = 10
+    alphabet: str = ""
+    longest_text: int = 0  # characters of the longest training line: the most run/write.py lets it write
     # optimisation (docs/paper.md: Adam 3e-4, gradient norm clipped at 5, early stopping on validation)
     batch_size: int = 32
     lr: float = 3e-4
@@ -251,6 +258,16 @@ def check_config(config):
             f"--threads is {config.threads}; this machine has {cpus} CPU(s): give at most {cpus} (0: PyTorch's default)"
         )
     check_particle_bound(config)
+    if config.model in CONDITIONAL_MODELS:
+        if config.window_components < 1:
+            raise ValueError(f"--window-components is {config.window_components}; it must be at least 1")
+        if config.elbo == "fivo":
+            raise ValueError(f"--elbo fivo needs a particle filter, which --model {config.model} has not; use iwae")
+        if config.guide != "filtering":
+            raise ValueError(
+                f"--guide {config.guide} does not apply to --model {config.model}: its guide is the filtering one "
+                "(guides/conditional.py)"
+            )
     # Checked here, not when training seeds numpy or moves the model (a traceback, after the data
     # is prepared): each rank of a torchrun group is seeded seed + rank.
     check_seed(config.seed, processes=int(os.environ.get("WORLD_SIZE", "1") or 1))
@@ -308,6 +325,8 @@ def unused_flags(config, passed, kind=None):
         why["srnn_resq"] = "is not an SRNN"
         if config.model not in EXACT_MODELS and config.guide == "filtering":
             why["backward_hidden"] = "has the filtering guide here (--guide smoothing has the backward RNN)"
+    if config.model not in CONDITIONAL_MODELS:
+        why["window_components"] = "reads no text"
     if not config.model.endswith("gmm"):
         why["components"] = why["mixture"] = "has a single-Gaussian emission"
     return [

@@ -43,9 +43,11 @@ import models
 from pyro_vrnn import data as datasets
 from pyro_vrnn.allocator import freed_memory_kept
 from pyro_vrnn.checkpoints import check_same_data, load_checkpoint, rebuild, resolve_checkpoint
+from pyro_vrnn.config import CONDITIONAL_MODELS
 from pyro_vrnn.objectives import exact_log_likelihood, particle_terms, summarize_log_weights
 from pyro_vrnn.runtime import TrainingError, resolve_device, set_threads
 from pyro_vrnn.smc import particle_filter
+from pyro_vrnn.window import text_inputs
 
 # Peak memory of one vectorized pass over K particles; K is drawn in chunks that fit it. On a CPU: an
 # eighth of the memory free now, between these bounds; on a GPU, a quarter of its free memory. Fewer,
@@ -112,60 +114,65 @@ def fitting_groups(indices, steps, vrnn, budget):
 
 
 @torch.no_grad()
-def importance_terms(model, guide, vrnn, x, mask, num_samples=100, chunk_size=None, budget=None):
+def importance_terms(model, guide, vrnn, x, mask, num_samples=100, chunk_size=None, budget=None, **condition):
     """(log p(x | z^k), log q(z^k | x) - log p(z^k), closed-form KL along z^k) [K, B] for K = num_samples particles
     (objectives.particle_terms), drawn `chunk_size` at a time (default: what fits `budget` bytes, itself by
     default `memory_budget`); log w = the first minus the second."""
     budget = budget or memory_budget(x.device)
     chunk_size = chunk_size or default_chunk_size(num_samples, x.shape[0], x.shape[1], vrnn, budget)
     chunks = [
-        particle_terms(model, guide, vrnn, x, mask, min(chunk_size, num_samples - start))
+        particle_terms(model, guide, vrnn, x, mask, min(chunk_size, num_samples - start), **condition)
         for start in range(0, num_samples, chunk_size)
     ]
     return tuple(torch.cat(terms) for terms in zip(*chunks))
 
 
-def importance_log_weights(model, guide, vrnn, x, mask, num_samples=100, chunk_size=None, budget=None):
+def importance_log_weights(model, guide, vrnn, x, mask, num_samples=100, chunk_size=None, budget=None, **condition):
     """log w [K, B] for K = num_samples particles, drawn `chunk_size` at a time."""
     log_likelihood, log_q_minus_log_p, _ = importance_terms(
-        model, guide, vrnn, x, mask, num_samples, chunk_size, budget
+        model, guide, vrnn, x, mask, num_samples, chunk_size, budget, **condition
     )
     return log_likelihood - log_q_minus_log_p
 
 
 @torch.no_grad()
-def estimate_log_likelihood(model, guide, vrnn, x, mask, num_samples=100, chunk_size=None, latent=True, budget=None):
+def estimate_log_likelihood(
+    model, guide, vrnn, x, mask, num_samples=100, chunk_size=None, latent=True, budget=None, **condition
+):
     """Per-sequence {"elbo", "log_px", "ess", "kl"} [B] tensors (float64) for one padded batch.
 
     latent=False (the RNN baselines): exact log p(x), returned as both elbo and log_px, ess None, kl 0.
     """
     if not latent:
-        exact = exact_log_likelihood(model, vrnn, x, mask)
+        exact = exact_log_likelihood(model, vrnn, x, mask, **condition)
         return {"elbo": exact, "log_px": exact, "ess": None, "kl": torch.zeros_like(exact)}
     log_likelihood, log_q_minus_log_p, kl = importance_terms(
-        model, guide, vrnn, x, mask, num_samples, chunk_size, budget
+        model, guide, vrnn, x, mask, num_samples, chunk_size, budget, **condition
     )
     return summarize_log_weights(log_likelihood - log_q_minus_log_p, kl)
 
 
 @torch.no_grad()
-def estimate_batch(model, guide, vrnn, x, mask, estimators, chunk_size=None, latent=True):
+def estimate_batch(model, guide, vrnn, x, mask, estimators, chunk_size=None, latent=True, condition=None):
     """Per-sequence [B] float64 tensors for one padded batch: elbo, log_px (IS), kl, ess from the IS particles
-    (drawn when elbo or is is asked for, or iwae with the same K); iwae; smc and smc_resamples."""
-    names = estimators.names
+    (drawn when elbo or is is asked for, or iwae with the same K); iwae; smc and smc_resamples. condition: the
+    programs' further keyword arguments (the batch's text for a model conditioned on it)."""
+    names, condition = estimators.names, condition or {}
     if not latent:
-        exact = estimate_log_likelihood(model, guide, vrnn, x, mask, latent=False)
+        exact = estimate_log_likelihood(model, guide, vrnn, x, mask, latent=False, **condition)
         return dict(exact, **{name: exact["log_px"] for name in ("iwae", "smc") if name in names})
     result, iwae_k, budget = {}, estimators.particles("iwae"), estimators.memory_budget
     if {"elbo", "is"} & set(names) or ("iwae" in names and iwae_k == estimators.num_samples):
-        result = estimate_log_likelihood(model, guide, vrnn, x, mask, estimators.num_samples, chunk_size, budget=budget)
+        result = estimate_log_likelihood(
+            model, guide, vrnn, x, mask, estimators.num_samples, chunk_size, budget=budget, **condition
+        )
     if "iwae" in names:  # IS with K' particles: the same number as IS when K' = K
         result["iwae"] = (
             result["log_px"]
             if iwae_k == estimators.num_samples
-            else summarize_log_weights(importance_log_weights(model, guide, vrnn, x, mask, iwae_k, chunk_size, budget))[
-                "log_px"
-            ]
+            else summarize_log_weights(
+                importance_log_weights(model, guide, vrnn, x, mask, iwae_k, chunk_size, budget, **condition)
+            )["log_px"]
         )
     if "smc" in names:
         smc = particle_filter(estimators.stepper(vrnn, x, mask), estimators.particles("smc"))
@@ -251,7 +258,8 @@ def evaluate_dataset(
         for indices in tqdm(batches, disable=not progress, desc="evaluating", unit="batch", dynamic_ncols=True):
             x, mask = datasets.pad_batch([dataset[int(i)] for i in indices])
             x, mask = x.to(device), mask.to(device)
-            result = estimate_batch(model, guide, vrnn, x, mask, estimators, chunk_size, latent)
+            condition = text_inputs(vrnn, dataset, indices, device)  # {} or the lines' text
+            result = estimate_batch(model, guide, vrnn, x, mask, estimators, chunk_size, latent, condition)
             for key, values in result.items():
                 if values is not None:
                     per_sequence.setdefault(key, np.zeros(len(lengths)))[indices] = values.cpu().numpy()
@@ -309,6 +317,8 @@ def evaluate_checkpoint(
         raise TrainingError(f"dataset {config.dataset!r} has no sequences in a split {split!r}")
     check_same_data(info, dataset, f"{config.dataset} {split}")
     latent = models.MODELS[config.model].latent
+    if "smc" in estimators and latent and config.model in CONDITIONAL_MODELS:  # no particle filter reads text
+        raise TrainingError(f"--estimators smc: {config.model} has no particle filter; choose among elbo, iwae, is")
     plan = Estimators(
         tuple(dict.fromkeys(estimators)),
         num_samples,

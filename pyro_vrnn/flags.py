@@ -20,6 +20,7 @@ SIZES = {
     "mlp_layers": "ReLU layers per MLP",
     "components": "mixture components of the GMM emissions",
     "backward_hidden": "units of the smoothing guide's backward RNN (default: --hidden)",
+    "window_components": "Gaussians of the text window (cvrnn-gmm, crnn-gmm; default 10)",
 }
 
 

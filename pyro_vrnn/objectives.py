@@ -103,28 +103,29 @@ def site_kl_sum(guide_trace, model_trace, dtype=None):
 
 
 @torch.no_grad()
-def elbo_terms(model, guide, vrnn, x, mask):
+def elbo_terms(model, guide, vrnn, x, mask, **condition):
     """One-sample estimates, per sequence, of the reconstruction term and of the KL term.
 
     Returns (log_likelihood [B], kl [B]) with ELBO = log_likelihood - kl: the reconstruction at the guide's
     draws, and the KL in closed form at each step along them (`site_kl_sum`; never negative). For models
     without latent variables kl is zero and log_likelihood is the exact log p(x).
     """
-    guide_trace, model_trace = traces(model, guide, vrnn, x, mask)
+    guide_trace, model_trace = traces(model, guide, vrnn, x, mask, **condition)
     log_likelihood = site_log_prob_sum(model_trace, observed=True)
     zeros = x.new_zeros(x.shape[0])
     return zeros + log_likelihood, zeros + site_kl_sum(guide_trace, model_trace)
 
 
 @torch.no_grad()
-def exact_log_likelihood(model, vrnn, x, mask):
-    """log p(x) [B] of a model without latent variables: the sum of its observed sites, exactly."""
-    trace = poutine.trace(model).get_trace(vrnn, x, mask)
+def exact_log_likelihood(model, vrnn, x, mask, **condition):
+    """log p(x) [B] of a model without latent variables: the sum of its observed sites, exactly. condition: the
+    program's further keyword arguments (a text), here and below."""
+    trace = poutine.trace(model).get_trace(vrnn, x, mask, **condition)
     return x.new_zeros(x.shape[0], dtype=torch.float64) + site_log_prob_sum(trace, True, torch.float64)
 
 
 @torch.no_grad()
-def particle_terms(model, guide, vrnn, x, mask, num_samples):
+def particle_terms(model, guide, vrnn, x, mask, num_samples, **condition):
     """(log p(x | z^k), log q(z^k | x) - log p(z^k), the closed-form KL along z^k), each [K, B], for K particles
     drawn in one vectorized pass; the difference of the first two is the log-weight
     log w_k = log p(x, z^k) - log q(z^k | x), and the third (`site_kl_sum`) is what reports call the KL term.
@@ -133,7 +134,7 @@ def particle_terms(model, guide, vrnn, x, mask, num_samples):
     the particles at dim -2 and the sequences at dim -1 (padding steps are masked to zero).
     """
     _, model_trace, guide_trace = vectorized_importance_weights(
-        model, guide, vrnn, x, mask, record=Record(), num_samples=num_samples, max_plate_nesting=1
+        model, guide, vrnn, x, mask, record=Record(), num_samples=num_samples, max_plate_nesting=1, **condition
     )
     shape = (num_samples, x.shape[0])
     for trace in (model_trace, guide_trace):
@@ -153,9 +154,9 @@ def particle_terms(model, guide, vrnn, x, mask, num_samples):
     return log_likelihood, log_q_minus_log_p, zeros + site_kl_sum(guide_trace, model_trace, torch.float64)
 
 
-def particle_log_weights(model, guide, vrnn, x, mask, num_samples):
+def particle_log_weights(model, guide, vrnn, x, mask, num_samples, **condition):
     """log w [K, B] = log p(x, z^k) - log q(z^k | x) for K particles drawn in one vectorized pass."""
-    log_likelihood, log_q_minus_log_p, _ = particle_terms(model, guide, vrnn, x, mask, num_samples)
+    log_likelihood, log_q_minus_log_p, _ = particle_terms(model, guide, vrnn, x, mask, num_samples, **condition)
     return log_likelihood - log_q_minus_log_p
 
 

@@ -23,11 +23,14 @@ import torch
 import models
 from pyro_vrnn import data as datasets, plots
 from pyro_vrnn.checkpoints import check_same_data, load_checkpoint, rebuild, resolve_checkpoint
+from pyro_vrnn.config import CONDITIONAL_MODELS
 from pyro_vrnn.data import write_wav
 from pyro_vrnn.data.tokens import decode
 from pyro_vrnn.generate import generate, to_data_units
 from pyro_vrnn.objectives import traces
 from pyro_vrnn.runtime import TrainingError
+from pyro_vrnn.synthesis import phrases, write_lines
+from pyro_vrnn.window import ConditionalVRNN
 
 SAMPLE_RATE = 16000  # docs/paper.md: the speech sets are 16 kHz waveforms (a data set may store its own)
 
@@ -197,6 +200,10 @@ def sample_run(run, num, steps, seed=0, tau=1.0, prime=None):
     z_{<=P} are drawn from the guide. Binary samples are bits already; handwriting pen bits are
     0/1 by construction (they are never normalized).
     """
+    if run.config.model in CONDITIONAL_MODELS:
+        raise TrainingError(
+            f'{run.config.model} writes a given text: python run/write.py "TEXT" --checkpoint {run.run_dir}'
+        )
     pyro.set_rng_seed(seed)
     x = generate(run.model, run.vrnn, num, steps, prime=prime, guide=run.guide if run.latent else None, tau=tau)
     if run.info["kind"] in ("binary", "tokens"):  # bits and token ids are never normalized
@@ -224,6 +231,10 @@ def latent_activity(model, guide, vrnn, sequence, particles=1):
     x = torch.as_tensor(sequence, dtype=torch.float32).to(next(vrnn.parameters()).device)
     x = x.expand(particles, -1, -1)  # independent particles as a batch of copies
     mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+    if isinstance(vrnn, ConditionalVRNN):
+        raise TrainingError(
+            "Figure 2 is drawn for the models without text; a text-conditioned one needs its line's text"
+        )
     guide_trace, model_trace = traces(model, guide, vrnn, x, mask)
     names = [f"z_{t + 1}" for t in range(x.shape[1])]
     if names[0] not in guide_trace.nodes:
@@ -307,8 +318,18 @@ def end_of_run_figures(run_dir, num=None, seed=0):
     name = "best.pt" if os.path.exists(os.path.join(run_dir, "best.pt")) else "last.pt"
     if os.path.exists(os.path.join(run_dir, name)):
         run = Run(os.path.join(run_dir, name))
-        x = sample_run(run, num or run.config.num_samples_figure, run.info["median_length"], seed)
-        written += write_samples(x, run.info, run_dir, suptitle=f"{run.describe()}: samples", audio=False, arrays=False)
+        num = num or run.config.num_samples_figure
+        if run.config.model in CONDITIONAL_MODELS:  # it writes given texts: phrases of the embedded vocabulary
+            pyro.set_rng_seed(seed)
+            texts = phrases(run.vrnn.alphabet, num, seed, run.config.longest_text)
+            lines, _ = write_lines(run, texts)
+            titles = [repr(text) for text in texts]
+            written.append(plots.plot_handwriting(lines, os.path.join(run_dir, "samples.png"), titles, run.describe()))
+        else:
+            x = sample_run(run, num, run.info["median_length"], seed)
+            written += write_samples(
+                x, run.info, run_dir, suptitle=f"{run.describe()}: samples", audio=False, arrays=False
+            )
     log_path = os.path.join(run_dir, "log.jsonl")
     if os.path.exists(log_path):
         curves = plots.plot_training_curves(log_path, os.path.join(run_dir, "curves.png"))

@@ -31,6 +31,7 @@ from pyro_vrnn.objectives import FIVOELBO, IWAEELBO, FreeBitsELBO, elbo_terms
 from pyro_vrnn.record import Record
 from pyro_vrnn.runtime import TrainingError, all_reduce_sum
 from pyro_vrnn.stacked_elbo import StackedTrace_ELBO
+from pyro_vrnn.window import text_inputs
 
 ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}
 
@@ -76,16 +77,20 @@ def make_loss_module(config, model, guide, vrnn, world_size=1, device=None):
     return loss_module
 
 
-def svi_step(loss_module, optimizer, x, mask, num_sequences, kl_scale=1.0, clip=5.0, validate=False):
+def svi_step(loss_module, optimizer, x, mask, num_sequences, kl_scale=1.0, clip=5.0, validate=False, condition=None):
     """One SVI step on the mean per-sequence -ELBO of a batch; returns (loss, gradient norm) as floats.
 
     The plate over sequences scales the batch's -ELBO to `num_sequences` (the training set), and
     dividing by it gives the mean over the batch; under DDP each rank holds part of the batch and
     the gradient average over ranks is the gradient of the mean over the whole batch.
-    A non-finite loss or gradient leaves the parameters untouched.
+    A non-finite loss or gradient leaves the parameters untouched. condition: the programs' further
+    keyword arguments (the batch's text for a model conditioned on it: window.text_inputs).
     """
     with pyro.validation_enabled(validate):
-        loss = loss_module(x, mask, num_sequences=num_sequences, kl_scale=kl_scale, record=Record()) / num_sequences
+        loss = (
+            loss_module(x, mask, num_sequences=num_sequences, kl_scale=kl_scale, record=Record(), **(condition or {}))
+            / num_sequences
+        )
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -124,13 +129,14 @@ def validate(model, guide, vrnn, dataset, batch_size, device, rank=0, world_size
                 f"a {dataset.split} batch holds NaN or inf (sequences {list(indices)[:5]}...); check the data or "
                 "rebuild its cache"
             )
-        log_likelihood, kl = elbo_terms(model, guide, vrnn, x, mask)
+        condition = text_inputs(vrnn, dataset, indices, device)  # {} or the lines' text
+        log_likelihood, kl = elbo_terms(model, guide, vrnn, x, mask, **condition)
         totals[0] += log_likelihood.sum().item()
         totals[1] += kl.sum().item()
         totals[2] += len(indices)
         totals[3] += mask.sum().item()
         if bound is not None:
-            totals[4] += bound.per_sequence(model, guide, vrnn, x, mask)[0].sum().item()
+            totals[4] += bound.per_sequence(model, guide, vrnn, x, mask, **condition)[0].sum().item()
     vrnn.train()
     log_likelihood, kl, sequences, steps, bound_sum = all_reduce_sum(totals, device)
     elbo = log_likelihood - kl

@@ -49,6 +49,7 @@ from pyro_vrnn.runtime import (
     setup_distributed,
 )
 from pyro_vrnn.svi import kl_weight, make_elbo, make_loss_module, svi_step, to_device, validate
+from pyro_vrnn.window import text_inputs, training_alphabet
 
 
 class Trainer:
@@ -101,6 +102,9 @@ class Trainer:
         self.train_set, self.valid_set = splits["train"], splits["valid"]
         if len(self.train_set) == 0 or len(self.valid_set) == 0:
             raise TrainingError(f"dataset {c.dataset!r} has an empty train or valid split")
+        if models.MODELS[c.model].network is models.ConditionalVRNN and not c.alphabet:  # what it can write
+            longest = max(len(text) for text in self.train_set.texts or [""])
+            self.config = c = dataclasses.replace(c, alphabet=training_alphabet(splits.values()), longest_text=longest)
         with network_fits(c, self.device):  # a network too big for the memory: one line, not a traceback
             self.data_info = data_info(self.train_set)
             self.model, self.guide, self.vrnn = models.build(
@@ -192,9 +196,18 @@ class Trainer:
                         "check the data or rebuild its cache"
                     )
                 kl_scale = kl_weight(c, epoch, i, batches)
+                condition = text_inputs(self.vrnn, self.train_set, indices, self.device)  # {} or the lines' text
                 # Pyro checks shapes and supports on the first step only: clear errors up front, no per-step cost.
                 loss, grad_norm = svi_step(
-                    self.loss_module, self.optimizer, x, mask, len(self.train_set), kl_scale, c.clip, self.first_step
+                    self.loss_module,
+                    self.optimizer,
+                    x,
+                    mask,
+                    len(self.train_set),
+                    kl_scale,
+                    c.clip,
+                    self.first_step,
+                    condition,
                 )
                 self.first_step = False
                 if not (math.isfinite(loss) and math.isfinite(grad_norm)):

@@ -62,7 +62,10 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", choices=sorted(DATASETS), help="data set (default hershey: embedded, no download)")
     p.add_argument(
-        "--model", choices=MODEL_NAMES, help="a Table 1 model, or an SRNN (Fraccaro et al. 2016; default vrnn-gmm)"
+        "--model",
+        choices=MODEL_NAMES,
+        help="a Table 1 model, an SRNN (Fraccaro et al. 2016), or one conditioned on each line's text "
+        "(cvrnn-gmm, crnn-gmm: run/write.py writes with it); default vrnn-gmm",
     )
     p.add_argument("--data-dir", help="where the dataset's files are (licensed sets)")
     p.add_argument("--out", help="run directory (default runs/<dataset>-<model>-<time>)")

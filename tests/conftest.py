@@ -342,3 +342,24 @@ def small_handwriting(hershey_cache, tmp_path_factory):
         source="tests",
     )
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def lines_with_text(tmp_path_factory):
+    """30 embedded lines with their texts, as a user's HDF5 file."""
+    from pyro_vrnn import data as datasets
+
+    root = tmp_path_factory.mktemp("text")
+    splits = datasets.load("hershey", cache_dir=str(root), num_lines=30, verbose=False)
+    path = str(root / "lines.h5")
+    write_h5(
+        path,
+        {s: [splits[s][i].numpy() for i in range(len(splits[s]))] for s in splits},
+        "handwriting",
+        "lines",
+        splits["train"].mean,
+        splits["train"].std,
+        "tests",
+        texts={s: splits[s].texts for s in splits},
+    )
+    return path

@@ -9,7 +9,6 @@ from test_evaluate import linear_gaussian
 
 from pyro_vrnn import evaluate
 from pyro_vrnn.evaluate import PASS_RESERVE_BYTES, Estimators, bytes_per_cell, evaluate_dataset, fitting_groups
-from pyro_vrnn.smc import stepper_for
 
 
 class Sequences:
@@ -61,7 +60,7 @@ def test_the_smallest_budget_gives_the_estimates_of_one_pass(monkeypatch, guide_
             5,
             5,
             5,
-            lambda v, x, m: stepper_for("vrnn-i-gauss", v, guide_name, x, m),
+            lambda v, x, m: v.stepper(x, m, guide_name),
             budget,
         )
         passes.clear()

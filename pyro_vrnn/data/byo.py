@@ -255,12 +255,13 @@ def _check_offsets(path, split, group):
             f"{split}/offsets end at {o[-1]} but {split}/data has {len(data)} steps",
             "the last offset must equal the number of rows of data",
         )
-    if "names" in group and len(group["names"]) != len(o) - 1:
-        _fail(
-            path,
-            f"{split}/names has {len(group['names'])} entries for {len(o) - 1} sequences",
-            "give one name per sequence or drop the names dataset",
-        )
+    for key, what in (("names", "name"), ("text", "text (its transcription)")):
+        if key in group and len(group[key]) != len(o) - 1:
+            _fail(
+                path,
+                f"{split}/{key} has {len(group[key])} entries for {len(o) - 1} sequences",
+                f"give one {what} per sequence or drop the {key} dataset",
+            )
     return o
 
 

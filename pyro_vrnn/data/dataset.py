@@ -64,6 +64,7 @@ class SequenceDataset(Dataset):
                 # Hz of the audio that "real" steps are frames of (schema.py); None: the data are not sound
                 self.sample_rate = int(f.attrs["sample_rate"]) if "sample_rate" in f.attrs else None
                 self._has_names = "names" in group
+                self.has_texts = "text" in group  # a transcription per sequence (schema.py)
                 # The content fingerprint, one per file (a user's file has it from its validation, byo.py).
                 self.fingerprint = fingerprint or (
                     as_text(f.attrs["fingerprint"]) if "fingerprint" in f.attrs else None
@@ -78,24 +79,34 @@ class SequenceDataset(Dataset):
                 f"{self.path} is not a prepared pyro-vrnn dataset ({error}); delete it and prepare the dataset again"
             ) from None
         self.lengths = np.diff(self.offsets)
-        self._names = None
+        self._names = self._texts = None
         self._file = self._data = self._pid = None
 
     def damaged(self, what, error):
         """The one-line DataError for a part of the file that cannot be read."""
         return DataError(f"the file {self.path} is damaged: {what} cannot be read ({error}); {self.if_damaged}")
 
+    def _strings(self, key):
+        with h5py.File(self.path, "r") as f:
+            try:
+                strings = f[self.split][key][:]
+            except OSError as error:
+                raise self.damaged(f"{self.split}/{key}", error) from None
+        return [n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in strings]
+
     @property
     def names(self):
         """The sequences' names (list of str), or None; read on first use (a big corpus has millions)."""
         if self._has_names and self._names is None:
-            with h5py.File(self.path, "r") as f:
-                try:
-                    names = f[self.split]["names"][:]
-                except OSError as error:
-                    raise self.damaged(f"{self.split}/names", error) from None
-                self._names = [n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in names]
+            self._names = self._strings("names")
         return self._names
+
+    @property
+    def texts(self):
+        """The sequences' texts (list of str: what each line writes), or None where the file has none."""
+        if self.has_texts and self._texts is None:
+            self._texts = self._strings("text")
+        return self._texts
 
     def __len__(self):
         return len(self.lengths)

@@ -17,7 +17,9 @@ of its lines (Fig. 3 of the paper asks whether a model keeps one style across a 
 The lines are written as lineStrokes XML files, in IAM-OnDB's layout and format (integer
 whiteboard coordinates with y pointing down, time stamps, split lists), and then prepared by
 exactly the same code as IAM-OnDB (iam.py), so the two datasets share every step after
-rendering. Everything is deterministic given (num_lines, seed).
+rendering. What each line writes goes beside it as IAM-OnDB's ascii transcription of its form
+(ascii/h00/h00-057/h00-057.txt), so the prepared lines keep their text. Everything is deterministic
+given (num_lines, seed).
 """
 
 import os
@@ -34,7 +36,7 @@ from pyro_vrnn.data.text import CHARACTERS, random_text
 # The embedded set keeps a test split of its own (IAM-OnDB's authors trained on testset_f).
 SPLIT_LISTS = {"trainset.txt": "train", "testset_v.txt": "valid", "testset_f.txt": "test"}
 
-GENERATOR_VERSION = 1  # bump when the rendering below changes: the XML files are regenerated
+GENERATOR_VERSION = 2  # bump when the rendering below changes: the XML files are regenerated (2: transcriptions)
 
 FONTS = {"cursive": 0.45, "scripts": 0.45, "scriptc": 0.1}  # name -> probability per writer
 FONT_SPEED = {"cursive": 1.0, "scripts": 1.0, "scriptc": 1.1}  # scriptc draws double lines
@@ -268,6 +270,13 @@ def line_strokes_xml(board, times, counts):
     return "\n".join(out)
 
 
+def write_transcription(path, lines):
+    """A form's text as IAM-OnDB's ascii files hold it: the lines after "CSR:" (iam.read_transcription)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("OCR:\n\n" + "\n".join(lines) + "\n\nCSR:\n\n" + "\n".join(lines) + "\n")
+
+
 def generate(out_dir, num_lines, seed):
     """Write `num_lines` lines by synthetic writers (one form of 4-8 lines each) and split lists.
 
@@ -284,12 +293,16 @@ def generate(out_dir, num_lines, seed):
         folder = os.path.join(out_dir, "lineStrokes", form.split("-")[0], form)
         os.makedirs(folder, exist_ok=True)
         t = rng.uniform(100.0, 2000.0)
+        texts = []
         for line in range(1, count + 1):
-            strokes = render_line(random_text(rng), fonts, writer, rng)
+            words = random_text(rng)
+            texts.append(" ".join(words))
+            strokes = render_line(words, fonts, writer, rng)
             board, times, counts = to_whiteboard(strokes, writer, rng, t)
             with open(os.path.join(folder, f"{form}-{line:02d}.xml"), "w", encoding="ISO-8859-1") as f:
                 f.write(line_strokes_xml(board, times, counts))
             t = times[-1] + rng.uniform(1.0, 4.0)
+        write_transcription(os.path.join(out_dir, "ascii", form.split("-")[0], form, f"{form}.txt"), texts)
         forms.append(form)
         written += count
         writer_id += 1

@@ -21,6 +21,12 @@ Files, as unpacked from lineStrokes-all.tar.gz (IAM-OnDB needs registration)::
     lineStrokes/a01/a01-000/a01-000u-01.xml     <WhiteboardCaptureSession><StrokeSet>
                                                    <Stroke ...><Point x= y= time=/>...</Stroke>...
 
+Each line's transcription comes from IAM-OnDB's ascii-all.tar.gz where it is found under the data
+directory: ascii/a01/a01-000/a01-000u.txt holds form a01-000u, its handwritten lines after a "CSR:"
+line (and one blank line), one a line, so line a01-000u-02 writes the second. The cache stores them as
+each sequence's `text` (schema.py) for the models conditioned on text; a line whose form has no such file
+gets "" (and without any ascii file the cache has no text).
+
 The official task lists (trainset.txt, testset_v.txt, testset_t.txt, testset_f.txt; one form id
 such as "a01-000u" per line) give the split when found anywhere under the data directory:
 trainset + testset_t + testset_f -> train, testset_v -> valid, as Graves (2013) and the VRNN authors
@@ -39,7 +45,7 @@ import numpy as np
 
 from pyro_vrnn.data.schema import DataError, cached_source, write_h5
 
-PREPARATION_VERSION = 4  # bump when the preparation below changes: every cache is rebuilt (4: fingerprints)
+PREPARATION_VERSION = 5  # bump when the preparation below changes: every cache is rebuilt (5: texts)
 
 IAM_URL = "https://fki.tic.heia-fr.ch/databases/iam-on-line-handwriting-database"
 # A line file is "<form id>-<line number>.xml", e.g. a01-000u-01.xml of form a01-000u.
@@ -75,6 +81,25 @@ def read_strokes(xml_path):
         if points:
             strokes.append(np.array(points, dtype=np.float64))
     return strokes
+
+
+def read_transcription(path):
+    """The lines of an IAM-OnDB ascii file (ascii/a01/a01-000/a01-000u.txt): those after its "CSR:" line,
+    up to the first blank line after them, stripped; [] where the file has no CSR section."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            rows = [row.strip() for row in f.read().splitlines()]
+    except OSError as error:
+        raise DataError(f"cannot read {path}: {error}") from None
+    if "CSR:" not in rows:
+        return []
+    lines = []
+    for row in rows[rows.index("CSR:") + 1 :]:
+        if row:
+            lines.append(row)
+        elif lines:
+            break
+    return lines
 
 
 def strokes_to_offsets(strokes):
@@ -124,22 +149,28 @@ def missing_data_message(data_dir, what):
     )
 
 
-def find_sources(data_dir):
-    """(line files, split lists) under data_dir: {line id: path}, {list file name: path}.
+def find_sources(data_dir, with_transcriptions=False):
+    """(line files, split lists) under data_dir: {line id: path}, {list file name: path}; with_transcriptions,
+    also the ascii files: {form id: path} of every FORM.txt inside an "ascii" folder.
 
     If a lineStrokes folder exists, only files in it count (the other IAM-OnDB archives hold
     whole-form XML files in the same format).
     """
-    lines, lists = {}, {}
+    lines, lists, transcriptions = {}, {}, {}
     for root, dirs, files in os.walk(data_dir, followlinks=True):
         dirs.sort()
+        in_ascii = "ascii" in os.path.relpath(root, data_dir).split(os.sep)
         for file in sorted(files):
             path = os.path.join(root, file)
             if LINE_FILE.match(file):
                 lines.setdefault(file[: -len(".xml")], path)
             elif file in SPLIT_LISTS:
                 lists.setdefault(file, path)
+            elif in_ascii and file.endswith(".txt"):
+                transcriptions.setdefault(file[: -len(".txt")], path)
     in_line_strokes = {k: p for k, p in lines.items() if "lineStrokes" in os.path.relpath(p, data_dir).split(os.sep)}
+    if with_transcriptions:
+        return (in_line_strokes or lines), lists, transcriptions
     return (in_line_strokes or lines), lists
 
 
@@ -192,10 +223,10 @@ def prepare_iam(data_dir, cache_path, seed=0, name="iam", verbose=True, note="",
     data_dir = os.path.abspath(os.path.expanduser(os.fspath(data_dir)))
     if not os.path.isdir(data_dir):
         raise DataError(missing_data_message(data_dir, "no such directory"))
-    line_files, lists = find_sources(data_dir)
+    line_files, lists, transcriptions = find_sources(data_dir, with_transcriptions=True)
     if not line_files:
         raise DataError(missing_data_message(data_dir, "no lineStrokes XML files (like a01-000u-01.xml)"))
-    source = fingerprint(data_dir, list(line_files.values()) + list(lists.values()))
+    source = fingerprint(data_dir, list(line_files.values()) + list(lists.values()) + list(transcriptions.values()))
     if cached_source(cache_path) == source:
         return cache_path
 
@@ -219,6 +250,8 @@ def prepare_iam(data_dir, cache_path, seed=0, name="iam", verbose=True, note="",
     # Parse every line (T = points - 1; lines with fewer than 2 points carry no step).
     raw = {split: [] for split in ("train", "valid", "test")}
     names = {split: [] for split in raw}
+    texts = {split: [] for split in raw}
+    form_lines = {form: read_transcription(path) for form, path in transcriptions.items()}
     skipped = 0
     for line_id in sorted(split_of):
         x = parse_line_strokes(line_files[line_id])
@@ -227,6 +260,9 @@ def prepare_iam(data_dir, cache_path, seed=0, name="iam", verbose=True, note="",
             continue
         raw[split_of[line_id]].append(x)
         names[split_of[line_id]].append(line_id)
+        written = form_lines.get(form_of[line_id], [])
+        number = int(LINE_FILE.match(line_id + ".xml").group("line"))  # 1 for the form's first line
+        texts[split_of[line_id]].append(written[number - 1] if 1 <= number <= len(written) else "")
     if not raw["train"]:
         raise DataError(f"no training line with at least two points under {data_dir}")
 
@@ -241,13 +277,25 @@ def prepare_iam(data_dir, cache_path, seed=0, name="iam", verbose=True, note="",
     mean = np.array([0.0, offset_mean, offset_mean])  # the pen bit stays 0/1
     std = np.array([1.0, offset_std, offset_std])
     splits = {split: [((x - mean) / std).astype(np.float32) for x in xs] for split, xs in raw.items()}
-    write_h5(cache_path, splits, kind="handwriting", name=name, mean=mean, std=std, source=source, names=names)
+    write_h5(
+        cache_path,
+        splits,
+        kind="handwriting",
+        name=name,
+        mean=mean,
+        std=std,
+        source=source,
+        names=names,
+        texts=texts if transcriptions else None,
+    )
 
     if verbose:
         lengths = np.array([len(x) for xs in raw.values() for x in xs])
         extra = f", {skipped} empty lines skipped" if skipped else ""
         unlisted = len(line_files) - len(split_of)
         extra += f", {unlisted} unlisted lines left out" if unlisted else ""
+        if transcriptions:
+            extra += f", {sum(bool(t) for ts in texts.values() for t in ts)} with text"
         print(
             f"prepared {name}: train {len(raw['train'])} / valid {len(raw['valid'])} / "
             f"test {len(raw['test'])} lines ({how}{extra}); length {lengths.min()}-{lengths.max()} "

@@ -35,6 +35,8 @@ One HDF5 file::
       offsets  integer [num_sequences + 1], 0 = offsets[0] < offsets[1] < ... = len(data):
                sequence i is data[offsets[i]:offsets[i+1]] (every sequence has >= 1 step)
       names    optional utf-8 strings [num_sequences] (e.g. IAM line ids, source files)
+      text     optional utf-8 strings [num_sequences]: what each sequence says or writes (a handwritten
+               line's transcription), for the models conditioned on text (models/conditional.py)
     every value finite; "binary" data and the pen column of "handwriting" data are 0 or 1; "tokens"
     data are ids of the vocabulary, stored as integers (or floats of whole numbers), never normalized.
 
@@ -122,7 +124,7 @@ class StreamWriter:
     `finish(mean, std, normalize=False)` records stats of data that is already normalized.
     """
 
-    def __init__(self, path, kind, name, dim, source, names=True, buffer_bytes=4 << 20, vocabulary=None):
+    def __init__(self, path, kind, name, dim, source, names=True, buffer_bytes=4 << 20, vocabulary=None, texts=False):
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         if (kind == "tokens") != (vocabulary is not None) or (kind == "tokens" and int(dim) != 1):
@@ -131,6 +133,7 @@ class StreamWriter:
         self.path = os.fspath(path)
         self.kind, self.name, self.dim, self.source = kind, name, int(dim), source
         self.with_names = bool(names)
+        self.with_texts = bool(texts)  # a "text" per sequence (its transcription)
         self.buffer_rows = max(1, int(buffer_bytes) // (4 * self.dim))  # float32 rows
         self.moments = {split: RunningMoments(self.dim) for split in SPLITS}
         self.lengths = {split: [] for split in SPLITS}  # finished sequences' lengths (int64 each)
@@ -141,6 +144,7 @@ class StreamWriter:
         self._open_length = {split: 0 for split in SPLITS}  # rows of the sequence being written
         self._ends = {split: [] for split in SPLITS}  # buffered offsets
         self._names = {split: [] for split in SPLITS}  # buffered names
+        self._texts = {split: [] for split in SPLITS}  # buffered texts
         self._total = {split: 0 for split in SPLITS}  # rows written or buffered
         self.fingerprint = Fingerprint(SPLITS)  # of the stored values, fed as they are written
         for split in SPLITS:
@@ -166,10 +170,11 @@ class StreamWriter:
             group.create_dataset(
                 "offsets", data=np.zeros(1, dtype=np.int64), maxshape=(None,), chunks=(4096,), fletcher32=True
             )
-            if self.with_names:
-                group.create_dataset(
-                    "names", shape=(0,), maxshape=(None,), chunks=(4096,), dtype=h5py.string_dtype("utf-8")
-                )
+            for key, wanted in (("names", self.with_names), ("text", self.with_texts)):
+                if wanted:
+                    group.create_dataset(
+                        key, shape=(0,), maxshape=(None,), chunks=(4096,), dtype=h5py.string_dtype("utf-8")
+                    )
 
     # -- adding rows --------------------------------------------------------------------------
 
@@ -188,20 +193,24 @@ class StreamWriter:
         if buffered >= self.buffer_rows:
             self.flush()
 
-    def end_sequence(self, split, name=None):
+    def end_sequence(self, split, name=None, text=None):
         """Close the sequence being written in `split` (its rows are those appended since the last end)."""
         if self.with_names and name is None:
             raise ValueError("this writer stores names: end_sequence needs one")
+        if self.with_texts and text is None:
+            raise ValueError("this writer stores texts: end_sequence needs one")
+        if self.with_texts:
+            self._texts[split].append(str(text))
         self.lengths[split].append(self._open_length[split])
         self._open_length[split] = 0
         self._ends[split].append(self._total[split])
         if self.with_names:
             self._names[split].append(str(name))
 
-    def add(self, split, rows, name=None):
+    def add(self, split, rows, name=None, text=None):
         """append + end_sequence: one whole sequence [T, D]."""
         self.append(split, rows)
-        self.end_sequence(split, name)
+        self.end_sequence(split, name, text)
 
     def flush(self):
         """Append the buffered rows, offsets and names to the file's datasets."""
@@ -218,7 +227,11 @@ class StreamWriter:
                 self.flushes += 1
             if self._ends[split]:
                 self.fingerprint.update(split, "offsets", self._ends[split])
-            for key, buffer in (("offsets", self._ends[split]), ("names", self._names[split])):
+            for key, buffer in (
+                ("offsets", self._ends[split]),
+                ("names", self._names[split]),
+                ("text", self._texts[split]),
+            ):
                 if buffer:
                     dataset = group[key]
                     start = dataset.shape[0]
@@ -280,8 +293,9 @@ class StreamWriter:
         return False
 
 
-def write_h5(path, splits, kind, name, mean, std, source, names=None, vocabulary=None):
-    """Write `splits` (split -> list of [T_i, D] arrays, already normalized) to `path`, atomically.
+def write_h5(path, splits, kind, name, mean, std, source, names=None, vocabulary=None, texts=None):
+    """Write `splits` (split -> list of [T_i, D] arrays, already normalized) to `path`, atomically;
+    `names` and `texts`, if given, map each split to one string per sequence.
 
     The file is written next to `path` and moved over it with `os.replace`, so a reader never
     sees half a file, and a crash leaves the previous cache intact. `mean`/`std` record the
@@ -294,17 +308,25 @@ def write_h5(path, splits, kind, name, mean, std, source, names=None, vocabulary
     dim = mean.shape[0]
     if std.shape != (dim,):
         raise ValueError(f"mean and std must both have shape [D], got {mean.shape} and {std.shape}")
-    if names is not None:
-        for split in SPLITS:
-            if len(list(names.get(split, []))) != len(splits.get(split, [])):
+    for what, strings in (("names", names), ("texts", texts)):
+        for split in SPLITS if strings is not None else ():
+            if len(list(strings.get(split, []))) != len(splits.get(split, [])):
                 raise ValueError(
-                    f"{split}: {len(list(names.get(split, [])))} names for {len(splits.get(split, []))} sequences"
+                    f"{split}: {len(list(strings.get(split, [])))} {what} for {len(splits.get(split, []))} sequences"
                 )
-    with StreamWriter(path, kind, name, dim, source, names=names is not None, vocabulary=vocabulary) as writer:
+    with StreamWriter(
+        path, kind, name, dim, source, names=names is not None, vocabulary=vocabulary, texts=texts is not None
+    ) as writer:
         for split in SPLITS:
             split_names = list(names.get(split, [])) if names is not None else None
+            split_texts = list(texts.get(split, [])) if texts is not None else None
             for i, sequence in enumerate(splits.get(split, [])):
-                writer.add(split, sequence, split_names[i] if split_names is not None else None)
+                writer.add(
+                    split,
+                    sequence,
+                    split_names[i] if split_names is not None else None,
+                    split_texts[i] if split_texts is not None else None,
+                )
         writer.finish(mean, std, normalize=False)
 
 

@@ -1,0 +1,216 @@
+"""Train an online handwriting recognizer (BiLSTM + CTC over the pen offsets; pyro_vrnn/recognizer.py) on a data
+set's training lines and their texts, and report its character error rate (CER) on held-out lines; or read
+lines that a model wrote (run/write.py) with a trained one.
+
+    python run/recognize.py                                            # hershey: train, CER on its test lines
+    python run/recognize.py --dataset iam --data-dir data/iam-ondb --epochs 30
+    python run/recognize.py --read runs/RUN/write/write-*.npy --text "the old river"
+    python run/recognize.py --written-by runs/RUN --phrases 100 --bias 1   # CER of what a model writes
+
+Training writes, into --out (default runs/recognizer): recognizer.pt (the weights with the best validation
+CER, written atomically), log.jsonl (one record an epoch: loss, validation CER) and cer.json (the test CER,
+or validation's where the set has no test lines). --read prints what each file says and the CER against
+--text. --written-by has a model conditioned on text (run/write.py's) write --phrases phrases of the
+embedded vocabulary that no training line says, reads them, and writes their CER into OUT/written_cer.json.
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+
+from pyro_vrnn.interrupts import one_line_ctrl_c, while_starting  # noqa: E402
+
+if __name__ == "__main__":  # torch and Pyro take seconds to import: a Ctrl-C meanwhile is one line
+    while_starting()
+
+import numpy as np  # noqa: E402
+import pyro  # noqa: E402
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from pyro_vrnn import data as datasets  # noqa: E402
+from pyro_vrnn.checks import check_output_dir, check_seed  # noqa: E402
+from pyro_vrnn.data import DataError  # noqa: E402
+from pyro_vrnn.recognizer import Recognizer, character_error_rate, pad, read_dataset  # noqa: E402
+from pyro_vrnn.report import Run  # noqa: E402
+from pyro_vrnn.runtime import TrainingError  # noqa: E402
+from pyro_vrnn.synthesis import phrases, write_lines  # noqa: E402
+from pyro_vrnn.window import alphabet_of, no_text  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default="hershey", choices=sorted(datasets.DATASETS), help="default hershey")
+    p.add_argument("--data-dir", help="where the dataset's files are")
+    p.add_argument("--out", default=os.path.join("runs", "recognizer"), help="default runs/recognizer")
+    p.add_argument("--epochs", type=int, default=20, help="passes over the training lines (default 20)")
+    p.add_argument("--max-minutes", type=float, help="stop training after this many minutes")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--hidden", type=int, default=128, help="LSTM units each way (default 128)")
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
+    p.add_argument("--read", nargs="+", metavar="FILE.npy", help="lines to read ([T, 3] in data units), not train")
+    p.add_argument("--text", help="what the --read lines should say, for their CER")
+    p.add_argument("--checkpoint", help="the recognizer.pt that --read uses (default OUT/recognizer.pt)")
+    p.add_argument("--written-by", metavar="RUN", help="a cvrnn-gmm or crnn-gmm run: read what it writes")
+    p.add_argument("--phrases", type=int, default=100, help="phrases --written-by writes (default 100)")
+    p.add_argument("--bias", type=float, default=0.0, help="the sampling bias --written-by writes with")
+    return p.parse_args(argv)
+
+
+def save_atomically(state, path):
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def train(args):
+    splits = datasets.load(args.dataset, args.data_dir)
+    train_set, valid_set = splits["train"], splits["valid"]
+    for dataset in splits.values():
+        if dataset.texts is None:
+            raise no_text(dataset)
+    held_out = splits["test"] if len(splits["test"]) else valid_set
+    alphabet = alphabet_of([t for d in splits.values() for t in d.texts])
+    torch.manual_seed(args.seed)
+    recognizer = Recognizer(alphabet, train_set.mean, train_set.std, args.hidden, args.layers)
+    optimizer = torch.optim.Adam(recognizer.parameters(), lr=args.lr)
+    ctc = torch.nn.CTCLoss(blank=0, zero_infinity=True)
+    with_text = [i for i in range(len(train_set)) if train_set.texts[i]]
+    sampler = datasets.LengthBucketSampler(train_set.lengths[with_text], args.batch_size, seed=args.seed)
+    os.makedirs(args.out, exist_ok=True)
+    path, log_path = os.path.join(args.out, "recognizer.pt"), os.path.join(args.out, "log.jsonl")
+    best, start = math.inf, time.time()
+    state = {"alphabet": alphabet, "hidden": args.hidden, "layers": args.layers}
+    with open(log_path, "w") as log:
+        for epoch in range(args.epochs):
+            sampler.set_epoch(epoch)
+            total = 0.0
+            for batch in tqdm(list(sampler), desc=f"epoch {epoch + 1}/{args.epochs}", leave=False):
+                indices = [with_text[i] for i in batch]
+                x, lengths = pad([train_set[i] for i in indices])
+                targets, target_lengths = recognizer.targets([train_set.texts[i] for i in indices])
+                loss = ctc(recognizer(x, lengths), targets, lengths, target_lengths)
+                optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(recognizer.parameters(), 5.0)
+                optimizer.step()
+                total += loss.item() * len(indices)
+            cer = character_error_rate(*read_dataset(recognizer, valid_set))
+            record = {
+                "epoch": epoch + 1,
+                "ctc_loss": total / len(with_text),
+                "valid_cer": cer,
+                "time": time.time() - start,
+            }
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            print(f"epoch {epoch + 1}: CTC loss {record['ctc_loss']:.3f}, valid CER {cer:.3f}", flush=True)
+            if cer < best:
+                best = cer
+                save_atomically(dict(state, model=recognizer.state_dict()), path)
+            if args.max_minutes is not None and time.time() - start > 60 * args.max_minutes:
+                print(f"stopping after {args.max_minutes:g} minutes", flush=True)
+                break
+    recognizer.load_state_dict(torch.load(path, weights_only=False)["model"])
+    read, truth = read_dataset(recognizer, held_out)
+    split = "test" if held_out is splits["test"] else "valid"
+    result = {"split": split, "lines": len(truth), "cer": character_error_rate(read, truth), "epochs": epoch + 1}
+    result["examples"] = [{"truth": t, "read": r} for t, r in list(zip(truth, read))[:10]]
+    with open(os.path.join(args.out, "cer.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    print(f"{split} CER {result['cer']:.3f} over {len(truth)} lines; wrote {path}", flush=True)
+    return result
+
+
+def load_recognizer(path):
+    try:
+        state = torch.load(path, weights_only=False)
+        recognizer = Recognizer(state["alphabet"], np.zeros(3), np.ones(3), state["hidden"], state["layers"])
+        recognizer.load_state_dict(state["model"])
+    except (OSError, KeyError, RuntimeError) as error:
+        raise TrainingError(f"{path} is not a recognizer checkpoint ({error}); train one with run/recognize.py")
+    return recognizer.eval()
+
+
+def read_written(args):
+    """The CER of lines that a model conditioned on text writes from phrases that no training line says."""
+    recognizer = load_recognizer(args.checkpoint or os.path.join(args.out, "recognizer.pt"))
+    run = Run(args.written_by)
+    seen = set(run.dataset("train", args.data_dir).texts)
+    alphabet = "".join(c for c in run.vrnn.alphabet if c in recognizer.alphabet)
+    texts, seed = [], args.seed
+    while len(texts) < args.phrases:
+        seed += 1
+        texts += [t for t in phrases(alphabet, args.phrases, seed, run.config.longest_text) if t not in seen]
+        texts = list(dict.fromkeys(texts))[: args.phrases]
+    pyro.set_rng_seed(args.seed)
+    lines, finished = write_lines(run, texts, args.bias)
+    read = recognizer.read(*pad([recognizer.normalize(line) for line in lines]))
+    result = {
+        "written_by": run.path,
+        "bias": args.bias,
+        "phrases": len(texts),
+        "finished": sum(finished),
+        "cer": character_error_rate(read, texts),
+        "examples": [{"truth": t, "read": r} for t, r in list(zip(texts, read))[:10]],
+    }
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "written_cer.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    print(
+        f"CER {result['cer']:.3f} on {len(texts)} phrases written by {run.describe()} "
+        f"({sum(finished)} ended by the window)"
+    )
+    return result
+
+
+def read_files(args):
+    recognizer = load_recognizer(args.checkpoint or os.path.join(args.out, "recognizer.pt"))
+    lines = []
+    for path in args.read:
+        try:
+            line = np.load(path)
+        except (OSError, ValueError) as error:
+            raise TrainingError(f"cannot read {path} ({error}); give the .npy files that run/write.py writes")
+        if line.ndim != 2 or line.shape[1] != 3 or len(line) == 0:
+            raise TrainingError(f"{path} holds an array of shape {line.shape}; a line is [T, 3] (pen, dx, dy)")
+        lines.append(recognizer.normalize(line))
+    read = recognizer.read(*pad(lines))
+    for path, text in zip(args.read, read):
+        print(f"{path}: {text!r}")
+    if args.text is not None:
+        cer = character_error_rate(read, [args.text] * len(read))
+        print(f"CER {cer:.3f} against {args.text!r}")
+        return cer
+    return read
+
+
+@one_line_ctrl_c("the best recognizer so far is in OUT/recognizer.pt")
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        check_seed(args.seed)
+        if args.epochs < 1 or args.batch_size < 1 or args.hidden < 1 or args.layers < 1:
+            raise TrainingError("--epochs, --batch-size, --hidden and --layers must be at least 1")
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        if args.read:
+            return read_files(args)
+        if args.written_by:
+            return read_written(args)
+        check_output_dir(args.out, "--out")
+        return train(args)
+    except (DataError, TrainingError, ValueError) as error:
+        sys.exit(f"error: {error}")
+
+
+if __name__ == "__main__":
+    main()

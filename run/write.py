@@ -1,0 +1,143 @@
+"""Write any text as handwriting with a model conditioned on text (Graves 2013, section 5; pyro_vrnn/synthesis.py).
+
+    python run/write.py "the quick fox"                                 # the newest cvrnn-gmm / crnn-gmm run
+    python run/write.py "the quick fox" --checkpoint runs/RUN --num 4 --bias 1 --seed 2
+    python run/write.py "the quick fox" --checkpoint runs/RUN --style 3  # in the style of test line 3
+
+Each sample writes the whole text once: z_t from the prior, x_t from the emission, the window moving along the
+text, until it has passed the last character (Graves's criterion: phi(t, U + 1) above phi(t, u) for every
+u <= U), or --max-steps. Writes, into --out (default RUN/write/):
+
+    write.png         the samples, one line each (with --style, the priming line first)
+    write-01.npy ...  each sample's strokes: [T, 3] rows (pen, dx, dy) in the data's own units, pen = 1 at the
+                      last point of a stroke (pyro_vrnn/data/iam.py)
+
+--bias B is Graves's sampling bias: mixture weights sharpened by (1 + B), scales divided by e^B; 0 is the model
+itself, 1 to 3 writes more neatly and with less variety. --style N primes the model with test line N and its
+text: the guide runs over that line with its text followed by the new one, and the writing goes on from there.
+"""
+
+import argparse
+import glob
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+
+from pyro_vrnn.interrupts import one_line_ctrl_c, while_starting  # noqa: E402
+
+if __name__ == "__main__":  # torch and Pyro take seconds to import: a Ctrl-C meanwhile is one line
+    while_starting()
+
+import numpy as np  # noqa: E402
+import pyro  # noqa: E402
+
+from pyro_vrnn import plots  # noqa: E402
+from pyro_vrnn.checks import check_output_dir, check_seed, parse_device  # noqa: E402
+from pyro_vrnn.config import CONDITIONAL_MODELS  # noqa: E402
+from pyro_vrnn.data import DataError  # noqa: E402
+from pyro_vrnn.report import Run, check_index  # noqa: E402
+from pyro_vrnn.runtime import TrainingError, resolve_device  # noqa: E402
+from pyro_vrnn.synthesis import write_lines  # noqa: E402
+
+DEFAULT_RUNS = "runs"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("text", help="what to write")
+    p.add_argument(
+        "--checkpoint", help=f"a .pt file or run directory of {' or '.join(CONDITIONAL_MODELS)} (default: the newest)"
+    )
+    p.add_argument("--num", type=int, default=4, help="samples of the text (default 4)")
+    p.add_argument("--bias", type=float, default=0.0, help="Graves's sampling bias B >= 0 (default 0: the model)")
+    p.add_argument("--style", type=int, metavar="N", help="write in the style of test line N (priming)")
+    p.add_argument("--max-steps", type=int, help="steps a sample may take at most (default 40 a character)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--data-dir", help="where the dataset's files are, if not where the run found them (--style)")
+    p.add_argument("--out", help="output directory (default: RUN/write)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
+    return p.parse_args(argv)
+
+
+def newest_conditional_run(root=DEFAULT_RUNS):
+    """The run directory under `root` most recently written of a model conditioned on text."""
+    found = []
+    for config_path in glob.glob(os.path.join(root, "**", "config.json"), recursive=True):
+        try:
+            with open(config_path) as f:
+                model = json.load(f).get("model")
+        except (OSError, ValueError):
+            continue
+        run_dir = os.path.dirname(config_path)
+        if model in CONDITIONAL_MODELS and glob.glob(os.path.join(run_dir, "*.pt")):
+            found.append(run_dir)
+    if not found:
+        raise TrainingError(
+            f"no run of {' or '.join(CONDITIONAL_MODELS)} under {root}/; train one (python run/svi.py --model "
+            "cvrnn-gmm) or pass --checkpoint"
+        )
+    return max(found, key=os.path.getmtime)
+
+
+@one_line_ctrl_c("nothing was written")
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        check_seed(args.seed)
+        parse_device(args.device)
+        if args.num < 1 or (args.max_steps is not None and args.max_steps < 1):
+            raise TrainingError("--num and --max-steps must be at least 1")
+        if not (args.bias >= 0 and np.isfinite(args.bias)):
+            raise TrainingError(f"--bias is {args.bias}; it must be a finite number, 0 or more")
+        if args.out is not None:
+            check_output_dir(args.out, "--out")
+        checkpoint = args.checkpoint or newest_conditional_run()
+        if not os.path.exists(checkpoint):
+            raise TrainingError(f"no checkpoint at {checkpoint}")
+        run = Run(checkpoint, resolve_device(args.device))
+        if run.config.model not in CONDITIONAL_MODELS:
+            raise TrainingError(
+                f"{run.path} is a {run.config.model}, which writes no given text; pass a run of "
+                f"{' or '.join(CONDITIONAL_MODELS)}"
+            )
+        prime = prime_text = None
+        if args.style is not None:
+            test = run.dataset("test", args.data_dir)
+            check_index(test, args.style, "test", "--style")
+            prime, prime_text = test[args.style], test.texts[args.style]
+        pyro.set_rng_seed(args.seed)
+        lines, finished = write_lines(run, [args.text] * args.num, args.bias, args.max_steps, prime, prime_text)
+        out = args.out or check_output_dir(os.path.join(run.run_dir, "write"), "--out (default)")
+        os.makedirs(out, exist_ok=True)
+        written = draw(lines, finished, run, args, prime, prime_text, out)
+    except (DataError, TrainingError, ValueError) as error:
+        sys.exit(f"error: {error}")
+    for path in written:
+        print(f"wrote {path}")
+    if not all(finished):
+        print(f"{finished.count(False)} sample(s) stopped at the step cap before the window passed the text's end")
+    return written
+
+
+def draw(lines, finished, run, args, prime, prime_text, out):
+    """write.png and write-NN.npy; returns their paths."""
+    written = []
+    for i, line in enumerate(lines):
+        path = os.path.join(out, f"write-{i + 1:02d}.npy")
+        np.save(path, line.astype(np.float32))
+        written.append(path)
+    titles = [f"sample {i + 1}" + ("" if done else " (stopped at the step cap)") for i, done in enumerate(finished)]
+    rows = list(lines)
+    if prime is not None:
+        rows.insert(0, prime.numpy() * np.asarray(run.info["std"]) + np.asarray(run.info["mean"]))
+        titles.insert(0, f"test line {args.style}: {prime_text!r} (the style)")
+    suptitle = f"{args.text!r}, {run.describe()}" + (f", bias {args.bias:g}" if args.bias else "")
+    picture = os.path.join(out, "write.png")
+    plots.plot_handwriting(rows, picture, titles, suptitle)
+    return [picture] + written
+
+
+if __name__ == "__main__":
+    main()
