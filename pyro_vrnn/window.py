@@ -145,9 +145,11 @@ class ConditionalVRNN(nn.Module):
     [h_{t-1}, w_{t-1}] where the unconditional one reads h_{t-1}, and the window. Same constructor as
     networks.VRNN; the alphabet is config.alphabet (set from the training texts)."""
 
-    def __init__(self, config, kind, x_dim, latent, conditional_prior, emission):
+    def __init__(self, config, kind, x_dim, latent, conditional_prior, emission, vocabulary_size=None):
         super().__init__()
         c = config
+        if kind == "tokens" or vocabulary_size is not None:
+            raise ValueError(f"{c.model} reads text beside continuous data; token data take rnn, vrnn or srnn models")
         if not c.alphabet:
             raise ValueError("a model conditioned on text needs config.alphabet: the characters of its training texts")
         if c.cell not in CELLS:
