@@ -1,9 +1,9 @@
 """Guides q(z | x): the VRNN's filtering guide (the paper's), a smoothing guide that also reads the
 future of x, the SRNN's own smoothing guide, and the empty guide of models without latents."""
 
-from guides.filtering import filtering_guide
-from guides.smoothing import smoothing_guide
-from guides.srnn import srnn_guide
+from pyro_vrnn.guides.filtering import filtering_guide
+from pyro_vrnn.guides.smoothing import smoothing_guide
+from pyro_vrnn.guides.srnn_smoothing import srnn_guide
 
 
 def empty_guide(vrnn, x, mask, num_sequences=None, kl_scale=1.0, record=None):

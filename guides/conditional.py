@@ -1,5 +1,5 @@
 """The conditional VRNN's filtering guide q(z_{<=T} | x_{<=T}, c) as a Pyro program (Chung et al. 2015, eq. 9,
-with Graves's window over the text c; pyro_vrnn/window.py):
+with Graves's window over the text c; pyro_vrnn/nn/text_window.py):
 
     z_t | x_t, h_{t-1}, w_{t-1}  ~ N(mu_z,t, diag(sigma_z,t^2))
     [mu_z,t, sigma_z,t] = phi_enc(phi_x(x_t), h_{t-1}, w_{t-1})
@@ -13,7 +13,7 @@ import pyro
 import pyro.poutine as poutine
 import torch
 
-from pyro_vrnn.networks import step_masks
+from pyro_vrnn.nn.vrnn_networks import step_masks
 
 
 def conditional_guide(net, x, mask, num_sequences=None, kl_scale=1.0, record=None, text=None):

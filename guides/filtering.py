@@ -14,7 +14,7 @@ import pyro
 import pyro.poutine as poutine
 import torch
 
-from pyro_vrnn.networks import step_masks
+from pyro_vrnn.nn.vrnn_networks import step_masks
 
 
 def filtering_guide(vrnn, x, mask, num_sequences=None, kl_scale=1.0, record=None):

@@ -21,20 +21,20 @@ chess moves) one categorical over the vocabulary, whatever the name says (networ
 `model` is the program step by step, as the paper writes it (it also generates); `batched` is the
 same density scored with one network call over all steps (models/vrnn.py). `--scoring` picks which
 of the two training and evaluation run. `--guide` picks a VRNN's guide; the SRNN has its own smoothing
-guide (guides/srnn.py), and the RNN baselines none.
+guide (guides/srnn_smoothing.py), and the RNN baselines none.
 """
 
 from collections import namedtuple
 
-from guides import GUIDES, empty_guide, filtering_guide, srnn_guide
-from guides.conditional import conditional_empty_guide, conditional_guide
-from models.conditional import conditional_model
-from models.rnn import rnn_model, rnn_model_batched
-from models.srnn import srnn_model, srnn_model_batched
-from models.vrnn import vrnn_model, vrnn_model_batched
-from pyro_vrnn.networks import VRNN
-from pyro_vrnn.srnn import SRNN
-from pyro_vrnn.window import ConditionalVRNN
+from pyro_vrnn.guides import GUIDES, empty_guide, filtering_guide, srnn_guide
+from pyro_vrnn.guides.conditional import conditional_empty_guide, conditional_guide
+from pyro_vrnn.models.conditional import conditional_model
+from pyro_vrnn.models.rnn import rnn_model, rnn_model_batched
+from pyro_vrnn.models.srnn import srnn_model, srnn_model_batched
+from pyro_vrnn.models.vrnn import vrnn_model, vrnn_model_batched
+from pyro_vrnn.nn.srnn_networks import SRNN
+from pyro_vrnn.nn.text_window import ConditionalVRNN
+from pyro_vrnn.nn.vrnn_networks import VRNN
 
 ModelSpec = namedtuple(
     "ModelSpec", ["model", "batched", "guide", "latent", "conditional_prior", "emission", "network"], defaults=[VRNN]

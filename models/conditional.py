@@ -1,5 +1,5 @@
 """The models conditioned on text as a Pyro program: the conditional VRNN and Graves's (2013, section 5)
-synthesis network, the RNN-GMM that reads the text through the same soft window (pyro_vrnn/window.py).
+synthesis network, the RNN-GMM that reads the text through the same soft window (pyro_vrnn/nn/text_window.py).
 
     z_t | h_{t-1}, w_{t-1}       ~ N(mu_0,t, diag(sigma_0,t^2))       [mu_0,t, sigma_0,t] = phi_prior(h_{t-1}, w_{t-1})
     x_t | z_t, h_{t-1}, w_{t-1}  ~ emission(phi_dec(phi_z(z_t), h_{t-1}, w_{t-1}))
@@ -9,7 +9,7 @@ synthesis network, the RNN-GMM that reads the text through the same soft window 
 so p(x_{<=T}, z_{<=T} | c) = prod_t p(z_t | x_{<t}, z_{<t}, c) p(x_t | x_{<t}, z_{<=t}, c). The RNN (latent
 False) has no z_t: its log p(x | c) is exact. `text` is the batch's `Text` (window.text_inputs).
 
-One form only (this program scores and generates): the `record` of the guide's pass (pyro_vrnn/record.py)
+One form only (this program scores and generates): the `record` of the guide's pass (pyro_vrnn/infer/record.py)
 hands the model the guide's state after each step, so that replayed on the guide's draws it does not run
 the recurrence again. Padding steps (mask False) are masked out of every log-density; padding characters
 have no weight in the window.
@@ -19,7 +19,7 @@ import pyro
 import pyro.poutine as poutine
 import torch
 
-from pyro_vrnn.networks import step_masks
+from pyro_vrnn.nn.vrnn_networks import step_masks
 
 
 def conditional_model(net, x, mask, num_sequences=None, kl_scale=1.0, record=None, text=None):

@@ -13,7 +13,7 @@ import pyro
 import pyro.poutine as poutine
 import torch
 
-from pyro_vrnn.networks import step_masks, sum_over_steps
+from pyro_vrnn.nn.vrnn_networks import step_masks, sum_over_steps
 
 
 def rnn_model(vrnn, x, mask, num_sequences=None, kl_scale=1.0, record=None):

@@ -1,5 +1,5 @@
 """The SRNN generative model p(x_{<=T}, z_{<=T}) as a Pyro program (Fraccaro et al. 2016, Sec. 3; the labels
-(S1)-(S3) are pyro_vrnn/srnn.py's):
+(S1)-(S3) are pyro_vrnn/nn/srnn_networks.py's):
 
     d_t             = f(d_{t-1}, phi_x(x_{t-1}))        (S1)   d_0 = 0, x_0 = 0
     z_t | z_{t-1}   ~ N(mu_p,t, diag(sigma_p,t^2))      (S2)   [mu_p,t, sigma_p,t] from [z_{t-1}, d_t], z_0 = 0
@@ -7,7 +7,7 @@
 
 d depends on the data alone, never on z. Replayed on the guide's draws (every ELBO, importance sampling)
 with x observed, the guide has already run f over all of x in one call, and the model reads d_1..d_T from
-the `record` (pyro_vrnn/record.py). Wherever x_{t-1} is not the data (generation: `poutine.uncondition`
+the `record` (pyro_vrnn/infer/record.py). Wherever x_{t-1} is not the data (generation: `poutine.uncondition`
 draws it at the step before), d_t must be stepped from that draw: `srnn_model` does so.
 
 Two forms, side by side, as models/vrnn.py. `srnn_model` is the model step by step, as the equations read:
@@ -21,7 +21,7 @@ import pyro
 import pyro.poutine as poutine
 import torch
 
-from pyro_vrnn.networks import stack_steps, step_masks, sum_over_steps, unbind_steps
+from pyro_vrnn.nn.vrnn_networks import stack_steps, step_masks, sum_over_steps, unbind_steps
 
 
 def srnn_model(srnn, x, mask, num_sequences=None, kl_scale=1.0, record=None):

@@ -10,7 +10,7 @@ masked out of every log-density, and because the recurrence only runs forward in
 happens after a sequence's end cannot change any of its terms.
 
 Replayed on the guide's draws (every ELBO, importance sampling), the model's h_t is the one the
-guide just computed from the same z_t and x_t: given the guide's `record` (pyro_vrnn/record.py), it
+guide just computed from the same z_t and x_t: given the guide's `record` (pyro_vrnn/infer/record.py), it
 takes h_t from there instead of running f again. Alone (generation) it runs its own recurrence.
 
 Two forms of the one model, side by side: `vrnn_model` reads like the equations, one step at a
@@ -23,7 +23,7 @@ import pyro
 import pyro.poutine as poutine
 import torch
 
-from pyro_vrnn.networks import stack_steps, step_masks, sum_over_steps, unbind_steps
+from pyro_vrnn.nn.vrnn_networks import stack_steps, step_masks, sum_over_steps, unbind_steps
 
 
 def vrnn_model(vrnn, x, mask, num_sequences=None, kl_scale=1.0, record=None):
@@ -32,7 +32,7 @@ def vrnn_model(vrnn, x, mask, num_sequences=None, kl_scale=1.0, record=None):
     num_sequences: size of the data set the batch was drawn from, so that the ELBO is scaled to it
     (minibatch SVI); None means the batch is the whole data. kl_scale weights the z sites for KL
     annealing (as in Pyro's examples/dmm.py); the guide applies the same weight. record: the
-    guide's pass over this batch (pyro_vrnn/record.py), or None.
+    guide's pass over this batch (pyro_vrnn/infer/record.py), or None.
     """
     batch, steps, _ = x.shape
     masks = step_masks(mask)  # mask[:, t]: padding steps count for nothing

@@ -4,7 +4,7 @@
     python run/analyze.py --checkpoint runs/RUN --split test --index 7 --particles 16
 
 The guide q(z_t | x_<=t, z_<t) is run over the sequence and the model replayed on its draws, so
-that at every step t both Gaussians are at hand (pyro_vrnn/report.py, `latent_activity`):
+that at every step t both Gaussians are at hand (pyro_vrnn/report/figures.py, `latent_activity`):
 
     delta_t = sum_j (mu_z,t^j - mu_z,t-1^j)^2        how far the posterior mean moves (delta_1 = 0)
     KL_t    = KL( q(z_t | x_<=t, z_<t) || p(z_t | x_<t, z_<t) )     what step t costs the ELBO in z
@@ -20,20 +20,18 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
-
-from pyro_vrnn.interrupts import one_line_ctrl_c, while_starting  # noqa: E402
+from pyro_vrnn.train.interrupts import one_line_ctrl_c, while_starting
 
 if __name__ == "__main__":  # torch and Pyro take seconds to import: a Ctrl-C meanwhile is one line
     while_starting()
 
-import pyro  # noqa: E402
+import pyro
 
-from pyro_vrnn.checkpoints import resolve_checkpoint  # noqa: E402
-from pyro_vrnn.checks import FlagError, check_output_dir, check_seed, parse_device  # noqa: E402
-from pyro_vrnn.data import DataError  # noqa: E402
-from pyro_vrnn.report import Run, figure2  # noqa: E402
-from pyro_vrnn.runtime import TrainingError, resolve_device  # noqa: E402
+from pyro_vrnn.data import DataError
+from pyro_vrnn.report.figures import Run, figure2
+from pyro_vrnn.train.checkpoints import resolve_checkpoint
+from pyro_vrnn.train.flag_checks import FlagError, check_output_dir, check_seed, parse_device
+from pyro_vrnn.train.process import TrainingError, resolve_device
 
 
 def parse_args(argv=None):

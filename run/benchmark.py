@@ -12,24 +12,24 @@ For each model of Table 1, data dimension (3: handwriting (pen, dx, dy); 200: sp
 one of a vocabulary of 100 a step, as characters of text, its categorical emission a softmax over V) and
 sequence length T it measures, in one process and back to back:
 
-  train  one training step of the Pyro programs, exactly as pyro_vrnn/train.py takes it
+  train  one training step of the Pyro programs, exactly as pyro_vrnn/train/loop.py takes it
          (svi_step: svi.make_elbo's ELBO, with --scoring batched StackedTrace_ELBO or, for meanfield,
          FreeBitsELBO(0), as an ELBOModule over Program(model), Program(guide), with the guide's Record;
          backward, clip_grad_norm_, Adam), against the same
-         step on each of pyro_vrnn/reference.py's two hand-written forms of the same ELBO with the same
+         step on each of benchmarks/plain_forms.py's two hand-written forms of the same ELBO with the same
          networks: `per_step` (every term at its step) and `batched` (the recurrence in a loop, then
          every term in one call over time); tests/test_reference.py checks that all give the same loss
          and gradients;
-  is     the importance-sampled log p(x) with K particles (pyro_vrnn/evaluate.py's
+  is     the importance-sampled log p(x) with K particles (pyro_vrnn/infer/evaluate.py's
          estimate_log_likelihood, vectorized over particles, chunked over K to bound memory) against
          both plain forms with the same chunks; seconds per sequence, and the peak memory of the Pyro
          estimate, of the faster plain form and of the per-step one (CPU: the high-water mark of a
          forked child's resident set; CUDA: torch.cuda.max_memory_allocated).
 
-and, with --objectives iwae fivo smc, the K-particle bounds (pyro_vrnn/objectives.py, pyro_vrnn/smc.py):
+and, with --objectives iwae fivo smc, the K-particle bounds (pyro_vrnn/infer/objectives.py, pyro_vrnn/infer/smc.py):
 
   iwae   one training step on IWAEELBO with --particles K (a vectorized particle plate over the Pyro
-         programs) against reference.py's two forms of the same bound with K particles and gradients;
+         programs) against plain_forms.py's two forms of the same bound with K particles and gradients;
   fivo   one training step on FIVOELBO (smc.particle_filter through the VRNN's stepper) against
          reference.fivo_loss, the same filter inlined into one loop over the networks;
   smc    evaluation's particle-filter estimate with --num-samples particles (no gradients) against
@@ -49,28 +49,26 @@ import argparse
 import json
 import math
 import os
-import sys
 from typing import NamedTuple, Optional
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
-
-from pyro_vrnn.interrupts import one_line_ctrl_c, while_starting  # noqa: E402
+from pyro_vrnn.train.interrupts import one_line_ctrl_c, while_starting
 
 if __name__ == "__main__":  # torch and Pyro take seconds to import: a Ctrl-C meanwhile is one line
     while_starting()
 
-import pyro  # noqa: E402
-import torch  # noqa: E402
+import pyro
+import torch
 
-import models  # noqa: E402
-from pyro_vrnn import evaluate, reference  # noqa: E402
-from pyro_vrnn.allocator import freed_memory_kept  # noqa: E402
-from pyro_vrnn.checks import FlagError, check_at_least_one, check_output_file, check_seed, parse_device  # noqa: E402
-from pyro_vrnn.config import TABLE1_MODELS, make_config  # noqa: E402
-from pyro_vrnn.runtime import resolve_device  # noqa: E402
-from pyro_vrnn.smc import particle_filter  # noqa: E402
-from pyro_vrnn.svi import Program, make_elbo, svi_step  # noqa: E402
-from pyro_vrnn.timing import Clock, compare, machine, no_validation, peak_memory  # noqa: E402
+from pyro_vrnn import models
+from pyro_vrnn.benchmarks import plain_forms as reference
+from pyro_vrnn.benchmarks.timing import Clock, compare, machine, no_validation, peak_memory
+from pyro_vrnn.infer import evaluate
+from pyro_vrnn.infer.smc import particle_filter
+from pyro_vrnn.train.allocator import freed_memory_kept
+from pyro_vrnn.train.config import TABLE1_MODELS, make_config
+from pyro_vrnn.train.flag_checks import FlagError, check_at_least_one, check_output_file, check_seed, parse_device
+from pyro_vrnn.train.process import resolve_device
+from pyro_vrnn.train.svi_step import Program, make_elbo, svi_step
 
 KINDS = {3: "handwriting", 200: "real"}  # data dimension -> kind: IAM-OnDB strokes, speech frames
 
@@ -111,7 +109,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(
         description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    # the VRNN family only: pyro_vrnn/reference.py's plain forms are the VRNN's (not the SRNN's)
+    # the VRNN family only: benchmarks/plain_forms.py's plain forms are the VRNN's (not the SRNN's)
     p.add_argument("--models", nargs="+", default=list(TABLE1_MODELS), choices=TABLE1_MODELS)
     p.add_argument("--steps", nargs="+", type=int, default=[50, 200, 800], help="sequence lengths T")
     p.add_argument(
@@ -252,7 +250,7 @@ def bench_training(name, data, steps, args, device, clock):
     loss_module = make_elbo(args.elbo, scoring=args.scoring)(Program(model, vrnn), Program(guide, vrnn))
     optimizer = torch.optim.Adam(vrnn.parameters(), lr=1e-4)
 
-    def pyro_step(validate=False):  # the very step of pyro_vrnn/train.py
+    def pyro_step(validate=False):  # the very step of pyro_vrnn/train/loop.py
         svi_step(loss_module, optimizer, x, mask, num_train, kl_scale=1.0, clip=5.0, validate=validate)
 
     def torch_step(form):  # the same update around a plain-PyTorch form of the loss

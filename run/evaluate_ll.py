@@ -15,7 +15,7 @@ exact and no sampling is done.
 
 --estimators picks among elbo, iwae (the importance-weighted bound with --iwae-particles K'), smc (the
 particle filter's log p^(x) with --smc-particles, resampling each sequence when its ESS falls below K/2:
-FIVO's bound in expectation) and is (pyro_vrnn/evaluate.py). IWAE with K particles is the IS estimate
+FIVO's bound in expectation) and is (pyro_vrnn/infer/evaluate.py). IWAE with K particles is the IS estimate
 with K particles, the same number: with --iwae-particles unset (or equal to --num-samples) it is computed
 once and reported under both names.
 
@@ -29,17 +29,15 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
-
-from pyro_vrnn.interrupts import one_line_ctrl_c, while_starting  # noqa: E402
+from pyro_vrnn.train.interrupts import one_line_ctrl_c, while_starting
 
 if __name__ == "__main__":  # torch and Pyro take seconds to import: a Ctrl-C meanwhile is one line
     while_starting()
 
-from pyro_vrnn.checks import FlagError, check_output_file, check_seed, parse_device  # noqa: E402
-from pyro_vrnn.data import DataError  # noqa: E402
-from pyro_vrnn.evaluate import DEFAULT_ESTIMATORS, ESTIMATORS, evaluate_checkpoint  # noqa: E402
-from pyro_vrnn.runtime import TrainingError, resolve_device  # noqa: E402
+from pyro_vrnn.data import DataError
+from pyro_vrnn.infer.evaluate import DEFAULT_ESTIMATORS, ESTIMATORS, evaluate_checkpoint
+from pyro_vrnn.train.flag_checks import FlagError, check_output_file, check_seed, parse_device
+from pyro_vrnn.train.process import TrainingError, resolve_device
 
 DEFAULT_RUNS = "runs"
 

@@ -5,7 +5,7 @@
 
 Prints, per token of the split (each of its characters or moves scored once):
   log p(x)   the exact log-likelihood (RNN), or a bootstrap particle filter's estimate with --particles K
-             (pyro_vrnn/next_token.py): in bits per character for character data, nats per move otherwise
+             (pyro_vrnn/infer/next_token.py): in bits per character for character data, nats per move otherwise
   ELBO, KL   the ELBO (one draw of the guide) and its KL term: how much the latent variables carry
   top-1      how often the most probable next token, p(x_t | x_{<t}), is the one that came
 and for chess the fraction of sampled moves that are legal in their position (--samples games of the data's
@@ -15,27 +15,24 @@ median length from the initial position, each played up to and with its first il
 import argparse
 import json
 import math
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
-
-from pyro_vrnn.interrupts import one_line_ctrl_c, while_starting  # noqa: E402
+from pyro_vrnn.train.interrupts import one_line_ctrl_c, while_starting
 
 if __name__ == "__main__":  # torch and Pyro take seconds to import: a Ctrl-C meanwhile is one line
     while_starting()
 
-import numpy as np  # noqa: E402
-import pyro  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import pyro
+import torch
 
-from pyro_vrnn.checks import check_seed  # noqa: E402
-from pyro_vrnn.data import DataError, pad_batch  # noqa: E402
-from pyro_vrnn.data.tokens import characters, decode  # noqa: E402
-from pyro_vrnn.next_token import next_token_predictions  # noqa: E402
-from pyro_vrnn.objectives import elbo_terms  # noqa: E402
-from pyro_vrnn.report import Run, sample_run  # noqa: E402
-from pyro_vrnn.runtime import TrainingError  # noqa: E402
+from pyro_vrnn.data import DataError, pad_batch
+from pyro_vrnn.data.tokens import characters, decode
+from pyro_vrnn.infer.next_token import next_token_predictions
+from pyro_vrnn.infer.objectives import elbo_terms
+from pyro_vrnn.report.figures import Run, sample_run
+from pyro_vrnn.train.flag_checks import check_seed
+from pyro_vrnn.train.process import TrainingError
 
 
 def parse_args(argv=None):

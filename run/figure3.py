@@ -13,17 +13,21 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
-
-from pyro_vrnn.interrupts import one_line_ctrl_c, while_starting  # noqa: E402
+from pyro_vrnn.train.interrupts import one_line_ctrl_c, while_starting
 
 if __name__ == "__main__":  # torch and Pyro take seconds to import: a Ctrl-C meanwhile is one line
     while_starting()
 
-from pyro_vrnn.checks import check_output_file, check_positive_finite, check_sample_memory, check_seed, parse_device  # noqa: E402
-from pyro_vrnn.data import DataError  # noqa: E402
-from pyro_vrnn.report import Run, figure3  # noqa: E402
-from pyro_vrnn.runtime import TrainingError, resolve_device  # noqa: E402
+from pyro_vrnn.data import DataError
+from pyro_vrnn.report.figures import Run, figure3
+from pyro_vrnn.train.flag_checks import (
+    check_output_file,
+    check_positive_finite,
+    check_sample_memory,
+    check_seed,
+    parse_device,
+)
+from pyro_vrnn.train.process import TrainingError, resolve_device
 
 
 def parse_args(argv=None):

@@ -1,4 +1,4 @@
-"""Train an online handwriting recognizer (BiLSTM + CTC over the pen offsets; pyro_vrnn/recognizer.py) on a data
+"""Train an online handwriting recognizer (BiLSTM + CTC over the pen offsets; pyro_vrnn/nn/recognizer.py) on a data
 set's training lines and their texts, and report its character error rate (CER) on held-out lines; or read
 lines that a model wrote (run/write.py) with a trained one.
 
@@ -21,26 +21,24 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
-
-from pyro_vrnn.interrupts import one_line_ctrl_c, while_starting  # noqa: E402
+from pyro_vrnn.train.interrupts import one_line_ctrl_c, while_starting
 
 if __name__ == "__main__":  # torch and Pyro take seconds to import: a Ctrl-C meanwhile is one line
     while_starting()
 
-import numpy as np  # noqa: E402
-import pyro  # noqa: E402
-import torch  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+import numpy as np
+import pyro
+import torch
+from tqdm import tqdm
 
-from pyro_vrnn import data as datasets  # noqa: E402
-from pyro_vrnn.checks import check_output_dir, check_seed  # noqa: E402
-from pyro_vrnn.data import DataError  # noqa: E402
-from pyro_vrnn.recognizer import Recognizer, character_error_rate, pad, read_dataset  # noqa: E402
-from pyro_vrnn.report import Run  # noqa: E402
-from pyro_vrnn.runtime import TrainingError  # noqa: E402
-from pyro_vrnn.synthesis import phrases, write_lines  # noqa: E402
-from pyro_vrnn.window import alphabet_of, no_text  # noqa: E402
+from pyro_vrnn import data as datasets
+from pyro_vrnn.data import DataError
+from pyro_vrnn.nn.recognizer import Recognizer, character_error_rate, pad, read_dataset
+from pyro_vrnn.nn.text_window import alphabet_of, no_text
+from pyro_vrnn.report.figures import Run
+from pyro_vrnn.report.synthesis import phrases, write_lines
+from pyro_vrnn.train.flag_checks import check_output_dir, check_seed
+from pyro_vrnn.train.process import TrainingError
 
 
 def parse_args(argv=None):

@@ -8,7 +8,7 @@
 
 At every step z_t is drawn from the prior p(z_t | h_{t-1}), x_t from the emission p(x_t | z_t, h_{t-1}),
 and h_t = f(phi_x(x_t), phi_z(z_t), h_{t-1}) is updated: the model program of models/ run with its
-observations removed (pyro_vrnn/generate.py). Writes, into --out (default RUN/samples/):
+observations removed (pyro_vrnn/report/sampling.py). Writes, into --out (default RUN/samples/):
 
     handwriting   samples.png  the lines drawn as pen strokes (the pen lifts where the pen bit is 1)
     speech        samples.png  waveforms, and samples-01.wav ... (16 kHz, 16-bit mono; the samples-NN.wav
@@ -28,18 +28,22 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
-
-from pyro_vrnn.interrupts import one_line_ctrl_c, while_starting  # noqa: E402
+from pyro_vrnn.train.interrupts import one_line_ctrl_c, while_starting
 
 if __name__ == "__main__":  # torch and Pyro take seconds to import: a Ctrl-C meanwhile is one line
     while_starting()
 
-from pyro_vrnn.checks import check_output_dir, check_positive_finite, check_sample_memory, check_seed, parse_device  # noqa: E402
-from pyro_vrnn.data import DataError  # noqa: E402
-from pyro_vrnn.data.tokens import encode  # noqa: E402
-from pyro_vrnn.report import Run, remove_stale_audio, sample_run, token_sample_texts, write_samples  # noqa: E402
-from pyro_vrnn.runtime import TrainingError, resolve_device  # noqa: E402
+from pyro_vrnn.data import DataError
+from pyro_vrnn.data.tokens import encode
+from pyro_vrnn.report.figures import Run, remove_stale_audio, sample_run, token_sample_texts, write_samples
+from pyro_vrnn.train.flag_checks import (
+    check_output_dir,
+    check_positive_finite,
+    check_sample_memory,
+    check_seed,
+    parse_device,
+)
+from pyro_vrnn.train.process import TrainingError, resolve_device
 
 
 def parse_args(argv=None):

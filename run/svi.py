@@ -10,32 +10,29 @@ samples.png (generated lines) and curves.png (training curves).
 """
 
 import argparse
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
-
-from pyro_vrnn.interrupts import main_takes_over, while_starting  # noqa: E402
+from pyro_vrnn.train.interrupts import main_takes_over, while_starting
 
 if __name__ == "__main__":  # torch and Pyro take seconds to import: a Ctrl-C meanwhile is one line
     while_starting()
 
-from pyro_vrnn.checkpoints import load_checkpoint  # noqa: E402
-from pyro_vrnn.checks import check_output_dir  # noqa: E402
-from pyro_vrnn.config import (  # noqa: E402
+from pyro_vrnn.data import DATASETS, DataError
+from pyro_vrnn.data.tempfiles import TEMP_NAME
+from pyro_vrnn.report.figures import end_of_run_figures
+from pyro_vrnn.train.checkpoints import load_checkpoint
+from pyro_vrnn.train.config import (
     MODEL_NAMES,
     PARTICLE_BOUNDS,
     check_config,
     config_from_dict,
     make_config,
 )
-from pyro_vrnn.data import DATASETS, DataError  # noqa: E402
-from pyro_vrnn.data.tempfiles import TEMP_NAME  # noqa: E402
-from pyro_vrnn.flags import add_config_flags, overrides as flag_overrides  # noqa: E402
-from pyro_vrnn.report import end_of_run_figures  # noqa: E402
-from pyro_vrnn.runs import describe_os_error, resume_path  # noqa: E402
-from pyro_vrnn.runtime import Interrupted, TrainingError, close_process_group, exit_at_once  # noqa: E402
-from pyro_vrnn.train import train  # noqa: E402
+from pyro_vrnn.train.flag_checks import check_output_dir
+from pyro_vrnn.train.flags import add_config_flags, overrides as flag_overrides
+from pyro_vrnn.train.loop import train
+from pyro_vrnn.train.process import Interrupted, TrainingError, close_process_group, exit_at_once
+from pyro_vrnn.train.run_directory import describe_os_error, resume_path
 
 # Flags that may change when a run is resumed (the optimization's: e.g. a lower --lr after a
 # divergence); everything else must match the checkpoint.

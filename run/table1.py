@@ -24,7 +24,7 @@ FIVO, Pyro's examples/dmm.py): the sum over the split's sequences divided by the
 
 --estimators iwae smc (with --iwae-particles, --smc-particles) adds the IWAE bound and the particle
 filter's estimate (FIVO's evaluation) as columns beside the ELBO and IS, which are always computed (the
-claims rest on them); pyro_vrnn/evaluate.py defines them.
+claims rest on them); pyro_vrnn/infer/evaluate.py defines them.
 """
 
 import argparse
@@ -39,24 +39,22 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import active_children, get_context
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
-
-from pyro_vrnn.interrupts import Terminated, exit_interrupted, exit_status, one_line_ctrl_c, while_starting  # noqa: E402
+from pyro_vrnn.train.interrupts import Terminated, exit_interrupted, exit_status, one_line_ctrl_c, while_starting
 
 if __name__ == "__main__":  # torch and Pyro take seconds to import: a Ctrl-C meanwhile is one line
     while_starting()
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from pyro_vrnn.checkpoints import load_checkpoint  # noqa: E402
-from pyro_vrnn.checks import FlagError, check_output_dir, check_seed  # noqa: E402
-from pyro_vrnn.config import MODEL_NAMES, TABLE1_MODELS, config_from_dict, make_config  # noqa: E402
-from pyro_vrnn.data import DATASETS, DataError  # noqa: E402
-from pyro_vrnn.data.tempfiles import temp_path  # noqa: E402
-from pyro_vrnn.evaluate import ESTIMATORS, evaluate_checkpoint  # noqa: E402
-from pyro_vrnn.flags import add_config_flags, overrides as flag_overrides  # noqa: E402
-from pyro_vrnn.runtime import Interrupted, TrainingError  # noqa: E402
-from pyro_vrnn.train import train  # noqa: E402
+from pyro_vrnn.data import DATASETS, DataError
+from pyro_vrnn.data.tempfiles import temp_path
+from pyro_vrnn.infer.evaluate import ESTIMATORS, evaluate_checkpoint
+from pyro_vrnn.train.checkpoints import load_checkpoint
+from pyro_vrnn.train.config import MODEL_NAMES, TABLE1_MODELS, config_from_dict, make_config
+from pyro_vrnn.train.flag_checks import FlagError, check_output_dir, check_seed
+from pyro_vrnn.train.flags import add_config_flags, overrides as flag_overrides
+from pyro_vrnn.train.loop import train
+from pyro_vrnn.train.process import Interrupted, TrainingError
 
 PAPER_NAMES = {
     "rnn-gauss": "RNN-Gauss",
@@ -197,7 +195,7 @@ def train_and_evaluate(args, model, seed, run_dir):
         smc_particles=args.smc_particles,
     )
     result = {"summary": summary, "per_sequence": {k: np.asarray(v).tolist() for k, v in per_sequence.items()}}
-    with open(temp_path(done), "w") as f:  # a killed writer's is removed when the run is next opened (runs.py)
+    with open(temp_path(done), "w") as f:  # a killed writer's is removed when the run is next opened (run_directory.py)
         json.dump(result, f)
     os.replace(temp_path(done), done)
     return result

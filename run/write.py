@@ -1,4 +1,5 @@
-"""Write any text as handwriting with a model conditioned on text (Graves 2013, section 5; pyro_vrnn/synthesis.py).
+"""Write any text as handwriting with a model conditioned on text (Graves 2013, section 5;
+pyro_vrnn/report/synthesis.py).
 
     python run/write.py "the quick fox"                                 # the newest cvrnn-gmm / crnn-gmm run
     python run/write.py "the quick fox" --checkpoint runs/RUN --num 4 --bias 1 --seed 2
@@ -23,23 +24,21 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
-
-from pyro_vrnn.interrupts import one_line_ctrl_c, while_starting  # noqa: E402
+from pyro_vrnn.train.interrupts import one_line_ctrl_c, while_starting
 
 if __name__ == "__main__":  # torch and Pyro take seconds to import: a Ctrl-C meanwhile is one line
     while_starting()
 
-import numpy as np  # noqa: E402
-import pyro  # noqa: E402
+import numpy as np
+import pyro
 
-from pyro_vrnn import plots  # noqa: E402
-from pyro_vrnn.checks import check_output_dir, check_seed, parse_device  # noqa: E402
-from pyro_vrnn.config import CONDITIONAL_MODELS  # noqa: E402
-from pyro_vrnn.data import DataError  # noqa: E402
-from pyro_vrnn.report import Run, check_index  # noqa: E402
-from pyro_vrnn.runtime import TrainingError, resolve_device  # noqa: E402
-from pyro_vrnn.synthesis import write_lines  # noqa: E402
+from pyro_vrnn.data import DataError
+from pyro_vrnn.report import plots
+from pyro_vrnn.report.figures import Run, check_index
+from pyro_vrnn.report.synthesis import write_lines
+from pyro_vrnn.train.config import CONDITIONAL_MODELS
+from pyro_vrnn.train.flag_checks import check_output_dir, check_seed, parse_device
+from pyro_vrnn.train.process import TrainingError, resolve_device
 
 DEFAULT_RUNS = "runs"
 

@@ -22,9 +22,9 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-import models  # noqa: E402
-from pyro_vrnn.config import make_config  # noqa: E402
+from pyro_vrnn import models  # noqa: E402
 from pyro_vrnn.data.schema import write_h5  # noqa: E402
+from pyro_vrnn.train.config import make_config  # noqa: E402
 
 torch.set_num_threads(1)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -16,7 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import pyro_vrnn.data  # noqa: E402
-import pyro_vrnn.train  # noqa: E402
+import pyro_vrnn.train.loop  # noqa: E402
 
 
 def start(argv, script=os.path.abspath(__file__), **env):
@@ -59,7 +59,7 @@ def sleep_first(function, seconds, ready):
 
 if __name__ == "__main__":
     if os.environ.get("SLOW_SVI_STEP"):
-        pyro_vrnn.train.svi_step = then_sleep(pyro_vrnn.train.svi_step, float(os.environ["SLOW_SVI_STEP"]))
+        pyro_vrnn.train.loop.svi_step = then_sleep(pyro_vrnn.train.loop.svi_step, float(os.environ["SLOW_SVI_STEP"]))
     if os.environ.get("SLOW_SVI_LOAD"):
         pyro_vrnn.data.load = sleep_first(
             pyro_vrnn.data.load, float(os.environ["SLOW_SVI_LOAD"]), os.environ["SLOW_SVI_READY"]

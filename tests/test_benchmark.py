@@ -166,8 +166,8 @@ import sys, pyro, torch
 sys.path.insert(0, {root!r}); sys.path.insert(0, {run!r})
 torch.set_num_threads(1)
 import benchmark, models
-from pyro_vrnn import evaluate
-from pyro_vrnn.config import make_config
+from pyro_vrnn.infer import evaluate
+from pyro_vrnn.train.config import make_config
 cpu = torch.device("cpu")
 if benchmark.peak_memory(lambda: None, cpu) is None:
     print("None"); sys.exit()

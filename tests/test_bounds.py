@@ -1,5 +1,5 @@
 """The K-particle training bounds (objectives.IWAEELBO, FIVOELBO) and the particle filter they rest on
-(pyro_vrnn/smc.py), on small random networks:
+(pyro_vrnn/infer/smc.py), on small random networks:
 
   - what Pyro's RenyiELBO(alpha=0) computes under the plate over sequences, against per-sequence weights;
   - IWAE and FIVO with one particle are Trace_ELBO's loss and gradients at the same seed;
@@ -23,16 +23,17 @@ import torch
 from conftest import ROOT, SMALL_SIZES, build, make_data
 from pyro.infer import RenyiELBO, Trace_ELBO
 
-from pyro_vrnn import data as datasets, reference
-from pyro_vrnn.checkpoints import load_checkpoint
-from pyro_vrnn.config import config_from_dict, make_config
-from pyro_vrnn.networks import VRNNStepper
-from pyro_vrnn.objectives import particle_log_weights
-from pyro_vrnn.record import Record
-from pyro_vrnn.smc import particle_filter
-from pyro_vrnn.srnn import SRNNStepper
-from pyro_vrnn.svi import Program, make_elbo, validate
-from pyro_vrnn.train import train
+from pyro_vrnn import data as datasets
+from pyro_vrnn.benchmarks import plain_forms as reference
+from pyro_vrnn.infer.objectives import particle_log_weights
+from pyro_vrnn.infer.record import Record
+from pyro_vrnn.infer.smc import particle_filter
+from pyro_vrnn.nn.srnn_networks import SRNNStepper
+from pyro_vrnn.nn.vrnn_networks import VRNNStepper
+from pyro_vrnn.train.checkpoints import load_checkpoint
+from pyro_vrnn.train.config import config_from_dict, make_config
+from pyro_vrnn.train.loop import train
+from pyro_vrnn.train.svi_step import Program, make_elbo, validate
 
 
 def loss_and_grads(module, vrnn, x, mask, seed, **kwargs):
@@ -155,7 +156,7 @@ def test_the_stepper_without_resampling_gives_pyros_importance_weights(name, kin
     [("vrnn-gmm", "handwriting", "lstm", "filtering"), ("vrnn-gauss", "real", "gru", "smoothing")],
 )
 def test_the_plain_forms_give_the_bounds_numbers_and_gradients(name, kind, cell, guide_name):
-    """reference.py's plain forms (the benchmark's floor), same seed: iwae_loss (both forms; the filtering guide)
+    """plain_forms.py's plain forms (the benchmark's floor), same seed: iwae_loss (both forms; the filtering guide)
     is IWAEELBO's loss and gradients; the inlined filter is particle_filter's estimate and FIVOELBO's loss and
     gradients, with resampling happening (K = 5 on these random networks)."""
     dim = 3 if kind == "handwriting" else 4
@@ -295,10 +296,10 @@ def test_a_presets_kl_levers_give_way_to_a_particle_bound(dataset, elbo):
 DDP_SCRIPT = """
 import sys, torch, pyro
 sys.path.insert(0, {root!r})
-import models
-from pyro_vrnn.config import make_config
-from pyro_vrnn.runtime import close_process_group, exit_at_once, setup_distributed
-from pyro_vrnn.svi import make_loss_module, svi_step
+from pyro_vrnn import models
+from pyro_vrnn.train.config import make_config
+from pyro_vrnn.train.process import close_process_group, exit_at_once, setup_distributed
+from pyro_vrnn.train.svi_step import make_loss_module, svi_step
 
 rank, world_size, device = setup_distributed("cpu")
 pyro.set_rng_seed(rank)

@@ -6,10 +6,10 @@ import os
 
 import numpy as np
 
-from pyro_vrnn.config import Config, byo_preset, make_config
 from pyro_vrnn.data.byo import train_sizes
 from pyro_vrnn.data.schema import write_h5
-from pyro_vrnn.train import train
+from pyro_vrnn.train.config import Config, byo_preset, make_config
+from pyro_vrnn.train.loop import train
 
 SIZES = ("hidden", "z_dim", "x_features", "components", "batch_size")
 

@@ -1,4 +1,4 @@
-"""The models conditioned on text (models/conditional.py, guides/conditional.py, pyro_vrnn/window.py): Graves's
+"""The models conditioned on text (models/conditional.py, guides/conditional.py, pyro_vrnn/nn/text_window.py): Graves's
 window against a hand computation, its position only moving forward, the conditional ELBO against one written
 out step by step, a loss that falls, and a run through training, resume and evaluation."""
 
@@ -12,14 +12,13 @@ from conftest import make_data, small_config
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from test_elbo import diag_normal_log_density, emission_log_density, lstm_cell, normal_params, relu_linear
 
-import models
-from pyro_vrnn import data as datasets
+from pyro_vrnn import data as datasets, models
 from pyro_vrnn.data.schema import DataError, write_h5
-from pyro_vrnn.evaluate import evaluate_checkpoint
-from pyro_vrnn.objectives import elbo_terms
-from pyro_vrnn.record import Record
-from pyro_vrnn.train import train
-from pyro_vrnn.window import SoftWindow, Text, encode_texts, text_inputs
+from pyro_vrnn.infer.evaluate import evaluate_checkpoint
+from pyro_vrnn.infer.objectives import elbo_terms
+from pyro_vrnn.infer.record import Record
+from pyro_vrnn.nn.text_window import SoftWindow, Text, encode_texts, text_inputs
+from pyro_vrnn.train.loop import train
 
 ALPHABET = " abc"
 TEXTS = ["ab c", "a", "cab", "bb"]
@@ -159,7 +158,7 @@ SIZES = dict(hidden=8, z_dim=2, x_features=4, z_features=4, enc_hidden=4, prior_
 
 @pytest.mark.parametrize("name", ["cvrnn-gmm", "crnn-gmm"])
 def test_training_resume_and_evaluation(lines_with_text, tmp_path, name):
-    from pyro_vrnn.config import make_config
+    from pyro_vrnn.train.config import make_config
 
     config = make_config(
         "hdf5",
@@ -235,7 +234,7 @@ def test_two_torchrun_ranks_step_like_one_process(tmp_path):
         )
         .replace(
             "\nloss_module = make_loss_module(",
-            "\nfrom pyro_vrnn.window import Text, encode_texts\n"
+            "\nfrom pyro_vrnn.nn.text_window import Text, encode_texts\n"
             "text = encode_texts(['ab', 'b a', 'a', 'bb', 'ab ab', ' a', 'b', 'aab'], ' ab')\n"
             "text_of = lambda rows: dict(text=Text(text.chars[rows], text.mask[rows]))\n"
             "loss_module = make_loss_module(",
@@ -262,7 +261,7 @@ def test_two_torchrun_ranks_step_like_one_process(tmp_path):
     ],
 )
 def test_settings_the_text_models_cannot_use_give_one_line(flags, says):
-    from pyro_vrnn.config import make_config
+    from pyro_vrnn.train.config import make_config
 
     with pytest.raises(ValueError, match=says):
         make_config("hershey", **flags)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from pyro_vrnn import data
-from pyro_vrnn.checkpoints import data_info
 from pyro_vrnn.data import DataError, SequenceDataset, validate_h5
+from pyro_vrnn.train.checkpoints import data_info
 
 
 def write_sequences(path, splits, kind="real"):  # the converter of the README, verbatim

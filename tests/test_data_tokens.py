@@ -211,8 +211,8 @@ def test_sample_prefix_and_evaluate_tokens_on_a_chess_run(tmp_path, monkeypatch,
     pytest.importorskip("chess")
     from conftest import TINY_SIZES, load_script
 
-    from pyro_vrnn.config import make_config
-    from pyro_vrnn.train import train
+    from pyro_vrnn.train.config import make_config
+    from pyro_vrnn.train.loop import train
 
     monkeypatch.setenv("PYRO_VRNN_CACHE", str(tmp_path / "cache"))
     pgn = tmp_path / "games.pgn"

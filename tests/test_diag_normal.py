@@ -1,4 +1,5 @@
-"""DiagNormal (pyro_vrnn/diag_normal.py) is Normal(loc, scale).to_event(1): values, gradients, shapes, KL."""
+"""DiagNormal (pyro_vrnn/distributions/diag_normal.py) is Normal(loc, scale).to_event(1): values, gradients,
+shapes, KL."""
 
 import pyro
 import pyro.distributions as dist
@@ -6,8 +7,8 @@ import pytest
 import torch
 from torch.distributions import kl_divergence
 
-from pyro_vrnn.diag_normal import DiagNormal, as_diag_normal, diag_normal_log_prob
-from pyro_vrnn.networks import unbind_steps
+from pyro_vrnn.distributions.diag_normal import DiagNormal, as_diag_normal, diag_normal_log_prob
+from pyro_vrnn.nn.vrnn_networks import unbind_steps
 
 
 def reference(loc, scale):

@@ -22,10 +22,10 @@ pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="to
 STEP_SCRIPT = textwrap.dedent("""
     import sys, torch, pyro
     sys.path.insert(0, {root!r})
-    import models
-    from pyro_vrnn.config import make_config
-    from pyro_vrnn.runtime import close_process_group, exit_at_once, setup_distributed
-    from pyro_vrnn.svi import make_loss_module, svi_step
+    from pyro_vrnn import models
+    from pyro_vrnn.train.config import make_config
+    from pyro_vrnn.train.process import close_process_group, exit_at_once, setup_distributed
+    from pyro_vrnn.train.svi_step import make_loss_module, svi_step
 
     rank, world_size, device = setup_distributed("cpu")
     torch.set_num_threads(1)
@@ -103,7 +103,7 @@ def test_two_ranks_with_half_batches_step_like_one_process_with_the_whole_batch(
 )
 def test_a_torchrun_process_leaves_with_the_status_and_words_that_raising_would_give(stop, status, stderr):
     """runtime.exit_at_once, which run/svi.py's torchrun processes leave by: os._exit, with what was printed flushed."""
-    script = f"import sys; sys.path.insert(0, {ROOT!r}); from pyro_vrnn.runtime import exit_at_once; "
+    script = f"import sys; sys.path.insert(0, {ROOT!r}); from pyro_vrnn.train.process import exit_at_once; "
     script += f"print('trained', end=''); exit_at_once({stop})"
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert (run.returncode, run.stdout) == (status, "trained")

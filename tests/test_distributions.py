@@ -1,4 +1,4 @@
-"""Tests of the emission distributions (pyro_vrnn/distributions.py; Chung et al. 2015 eq. 6,
+"""Tests of the emission distributions (pyro_vrnn/distributions/emissions.py; Chung et al. 2015 eq. 6,
 Graves 2013 eqs. 23-26): log densities against formulas written out independently here, sample
 moments against analytic mixture moments, shapes under Pyro's batching, validation, stability."""
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 from pyro.infer import Trace_ELBO
 
-from pyro_vrnn.distributions import DiagNormalMixture, StrokeMixture
+from pyro_vrnn.distributions.emissions import DiagNormalMixture, StrokeMixture
 
 
 def random_gmm(batch=(3,), k=4, d=5, dtype=torch.float64, seed=0):

@@ -24,10 +24,10 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from pyro.poutine.util import site_is_subsample
 from pyro.util import check_model_guide_match
 
-import models
-from pyro_vrnn.config import CONDITIONAL_MODELS, TABLE1_MODELS
-from pyro_vrnn.objectives import FreeBitsELBO, elbo_terms
-from pyro_vrnn.record import Record
+from pyro_vrnn import models
+from pyro_vrnn.infer.objectives import FreeBitsELBO, elbo_terms
+from pyro_vrnn.infer.record import Record
+from pyro_vrnn.train.config import CONDITIONAL_MODELS, TABLE1_MODELS
 
 LOG_2PI = math.log(2 * math.pi)
 

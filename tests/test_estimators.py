@@ -1,4 +1,4 @@
-"""The estimators of log p(x) beyond the ELBO (pyro_vrnn/evaluate.py, pyro_vrnn/smc.py), on a VRNN whose
+"""The estimators of log p(x) beyond the ELBO (pyro_vrnn/infer/evaluate.py, pyro_vrnn/infer/smc.py), on a VRNN whose
 log p(x) a Kalman filter gives exactly: a linear-Gaussian state-space model written as a VRNN,
 
     h_t = z_t  (the recurrence returns its z input),   z_t | h_{t-1} ~ N(F h_{t-1}, diag(q^2))   (h_0 = 0)
@@ -20,11 +20,11 @@ import torch
 import torch.nn as nn
 from conftest import SMALL_SIZES, flags, load_script
 
-import models
-from pyro_vrnn.config import make_config
-from pyro_vrnn.evaluate import Estimators, estimate_batch, evaluate_checkpoint
-from pyro_vrnn.smc import particle_filter
-from pyro_vrnn.train import train
+from pyro_vrnn import models
+from pyro_vrnn.infer.evaluate import Estimators, estimate_batch, evaluate_checkpoint
+from pyro_vrnn.infer.smc import particle_filter
+from pyro_vrnn.train.config import make_config
+from pyro_vrnn.train.loop import train
 
 Z, D = 2, 3
 F_MATRIX = torch.tensor([[0.9, 0.2], [-0.2, 0.8]])

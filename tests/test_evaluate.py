@@ -1,4 +1,4 @@
-"""The Table 1 estimators: ELBO and importance-sampled log p(x), per sequence (pyro_vrnn/evaluate.py).
+"""The Table 1 estimators: ELBO and importance-sampled log p(x), per sequence (pyro_vrnn/infer/evaluate.py).
 
 The reference is a VRNN whose marginal likelihood is known in closed form. With phi_x and phi_z the
 identity, the prior N(0, I) (VRNN-I) and an emission linear in z_t that ignores h_{t-1},
@@ -27,11 +27,8 @@ import torch.nn as nn
 from conftest import SMALL_SIZES, build, flags, load_script, make_data, make_iam, tiny_h5
 from pyro.infer import Trace_ELBO
 
-import models
-from pyro_vrnn import data as datasets
-from pyro_vrnn.checkpoints import load_checkpoint, rebuild
-from pyro_vrnn.config import make_config
-from pyro_vrnn.evaluate import (
+from pyro_vrnn import data as datasets, models
+from pyro_vrnn.infer.evaluate import (
     PASS_RESERVE_BYTES,
     bytes_per_cell,
     default_chunk_size,
@@ -41,7 +38,7 @@ from pyro_vrnn.evaluate import (
     ratio_and_stderr,
     summarize,
 )
-from pyro_vrnn.objectives import (
+from pyro_vrnn.infer.objectives import (
     elbo_terms,
     exact_log_likelihood,
     particle_log_weights,
@@ -49,9 +46,11 @@ from pyro_vrnn.objectives import (
     summarize_log_weights,
     traces,
 )
-from pyro_vrnn.record import Record
-from pyro_vrnn.svi import validate
-from pyro_vrnn.train import train
+from pyro_vrnn.infer.record import Record
+from pyro_vrnn.train.checkpoints import load_checkpoint, rebuild
+from pyro_vrnn.train.config import make_config
+from pyro_vrnn.train.loop import train
+from pyro_vrnn.train.svi_step import validate
 
 Z_DIM, X_DIM, SIGMA = 2, 3, 0.5
 

@@ -1,4 +1,4 @@
-"""Evaluation in bounded memory (pyro_vrnn/evaluate.py): a pass over K' particles x B sequences x T steps is sized
+"""Evaluation in bounded memory (pyro_vrnn/infer/evaluate.py): a pass over K' particles x B sequences x T steps is sized
 to a budget, the particles drawn in chunks and a batch of long sequences split into groups, so that MuseData's
 4,273 steps evaluate on a small machine; the estimates are the same whatever the budget."""
 
@@ -7,8 +7,8 @@ import pytest
 from conftest import load_script
 from test_evaluate import linear_gaussian
 
-from pyro_vrnn import evaluate
-from pyro_vrnn.evaluate import PASS_RESERVE_BYTES, Estimators, bytes_per_cell, evaluate_dataset, fitting_groups
+from pyro_vrnn.infer import evaluate
+from pyro_vrnn.infer.evaluate import PASS_RESERVE_BYTES, Estimators, bytes_per_cell, evaluate_dataset, fitting_groups
 
 
 class Sequences:

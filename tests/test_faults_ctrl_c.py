@@ -14,9 +14,9 @@ import pytest
 from conftest import ROOT, TINY, fresh_script, snapshot
 from svi_slow import start, wait_for
 
-import pyro_vrnn.train
-from pyro_vrnn.checkpoints import load_checkpoint
-from pyro_vrnn.runs import read_log
+import pyro_vrnn.train.loop
+from pyro_vrnn.train.checkpoints import load_checkpoint
+from pyro_vrnn.train.run_directory import read_log
 
 NOTHING = "nothing was written"
 
@@ -111,7 +111,7 @@ def test_a_table_stopped_says_to_run_its_command_again(
     monkeypatch.chdir(tmp_path)
     argv = ["--dataset", "hdf5", "--data-dir", small_handwriting, "--models", "rnn-gauss", "--seeds", "0"]
     argv += ["--epochs", "1", "-k", "2", "--log-every", "1", "--quiet", *TINY] + (["--out", "t"] if out else [])
-    table1, real_step = fresh_script("table1"), pyro_vrnn.train.svi_step
+    table1, real_step = fresh_script("table1"), pyro_vrnn.train.loop.svi_step
 
     def step_then_signal(*args, **kwargs):
         signal.raise_signal(sig)  # arrives while the first step runs
@@ -123,7 +123,7 @@ def test_a_table_stopped_says_to_run_its_command_again(
             table1.main(argv)
         return stop.value.code, capsys.readouterr().err.strip().rpartition("\n")[2]  # the code, the last line
 
-    status, line = stopped((pyro_vrnn.train, "svi_step"), step_then_signal)
+    status, line = stopped((pyro_vrnn.train.loop, "svi_step"), step_then_signal)
     table = "t" if out else glob.glob("runs/table1-hdf5-*")[0]
     again = "python run/table1.py " + shlex.join(argv + ([] if out else ["--out", table]))
     assert (status, line) == (code, f"stopped, last.pt written; resume the table with: {again}")

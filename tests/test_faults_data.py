@@ -25,11 +25,11 @@ SPLITS = ("train", "valid", "test")
 
 
 def patch_everywhere(monkeypatch, name, value, *modules):
-    """Replace `name` in pyro_vrnn.report and in each script module that binds it itself (a script
+    """Replace `name` in pyro_vrnn.report.figures and in each script module that binds it itself (a script
     may import it at its top or inside main)."""
-    import pyro_vrnn.report
+    import pyro_vrnn.report.figures
 
-    for module in (pyro_vrnn.report, *modules):
+    for module in (pyro_vrnn.report.figures, *modules):
         if hasattr(module, name):
             monkeypatch.setattr(module, name, value)
 
@@ -520,7 +520,7 @@ def test_outputs_that_cannot_be_written(scripts, tmp_path, monkeypatch):
 
 
 def test_sampling_flags(checkpoint, tmp_path, monkeypatch):
-    from pyro_vrnn.generate import check_temperature
+    from pyro_vrnn.report.sampling import check_temperature
 
     sample = load_script("sample")
     for value in ("inf", "nan", "0", "-1"):

@@ -21,15 +21,15 @@ import torch
 from conftest import TINY, dead_pid, fresh_script as load_script, one_line_error, read_only, snapshot, tiny_h5
 from svi_slow import start, wait_for
 
-import pyro_vrnn.checkpoints
-import pyro_vrnn.runs
-import pyro_vrnn.train
-from pyro_vrnn.checkpoints import load_checkpoint
-from pyro_vrnn.config import make_config
+import pyro_vrnn.train.checkpoints
+import pyro_vrnn.train.loop
+import pyro_vrnn.train.run_directory
 from pyro_vrnn.data import DataError, SequenceDataset, schema
 from pyro_vrnn.data.fingerprints import file_fingerprint
-from pyro_vrnn.runs import read_log
-from pyro_vrnn.runtime import TrainingError
+from pyro_vrnn.train.checkpoints import load_checkpoint
+from pyro_vrnn.train.config import make_config
+from pyro_vrnn.train.process import TrainingError
+from pyro_vrnn.train.run_directory import read_log
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 8  # 2 epochs of 4 batches
@@ -188,7 +188,7 @@ def test_a_full_disk_while_logging_tears_a_line_that_resume_drops(world, run, sv
                 return FullDisk()
         return open(path, mode, *args, **kwargs)
 
-    monkeypatch.setattr(pyro_vrnn.runs, "open", full_disk_open, raising=False)
+    monkeypatch.setattr(pyro_vrnn.train.run_directory, "open", full_disk_open, raising=False)
     log = os.path.join(run, "log.jsonl")
     assert refused(svi, ["--resume", run, "--epochs", "3"]) == (
         f"error: cannot append to the log {log}: the disk is full; the last checkpoint is intact: free some "
@@ -257,14 +257,14 @@ def test_evaluating_other_data_of_the_same_shape_is_refused(world, run):
 def test_the_data_file_deleted_while_a_run_trains(world, svi, tmp_path, monkeypatch):
     """Validation opened the file again and failed with a traceback; the run's checkpoint stands."""
     mine, run = shutil.copy(world["a"], tmp_path / "mine.h5"), str(tmp_path / "run")
-    real_step = pyro_vrnn.train.svi_step
+    real_step = pyro_vrnn.train.loop.svi_step
 
     def step_then_delete(*args, **kwargs):
         if os.path.exists(mine):
             os.remove(mine)  # the train split is open already; valid is opened at the end of the epoch
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(pyro_vrnn.train, "svi_step", step_then_delete)
+    monkeypatch.setattr(pyro_vrnn.train.loop, "svi_step", step_then_delete)
     assert refused(svi, train_flags(str(mine)) + ["--out", run]) == (
         f"error: cannot open {mine} to read its valid split (No such file or directory); was it deleted or moved "
         "while in use? put it back and run again (a run resumes with --resume)"
@@ -282,7 +282,7 @@ def test_a_validation_split_changed_to_hold_a_nan(world, tmp_path):
     """A cache changed in place after it was prepared (a user's file is validated again, as its change time moved)."""
     from conftest import build
 
-    from pyro_vrnn.svi import validate
+    from pyro_vrnn.train.svi_step import validate
 
     path = str(tmp_path / "nan.h5")
     rng = np.random.default_rng(0)
@@ -392,7 +392,7 @@ def test_a_full_disk_before_anything_is_written(world, svi, tmp_path, monkeypatc
         return DiskFullOnFlush(f) if str(path).endswith(".lock") else f
 
     with monkeypatch.context() as patch:
-        patch.setattr(pyro_vrnn.runs, "open", full_disk_open, raising=False)
+        patch.setattr(pyro_vrnn.train.run_directory, "open", full_disk_open, raising=False)
         assert refused(svi, world["flags"] + ["--out", run]) == (
             f"error: cannot write {run}/.lock: the disk is full; free some space or pass another --out"
         )
@@ -402,7 +402,7 @@ def test_a_full_disk_before_anything_is_written(world, svi, tmp_path, monkeypatc
         raise OSError(errno.ENOSPC, "No space left on device")
 
     with monkeypatch.context() as patch:
-        patch.setattr(pyro_vrnn.runs.torch, "save", full_disk_save)
+        patch.setattr(pyro_vrnn.train.run_directory.torch, "save", full_disk_save)
         assert refused(svi, world["flags"] + ["--out", run]) == (
             f"error: cannot write the checkpoint {run}/last.pt: the disk is full; no last.pt was written yet, so "
             "there is nothing to resume: free some space and start the run again, the same command"
@@ -520,7 +520,7 @@ def test_a_stopped_run_exits_130_or_143_and_resumes_exactly(world, svi, tmp_path
 def test_a_ctrl_c_on_the_very_last_step_finishes_the_run(
     world, svi, tmp_path, monkeypatch, capsys, flag, value, steps, reason
 ):
-    run, real_step, taken = str(tmp_path / "run"), pyro_vrnn.train.svi_step, []
+    run, real_step, taken = str(tmp_path / "run"), pyro_vrnn.train.loop.svi_step, []
 
     def step_then_ctrl_c(*args, **kwargs):
         taken.append(1)
@@ -528,7 +528,7 @@ def test_a_ctrl_c_on_the_very_last_step_finishes_the_run(
             signal.raise_signal(signal.SIGINT)  # arrives while the step runs
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(pyro_vrnn.train, "svi_step", step_then_ctrl_c)
+    monkeypatch.setattr(pyro_vrnn.train.loop, "svi_step", step_then_ctrl_c)
     svi.main(world["flags"] + ["--out", run, flag, value])  # returns: exit status 0
     end = read_log(os.path.join(run, "log.jsonl"))[-1]
     assert end["event"] == "end" and end["reason"] == reason
@@ -670,7 +670,7 @@ def test_checkpoints_of_the_older_format_load_and_resume(run, svi):
     torch.save(state, path)
     message = refused(svi, ["--resume", run, "--epochs", "4"])
     assert "holds Python code or objects (numpy." in message and "convert it once: python -c 'import" in message
-    pyro_vrnn.checkpoints.convert_trusted(path)  # what the message says to run
+    pyro_vrnn.train.checkpoints.convert_trusted(path)  # what the message says to run
     assert load_checkpoint(path)["version"] == 2
 
 
@@ -683,7 +683,7 @@ def test_a_full_or_failing_disk_while_checkpointing(run, svi, monkeypatch, fault
             f.write(b"\x80\x02 half a pickle")
             raise OSError(errno.ENOSPC, "No space left on device")
 
-        monkeypatch.setattr(pyro_vrnn.runs.torch, "save", full_disk_save)
+        monkeypatch.setattr(pyro_vrnn.train.run_directory.torch, "save", full_disk_save)
     else:  # the disk fails to write what was cached, as fsync reports (for the checkpoint, not the log)
 
         def failing_fsync(fd, fsync=os.fsync):
@@ -691,7 +691,7 @@ def test_a_full_or_failing_disk_while_checkpointing(run, svi, monkeypatch, fault
                 raise OSError(errno.EIO, "Input/output error")
             fsync(fd)
 
-        monkeypatch.setattr(pyro_vrnn.runs.os, "fsync", failing_fsync)
+        monkeypatch.setattr(pyro_vrnn.train.run_directory.os, "fsync", failing_fsync)
     what = "the disk is full" if fault == "ENOSPC" else "an input/output error (a failing disk?)"
     assert refused(svi, ["--resume", run, "--epochs", "3"]) == (
         f"error: cannot write the checkpoint {run}/last.pt: {what} (the previous one is intact); free some space "
@@ -720,7 +720,7 @@ def test_run_directories_that_cannot_be_written(world, run, svi, tmp_path, monke
         (a_file / "run", f"cannot create the run directory {a_file}/run: "),
     ):
         with pytest.raises(TrainingError) as error:  # the library's own check (RunDirectory.open)
-            pyro_vrnn.train.train(tiny_config(world["a"], out=str(out)), quiet=True)
+            pyro_vrnn.train.loop.train(tiny_config(world["a"], out=str(out)), quiet=True)
         assert str(error.value).startswith(said) and "\n" not in str(error.value)
     locked = tmp_path / "locked"
     locked.mkdir()
@@ -745,5 +745,5 @@ def test_a_run_that_fails_before_writing_leaves_no_run_behind(world, svi, tmp_pa
     only_lock = tmp_path / "only-lock"  # what an older version left: no run there, so it is not refused
     only_lock.mkdir()
     (only_lock / ".lock").write_text(str(dead_pid()))
-    pyro_vrnn.train.train(tiny_config(world["a"], out=str(only_lock)), quiet=True)
+    pyro_vrnn.train.loop.train(tiny_config(world["a"], out=str(only_lock)), quiet=True)
     assert steps_logged(str(only_lock)) == [1]

@@ -23,10 +23,11 @@ import torch
 from conftest import TINY_SIZES, flags, tiny_h5
 from pyro.infer import TraceMeanField_ELBO
 
-from pyro_vrnn import data as datasets, plots
-from pyro_vrnn.distributions import DiagNormalMixture, StrokeMixture
-from pyro_vrnn.generate import TemperatureMessenger, generate, tempered, to_data_units
-from pyro_vrnn.report import Run, end_of_run_figures, latent_activity
+from pyro_vrnn import data as datasets
+from pyro_vrnn.distributions.emissions import DiagNormalMixture, StrokeMixture
+from pyro_vrnn.report import plots
+from pyro_vrnn.report.figures import Run, end_of_run_figures, latent_activity
+from pyro_vrnn.report.sampling import TemperatureMessenger, generate, tempered, to_data_units
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = flags(TINY_SIZES, batch_size=4, log_every=1)

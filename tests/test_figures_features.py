@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from conftest import TINY_SIZES, flags, fresh_script, tiny_h5
 
-from pyro_vrnn import plots
-from pyro_vrnn.report import Run, audio_rate, end_of_run_figures
+from pyro_vrnn.report import plots
+from pyro_vrnn.report.figures import Run, audio_rate, end_of_run_figures
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from pyro_vrnn.config import config_from_dict, config_to_dict, make_config
 from pyro_vrnn.data.schema import write_h5
-from pyro_vrnn.evaluate import evaluate_checkpoint
-from pyro_vrnn.networks import EmissionHead
-from pyro_vrnn.train import train
+from pyro_vrnn.infer.evaluate import evaluate_checkpoint
+from pyro_vrnn.nn.vrnn_networks import EmissionHead
+from pyro_vrnn.train.config import config_from_dict, config_to_dict, make_config
+from pyro_vrnn.train.loop import train
 
 
 def test_shared_mixture_starts_at_unit_scale_with_components_apart():

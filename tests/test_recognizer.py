@@ -1,4 +1,4 @@
-"""The online recognizer (pyro_vrnn/recognizer.py, run/recognize.py): edit distance and CER by hand, greedy CTC
+"""The online recognizer (pyro_vrnn/nn/recognizer.py, run/recognize.py): edit distance and CER by hand, greedy CTC
 decoding, a CTC loss that falls, and the script's training and reading on a few embedded lines."""
 
 import json
@@ -10,7 +10,7 @@ import torch
 from conftest import load_script
 
 from pyro_vrnn import data as datasets
-from pyro_vrnn.recognizer import Recognizer, character_error_rate, edit_distance, pad
+from pyro_vrnn.nn.recognizer import Recognizer, character_error_rate, edit_distance, pad
 
 
 def test_edit_distance_and_cer():
@@ -77,8 +77,8 @@ def test_recognize_script_trains_and_reads(lines_with_text, tmp_path):
 
 
 def test_reading_what_a_model_writes(lines_with_text, tmp_path):
-    from pyro_vrnn.config import make_config
-    from pyro_vrnn.train import train
+    from pyro_vrnn.train.config import make_config
+    from pyro_vrnn.train.loop import train
 
     script = load_script("recognize")
     out = str(tmp_path / "rec")

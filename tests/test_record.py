@@ -1,4 +1,4 @@
-"""The model reuses the guide's recurrence through the Record, and only where it may (pyro_vrnn/record.py).
+"""The model reuses the guide's recurrence through the Record, and only where it may (pyro_vrnn/infer/record.py).
 
 Replayed on the guide's draws, the model must take every h_t from the record: its recurrence f runs
 zero times, and the loss is the loss of a model given no record (which runs f itself). Anywhere else
@@ -12,9 +12,9 @@ import pytest
 import torch
 from pyro.infer import Trace_ELBO
 
-import models
-from pyro_vrnn.config import make_config
-from pyro_vrnn.record import Record
+from pyro_vrnn import models
+from pyro_vrnn.infer.record import Record
+from pyro_vrnn.train.config import make_config
 
 
 def build(name="vrnn-gmm", scoring="steps", cell="lstm"):

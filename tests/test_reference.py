@@ -1,8 +1,8 @@
-"""The plain-PyTorch yardstick (pyro_vrnn/reference.py) computes what the Pyro programs compute, in both
+"""The plain-PyTorch yardstick (benchmarks/plain_forms.py) computes what the Pyro programs compute, in both
 of its hand-written forms (a loop that scores every term at its step, and the form batched over time).
 
 With the same weights and the same RNG seed (the noise drawn in the same order: z_1, ..., z_T in the
-guide, particles included), the training path of pyro_vrnn/svi.py, in both of the model's forms, and
+guide, particles included), the training path of pyro_vrnn/train/svi_step.py, in both of the model's forms, and
 each reference form give the same loss and the same gradients for each model and ELBO, and the same
 importance weights. run/benchmark.py times them against each other, so these equalities are what make
 its ratios a comparison of like with like.
@@ -13,18 +13,20 @@ import pytest
 import torch
 from conftest import build, make_data
 
-import models
-from pyro_vrnn import networks, reference
-from pyro_vrnn.config import TABLE1_MODELS, make_config
-from pyro_vrnn.objectives import exact_log_likelihood, particle_log_weights
-from pyro_vrnn.record import Record
-from pyro_vrnn.svi import Program, make_elbo
+from pyro_vrnn import models
+from pyro_vrnn.benchmarks import plain_forms as reference
+from pyro_vrnn.infer.objectives import exact_log_likelihood, particle_log_weights
+from pyro_vrnn.infer.record import Record
+from pyro_vrnn.nn import vrnn_networks as networks
+from pyro_vrnn.train.config import TABLE1_MODELS, make_config
+from pyro_vrnn.train.svi_step import Program, make_elbo
 
 CASES = [(name, kind) for name in TABLE1_MODELS for kind in ("handwriting", "real")]  # the VRNN family's forms
 
 
 def pyro_loss(model, guide, vrnn, elbo_name, x, mask, **kwargs):
-    """The loss exactly as pyro_vrnn/svi.py computes it: an ELBOModule over Program(model), Program(guide)."""
+    """The loss exactly as pyro_vrnn/train/svi_step.py computes it: an ELBOModule over Program(model),
+    Program(guide)."""
     loss_module = make_elbo(elbo_name)(Program(model, vrnn), Program(guide, vrnn))
     return loss_module(x, mask, record=Record(), **kwargs)
 

@@ -1,4 +1,4 @@
-"""The SRNN (Fraccaro et al. 2016): models/srnn.py, guides/srnn.py, pyro_vrnn/srnn.py.
+"""The SRNN (Fraccaro et al. 2016): models/srnn.py, guides/srnn_smoothing.py, pyro_vrnn/nn/srnn_networks.py.
 
 With fixed weights and the same RNG seed (the guide draws z_1, ..., z_T in order), Pyro's losses equal
 
@@ -25,14 +25,14 @@ from pyro.util import check_model_guide_match
 from test_elbo import diag_normal_log_density, emission_log_density, lstm_cell, normal_params, relu_linear
 from test_record import CallCounter
 
-import models
-from pyro_vrnn.config import make_config
-from pyro_vrnn.evaluate import estimate_log_likelihood
-from pyro_vrnn.generate import generate
-from pyro_vrnn.objectives import elbo_terms, particle_log_weights, traces
-from pyro_vrnn.record import Record
-from pyro_vrnn.srnn import SRNNStepper
-from pyro_vrnn.svi import make_loss_module, svi_step
+from pyro_vrnn import models
+from pyro_vrnn.infer.evaluate import estimate_log_likelihood
+from pyro_vrnn.infer.objectives import elbo_terms, particle_log_weights, traces
+from pyro_vrnn.infer.record import Record
+from pyro_vrnn.nn.srnn_networks import SRNNStepper
+from pyro_vrnn.report.sampling import generate
+from pyro_vrnn.train.config import make_config
+from pyro_vrnn.train.svi_step import make_loss_module, svi_step
 
 STEP_FORMS = [("batched", True), ("steps", True), ("steps", False)]  # (scoring, with the guide's record)
 TINY = flags(TINY_SIZES, batch_size=8, log_every=1)

@@ -1,4 +1,4 @@
-"""StackedTrace_ELBO is Trace_ELBO, its z_t sites scored in one call (pyro_vrnn/stacked_elbo.py).
+"""StackedTrace_ELBO is Trace_ELBO, its z_t sites scored in one call (pyro_vrnn/infer/stacked_elbo.py).
 
 The same loss and gradients as Pyro's Trace_ELBO, on every latent model, with padding, a KL weight and the
 plate's scale, with vectorized particles, and on a hand-written model whose sites are not all stackable. And
@@ -20,12 +20,12 @@ from pyro.infer.autoguide import AutoNormalMessenger
 from pyro.infer.importance import vectorized_importance_weights
 from pyro.poutine.util import prune_subsample_sites
 
-from pyro_vrnn import objectives
-from pyro_vrnn.diag_normal import DiagNormal
-from pyro_vrnn.objectives import IWAEELBO, FreeBitsELBO
-from pyro_vrnn.record import Record
-from pyro_vrnn.stacked_elbo import StackedTrace_ELBO
-from pyro_vrnn.svi import make_elbo
+from pyro_vrnn.distributions.diag_normal import DiagNormal
+from pyro_vrnn.infer import objectives
+from pyro_vrnn.infer.objectives import IWAEELBO, FreeBitsELBO
+from pyro_vrnn.infer.record import Record
+from pyro_vrnn.infer.stacked_elbo import StackedTrace_ELBO
+from pyro_vrnn.train.svi_step import make_elbo
 
 LATENT = ["vrnn-gauss", "vrnn-gmm", "vrnn-i-gauss", "srnn-gmm"]
 

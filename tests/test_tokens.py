@@ -13,13 +13,12 @@ import torch
 from conftest import small_config
 from pyro.infer import Trace_ELBO
 
-import models
-from pyro_vrnn import data
+from pyro_vrnn import data, models
 from pyro_vrnn.data import DataError, SequenceDataset, validate_h5
 from pyro_vrnn.data.schema import write_h5
 from pyro_vrnn.data.tokens import decode, encode
-from pyro_vrnn.distributions import TokenCategorical
-from pyro_vrnn.record import Record
+from pyro_vrnn.distributions.emissions import TokenCategorical
+from pyro_vrnn.infer.record import Record
 
 TOKEN_MODELS = ("rnn-gauss", "vrnn-i-gauss", "vrnn-gauss", "srnn")  # the char-RNN baseline, VRNN-I, VRNN, SRNN
 
@@ -159,7 +158,7 @@ def test_rnn_learns_a_deterministic_token_sequence():
 @pytest.mark.parametrize("name", TOKEN_MODELS[1:])
 def test_models_generate_tokens_of_the_vocabulary(name):
     config, model, guide, net = build_tokens(name, 6, "steps")
-    from pyro_vrnn.generate import generate
+    from pyro_vrnn.report.sampling import generate
 
     prime = torch.tensor([[2.0], [3.0]])
     x = generate(models.MODELS[name].model, net, 3, 9, prime=prime, guide=guide, tau=0.8)
@@ -271,8 +270,8 @@ def test_encode_reads_characters_or_words_and_names_an_unknown_token():
 def test_next_token_log_probs_add_up_to_the_exact_log_likelihood(name):
     """The RNN's predictive is exact; a latent model whose z reaches nothing (its weights from z set to 0) has
     p(x_t | x_{<t}) = p(x_t | z_t, x_{<t}) for every z, so the filter's estimate must equal log p(x | z) too."""
-    from pyro_vrnn.next_token import next_token_predictions
-    from pyro_vrnn.objectives import elbo_terms
+    from pyro_vrnn.infer.next_token import next_token_predictions
+    from pyro_vrnn.infer.objectives import elbo_terms
 
     config, model, guide, net = build_tokens(name, 6, "steps")
     spec = models.MODELS[name]
@@ -294,7 +293,7 @@ def test_next_token_log_probs_add_up_to_the_exact_log_likelihood(name):
 def test_next_token_filter_of_a_latent_model_is_a_probability_per_step():
     """With z in use the filter's predictive is a distribution over the V tokens at each step: scoring every
     token v at step 1 (one sequence per v) gives probabilities that sum to 1."""
-    from pyro_vrnn.next_token import next_token_predictions
+    from pyro_vrnn.infer.next_token import next_token_predictions
 
     config, model, guide, net = build_tokens("vrnn-gauss", 5, "steps")
     for p in net.parameters():  # larger weights: z matters

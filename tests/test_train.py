@@ -15,14 +15,14 @@ import pytest
 import torch
 from conftest import SMALL_SIZES, TINY_SIZES, flags, fresh_script, one_line_error
 
-import models
-from pyro_vrnn import data as datasets, train as train_module
-from pyro_vrnn.checkpoints import load_checkpoint
-from pyro_vrnn.config import make_config, unused_flags
+from pyro_vrnn import data as datasets, models
 from pyro_vrnn.data.schema import write_h5
-from pyro_vrnn.runtime import TrainingError, network_fits
-from pyro_vrnn.svi import validate
-from pyro_vrnn.train import train
+from pyro_vrnn.train import loop as train_module
+from pyro_vrnn.train.checkpoints import load_checkpoint
+from pyro_vrnn.train.config import make_config, unused_flags
+from pyro_vrnn.train.loop import train
+from pyro_vrnn.train.process import TrainingError, network_fits
+from pyro_vrnn.train.svi_step import validate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZES = dict(SMALL_SIZES, hidden=24)
@@ -172,7 +172,7 @@ def test_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(tmp_path, her
 FREED_MEMORY_SCRIPT = """
 import ctypes, sys, torch
 sys.path.insert(0, {root!r})
-from pyro_vrnn.allocator import freed_memory_kept
+from pyro_vrnn.train.allocator import freed_memory_kept
 
 class MallInfo(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks".split()]

@@ -1,4 +1,4 @@
-"""run/write.py and pyro_vrnn/synthesis.py: a model conditioned on text writes a given text, stops where the
+"""run/write.py and pyro_vrnn/report/synthesis.py: a model conditioned on text writes a given text, stops where the
 window has passed its end (Graves's criterion), with Graves's sampling bias and priming; bad text gets one line."""
 
 import math
@@ -10,12 +10,12 @@ import pytest
 import torch
 from conftest import load_script, small_config
 
-import models
-from pyro_vrnn.config import make_config
-from pyro_vrnn.distributions import StrokeMixture
-from pyro_vrnn.synthesis import biased, past_the_end, write
-from pyro_vrnn.train import train
-from pyro_vrnn.window import SoftWindow, encode_texts
+from pyro_vrnn import models
+from pyro_vrnn.distributions.emissions import StrokeMixture
+from pyro_vrnn.nn.text_window import SoftWindow, encode_texts
+from pyro_vrnn.report.synthesis import biased, past_the_end, write
+from pyro_vrnn.train.config import make_config
+from pyro_vrnn.train.loop import train
 
 SIZES = dict(hidden=8, z_dim=2, x_features=4, z_features=4, enc_hidden=4, prior_hidden=4, dec_hidden=4, components=2)
 

@@ -3,7 +3,7 @@
 
 x_t is the binary vector of the keys sounding at step t (MIDI 21-108), and the emission is a product of
 Bernoullis (kind "binary"), as in STORN, the SRNN, the DMM, FIVO and Pyro's examples/dmm.py, which all
-report log p(x) on these sets in nats per time step (pyro_vrnn/evaluate.py: the sum over the test
+report log p(x) on these sets in nats per time step (pyro_vrnn/infer/evaluate.py: the sum over the test
 sequences divided by their total number of steps).
 
 The user brings one of the two forms the sets are distributed in; the form is told from the file's

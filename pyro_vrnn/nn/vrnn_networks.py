@@ -25,9 +25,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pyro_vrnn.diag_normal import DiagNormal, as_diag_normal
-from pyro_vrnn.distributions import DiagNormalMixture, StrokeMixture, TokenCategorical
-from pyro_vrnn.smc import take_particles
+from pyro_vrnn.distributions.diag_normal import DiagNormal, as_diag_normal
+from pyro_vrnn.distributions.emissions import DiagNormalMixture, StrokeMixture, TokenCategorical
+from pyro_vrnn.infer.smc import take_particles
 
 CELLS = {"lstm": nn.LSTMCell, "gru": nn.GRUCell}
 BACKWARD_RNNS = {"lstm": nn.LSTM, "gru": nn.GRU}  # the smoothing guide's RNN over x, run back in time
@@ -146,8 +146,8 @@ def emission_log_prob_in_blocks(emission, width, z, context, x):
 
 
 class NormalHead(nn.Module):
-    """Features -> a diagonal Normal (pyro_vrnn/diag_normal.py) over `dim` variables: loc linear, scale softplus
-    + floor."""
+    """Features -> a diagonal Normal (pyro_vrnn/distributions/diag_normal.py) over `dim` variables: loc linear,
+    scale softplus + floor."""
 
     def __init__(self, in_dim, dim, min_scale):
         super().__init__()
@@ -295,7 +295,7 @@ class VRNN(nn.Module):
 
     def stepper(self, x, mask, guide_name="filtering"):
         """This network and its guide (`guide_name`: filtering or smoothing) one step at a time over the batch x
-        [B, T, D], for the particle filter of FIVO and the SMC estimate (pyro_vrnn/smc.py)."""
+        [B, T, D], for the particle filter of FIVO and the SMC estimate (pyro_vrnn/infer/smc.py)."""
         if not self.latent:
             raise ValueError("a model without latent variables has nothing to filter: its log p(x) is exact")
         return VRNNStepper(self, guide_name, x, mask)
@@ -348,7 +348,7 @@ class VRNN(nn.Module):
 
 
 class VRNNStepper:
-    """The VRNN and its guide one step at a time, for particle methods (pyro_vrnn/smc.py), from the methods the
+    """The VRNN and its guide one step at a time, for particle methods (pyro_vrnn/infer/smc.py), from the methods the
     programs call:
 
         proposal    q(z_t | x_t, h_{t-1}) = vrnn.posterior(phi_x(x_t), h_{t-1}); with the smoothing guide

@@ -12,11 +12,11 @@ import os
 from dataclasses import asdict, dataclass, fields
 from typing import Optional
 
-from pyro_vrnn.checks import check_seed, parse_device
 from pyro_vrnn.data.byo import train_sizes
+from pyro_vrnn.train.flag_checks import check_seed, parse_device
 
 TABLE1_MODELS = ("rnn-gauss", "rnn-gmm", "vrnn-i-gauss", "vrnn-gauss", "vrnn-gmm")  # Chung et al. 2015, Table 1
-SRNN_MODELS = ("srnn", "srnn-gmm")  # Fraccaro et al. 2016 (pyro_vrnn/srnn.py): Gaussian or mixture emission
+SRNN_MODELS = ("srnn", "srnn-gmm")  # Fraccaro et al. 2016 (pyro_vrnn/nn/srnn_networks.py): Gaussian or mixture emission
 # conditioned on each line's text through Graves's (2013) window (models/conditional.py): VRNN-GMM and RNN-GMM
 CONDITIONAL_MODELS = ("cvrnn-gmm", "crnn-gmm")
 MODEL_NAMES = TABLE1_MODELS + SRNN_MODELS + CONDITIONAL_MODELS
@@ -184,7 +184,7 @@ def make_config(dataset="hershey", **overrides):
         for lever in ("kl_anneal_epochs", "free_bits"):
             if lever not in given:
                 values.pop(lever, None)
-    if values.get("model") in SRNN_MODELS:  # the SRNN's guide is a smoothing one by design (guides/srnn.py)
+    if values.get("model") in SRNN_MODELS:  # the SRNN's guide is a smoothing one by design (guides/srnn_smoothing.py)
         values.setdefault("guide", "smoothing")
     return check_config(Config(dataset=dataset, **values))
 
@@ -235,7 +235,7 @@ def check_config(config):
     if config.model in SRNN_MODELS and config.guide != "smoothing":
         raise ValueError(
             f"--guide {config.guide} does not apply to --model {config.model}: its guide is the "
-            "smoothing one of Fraccaro et al. 2016 (guides/srnn.py); drop --guide"
+            "smoothing one of Fraccaro et al. 2016 (guides/srnn_smoothing.py); drop --guide"
         )
     for names, test, need in (
         (AT_LEAST_ONE, lambda v: v >= 1, "at least 1"),

@@ -1,5 +1,5 @@
 """The SRNN's smoothing inference network q(z_{<=T} | x_{<=T}) = prod_t q(z_t | z_{t-1}, a_t), as a Pyro program
-(Fraccaro et al. 2016, "SRNN (smooth)"; the labels (S1)-(S6) are pyro_vrnn/srnn.py's):
+(Fraccaro et al. 2016, "SRNN (smooth)"; the labels (S1)-(S6) are pyro_vrnn/nn/srnn_networks.py's):
 
     d_t                  = f(d_{t-1}, phi_x(x_{t-1}))                (S1)  the model's own d, from the data
     a_t                  = g(a_{t+1}, [d_t, phi_x(x_t)])             (S4)  a backward RNN, from each sequence's end
@@ -17,7 +17,7 @@ import pyro
 import pyro.poutine as poutine
 import torch
 
-from pyro_vrnn.networks import step_masks
+from pyro_vrnn.nn.vrnn_networks import step_masks
 
 
 def srnn_guide(srnn, x, mask, num_sequences=None, kl_scale=1.0, record=None):

@@ -6,7 +6,7 @@
 
 which is what `pyro.infer.SVI.step` does, with module-local parameters so that the module can be
 wrapped in DistributedDataParallel, and with the `Record` that carries the guide's recurrence to the
-model (pyro_vrnn/record.py). The ELBO is the one `make_elbo` picks:
+model (pyro_vrnn/infer/record.py). The ELBO is the one `make_elbo` picks:
 
     --elbo trace                  StackedTrace_ELBO: Trace_ELBO's estimator, the z_t of all steps scored in
                                   one call (stacked_elbo.py, on Pyro's public trace and replay handlers)
@@ -27,11 +27,11 @@ import torch.nn as nn
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 from pyro_vrnn import data as datasets
-from pyro_vrnn.objectives import FIVOELBO, IWAEELBO, FreeBitsELBO, elbo_terms
-from pyro_vrnn.record import Record
-from pyro_vrnn.runtime import TrainingError, all_reduce_sum
-from pyro_vrnn.stacked_elbo import StackedTrace_ELBO
-from pyro_vrnn.window import text_inputs
+from pyro_vrnn.infer.objectives import FIVOELBO, IWAEELBO, FreeBitsELBO, elbo_terms
+from pyro_vrnn.infer.record import Record
+from pyro_vrnn.infer.stacked_elbo import StackedTrace_ELBO
+from pyro_vrnn.nn.text_window import text_inputs
+from pyro_vrnn.train.process import TrainingError, all_reduce_sum
 
 ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}
 

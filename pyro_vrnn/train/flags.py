@@ -1,4 +1,4 @@
-"""The command-line flags of a run's configuration (pyro_vrnn/config.py), shared by run/svi.py and
+"""The command-line flags of a run's configuration (pyro_vrnn/train/config.py), shared by run/svi.py and
 run/table1.py, so that a Table 1 run takes exactly the sizes and training settings of a single run.
 
 Every flag defaults to None, meaning "the data set's preset" (config.PRESETS), and `overrides(args)`
@@ -7,7 +7,7 @@ returns the ones given, as config fields.
 
 import argparse
 
-from pyro_vrnn.config import ELBO_NAMES, Config
+from pyro_vrnn.train.config import ELBO_NAMES, Config
 
 SIZES = {
     "hidden": "LSTM units (f)",
@@ -26,7 +26,7 @@ SIZES = {
 
 def add_config_flags(parser, seed=True):
     """The sizes and the training settings, in two argument groups of `parser`."""
-    g = parser.add_argument_group("sizes (defaults: the dataset's preset, see pyro_vrnn/config.py)")
+    g = parser.add_argument_group("sizes (defaults: the dataset's preset, see pyro_vrnn/train/config.py)")
     for name, meaning in SIZES.items():
         g.add_argument("--" + name.replace("_", "-"), type=int, help=meaning)
     g.add_argument("--min-scale", type=float, help="floor added to every softplus scale")
@@ -74,7 +74,7 @@ def add_config_flags(parser, seed=True):
         "--scoring",
         choices=("batched", "steps"),
         help="batched (default: the model's prior and emission of all steps in one call each, models/vrnn.py, "
-        "and the ELBO's z_t sites scored in one call, pyro_vrnn/stacked_elbo.py) or steps (the model one "
+        "and the ELBO's z_t sites scored in one call, pyro_vrnn/infer/stacked_elbo.py) or steps (the model one "
         "step at a time, as the paper writes it, under Pyro's own Trace_ELBO / TraceMeanField_ELBO; "
         "free bits and IWAE score in one call either way)",
     )

@@ -2,7 +2,7 @@
 
 The same quantities as `models/` + `guides/` under Pyro's `Trace_ELBO` / `TraceMeanField_ELBO` and
 `vectorized_importance_weights`, from the same step of the VRNN (its methods prior, posterior, emission,
-step: pyro_vrnn/networks.py), with no Pyro inference machinery, written the two ways one writes them by hand:
+step: pyro_vrnn/nn/vrnn_networks.py), with no Pyro inference machinery, written the two ways one writes them by hand:
 
   per_step   one loop over time that computes every term at its step: q(z_t | x_t, h_{t-1}), a draw
              z_t, the prior, the emission and their log-densities (or the analytic KL), then h_t;
@@ -17,7 +17,7 @@ each, particles included), so with the same RNG seed both forms give the Pyro pr
 gradients and log-weights (tests/test_reference.py).
 
 The K-particle bounds have their plain forms too: `iwae_loss` (either form, with K particles) and
-`smc_log_evidence` / `fivo_loss`, the particle filter of pyro_vrnn/smc.py written out as one loop over
+`smc_log_evidence` / `fivo_loss`, the particle filter of pyro_vrnn/infer/smc.py written out as one loop over
 the same methods, particles and sequences flattened into one batch of K * B rows, with no stepper in between;
 with the same seed they give IWAEELBO's and FIVOELBO's numbers and smc.particle_filter's (tests/test_bounds.py).
 """
@@ -27,8 +27,8 @@ import math
 import torch
 from torch.distributions import kl_divergence
 
-from pyro_vrnn.diag_normal import DiagNormal, as_diag_normal
-from pyro_vrnn.networks import State, stack_steps as stack, sum_over_steps
+from pyro_vrnn.distributions.diag_normal import DiagNormal, as_diag_normal
+from pyro_vrnn.nn.vrnn_networks import State, stack_steps as stack, sum_over_steps
 
 FORMS = ("per_step", "batched")
 

@@ -11,7 +11,7 @@
     Figure 3      real lines beside samples of several models, one column each
     curves        training and validation ELBO from a run's log.jsonl
 
-Every function takes arrays in the data's own units (see `pyro_vrnn.generate.to_data_units`)
+Every function takes arrays in the data's own units (see `pyro_vrnn.report.sampling.to_data_units`)
 and returns the path it wrote.
 """
 
@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from pyro_vrnn.data import offsets_to_strokes  # noqa: E402
-from pyro_vrnn.runs import read_log  # noqa: E402
+from pyro_vrnn.train.run_directory import read_log  # noqa: E402
 
 PRIME_COLOR = "tab:blue"  # the real part of a primed sample
 FEATURE_LINES = 16  # real-valued data (not audio) of up to this many features: one line each; more: a heat map

@@ -18,9 +18,9 @@ import math
 
 import torch
 
-from pyro_vrnn.networks import State
-from pyro_vrnn.smc import systematic_ancestors, take_particles
-from pyro_vrnn.srnn import SRNN
+from pyro_vrnn.infer.smc import systematic_ancestors, take_particles
+from pyro_vrnn.nn.srnn_networks import SRNN
+from pyro_vrnn.nn.vrnn_networks import State
 
 
 @torch.no_grad()

@@ -16,7 +16,7 @@ import pyro
 import torch
 from torch.distributions import Distribution
 
-from pyro_vrnn.allocator import M_MMAP_THRESHOLD, mallopt
+from pyro_vrnn.train.allocator import M_MMAP_THRESHOLD, mallopt
 
 
 @contextlib.contextmanager

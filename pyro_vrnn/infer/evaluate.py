@@ -4,7 +4,7 @@ log p(x) for every sequence of a split, averaged per sequence and per time step.
   elbo  the K-sample average mean_k log w_k of the IS particles (Table 1's ">=");
   iwae  log (1/K') sum_k w_k with K' = iwae_particles (Burda et al. 2016): a bound, tighter as K' grows;
   smc   log p^(x) of the particle filter with smc_particles, each sequence resampled when its ESS < K/2
-        (pyro_vrnn/smc.py; Maddison et al. 2017): its expectation is FIVO's bound;
+        (pyro_vrnn/infer/smc.py; Maddison et al. 2017): its expectation is FIVO's bound;
   is    log (1/K) sum_k w_k with K = num_samples, importance sampling with the guide as proposal ("~").
 
 IWAE(K) and IS with K particles are one and the same number: by default iwae_particles = num_samples and
@@ -39,15 +39,14 @@ import pyro
 import torch
 from tqdm import tqdm
 
-import models
-from pyro_vrnn import data as datasets
-from pyro_vrnn.allocator import freed_memory_kept
-from pyro_vrnn.checkpoints import check_same_data, load_checkpoint, rebuild, resolve_checkpoint
-from pyro_vrnn.config import CONDITIONAL_MODELS
-from pyro_vrnn.objectives import exact_log_likelihood, particle_terms, summarize_log_weights
-from pyro_vrnn.runtime import TrainingError, resolve_device, set_threads
-from pyro_vrnn.smc import particle_filter
-from pyro_vrnn.window import text_inputs
+from pyro_vrnn import data as datasets, models
+from pyro_vrnn.infer.objectives import exact_log_likelihood, particle_terms, summarize_log_weights
+from pyro_vrnn.infer.smc import particle_filter
+from pyro_vrnn.nn.text_window import text_inputs
+from pyro_vrnn.train.allocator import freed_memory_kept
+from pyro_vrnn.train.checkpoints import check_same_data, load_checkpoint, rebuild, resolve_checkpoint
+from pyro_vrnn.train.config import CONDITIONAL_MODELS
+from pyro_vrnn.train.process import TrainingError, resolve_device, set_threads
 
 # Peak memory of one vectorized pass over K particles; K is drawn in chunks that fit it. On a CPU: an
 # eighth of the memory free now, between these bounds; on a GPU, a quarter of its free memory. Fewer,
@@ -253,7 +252,7 @@ def evaluate_dataset(
         batches = [group for b in batches for group in fitting_groups(b, int(lengths[b].max()), vrnn, budget)]
     per_sequence = {}
     start = time.time()
-    # argument checks cost time and were done in training; freed_memory_kept: pyro_vrnn/allocator.py
+    # argument checks cost time and were done in training; freed_memory_kept: pyro_vrnn/train/allocator.py
     with pyro.validation_enabled(False), freed_memory_kept():
         for indices in tqdm(batches, disable=not progress, desc="evaluating", unit="batch", dynamic_ncols=True):
             x, mask = datasets.pad_batch([dataset[int(i)] for i in indices])

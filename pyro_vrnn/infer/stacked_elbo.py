@@ -42,7 +42,7 @@ from pyro.poutine.guide import GuideMessenger
 from pyro.poutine.util import prune_subsample_sites
 from pyro.util import check_model_guide_match, check_site_shape
 
-from pyro_vrnn.diag_normal import DiagNormal
+from pyro_vrnn.distributions.diag_normal import DiagNormal
 
 NOT_REPARAMETERIZED = (
     "site {name!r} of the guide is drawn without reparameterization, which the stacked scoring has no "

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from pyro_vrnn.window import unknown_characters
+from pyro_vrnn.nn.text_window import unknown_characters
 
 
 class Recognizer(nn.Module):

@@ -28,7 +28,7 @@ import os
 import torch
 
 from pyro_vrnn.data.tempfiles import TEMP_NAME
-from pyro_vrnn.runtime import TrainingError
+from pyro_vrnn.train.process import TrainingError
 
 try:
     import fcntl

@@ -24,10 +24,10 @@ import pyro.poutine as poutine
 import torch
 
 from pyro_vrnn.data.text import random_text
-from pyro_vrnn.distributions import StrokeMixture
-from pyro_vrnn.generate import to_data_units
-from pyro_vrnn.record import Record
-from pyro_vrnn.window import encode_texts, unknown_characters
+from pyro_vrnn.distributions.emissions import StrokeMixture
+from pyro_vrnn.infer.record import Record
+from pyro_vrnn.nn.text_window import encode_texts, unknown_characters
+from pyro_vrnn.report.sampling import to_data_units
 
 
 class Written(NamedTuple):

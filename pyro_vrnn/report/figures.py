@@ -20,17 +20,17 @@ import numpy as np
 import pyro
 import torch
 
-import models
-from pyro_vrnn import data as datasets, plots
-from pyro_vrnn.checkpoints import check_same_data, load_checkpoint, rebuild, resolve_checkpoint
-from pyro_vrnn.config import CONDITIONAL_MODELS
+from pyro_vrnn import data as datasets, models
 from pyro_vrnn.data import write_wav
 from pyro_vrnn.data.tokens import decode
-from pyro_vrnn.generate import generate, to_data_units
-from pyro_vrnn.objectives import traces
-from pyro_vrnn.runtime import TrainingError
-from pyro_vrnn.synthesis import phrases, write_lines
-from pyro_vrnn.window import ConditionalVRNN
+from pyro_vrnn.infer.objectives import traces
+from pyro_vrnn.nn.text_window import ConditionalVRNN
+from pyro_vrnn.report import plots
+from pyro_vrnn.report.sampling import generate, to_data_units
+from pyro_vrnn.report.synthesis import phrases, write_lines
+from pyro_vrnn.train.checkpoints import check_same_data, load_checkpoint, rebuild, resolve_checkpoint
+from pyro_vrnn.train.config import CONDITIONAL_MODELS
+from pyro_vrnn.train.process import TrainingError
 
 SAMPLE_RATE = 16000  # docs/paper.md: the speech sets are 16 kHz waveforms (a data set may store its own)
 

@@ -18,7 +18,7 @@ the model the guide's sample object) and its x_t is the data it was given (not a
 `poutine.uncondition`); otherwise, as when generating or when run alone, it computes its own.
 Either way the numbers are the same (tests/test_record.py counts the recurrence's calls).
 
-The SRNN (Fraccaro et al. 2016; pyro_vrnn/srnn.py) has a deterministic recurrence over the data alone,
+The SRNN (Fraccaro et al. 2016; pyro_vrnn/nn/srnn_networks.py) has a deterministic recurrence over the data alone,
 d_t = f(d_{t-1}, x_{t-1}), which both of its programs need. Its guide computes d_1..d_T once, in one
 call over all of x, and writes it down with the x it read; the model reads it back for that same x:
 

@@ -27,9 +27,9 @@ import re
 import numpy as np
 import torch
 
-import models
-from pyro_vrnn.config import config_from_dict
-from pyro_vrnn.runtime import TrainingError, network_fits, numpy_state_as_data
+from pyro_vrnn import models
+from pyro_vrnn.train.config import config_from_dict
+from pyro_vrnn.train.process import TrainingError, network_fits, numpy_state_as_data
 
 CHECKPOINT_VERSION = 2  # 2: numpy's random state as a tensor (1: as a numpy array)
 READABLE_VERSIONS = (1, 2)
@@ -68,7 +68,7 @@ def load_checkpoint(path, map_location="cpu"):
         found = code[1] or code[2]
         convert = (  # what an older pyro-vrnn could have written: numpy arrays, Python containers
             f"; if you wrote it yourself with an older pyro-vrnn, convert it once: python -c 'import "
-            f'pyro_vrnn.checkpoints as c; c.convert_trusted("{path}")\''
+            f'pyro_vrnn.train.checkpoints as c; c.convert_trusted("{path}")\''
             if found.split(".")[0] in ("numpy", "collections", "pyro_vrnn")
             else ""
         )

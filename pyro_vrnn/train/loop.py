@@ -21,10 +21,10 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-import models
-from pyro_vrnn import data as datasets
-from pyro_vrnn.allocator import freed_memory_kept
-from pyro_vrnn.checkpoints import (
+from pyro_vrnn import data as datasets, models
+from pyro_vrnn.nn.text_window import text_inputs, training_alphabet
+from pyro_vrnn.train.allocator import freed_memory_kept
+from pyro_vrnn.train.checkpoints import (
     CHECKPOINT_VERSION,
     Progress,
     check_same_training_data,
@@ -33,9 +33,8 @@ from pyro_vrnn.checkpoints import (
     load_weights,
     vocabulary_size,
 )
-from pyro_vrnn.config import EXACT_MODELS, PARTICLE_BOUNDS, config_from_dict, config_to_dict, unused_flags
-from pyro_vrnn.runs import RunDirectory, resume_command, resume_path
-from pyro_vrnn.runtime import (
+from pyro_vrnn.train.config import EXACT_MODELS, PARTICLE_BOUNDS, config_from_dict, config_to_dict, unused_flags
+from pyro_vrnn.train.process import (
     EXIT_CODES,
     Interrupted,
     StopRequest,
@@ -48,8 +47,8 @@ from pyro_vrnn.runtime import (
     set_threads,
     setup_distributed,
 )
-from pyro_vrnn.svi import kl_weight, make_elbo, make_loss_module, svi_step, to_device, validate
-from pyro_vrnn.window import text_inputs, training_alphabet
+from pyro_vrnn.train.run_directory import RunDirectory, resume_command, resume_path
+from pyro_vrnn.train.svi_step import kl_weight, make_elbo, make_loss_module, svi_step, to_device, validate
 
 
 class Trainer:

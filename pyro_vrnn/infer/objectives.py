@@ -18,7 +18,7 @@ over the sequence plate at dim -1); its traces give log w as a [K, B] tensor, so
 its own estimate. The same particles give the K-sample ELBO estimate mean_k log w_k, and by Jensen's
 inequality log mean_k w_k >= mean_k log w_k for every sequence: the "~" number is never below the ">=" one.
 
-Each call creates the `Record` that carries the guide's recurrence to the model (pyro_vrnn/record.py).
+Each call creates the `Record` that carries the guide's recurrence to the model (pyro_vrnn/infer/record.py).
 
 Training may also use `FreeBitsELBO`, the ELBO with free bits (Kingma et al. 2016), which keeps the
 optimizer from pushing q(z_t | ...) onto the prior for the last few nats of each step, or a tighter
@@ -36,9 +36,9 @@ from pyro.infer.importance import vectorized_importance_weights
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import kl_divergence
 
-from pyro_vrnn.record import Record
-from pyro_vrnn.smc import particle_filter
-from pyro_vrnn.stacked_elbo import (
+from pyro_vrnn.infer.record import Record
+from pyro_vrnn.infer.smc import particle_filter
+from pyro_vrnn.infer.stacked_elbo import (
     Objective,
     StackedTrace_ELBO,
     broadcast_shape,
@@ -235,7 +235,7 @@ NO_KL_WEIGHT = "a particle bound weighs every site alike; a KL weight (--kl-anne
 class ParticleBound(Objective):
     """A K-particle bound on sum_b log p(x_b) as a Pyro ELBO: `differentiable_loss` is -(plate scale) times the
     sum over the batch of each sequence's bound, so that `bound(Program(model), Program(guide))` is an
-    ELBOModule that pyro_vrnn/svi.py trains (and DDP wraps) as it does Trace_ELBO's. No KL weight: the
+    ELBOModule that pyro_vrnn/train/svi_step.py trains (and DDP wraps) as it does Trace_ELBO's. No KL weight: the
     weights p(x, z) / q(z | x) are only a bound with every site counted once (kl_scale must be 1)."""
 
     def __init__(self, num_particles):
@@ -295,7 +295,7 @@ class FIVOELBO(ParticleBound):
     """The filtering variational objective of each sequence (Maddison et al. 2017, eq. 3; Le et al. 2018;
     Naesseth et al. 2018), summed over the batch: E log p^(x_b), p^ the particle filter's estimate of p(x_b)
     with K particles, the guide as proposal, each sequence resampled (systematically) when its ESS < K/2;
-    pyro_vrnn/smc.py has the equations. The filter runs on the networks of the Programs (a Program's
+    pyro_vrnn/infer/smc.py has the equations. The filter runs on the networks of the Programs (a Program's
     .vrnn; or the programs' first argument), through the network's own stepper, not on Pyro traces; the
     resampling decisions' score-function gradient terms are dropped, as FIVO does. K = 1 is the ELBO.
     """

@@ -2,7 +2,7 @@
 shells expect, never a traceback. Only signal and sys are imported, so that a script can take this up before
 torch and Pyro, whose import takes seconds.
 
-    from pyro_vrnn.interrupts import one_line_ctrl_c, while_starting
+    from pyro_vrnn.train.interrupts import one_line_ctrl_c, while_starting
 
     if __name__ == "__main__":
         while_starting()                 # until main() begins: "interrupted while starting; ..."

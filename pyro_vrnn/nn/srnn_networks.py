@@ -3,7 +3,7 @@ Stochastic Layers"), as one `torch.nn.Module`, and its stepper for particle meth
 
 The SRNN separates the deterministic and the stochastic parts of the VRNN: a forward RNN reads the data
 alone, and a state-space model of z rides on top of it. With no input sequence, u_t = x_{t-1} (x_0 = 0).
-The labels (S1)-(S6) are used across models/srnn.py and guides/srnn.py; the paper's names in brackets:
+The labels (S1)-(S6) are used across models/srnn.py and guides/srnn_smoothing.py; the paper's names in brackets:
 
     rnn = f        (S1)  d_t = f(d_{t-1}, phi_x(x_{t-1})), d_0 = 0                    [the deterministic layer]
     prior_net      (S2)  p(z_t | z_{t-1}, d_t) = N(mu_p,t, sigma_p,t^2) from [z_{t-1}, d_t], z_0 = 0   [p_theta_z]
@@ -14,7 +14,7 @@ The labels (S1)-(S6) are used across models/srnn.py and guides/srnn.py; the pape
 
 so p(x, z | d) = prod_t p(z_t | z_{t-1}, d_t) p(x_t | z_t, d_t) and q(z | x) = prod_t q(z_t | z_{t-1}, a_t).
 d depends on x alone: with x observed, f runs over all of x in one call (`forward_states`, an nn.LSTM or
-nn.GRU by --cell), and the guide's d serves the model too (pyro_vrnn/record.py); when x_{t-1} is drawn
+nn.GRU by --cell), and the guide's d serves the model too (pyro_vrnn/infer/record.py); when x_{t-1} is drawn
 (generation) the same module is stepped one input at a time (`step`). The emission is the VRNN's
 (networks.EmissionHead: every data kind). f and g read x through phi_x, the VRNN's feature MLP, where the
 paper feeds x itself: the two models then see the data alike. Methods accept leading particle dims in front
@@ -24,8 +24,8 @@ of the sequences.
 import torch
 import torch.nn as nn
 
-from pyro_vrnn.diag_normal import DiagNormal
-from pyro_vrnn.networks import (
+from pyro_vrnn.distributions.diag_normal import DiagNormal
+from pyro_vrnn.nn.vrnn_networks import (
     BACKWARD_RNNS,
     EmissionHead,
     NormalHead,
@@ -72,7 +72,7 @@ class SRNN(nn.Module):
 
     def stepper(self, x, mask, guide_name=None):
         """This network and its smoothing guide one step at a time over the batch x [B, T, D], for the particle
-        filter of FIVO and the SMC estimate (pyro_vrnn/smc.py); the SRNN has one guide, whatever `guide_name`."""
+        filter of FIVO and the SMC estimate (pyro_vrnn/infer/smc.py); the SRNN has one guide, whatever `guide_name`."""
         return SRNNStepper(self, x, mask)
 
     # -- d: the deterministic recurrence over the data -----------------------------------------
@@ -149,7 +149,7 @@ class SRNN(nn.Module):
 
 
 class SRNNStepper:
-    """The SRNN one step at a time, for particle methods (pyro_vrnn/smc.py: SMC and FIVO), on one batch.
+    """The SRNN one step at a time, for particle methods (pyro_vrnn/infer/smc.py: SMC and FIVO), on one batch.
 
         stepper = SRNNStepper(net, x, mask)                 x [B, T, D], mask [B, T]
         state = stepper.initial_state(K)                    (z_0,), z_0 = 0 of shape [K, B, Z]

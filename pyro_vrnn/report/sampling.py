@@ -24,7 +24,7 @@ import pyro.poutine as poutine
 import torch
 from pyro.poutine.messenger import Messenger
 
-from pyro_vrnn.diag_normal import DiagNormal
+from pyro_vrnn.distributions.diag_normal import DiagNormal
 
 
 def check_temperature(tau):

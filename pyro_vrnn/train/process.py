@@ -16,8 +16,8 @@ import pyro.util
 import torch
 import torch.distributed as dist
 
-from pyro_vrnn.checks import FlagError, parse_device, size_text
-from pyro_vrnn.config import NETWORK_SIZES
+from pyro_vrnn.train.config import NETWORK_SIZES
+from pyro_vrnn.train.flag_checks import FlagError, parse_device, size_text
 
 
 class TrainingError(RuntimeError):

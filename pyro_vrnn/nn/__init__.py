@@ -1,0 +1,1 @@
+"""The networks of the VRNN and the SRNN: feature extractors, prior, encoder, decoder, recurrence."""

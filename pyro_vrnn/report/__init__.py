@@ -1,0 +1,1 @@
+"""What a trained model shows: samples, the paper's figures, training curves."""
