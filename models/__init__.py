@@ -13,7 +13,7 @@ each, its model program in two forms, its guide and the shape of its network.
 | crnn-gmm      | none   | -                           | Gaussian mixture  | window.ConditionalVRNN |
 
 The last two are conditioned on the text each line writes, through Graves's (2013) soft window w
-(models/conditional.py, guides/conditional.py); they have one form, which serves both scorings.
+(models/conditional.py, guides/text_filtering.py); they have one form, which serves both scorings.
 
 The emission column is for real-valued data; binary data take Bernoulli bits and token data (characters,
 chess moves) one categorical over the vocabulary, whatever the name says (networks.EmissionHead).
@@ -27,7 +27,7 @@ guide (guides/srnn_smoothing.py), and the RNN baselines none.
 from collections import namedtuple
 
 from pyro_vrnn.guides import GUIDES, empty_guide, filtering_guide, srnn_guide
-from pyro_vrnn.guides.conditional import conditional_empty_guide, conditional_guide
+from pyro_vrnn.guides.text_filtering import conditional_empty_guide, conditional_guide
 from pyro_vrnn.models.conditional import conditional_model
 from pyro_vrnn.models.rnn import rnn_model, rnn_model_batched
 from pyro_vrnn.models.srnn import srnn_model, srnn_model_batched

@@ -1,5 +1,5 @@
-"""The models conditioned on text (models/conditional.py, guides/conditional.py, pyro_vrnn/nn/text_window.py): Graves's
-window against a hand computation, its position only moving forward, the conditional ELBO against one written
+"""The models conditioned on text (models/conditional.py, guides/text_filtering.py, pyro_vrnn/nn/text_window.py):
+Graves's window against a hand computation, its position only moving forward, the conditional ELBO against one written
 out step by step, a loss that falls, and a run through training, resume and evaluation."""
 
 import math

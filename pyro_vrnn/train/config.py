@@ -266,7 +266,7 @@ def check_config(config):
         if config.guide != "filtering":
             raise ValueError(
                 f"--guide {config.guide} does not apply to --model {config.model}: its guide is the filtering one "
-                "(guides/conditional.py)"
+                "(guides/text_filtering.py)"
             )
     # Checked here, not when training seeds numpy or moves the model (a traceback, after the data
     # is prepared): each rank of a torchrun group is seeded seed + rank.
