@@ -35,7 +35,7 @@ import torch
 import torch.nn as nn
 
 from pyro_vrnn.data.schema import DataError
-from pyro_vrnn.nn.vrnn_networks import CELLS, EmissionHead, NormalHead, cat, mlp
+from pyro_vrnn.nn.vrnn_networks import CELLS, EmissionHead, NormalHead, cat, cell_step, mlp
 
 WINDOW_COMPONENTS = 10  # K of Graves's window (he used 10)
 # exp(kappa^) starts near this many characters a step: about ten pen points a character in the handwriting
@@ -202,17 +202,7 @@ class ConditionalVRNN(nn.Module):
     def step(self, phi_x_t, z_t, state, text):
         """h_t = f(phi_x(x_t), phi_z(z_t), w_{t-1}, h_{t-1}) (no z_t for the RNN), then the window reads h_t."""
         inputs = cat(phi_x_t, state.w) if z_t is None else cat(phi_x_t, self.phi_z(z_t), state.w)
-        batch_shape = torch.broadcast_shapes(inputs.shape[:-1], state.h.shape[:-1])
-        inputs, h, c = (
-            None if t is None else t.expand(batch_shape + t.shape[-1:]).reshape(-1, t.shape[-1])
-            for t in (inputs, state.h, state.c)
-        )
-        if self.cell == "lstm":
-            h, c = self.rnn(inputs, (h, c))
-            c = c.reshape(batch_shape + c.shape[-1:])
-        else:
-            h = self.rnn(inputs, h)
-        h = h.reshape(batch_shape + h.shape[-1:])
+        h, c = cell_step(self.rnn, inputs, state.h, state.c)
         kappa, w = self.window(h, state.kappa, text)
         return WindowState(h, c, kappa, w)
 

@@ -67,6 +67,20 @@ def feature_net(kind, x_dim, vocabulary_size, width, layers):
     return mlp(x_dim, width, layers)
 
 
+def cell_step(rnn, inputs, h, c):
+    """(h_t, c_t) of an LSTM cell (c None for a GRU) from inputs [*S, I] and (h_{t-1}, c_{t-1}) [*S, H]. The cell
+    wants one flat batch dim; the programs may have two (particles, sequences), so the batch is flattened and
+    shaped back."""
+    batch_shape = torch.broadcast_shapes(inputs.shape[:-1], h.shape[:-1])
+    inputs, h, c = (
+        None if t is None else t.expand(batch_shape + t.shape[-1:]).reshape(-1, t.shape[-1]) for t in (inputs, h, c)
+    )
+    if c is not None:
+        h, c = rnn(inputs, (h, c))
+        return h.reshape(batch_shape + h.shape[-1:]), c.reshape(batch_shape + c.shape[-1:])
+    return rnn(inputs, h).reshape(batch_shape + h.shape[-1:]), None
+
+
 def cat(*tensors):
     """Concatenate features along the last dim, broadcasting the batch dims (particles x sequences)."""
     if any(t.shape[:-1] != tensors[0].shape[:-1] for t in tensors):
@@ -334,17 +348,7 @@ class VRNN(nn.Module):
     def step(self, phi_x_t, z_t, state):
         """The state after step t: h_t = f(phi_x(x_t), phi_z(z_t), h_{t-1}); f(phi_x(x_t), h_{t-1}) for the RNNs."""
         inputs = phi_x_t if z_t is None else cat(phi_x_t, self.phi_z(z_t))
-        # The cell wants one flat batch dim; the programs may have two (particles, sequences).
-        batch_shape = torch.broadcast_shapes(inputs.shape[:-1], state.h.shape[:-1])
-        inputs, h, c = (
-            None if t is None else t.expand(batch_shape + t.shape[-1:]).reshape(-1, t.shape[-1])
-            for t in (inputs, state.h, state.c)
-        )
-        if self.cell == "lstm":
-            h, c = self.rnn(inputs, (h, c))
-            return State(h.reshape(batch_shape + h.shape[-1:]), c.reshape(batch_shape + c.shape[-1:]))
-        h = self.rnn(inputs, h)
-        return State(h.reshape(batch_shape + h.shape[-1:]), None)
+        return State(*cell_step(self.rnn, inputs, state.h, state.c))
 
 
 class VRNNStepper:
