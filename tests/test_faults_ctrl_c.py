@@ -141,25 +141,32 @@ def test_a_table_stopped_says_to_run_its_command_again(
     )
 
 
-def test_a_ctrl_c_stops_a_table_of_several_jobs_and_starts_none_of_the_queued_runs(small_handwriting, tmp_path):
-    """table1.py --jobs 2: a Ctrl-C at the terminal (to the whole process group) stops the two running trainings,
-    each with its last.pt, and the two queued runs never start; the table exits 130, in one line saying how to
-    go on. (A worker waiting for a job ignores the Ctrl-C: run_job's share_stop.)"""
-    models, jobs = ["rnn-gauss", "vrnn-gauss"], 2
+def a_table_of_two_jobs_in_training(small_handwriting, tmp_path):
+    """(proc, argv, table, running): table1.py --jobs 2 over four runs, started in a session of its own (its own
+    process group, as a terminal's foreground job; its processes can be found after it exits), once both running
+    trainings have taken steps. rnn-gauss's two seeds run; vrnn-gauss's two are queued."""
     table = tmp_path / "t"
-    argv = ["--dataset", "hdf5", "--data-dir", small_handwriting, "--models", *models, "--seeds", "0", "1"]
-    argv += ["--epochs", "1000", "--jobs", str(jobs), "--log-every", "1", "--out", str(table), *TINY]
+    argv = ["--dataset", "hdf5", "--data-dir", small_handwriting, "--models", "rnn-gauss", "vrnn-gauss"]
+    argv += ["--seeds", "0", "1", "--epochs", "1000", "--jobs", "2", "--log-every", "1", "--out", str(table), *TINY]
     proc = subprocess.Popen(
         [sys.executable, os.path.join(ROOT, "run", "table1.py"), *argv],
         cwd=ROOT,
         text=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        start_new_session=True,  # its own process group, as a terminal's foreground job
+        start_new_session=True,
     )
     running = [table / "rnn-gauss" / f"seed-{seed}" for seed in (0, 1)]
     wait_for(proc, lambda: all((run / "log.jsonl").exists() for run in running), timeout=120)
     time.sleep(1)  # into the training steps
+    return proc, argv, table, running
+
+
+def test_a_ctrl_c_stops_a_table_of_several_jobs_and_starts_none_of_the_queued_runs(small_handwriting, tmp_path):
+    """table1.py --jobs 2: a Ctrl-C at the terminal (to the whole process group) stops the two running trainings,
+    each with its last.pt, and the two queued runs never start; the table exits 130, in one line saying how to
+    go on. (A worker waiting for a job ignores the Ctrl-C: run_job's share_stop.)"""
+    proc, _, table, running = a_table_of_two_jobs_in_training(small_handwriting, tmp_path)
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
@@ -187,20 +194,7 @@ def test_a_sigterm_stops_a_table_of_several_jobs_as_a_ctrl_c_does(small_handwrit
     """table1.py --jobs 2 and a scheduler's SIGTERM, to the table's process alone or to its whole group: the running
     trainings checkpoint and stop, the queued runs never start, the table says how to go on and exits 143, and no
     worker is left behind (they had trained and evaluated every remaining job after a SIGTERM to the table alone)."""
-    table = tmp_path / "t"
-    argv = ["--dataset", "hdf5", "--data-dir", small_handwriting, "--models", "rnn-gauss", "vrnn-gauss"]
-    argv += ["--seeds", "0", "1", "--epochs", "1000", "--jobs", "2", "--log-every", "1", "--out", str(table), *TINY]
-    proc = subprocess.Popen(
-        [sys.executable, os.path.join(ROOT, "run", "table1.py"), *argv],
-        cwd=ROOT,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,  # a session of its own: its processes can be found after it exits
-    )
-    running = [table / "rnn-gauss" / f"seed-{seed}" for seed in (0, 1)]
-    wait_for(proc, lambda: all((run / "log.jsonl").exists() for run in running), timeout=120)
-    time.sleep(1)  # into the training steps
+    proc, argv, table, running = a_table_of_two_jobs_in_training(small_handwriting, tmp_path)
     (os.killpg if to_group else os.kill)(proc.pid, signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143 and "Traceback" not in err, err[-2000:]
