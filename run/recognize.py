@@ -18,6 +18,7 @@ import argparse
 import json
 import math
 import os
+import pickle
 import sys
 import time
 
@@ -33,8 +34,9 @@ from tqdm import tqdm
 
 from pyro_vrnn import data as datasets
 from pyro_vrnn.data import DataError
+from pyro_vrnn.data.tempfiles import temp_path
 from pyro_vrnn.nn.recognizer import Recognizer, character_error_rate, pad, read_dataset
-from pyro_vrnn.nn.text_window import alphabet_of, no_text
+from pyro_vrnn.nn.text_window import training_alphabet
 from pyro_vrnn.report.figures import Run
 from pyro_vrnn.report.synthesis import phrases, write_lines
 from pyro_vrnn.train.flag_checks import check_output_dir, check_seed
@@ -64,7 +66,7 @@ def parse_args(argv=None):
 
 
 def save_atomically(state, path):
-    tmp = f"{path}.tmp{os.getpid()}"
+    tmp = temp_path(path)
     torch.save(state, tmp)
     os.replace(tmp, path)
 
@@ -72,11 +74,8 @@ def save_atomically(state, path):
 def train(args):
     splits = datasets.load(args.dataset, args.data_dir)
     train_set, valid_set = splits["train"], splits["valid"]
-    for dataset in splits.values():
-        if dataset.texts is None:
-            raise no_text(dataset)
+    alphabet = training_alphabet(splits.values())  # the texts of every split, as the text models take it
     held_out = splits["test"] if len(splits["test"]) else valid_set
-    alphabet = alphabet_of([t for d in splits.values() for t in d.texts])
     torch.manual_seed(args.seed)
     recognizer = Recognizer(alphabet, train_set.mean, train_set.std, args.hidden, args.layers)
     optimizer = torch.optim.Adam(recognizer.parameters(), lr=args.lr)
@@ -117,7 +116,7 @@ def train(args):
             if args.max_minutes is not None and time.time() - start > 60 * args.max_minutes:
                 print(f"stopping after {args.max_minutes:g} minutes", flush=True)
                 break
-    recognizer.load_state_dict(torch.load(path, weights_only=False)["model"])
+    recognizer.load_state_dict(torch.load(path, weights_only=True)["model"])
     read, truth = read_dataset(recognizer, held_out)
     split = "test" if held_out is splits["test"] else "valid"
     result = {"split": split, "lines": len(truth), "cer": character_error_rate(read, truth), "epochs": epoch + 1}
@@ -130,10 +129,10 @@ def train(args):
 
 def load_recognizer(path):
     try:
-        state = torch.load(path, weights_only=False)
+        state = torch.load(path, weights_only=True)  # data only: a checkpoint never runs code
         recognizer = Recognizer(state["alphabet"], np.zeros(3), np.ones(3), state["hidden"], state["layers"])
         recognizer.load_state_dict(state["model"])
-    except (OSError, KeyError, RuntimeError) as error:
+    except (OSError, KeyError, RuntimeError, pickle.UnpicklingError) as error:
         raise TrainingError(f"{path} is not a recognizer checkpoint ({error}); train one with run/recognize.py")
     return recognizer.eval()
 

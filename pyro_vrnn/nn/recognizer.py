@@ -18,7 +18,8 @@ import torch
 import torch.nn as nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from pyro_vrnn.nn.text_window import unknown_characters
+from pyro_vrnn.data.dataset import pad_batch
+from pyro_vrnn.nn.text_window import encode_texts
 
 
 class Recognizer(nn.Module):
@@ -44,14 +45,9 @@ class Recognizer(nn.Module):
         return torch.log_softmax(self.out(out), -1).transpose(0, 1)
 
     def targets(self, texts):
-        """(concatenated indices 1..A, lengths) of the texts, for CTCLoss."""
-        index = {c: i + 1 for i, c in enumerate(self.alphabet)}
-        for text in texts:
-            missing = unknown_characters(text, self.alphabet)
-            if missing:
-                raise ValueError(f"characters outside the recognizer's alphabet: {missing!r}")
-        flat = torch.tensor([index[c] for text in texts for c in text], dtype=torch.long)
-        return flat, torch.tensor([len(text) for text in texts], dtype=torch.long)
+        """(concatenated indices 1..A, lengths) of the texts, for CTCLoss (0 is its blank)."""
+        encoded = encode_texts(texts, self.alphabet)  # raises for a character outside the alphabet
+        return (encoded.chars + 1)[encoded.mask], encoded.mask.sum(1)
 
     @torch.no_grad()
     def read(self, x, lengths):
@@ -82,12 +78,9 @@ def character_error_rate(read, truth):
 
 
 def pad(lines):
-    """[T_i, D] tensors -> (x [B, T, D], lengths [B])."""
-    lengths = torch.tensor([len(line) for line in lines])
-    x = torch.zeros(len(lines), int(lengths.max()), lines[0].shape[-1])
-    for b, line in enumerate(lines):
-        x[b, : len(line)] = line
-    return x, lengths
+    """[T_i, D] tensors -> (x [B, T, D], lengths [B]): the data's padded batch (data.pad_batch) and its lengths."""
+    x, mask = pad_batch(lines)
+    return x, mask.sum(1)
 
 
 def read_dataset(recognizer, dataset, batch_size=64):
