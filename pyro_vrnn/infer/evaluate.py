@@ -248,7 +248,9 @@ def evaluate_dataset(
     order = np.argsort(lengths, kind="stable")
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     if latent:  # long sequences a few at a time, so that one particle's pass fits the budget
-        budget = estimators.memory_budget or memory_budget(device)
+        # measured once: the groups and every batch's chunks are sized to the same number
+        estimators = estimators._replace(memory_budget=estimators.memory_budget or memory_budget(device))
+        budget = estimators.memory_budget
         batches = [group for b in batches for group in fitting_groups(b, int(lengths[b].max()), vrnn, budget)]
     per_sequence = {}
     start = time.time()
