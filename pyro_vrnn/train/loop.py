@@ -48,7 +48,7 @@ from pyro_vrnn.train.process import (
     setup_distributed,
 )
 from pyro_vrnn.train.run_directory import RunDirectory, resume_command, resume_path
-from pyro_vrnn.train.svi_step import kl_weight, make_elbo, make_loss_module, svi_step, to_device, validate
+from pyro_vrnn.train.svi_step import check_finite, kl_weight, make_elbo, make_loss_module, svi_step, to_device, validate
 
 
 class Trainer:
@@ -81,7 +81,7 @@ class Trainer:
                 self.progress = Progress()
                 pyro.set_rng_seed(config.seed + self.rank)  # different z samples per rank
             if self.main and resume is None and self.run_dir.holds_a_run():  # open() let it in: --overwrite, or
-                if not overwrite:  # what a run stopped before its first checkpoint left (runs.never_checkpointed)
+                if not overwrite:  # left by a run stopped before its first checkpoint (never_checkpointed)
                     self.say(f"{self.run_dir.path} holds a run stopped before its first checkpoint: starting afresh")
                 self.run_dir.clear()  # only now: a run that cannot start leaves the old one as it was
         except BaseException:  # bad data, a checkpoint that does not fit, a Ctrl-C: nothing was written
@@ -189,11 +189,7 @@ class Trainer:
                 if i < p.batch:
                     continue  # already done before the run was resumed
                 x, mask = to_device(datasets.pad_batch([self.train_set[j] for j in indices]), self.device)
-                if not torch.isfinite(x).all():
-                    raise TrainingError(
-                        f"a training batch holds NaN or inf (sequences {list(indices)[:5]}...); "
-                        "check the data or rebuild its cache"
-                    )
+                check_finite(x, "training", indices)
                 kl_scale = kl_weight(c, epoch, i, batches)
                 condition = text_inputs(self.vrnn, self.train_set, indices, self.device)  # {} or the lines' text
                 # Pyro checks shapes and supports on the first step only: clear errors up front, no per-step cost.

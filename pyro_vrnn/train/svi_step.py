@@ -1,4 +1,4 @@
-"""One SVI step, and one pass of validation: the units the training loop (train.py) is made of.
+"""One SVI step, and one pass of validation: the units the training loop (loop.py) is made of.
 
     loss_module = Trace_ELBO()(Program(model, vrnn), Program(guide, vrnn))   # Pyro's ELBOModule
     loss = loss_module(x, mask, num_sequences=N, record=Record()) / N        # mean -ELBO per sequence
@@ -84,7 +84,7 @@ def svi_step(loss_module, optimizer, x, mask, num_sequences, kl_scale=1.0, clip=
     dividing by it gives the mean over the batch; under DDP each rank holds part of the batch and
     the gradient average over ranks is the gradient of the mean over the whole batch.
     A non-finite loss or gradient leaves the parameters untouched. condition: the programs' further
-    keyword arguments (the batch's text for a model conditioned on it: window.text_inputs).
+    keyword arguments (the batch's text for a model conditioned on it: text_window.text_inputs).
     """
     with pyro.validation_enabled(validate):
         loss = (
@@ -114,6 +114,15 @@ def to_device(batch, device):
     return x.to(device, non_blocking=True), mask.to(device, non_blocking=True)
 
 
+def check_finite(x, split, indices):
+    """A batch with NaN or inf is the data's fault: said in one line before the model sees it (training reads
+    `split` "training")."""
+    if not torch.isfinite(x).all():
+        raise TrainingError(
+            f"a {split} batch holds NaN or inf (sequences {list(indices)[:5]}...); check the data or rebuild its cache"
+        )
+
+
 @torch.no_grad()
 def validate(model, guide, vrnn, dataset, batch_size, device, rank=0, world_size=1, bound=None):
     """Mean ELBO per sequence and per time step on a split, with its reconstruction and KL parts; with a particle
@@ -124,11 +133,7 @@ def validate(model, guide, vrnn, dataset, batch_size, device, rank=0, world_size
     totals = [0.0, 0.0, 0.0, 0.0, 0.0]  # log-likelihood, kl, sequences, steps, bound
     for indices in sampler:
         x, mask = to_device(datasets.pad_batch([dataset[i] for i in indices]), device)
-        if not torch.isfinite(x).all():  # as in training (train.py): the data's fault, said before the model sees it
-            raise TrainingError(
-                f"a {dataset.split} batch holds NaN or inf (sequences {list(indices)[:5]}...); check the data or "
-                "rebuild its cache"
-            )
+        check_finite(x, dataset.split, indices)
         condition = text_inputs(vrnn, dataset, indices, device)  # {} or the lines' text
         log_likelihood, kl = elbo_terms(model, guide, vrnn, x, mask, **condition)
         totals[0] += log_likelihood.sum().item()
