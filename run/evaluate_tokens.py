@@ -31,7 +31,7 @@ from pyro_vrnn.data.tokens import characters, decode
 from pyro_vrnn.infer.next_token import next_token_predictions
 from pyro_vrnn.infer.objectives import elbo_terms
 from pyro_vrnn.report.figures import Run, sample_run
-from pyro_vrnn.train.flag_checks import check_seed
+from pyro_vrnn.train.flag_checks import check_output_file, check_seed
 from pyro_vrnn.train.process import TrainingError
 
 
@@ -70,6 +70,8 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         check_seed(args.seed)
+        if args.json:  # before the evaluation, not after it
+            check_output_file(args.json, "--json")
         if args.particles < 1 or args.batch_size < 1 or args.samples < 0:
             raise TrainingError("--particles and --batch-size must be at least 1, --samples 0 or more")
         run = Run(args.checkpoint)

@@ -51,7 +51,7 @@ from pyro_vrnn.data.tempfiles import temp_path
 from pyro_vrnn.infer.evaluate import ESTIMATORS, evaluate_checkpoint
 from pyro_vrnn.train.checkpoints import load_checkpoint
 from pyro_vrnn.train.config import MODEL_NAMES, TABLE1_MODELS, config_from_dict, make_config
-from pyro_vrnn.train.flag_checks import FlagError, check_output_dir, check_seed
+from pyro_vrnn.train.flag_checks import FlagError, check_at_least_one, check_output_dir, check_seed
 from pyro_vrnn.train.flags import add_config_flags, overrides as flag_overrides
 from pyro_vrnn.train.loop import train
 from pyro_vrnn.train.process import Interrupted, TrainingError
@@ -425,8 +425,8 @@ def main(argv=None):
             check_seed(seed, "--seeds")
         if args.jobs < 1 or args.num_samples < 1 or min(args.iwae_particles or 1, args.smc_particles or 1) < 1:
             raise FlagError("--jobs, --num-samples, --iwae-particles and --smc-particles must be at least 1")
-        if args.eval_batch_size is not None and args.eval_batch_size < 1:  # before the trainings, not after
-            raise FlagError(f"--eval-batch-size is {args.eval_batch_size}; it must be at least 1")
+        if args.eval_batch_size is not None:  # before the trainings, not after
+            check_at_least_one(args.eval_batch_size, "--eval-batch-size")
         check_output_dir(table_dir, "--out")
         for model in args.models:  # every run's config, checked before any training (config.check_config; a run
             for seed in args.seeds:  # of this table given other sizes): not in its job, after the others began

@@ -39,8 +39,8 @@ import numpy as np
 
 from pyro_vrnn.data.fingerprints import Fingerprint
 from pyro_vrnn.data.moments import RunningMoments, unstandardized
-from pyro_vrnn.data.schema import KINDS, SPLITS, DataError, as_text, check_vocabulary, read_vocabulary, summary_line
-from pyro_vrnn.data.tokens import first_bad_id
+from pyro_vrnn.data.schema import KINDS, SPLITS, DataError, as_text, summary_line
+from pyro_vrnn.data.tokens import check_file_vocabulary, check_token_ids
 
 VALIDATION_VERSION = 5  # bump when the checks change: files validated before are checked again (5: warnings, rates)
 # The largest magnitude a stored value may have. The model works in float32 and squares its data
@@ -115,44 +115,9 @@ def _scan(path, split, data, offsets, kind, fingerprint, moments=None, chunk_val
                     "threshold or fix these values, or set kind to 'real'",
                 )
         if vocabulary is not None:
-            _check_token_ids(path, split, block, start, offsets, len(vocabulary))
+            check_token_ids(path, split, block, start, offsets, len(vocabulary))
         if moments is not None:
             moments.update(block)
-
-
-def _check_token_ids(path, split, block, start, offsets, vocabulary_size):
-    """Kind "tokens": every value a whole number 0 <= id < V, where V is the vocabulary's size."""
-    bad = first_bad_id(block, vocabulary_size)
-    if bad is None:
-        return
-    row, value, reason = bad
-    sequence = int(np.searchsorted(offsets, start + row, side="right") - 1)
-    where = f"{split} sequence {sequence} (row {start + row})"
-    if reason == "outside":
-        _fail(path, f"{where} holds {value:g}, a token outside the vocabulary", "token ids are whole numbers from 0")
-    _fail(
-        path,
-        f"{where} uses token id {value:g}, but the vocabulary has only {vocabulary_size} tokens (ids 0-"
-        f"{vocabulary_size - 1})",
-        "add every token the data uses to the attribute vocabulary",
-    )
-
-
-def _check_vocabulary(path, f, kind, dim):
-    """Kind "tokens": D = 1 and a vocabulary (schema.check_vocabulary); returns it, or None for other kinds."""
-    vocabulary = read_vocabulary(f.attrs)
-    if kind != "tokens":
-        if vocabulary is not None:
-            _fail(path, f"attribute vocabulary is set on kind '{kind}' data", "set kind to 'tokens', or drop it")
-        return None
-    if vocabulary is None:
-        _fail(path, "kind 'tokens' has no attribute vocabulary", "set f.attrs['vocabulary'] = [token of id 0, ...]")
-    if dim != 1:
-        _fail(path, f"kind 'tokens' needs D = 1 (one token id a step), the data has D = {dim}", "store one id a row")
-    try:
-        return check_vocabulary(vocabulary, "attribute vocabulary")
-    except DataError as error:
-        raise DataError(f"{path}: {error}") from None
 
 
 def _check_kind(path, f):
@@ -355,7 +320,7 @@ def validate_h5(path, fingerprint=None):
         dim = _check_dims(path, f, kind, dims, counts)
         _check_normalization(path, f, dim)
         _check_sample_rate(path, f, kind)
-        vocabulary = _check_vocabulary(path, f, kind, dim)
+        vocabulary = check_file_vocabulary(path, f.attrs, kind, dim)
         # The train split's statistics, where the file does not say how it was normalized (attributes mean, std)
         train = RunningMoments(dim) if kind == "real" and not {"mean", "std"} & set(f.attrs) else None
         for split in SPLITS:  # the values last: the one check that reads the whole file

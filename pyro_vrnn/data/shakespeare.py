@@ -122,11 +122,6 @@ def split_plays(names, seed=0):
     return split_of
 
 
-def pieces(text, piece_chars):
-    """Consecutive pieces of piece_chars characters (the last one shorter): every character in one piece."""
-    return [text[i : i + piece_chars] for i in range(0, len(text), piece_chars)]
-
-
 def prepare_shakespeare(data_dir, cache_dir, verbose=True, seed=0, piece_chars=PIECE_CHARS):
     """Build (or reuse) the character pieces of the plays; returns the cache's path."""
     if piece_chars < 1:

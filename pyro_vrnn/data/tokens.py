@@ -9,7 +9,7 @@ spaces ("e2e4 e7e5 g1f3").
 
 import numpy as np
 
-from pyro_vrnn.data.schema import DataError
+from pyro_vrnn.data.schema import DataError, check_vocabulary, read_vocabulary
 
 
 def characters(vocabulary):
@@ -49,3 +49,41 @@ def first_bad_id(block, vocabulary_size):
         return None
     row = int(np.flatnonzero(bad)[0])
     return row, float(values[row]), "outside" if outside[row] else "missing"
+
+
+def _fail(path, what, fix):
+    raise DataError(f"{path}: {what}; {fix}")
+
+
+def check_token_ids(path, split, block, start, offsets, vocabulary_size):
+    """Kind "tokens" in a user's file (byo.py): every value of `block`, rows start.. of `split`, a whole number
+    0 <= id < V, where V is the vocabulary's size; one line naming the first that is not."""
+    bad = first_bad_id(block, vocabulary_size)
+    if bad is None:
+        return
+    row, value, reason = bad
+    sequence = int(np.searchsorted(offsets, start + row, side="right") - 1)
+    where = f"{split} sequence {sequence} (row {start + row})"
+    if reason == "outside":
+        _fail(path, f"{where} holds {value:g}, a token outside the vocabulary", "token ids are whole numbers from 0")
+    _fail(
+        path,
+        f"{where} uses token id {value:g}, but the vocabulary has only {vocabulary_size} tokens (ids 0-"
+        f"{vocabulary_size - 1})",
+        "add every token the data uses to the attribute vocabulary",
+    )
+
+
+def check_file_vocabulary(path, attrs, kind, dim):
+    """A user's file (byo.py) of kind "tokens": D = 1 and a vocabulary (schema.check_vocabulary) in its root
+    attributes `attrs`; returns it, or None for other kinds (which must have none)."""
+    vocabulary = read_vocabulary(attrs)
+    if kind != "tokens":
+        if vocabulary is not None:
+            _fail(path, f"attribute vocabulary is set on kind '{kind}' data", "set kind to 'tokens', or drop it")
+        return None
+    if vocabulary is None:
+        _fail(path, "kind 'tokens' has no attribute vocabulary", "set f.attrs['vocabulary'] = [token of id 0, ...]")
+    if dim != 1:
+        _fail(path, f"kind 'tokens' needs D = 1 (one token id a step), the data has D = {dim}", "store one id a row")
+    return check_vocabulary(vocabulary, f"{path}: attribute vocabulary")
