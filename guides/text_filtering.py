@@ -19,7 +19,7 @@ from pyro_vrnn.nn.vrnn_networks import step_masks
 def conditional_guide(net, x, mask, num_sequences=None, kl_scale=1.0, record=None, text=None):
     """Same arguments as `models.conditional.conditional_model`, with which it is paired site by site."""
     if text is None:
-        raise ValueError("a guide conditioned on text needs the batch's text (window.text_inputs)")
+        raise ValueError("a guide conditioned on text needs the batch's text (text_window.text_inputs)")
     batch, steps, _ = x.shape
     masks = step_masks(mask)
     phi_x = net.phi_x(x).unbind(1)  # phi_x(x_t) of every step in one call

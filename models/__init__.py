@@ -1,22 +1,22 @@
 """The five models of Table 1 (Chung et al. 2015; docs/paper.md) and the SRNN (Fraccaro et al. 2016): for
 each, its model program in two forms, its guide and the shape of its network.
 
-| name          | latent | prior                       | emission          | network        |
-| rnn-gauss     | none   | -                           | Gaussian          | networks.VRNN  |
-| rnn-gmm       | none   | -                           | Gaussian mixture  | networks.VRNN  |
-| vrnn-i-gauss  | z_t    | N(0, I)                     | Gaussian          | networks.VRNN  |
-| vrnn-gauss    | z_t    | conditional on h_{t-1}      | Gaussian          | networks.VRNN  |
-| vrnn-gmm      | z_t    | conditional on h_{t-1}      | Gaussian mixture  | networks.VRNN  |
-| srnn          | z_t    | conditional on z_{t-1}, d_t | Gaussian          | srnn.SRNN      |
-| srnn-gmm      | z_t    | conditional on z_{t-1}, d_t | Gaussian mixture  | srnn.SRNN      |
-| cvrnn-gmm     | z_t    | conditional on h_{t-1}, w   | Gaussian mixture  | window.ConditionalVRNN |
-| crnn-gmm      | none   | -                           | Gaussian mixture  | window.ConditionalVRNN |
+| name         | latent | prior                       | emission         | network                     |
+| rnn-gauss    | none   | -                           | Gaussian         | vrnn_networks.VRNN          |
+| rnn-gmm      | none   | -                           | Gaussian mixture | vrnn_networks.VRNN          |
+| vrnn-i-gauss | z_t    | N(0, I)                     | Gaussian         | vrnn_networks.VRNN          |
+| vrnn-gauss   | z_t    | conditional on h_{t-1}      | Gaussian         | vrnn_networks.VRNN          |
+| vrnn-gmm     | z_t    | conditional on h_{t-1}      | Gaussian mixture | vrnn_networks.VRNN          |
+| srnn         | z_t    | conditional on z_{t-1}, d_t | Gaussian         | srnn_networks.SRNN          |
+| srnn-gmm     | z_t    | conditional on z_{t-1}, d_t | Gaussian mixture | srnn_networks.SRNN          |
+| cvrnn-gmm    | z_t    | conditional on h_{t-1}, w   | Gaussian mixture | text_window.ConditionalVRNN |
+| crnn-gmm     | none   | -                           | Gaussian mixture | text_window.ConditionalVRNN |
 
 The last two are conditioned on the text each line writes, through Graves's (2013) soft window w
 (models/conditional.py, guides/text_filtering.py); they have one form, which serves both scorings.
 
 The emission column is for real-valued data; binary data take Bernoulli bits and token data (characters,
-chess moves) one categorical over the vocabulary, whatever the name says (networks.EmissionHead).
+chess moves) one categorical over the vocabulary, whatever the name says (vrnn_networks.EmissionHead).
 
 `model` is the program step by step, as the paper writes it (it also generates); `batched` is the
 same density scored with one network call over all steps (models/vrnn.py). `--scoring` picks which

@@ -7,7 +7,7 @@ synthesis network, the RNN-GMM that reads the text through the same soft window 
     (kappa_t, w_t)               = window(h_t, kappa_{t-1}, c)        (Graves 2013, eqs. 46-51)
 
 so p(x_{<=T}, z_{<=T} | c) = prod_t p(z_t | x_{<t}, z_{<t}, c) p(x_t | x_{<t}, z_{<=t}, c). The RNN (latent
-False) has no z_t: its log p(x | c) is exact. `text` is the batch's `Text` (window.text_inputs).
+False) has no z_t: its log p(x | c) is exact. `text` is the batch's `Text` (text_window.text_inputs).
 
 One form only (this program scores and generates): the `record` of the guide's pass (pyro_vrnn/infer/record.py)
 hands the model the guide's state after each step, so that replayed on the guide's draws it does not run
@@ -26,7 +26,7 @@ def conditional_model(net, x, mask, num_sequences=None, kl_scale=1.0, record=Non
     """x: [B, T, D] sequences, mask: [B, T] True at real steps, text: their `Text`; the other arguments as
     `models.vrnn.vrnn_model`'s."""
     if text is None:
-        raise ValueError("a model conditioned on text needs the batch's text (window.text_inputs)")
+        raise ValueError("a model conditioned on text needs the batch's text (text_window.text_inputs)")
     batch, steps, _ = x.shape
     masks = step_masks(mask)
     state = net.initial_state(x, text)  # h_0 = 0, and the window read from it: w_0

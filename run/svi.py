@@ -151,7 +151,7 @@ def main(argv=None):
     except (DataError, TrainingError) as error:
         sys.exit(f"error: {error}")
     finally:
-        if close_process_group():  # a torchrun process leaves here, at once (runtime.exit_at_once says why)
+        if close_process_group():  # a torchrun process leaves here, at once (process.exit_at_once says why)
             exit_at_once(sys.exc_info()[1])
 
 

@@ -319,7 +319,7 @@ if rank == 0:
     print("RESULT", loss, grad_norm, max((g - flat).abs().max().item() for g in gathered))
 torch.distributed.barrier()
 close_process_group()
-exit_at_once()  # as run/svi.py leaves (runtime.exit_at_once says why)
+exit_at_once()  # as run/svi.py leaves (process.exit_at_once says why)
 """
 
 

@@ -164,7 +164,7 @@ def test_schema_errors_say_what_and_how_to_fix(tmp_path):
 
 
 def test_a_sample_rate_marks_real_data_as_audio(tmp_path):
-    """The optional attribute sample_rate: read with the data and kept in a checkpoint (report.audio_rate)."""
+    """The optional attribute sample_rate: read with the data and kept in a checkpoint (figures.audio_rate)."""
     path = str(tmp_path / "audio.h5")
     write_sequences(path, toy_splits(np.random.default_rng(3)))
     assert SequenceDataset(path, "train").sample_rate is None  # real data, not sound

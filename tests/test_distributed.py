@@ -46,7 +46,7 @@ STEP_SCRIPT = textwrap.dedent("""
         grads = grads or {{n: p.grad.clone() for n, p in vrnn.named_parameters()}}
     if rank == 0:
         torch.save({{"params": vrnn.state_dict(), "grads": grads}}, {out!r})
-    if world_size > 1:  # leave together, and as run/svi.py leaves (runtime.exit_at_once says why)
+    if world_size > 1:  # leave together, and as run/svi.py leaves (process.exit_at_once says why)
         torch.distributed.barrier()
         close_process_group()
         exit_at_once()
@@ -102,7 +102,7 @@ def test_two_ranks_with_half_batches_step_like_one_process_with_the_whole_batch(
     ],
 )
 def test_a_torchrun_process_leaves_with_the_status_and_words_that_raising_would_give(stop, status, stderr):
-    """runtime.exit_at_once, which run/svi.py's torchrun processes leave by: os._exit, with what was printed flushed."""
+    """process.exit_at_once, which run/svi.py's torchrun processes leave by: os._exit, with what was printed flushed."""
     script = f"import sys; sys.path.insert(0, {ROOT!r}); from pyro_vrnn.train.process import exit_at_once; "
     script += f"print('trained', end=''); exit_at_once({stop})"
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)

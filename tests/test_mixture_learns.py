@@ -1,4 +1,4 @@
-"""The real-valued mixture emission learns (networks.EmissionHead, docs/ablations.md): its shared form
+"""The real-valued mixture emission learns (vrnn_networks.EmissionHead, docs/ablations.md): its shared form
 starts at the standardized data's scale with its components apart, old checkpoints keep their form,
 and on data drawn from a known two-component mixture RNN-GMM scores far above RNN-Gauss on held-out
 sequences at the bring-your-own preset, and above the independent form of the same mixture."""

@@ -30,8 +30,8 @@ So the filter runs on the per-step network calls the Pyro programs make, through
     stepper.transition(t, state, z)         -> (log p(z_t | past) [K, B], log p(x_t | z_t, past) [K, B], next state)
     stepper.reorder(state, ancestors)       -> the state with particle k of sequence b taken from ancestors[k, b]
 
-A network with latent variables makes its own: `network.stepper(x, mask, guide_name)` (networks.VRNNStepper,
-srnn.SRNNStepper), which calls the very methods that the model and guide programs call (prior, posterior,
+A network with latent variables makes its own: `network.stepper(x, mask, guide_name)` (vrnn_networks.VRNNStepper,
+srnn_networks.SRNNStepper), which calls the very methods that the model and guide programs call (prior, posterior,
 emission, step): the filter adds the weights and the resampling, nothing of the model.
 """
 

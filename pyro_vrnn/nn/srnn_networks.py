@@ -16,7 +16,7 @@ so p(x, z | d) = prod_t p(z_t | z_{t-1}, d_t) p(x_t | z_t, d_t) and q(z | x) = p
 d depends on x alone: with x observed, f runs over all of x in one call (`forward_states`, an nn.LSTM or
 nn.GRU by --cell), and the guide's d serves the model too (pyro_vrnn/infer/record.py); when x_{t-1} is drawn
 (generation) the same module is stepped one input at a time (`step`). The emission is the VRNN's
-(networks.EmissionHead: every data kind). f and g read x through phi_x, the VRNN's feature MLP, where the
+(vrnn_networks.EmissionHead: every data kind). f and g read x through phi_x, the VRNN's feature MLP, where the
 paper feeds x itself: the two models then see the data alike. Methods accept leading particle dims in front
 of the sequences.
 """
@@ -131,12 +131,12 @@ class SRNN(nn.Module):
 
     def emission_log_prob(self, z, d, x):
         """log p(x_t | z_t, d_t) of every step at once: [T, *S] from z [T, *S, Z], d [T, *S, H] (1 for the
-        particles: d is theirs in common) and the data x [B, T, D] (networks.emission_log_prob_in_blocks)."""
+        particles: d is theirs in common) and the data x [B, T, D] (vrnn_networks.emission_log_prob_in_blocks)."""
         return emission_log_prob_in_blocks(self.emission, self.emission_width, z, d, x)
 
     def backward_states(self, d, phi_x, mask):
         """a_t = g(a_{t+1}, [d_t, phi_x(x_t)]) [B, T, A]: what d_t and x_t .. x_T say, run from each sequence's
-        own last real step (networks.backward_states keeps padding out)."""
+        own last real step (vrnn_networks.backward_states keeps padding out)."""
         return backward_states(self.backward_rnn, torch.cat([d, phi_x], dim=-1), mask)
 
     def posterior(self, z_prev, a_t, d_t):

@@ -143,7 +143,7 @@ class WindowState(NamedTuple):
 class ConditionalVRNN(nn.Module):
     """All networks of a model conditioned on text: the VRNN's (latent=True) or the RNN's, each reading
     [h_{t-1}, w_{t-1}] where the unconditional one reads h_{t-1}, and the window. Same constructor as
-    networks.VRNN; the alphabet is config.alphabet (set from the training texts)."""
+    vrnn_networks.VRNN; the alphabet is config.alphabet (set from the training texts)."""
 
     def __init__(self, config, kind, x_dim, latent, conditional_prior, emission, vocabulary_size=None):
         super().__init__()

@@ -332,7 +332,7 @@ class VRNN(nn.Module):
         return self.encoder(cat(features_t, h))
 
     def backward_states(self, phi_x, mask):
-        """a_t = g(a_{t+1}, phi_x(x_t)) for every step: [B, T, A] from phi_x [B, T, F] (networks.backward_states)."""
+        """a_t = g(a_{t+1}, phi_x(x_t)) for every step: [B, T, A] from phi_x [B, T, F] (backward_states)."""
         return backward_states(self.backward_rnn, phi_x, mask)
 
     def emission(self, z_t, h):
@@ -342,7 +342,7 @@ class VRNN(nn.Module):
 
     def emission_log_prob(self, z, h_prev, x):
         """log p(x_t | z_t, h_{t-1}) of every step t at once: [T, *S] from z [T, *S, Z] (None for the RNNs),
-        h_prev [T, *S, H] and the data x [B, T, D] (networks.emission_log_prob_in_blocks)."""
+        h_prev [T, *S, H] and the data x [B, T, D] (vrnn_networks.emission_log_prob_in_blocks)."""
         return emission_log_prob_in_blocks(self.emission, self.emission_width, z, h_prev, x)
 
     def step(self, phi_x_t, z_t, state):

@@ -135,7 +135,7 @@ def check_text(text, alphabet, longest):
 
 
 def write_lines(run, texts, bias=0.0, max_steps=None, prime=None, prime_text=None):
-    """`write` for a rebuilt run (report.Run): each line in data units, [T_i, D] numpy, cut where it ended; and
+    """`write` for a rebuilt run (figures.Run): each line in data units, [T_i, D] numpy, cut where it ended; and
     whether each ended by the window passing its text (not by the step cap)."""
     for text in texts:
         check_text(text, run.vrnn.alphabet, run.config.longest_text)

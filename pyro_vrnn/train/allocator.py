@@ -6,8 +6,8 @@ A big emission (a 20-component mixture over 200 dimensions, or K = 100 particles
 of several MB at every time step. By default glibc maps such blocks fresh from the system and unmaps them when
 freed, or trims the top of its heap, so each new tensor's pages are faulted in and zeroed by the kernel again.
 Inside `freed_memory_kept()`, blocks of up to 32 MiB (glibc's most) come from the heap and the heap is never
-trimmed: the main job takes about a tenth less CPU time, with half the page faults (docs/speed.md). The price
-is a resident set that stays at its peak.
+trimmed, so those pages are faulted in once (docs/speed.md has what it saves). The price is a resident set
+that stays at its peak.
 """
 
 import contextlib

@@ -1,13 +1,13 @@
 """What a checkpoint holds, reading it back, and rebuilding the model it describes.
 
-A checkpoint (`last.pt`, `best.pt`; written atomically by runs.RunDirectory.save) is a dict:
+A checkpoint (`last.pt`, `best.pt`; written atomically by run_directory.RunDirectory.save) is a dict:
 
     version     CHECKPOINT_VERSION
     config      the resolved Config as a dict (sizes, model, cell, scoring, ...)
     data        what the model was trained on: kind, dim, name, mean, std, train size, fingerprint
     model       the network's state_dict; optimizer: Adam's
     progress    epoch, batch within it, step, early-stopping memory, the epoch's running sums, time
-    rng         every random state, one per torchrun process (runtime.get_rng_state: tensors and numbers)
+    rng         every random state, one per torchrun process (process.get_rng_state: tensors and numbers)
 
 so that a run can be rebuilt (evaluation, sampling, figures) from its checkpoint alone, and a killed
 run resumes exactly where it was.
@@ -136,7 +136,7 @@ def data_info(dataset):
         "median_length": int(np.median(dataset.lengths)),
         "train_sequences": len(dataset),
         "fingerprint": getattr(dataset, "fingerprint", None),
-        "sample_rate": getattr(dataset, "sample_rate", None),  # audio frames (report.audio_rate)
+        "sample_rate": getattr(dataset, "sample_rate", None),  # audio frames (figures.audio_rate)
         "vocabulary": getattr(dataset, "vocabulary", None),  # kind "tokens": the V tokens, id k is vocabulary[k]
     }
 

@@ -105,7 +105,7 @@ PRESETS = {
                      free_bits=0.1, guide="smoothing", kl_anneal_epochs=20),
     # The polyphonic benchmarks (data/polyphonic.py), sized for a 2-core CPU: JSB's 13.8k training steps train an
     # epoch in seconds. The KL weight is annealed (the ELBO at the end is the plain one, as the literature reports).
-    # Adam at 3e-3 reached at epoch 15 the validation ELBO that 1e-3 reached at epoch 42 (-9.1 nats a step).
+    # Adam at 3e-3: it reaches a given validation ELBO in about a third of the epochs of 1e-3 (docs/benchmarks.md).
     "jsb": dict(hidden=128, z_dim=16, x_features=64, z_features=64, enc_hidden=64, prior_hidden=64,
                 dec_hidden=64, batch_size=16, lr=3e-3, epochs=120, patience=20, threads=1, kl_anneal_epochs=10),
     # Token data (kind "tokens"): a char-RNN of 256 LSTM units on the plays' 100-character pieces, a smaller one
@@ -307,7 +307,7 @@ def config_from_dict(values):
 def unused_flags(config, passed, kind=None):
     """A note for each flag in `passed` (the fields set on the command line) that config.model, or its data of `kind`
     (where known), has no use for. Notes, not errors: table1.py passes one set of flags to every model it trains."""
-    if kind == "binary":  # Bernoulli bits, whatever the model's name says (networks.Emission)
+    if kind == "binary":  # Bernoulli bits, whatever the model's name says (vrnn_networks.EmissionHead)
         notes = [
             f"note: --{name} does not apply to binary data, whose emission is Bernoulli whatever the model; it is "
             "ignored"

@@ -41,7 +41,7 @@ def parse_device(name, flag="--device"):
             f"{flag} {text}: torch {torch.__version__} sees no CUDA GPU on this machine; use --device cpu (or auto)"
         )
     count = torch.cuda.device_count()
-    # Under torchrun, plain "cuda" means cuda:LOCAL_RANK (runtime.resolve_device).
+    # Under torchrun, plain "cuda" means cuda:LOCAL_RANK (process.resolve_device).
     index = int(match[1]) if match[1] is not None else int(os.environ.get("LOCAL_RANK", "0"))
     if index >= count:
         raise FlagError(

@@ -10,7 +10,7 @@ torch and Pyro, whose import takes seconds.
     @one_line_ctrl_c("nothing was written")
     def main(argv=None): ...             # inside: "interrupted; nothing was written" ("terminated; ...")
 
-(Training says more: it checkpoints first, pyro_vrnn/runtime.StopRequest, run/svi.py.)
+(Training says more: it checkpoints first, pyro_vrnn/train/process.StopRequest, run/svi.py.)
 """
 
 import functools

@@ -37,7 +37,7 @@ class Interrupted(TrainingError):
 
 def resolve_device(name="auto", local_rank=0):
     """A torch.device from --device: auto (cuda when a GPU is visible), cpu, cuda (cuda:LOCAL_RANK under
-    torchrun), cuda:N; checked by checks.parse_device, whose one line becomes a TrainingError."""
+    torchrun), cuda:N; checked by flag_checks.parse_device, whose one line becomes a TrainingError."""
     try:
         name = parse_device(name)
     except FlagError as error:
