@@ -124,7 +124,7 @@ def prepare_chess(data_dir, cache_dir, verbose=True, seed=0):
     """Build (or reuse) the move sequences of the PGN files; returns the cache's path."""
     files = pgn_files(data_dir)
     chess = import_chess()
-    stamps = "; ".join(f"{p} {os.stat(p).st_size} {os.stat(p).st_mtime_ns}" for p in files)
+    stamps = "; ".join(f"{p} {st.st_size} {st.st_mtime_ns}" for p, st in ((p, os.stat(p)) for p in files))
     source = f"{stamps}; python-chess {chess.__version__}; preparation {PREPARATION_VERSION}; seed {seed}"
     tag = hashlib.sha256(source.encode()).hexdigest()[:8]
     cache_path = os.path.join(cache_dir, f"chess-{tag}.h5")

@@ -75,7 +75,7 @@ def encode_texts(texts, alphabet, device=None):
             raise ValueError(f"characters outside the alphabet: {missing!r}")
         chars[b, : len(text)] = torch.tensor([index[c] for c in text], dtype=torch.long)
         mask[b, : len(text)] = True
-    return Text(chars.to(device), mask.to(device)) if device is not None else Text(chars, mask)
+    return Text(chars, mask) if device is None else Text(chars, mask).to(device)
 
 
 def no_text(dataset):
