@@ -17,7 +17,7 @@ from pyro_vrnn import data, models
 from pyro_vrnn.data import DataError, SequenceDataset, validate_h5
 from pyro_vrnn.data.schema import write_h5
 from pyro_vrnn.data.tokens import decode, encode
-from pyro_vrnn.distributions.emissions import TokenCategorical
+from pyro_vrnn.distributions.token_categorical import TokenCategorical
 from pyro_vrnn.infer.record import Record
 
 TOKEN_MODELS = ("rnn-gauss", "vrnn-i-gauss", "vrnn-gauss", "srnn")  # the char-RNN baseline, VRNN-I, VRNN, SRNN
