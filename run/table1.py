@@ -16,7 +16,9 @@ the mean difference between two models and its standard error across sequences):
   1. VRNN-Gauss > RNN-Gauss      2. VRNN-Gauss >= VRNN-I-Gauss
   3. VRNN-GMM >= RNN-GMM         4. log p(x) >= ELBO (IS estimate over the bound), for every VRNN
 A claim holds when the difference is more than two standard errors in its favour, is a tie within two,
-and fails beyond two against it. Writes OUT/table1.md and OUT/table1.json.
+and fails beyond two against it. Each latent model's KL per step is judged too (latent_verdicts): below
+COLLAPSED_KL_PER_STEP its latents collapsed; within 5% of its run's --free-bits the clamp holds it there, which is
+no evidence that z carries information. Writes OUT/table1.md and OUT/table1.json.
 
 Every figure is also given per time step, the measure of the music literature (STORN, the SRNN, the DMM,
 FIVO, Pyro's examples/dmm.py): the sum over the split's sequences divided by their total number of steps
