@@ -24,7 +24,6 @@ and Pyro's examples/dmm.py, FIVO): the sum over the split's sequences divided by
 """
 
 import argparse
-import glob
 import json
 import os
 import sys
@@ -38,6 +37,7 @@ from pyro_vrnn.data import DataError
 from pyro_vrnn.infer.evaluate import DEFAULT_ESTIMATORS, ESTIMATORS, evaluate_checkpoint
 from pyro_vrnn.train.flag_checks import FlagError, check_output_file, check_seed, parse_device
 from pyro_vrnn.train.process import TrainingError, resolve_device
+from pyro_vrnn.train.run_directory import newest_run
 
 DEFAULT_RUNS = "runs"
 
@@ -83,17 +83,6 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0, help="seed of the particles (default 0)")
     p.add_argument("--json", metavar="FILE", help="also write the figures (and per-sequence numbers) here")
     return p.parse_args(argv)
-
-
-def newest_run(root=DEFAULT_RUNS):
-    """The most recently written checkpoint under `root` (run directories may be nested, as table1's)."""
-    checkpoints = [
-        p for name in ("best.pt", "last.pt") for p in glob.glob(os.path.join(root, "**", name), recursive=True)
-    ]
-    if not checkpoints:
-        raise TrainingError(f"no runs found under {root}/; train one with run/svi.py or pass --checkpoint")
-    newest = max(checkpoints, key=os.path.getmtime)
-    return os.path.dirname(newest)  # its best.pt is preferred over last.pt
 
 
 def fmt(value, stderr=None, digits=2):
@@ -158,7 +147,7 @@ def main(argv=None):
             check_output_file(args.json, "--json")
         checkpoint = args.checkpoint
         if checkpoint is None:
-            checkpoint = newest_run()
+            checkpoint = newest_run(DEFAULT_RUNS)
             print(f"evaluating the newest run: {checkpoint}")
         elif not os.path.exists(checkpoint):
             raise TrainingError(f"no checkpoint at {checkpoint}")

@@ -16,7 +16,9 @@ the mean difference between two models and its standard error across sequences):
   1. VRNN-Gauss > RNN-Gauss      2. VRNN-Gauss >= VRNN-I-Gauss
   3. VRNN-GMM >= RNN-GMM         4. log p(x) >= ELBO (IS estimate over the bound), for every VRNN
 A claim holds when the difference is more than two standard errors in its favour, is a tie within two,
-and fails beyond two against it. Writes OUT/table1.md and OUT/table1.json.
+and fails beyond two against it. Each latent model's KL per step is judged too (latent_verdicts): below
+COLLAPSED_KL_PER_STEP its latents collapsed; within 5% of its run's --free-bits the clamp holds it there, which is
+no evidence that z carries information. Writes OUT/table1.md and OUT/table1.json.
 
 Every figure is also given per time step, the measure of the music literature (STORN, the SRNN, the DMM,
 FIVO, Pyro's examples/dmm.py): the sum over the split's sequences divided by their total number of steps
@@ -28,6 +30,7 @@ claims rest on them); pyro_vrnn/infer/evaluate.py defines them.
 """
 
 import argparse
+import collections
 import contextlib
 import json
 import math
@@ -66,6 +69,14 @@ PAPER_NAMES = {
     "srnn-gmm": "SRNN-GMM",
 }
 CLAIMS = [("vrnn-gauss", "rnn-gauss", ">"), ("vrnn-gauss", "vrnn-i-gauss", ">="), ("vrnn-gmm", "rnn-gmm", ">=")]
+# KL per time step (nats) below which a model's latents count as collapsed onto the prior. The KL term bounds what z
+# tells about x (I(x; z) <= E_x KL(q(z | x) || p(z)), Hoffman & Johnson 2016): at 0.01 nats a step, a 100-step sequence
+# gets at most 1 nat from z, less than two fair coin flips for the whole sequence. The VRNNs that use z carry about
+# 100 times more (0.9-1.3 nats a step on JSB, docs/benchmarks.md); the collapsed ones of docs/results.md 0.003-0.024.
+COLLAPSED_KL_PER_STEP = 0.01
+# A KL per step within this fraction of the run's --free-bits is held there by the clamp (FreeBitsELBO counts any
+# KL below the floor as the floor, so the optimizer is not pushed above it): it says nothing about what z carries.
+FREE_BITS_TOLERANCE = 0.05
 # What a run of the table may be given anew (more training, another machine); any other flag that differs from the
 # run's own config is refused, as run/svi.py --resume refuses it: the table would report the run's old settings.
 RESUMABLE = ("epochs", "max_steps", "patience", "device", "threads", "checkpoint_every", "log_every")
@@ -127,6 +138,20 @@ def job_config(args, model, seed, run_dir):
     ), None
 
 
+Job = collections.namedtuple("Job", "model seed run_dir config resume")
+
+
+def table_jobs(args, table_dir):
+    """A Job for each (model, seed): every run's config made, or read from its last.pt (once), and checked before
+    any training (config.check_config; a run of this table given other sizes), not in its job after others began."""
+    jobs = []
+    for model in args.models:
+        for seed in args.seeds:
+            run_dir = os.path.join(table_dir, model, f"seed-{seed}")
+            jobs.append(Job(model, seed, run_dir, *job_config(args, model, seed, run_dir)))
+    return jobs
+
+
 def estimators(args):
     """The estimators to compute: elbo and is (the claims), then those asked for."""
     return tuple(dict.fromkeys(("elbo", "is", *args.estimators)))
@@ -156,16 +181,16 @@ def share_stop(stopped):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def run_job(args, model, seed, run_dir):
+def run_job(args, job):
     """Train (or finish) one run and evaluate it; returns its evaluation (summary and per-sequence lists), or None
     in a worker process after the table has stopped (a job the pool had already handed over does not start)."""
     if STOPPED is None:
-        return train_and_evaluate(args, model, seed, run_dir)
+        return train_and_evaluate(args, job)
     if STOPPED.is_set():
         return None
     signal.signal(signal.SIGINT, signal.default_int_handler)  # at work: a Ctrl-C stops the training, as in svi.py
     try:
-        return train_and_evaluate(args, model, seed, run_dir)
+        return train_and_evaluate(args, job)
     except BaseException:  # a Ctrl-C (every worker gets it) or a failure: the other workers start nothing new
         STOPPED.set()
         raise
@@ -173,11 +198,12 @@ def run_job(args, model, seed, run_dir):
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def train_and_evaluate(args, model, seed, run_dir):
+def train_and_evaluate(args, job):
+    """`job`: a Job, its config read by main (from the run's last.pt where there is one) before any training."""
+    run_dir, config, seed = job.run_dir, job.config, job.seed
     done = os.path.join(run_dir, evaluation_name(args))
-    config, resume = job_config(args, model, seed, run_dir)
     quiet = args.quiet or args.jobs > 1
-    train(config, resume=resume, quiet=quiet, overwrite=resume is None)  # no last.pt: nothing to keep
+    train(config, resume=job.resume, quiet=quiet, overwrite=job.resume is None)  # no last.pt: nothing to keep
     if os.path.exists(done) and os.path.getmtime(done) >= os.path.getmtime(os.path.join(run_dir, "last.pt")):
         with open(done) as f:
             return json.load(f)
@@ -201,23 +227,20 @@ def train_and_evaluate(args, model, seed, run_dir):
     return result
 
 
-def run_all(args, table_dir):
-    """{(model, seed): evaluation}, trained `args.jobs` at a time."""
-    jobs = [
-        (model, seed, os.path.join(table_dir, model, f"seed-{seed}")) for model in args.models for seed in args.seeds
-    ]
+def run_all(args, jobs, table_dir):
+    """{(model, seed): evaluation} of each Job, trained `args.jobs` at a time."""
     results = {}
     if args.jobs == 1:
-        for model, seed, run_dir in jobs:
-            print(f"== {PAPER_NAMES[model]}, seed {seed}: {run_dir}", flush=True)
-            results[model, seed] = run_job(args, model, seed, run_dir)
-            say_done(model, seed, results[model, seed])
+        for job in jobs:
+            print(f"== {PAPER_NAMES[job.model]}, seed {job.seed}: {job.run_dir}", flush=True)
+            results[job.model, job.seed] = run_job(args, job)
+            say_done(job.model, job.seed, results[job.model, job.seed])
         return results
     context = get_context("spawn")
     stopped = context.Event()
     pool = ProcessPoolExecutor(args.jobs, mp_context=context, initializer=share_stop, initargs=(stopped,))
     try:
-        futures = {pool.submit(run_job, args, model, seed, run_dir): (model, seed) for model, seed, run_dir in jobs}
+        futures = {pool.submit(run_job, args, job): (job.model, job.seed) for job in jobs}
         print(f"training {len(jobs)} runs, {args.jobs} at a time, into {table_dir}", flush=True)
         for future in futures:  # in order; each line as soon as its run and those before it are done
             model, seed = futures[future]
@@ -290,13 +313,33 @@ def verdict(diff, se, relation):
     return "fails"
 
 
-def tabulate(results, args):
-    """Rows per model, the claims, and the markdown table."""
+def latent_verdicts(rows):
+    """One line for each latent model whose latents collapsed (KL per step below COLLAPSED_KL_PER_STEP) or whose KL
+    sits at its run's free-bits floor (within FREE_BITS_TOLERANCE of row["free_bits"]); rows without latents and
+    latents in use get no line."""
+    lines = []
+    for model, row in rows.items():
+        if row["exact"]:
+            continue
+        kl, floor = row["kl_per_step"], row.get("free_bits", 0.0)
+        name = PAPER_NAMES[model]
+        if kl < COLLAPSED_KL_PER_STEP:
+            lines.append(f"{name}: latents collapsed (KL {kl:.4f} nats a step < {COLLAPSED_KL_PER_STEP})")
+        if floor > 0 and abs(kl - floor) <= FREE_BITS_TOLERANCE * floor:
+            lines.append(
+                f"{name}: KL at the free-bits floor ({kl:.4f} nats a step, --free-bits {floor:g}): "
+                "not evidence that z carries information"
+            )
+    return lines
+
+
+def tabulate(results, args, free_bits=None):
+    """Rows per model and the claims; `free_bits`: {model: its runs' --free-bits}, for latent_verdicts."""
     seeds, lengths = args.seeds, None
     rows, claims = {}, []
     for model in args.models:
         lengths = np.asarray(results[model, seeds[0]]["per_sequence"]["length"], dtype=np.float64)
-        row = {"exact": results[model, seeds[0]]["summary"]["exact"]}
+        row = {"exact": results[model, seeds[0]]["summary"]["exact"], "free_bits": (free_bits or {}).get(model, 0.0)}
         keys = [key for key in ("iwae", "smc") if key in args.estimators]
         for key in ("elbo", *keys, "log_px", "kl", "gap"):
             values = (
@@ -382,6 +425,9 @@ def markdown(rows, claims, title, extra=()):
         lines.append(
             f"| {c['claim']} | {c['diff_per_seq']:+.2f}{se} | {c['diff_per_step']:+.4f} | {seeds} | {c['verdict']} |"
         )
+    latents = latent_verdicts(rows)
+    if latents:
+        lines += ["", "Latents (KL per step; seeds averaged per sequence):", "", *(f"- {line}" for line in latents)]
     return "\n".join(lines)
 
 
@@ -428,10 +474,8 @@ def main(argv=None):
         if args.eval_batch_size is not None:  # before the trainings, not after
             check_at_least_one(args.eval_batch_size, "--eval-batch-size")
         check_output_dir(table_dir, "--out")
-        for model in args.models:  # every run's config, checked before any training (config.check_config; a run
-            for seed in args.seeds:  # of this table given other sizes): not in its job, after the others began
-                job_config(args, model, seed, os.path.join(table_dir, model, f"seed-{seed}"))
-        results = run_all(args, table_dir)
+        jobs = table_jobs(args, table_dir)
+        results = run_all(args, jobs, table_dir)
     except Interrupted as stop:  # a training stopped by SIGINT / SIGTERM (a TrainingError, so caught first)
         exit_interrupted(
             f"stopped, last.pt written; resume the table with: {again(argv, args, table_dir)}", stop.exit_code
@@ -444,7 +488,7 @@ def main(argv=None):
         )
     except (DataError, TrainingError, FlagError, ValueError) as error:
         sys.exit(f"error: {error}")
-    rows, claims = tabulate(results, args)
+    rows, claims = tabulate(results, args, {job.model: job.config.free_bits for job in jobs})
     first = results[args.models[0], args.seeds[0]]["summary"]
     split, units = first["split"], first.get("units", "nats")
     title = (
@@ -474,6 +518,7 @@ def main(argv=None):
                 "flags": flag_overrides(args),
                 "models": rows,
                 "claims": claims,
+                "latents": latent_verdicts(rows),
             },
             f,
             indent=2,

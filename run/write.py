@@ -19,8 +19,6 @@ text: the guide runs over that line with its text followed by the new one, and t
 """
 
 import argparse
-import glob
-import json
 import os
 import sys
 
@@ -39,6 +37,7 @@ from pyro_vrnn.report.synthesis import write_lines
 from pyro_vrnn.train.config import CONDITIONAL_MODELS
 from pyro_vrnn.train.flag_checks import check_output_dir, check_seed, parse_device
 from pyro_vrnn.train.process import TrainingError, resolve_device
+from pyro_vrnn.train.run_directory import newest_run
 
 DEFAULT_RUNS = "runs"
 
@@ -60,26 +59,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def newest_conditional_run(root=DEFAULT_RUNS):
-    """The run directory under `root` most recently written of a model conditioned on text."""
-    found = []
-    for config_path in glob.glob(os.path.join(root, "**", "config.json"), recursive=True):
-        try:
-            with open(config_path) as f:
-                model = json.load(f).get("model")
-        except (OSError, ValueError):
-            continue
-        run_dir = os.path.dirname(config_path)
-        if model in CONDITIONAL_MODELS and glob.glob(os.path.join(run_dir, "*.pt")):
-            found.append(run_dir)
-    if not found:
-        raise TrainingError(
-            f"no run of {' or '.join(CONDITIONAL_MODELS)} under {root}/; train one (python run/svi.py --model "
-            "cvrnn-gmm) or pass --checkpoint"
-        )
-    return max(found, key=os.path.getmtime)
-
-
 @one_line_ctrl_c("nothing was written")
 def main(argv=None):
     args = parse_args(argv)
@@ -92,7 +71,7 @@ def main(argv=None):
             raise TrainingError(f"--bias is {args.bias}; it must be a finite number, 0 or more")
         if args.out is not None:
             check_output_dir(args.out, "--out")
-        checkpoint = args.checkpoint or newest_conditional_run()
+        checkpoint = args.checkpoint or newest_run(DEFAULT_RUNS, CONDITIONAL_MODELS)
         if not os.path.exists(checkpoint):
             raise TrainingError(f"no checkpoint at {checkpoint}")
         run = Run(checkpoint, resolve_device(args.device))

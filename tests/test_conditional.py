@@ -61,10 +61,29 @@ def test_window_equals_hand_computation_and_ignores_padding():
     a, b_, k = out[0, :3].exp(), out[0, 3:6].exp(), kappa[0].detach()
     phi_2 = sum(float(a[j]) * math.exp(-float(b_[j]) * (float(k[j]) - 2) ** 2) for j in range(3))
     assert math.isclose(float(SoftWindow.weights(a, b_, k, torch.tensor([2.0]))), phi_2, rel_tol=1e-5)
-    # what padding holds changes nothing: the second line's padded characters point elsewhere
-    other = Text(text.chars.clone(), text.mask)
-    other.chars[1, 2:] = 3
+    # what padding holds changes nothing: the second line's padded characters point elsewhere, and their c_u is 0
+    chars = text.chars.clone()
+    chars[1, 2:] = 3
+    assert text.one_hot[1, 2:].abs().sum() == 0
+    other = Text(chars, text.mask, torch.nn.functional.one_hot(chars, 4).float() * text.mask[..., None])
     assert torch.equal(window(h, kappa_prev, other)[1], w)
+
+
+def test_the_text_one_hot_built_once_is_the_one_each_step_built():
+    """encode_texts builds c_u once per batch; the window reads it at every step. Its w_t is, to the bit, what the
+    window gave when it built the one-hot from chars and mask at each step (for a particle dim too, [K, B, H])."""
+    torch.manual_seed(1)
+    window = SoftWindow(hidden=5, alphabet_size=4, components=3)
+    text = encode_texts(["abca", "cb", "d"], "abcd")
+    built_each_step = torch.nn.functional.one_hot(text.chars, 4).float() * text.mask[..., None]
+    assert torch.equal(text.one_hot, built_each_step) and text.one_hot.dtype == torch.float32
+    h, kappa_prev = torch.randn(2, 3, 5), torch.rand(2, 3, 3)
+    alpha, beta, kappa = window.parameters_of(h, kappa_prev)
+    phi = window.weights(alpha, beta, kappa, torch.arange(1.0, 5.0))
+    kappa_w, w = window(h, kappa_prev, text)
+    assert torch.equal(kappa_w, kappa) and torch.equal(w, torch.matmul(phi.unsqueeze(-2), built_each_step).squeeze(-2))
+    with pytest.raises(ValueError, match="encode it with the model's alphabet"):
+        window(h, kappa_prev, encode_texts(["ab"], "abc"))
 
 
 def test_kappa_only_moves_forward():
@@ -236,7 +255,7 @@ def test_two_torchrun_ranks_step_like_one_process(tmp_path):
             "\nloss_module = make_loss_module(",
             "\nfrom pyro_vrnn.nn.text_window import Text, encode_texts\n"
             "text = encode_texts(['ab', 'b a', 'a', 'bb', 'ab ab', ' a', 'b', 'aab'], ' ab')\n"
-            "text_of = lambda rows: dict(text=Text(text.chars[rows], text.mask[rows]))\n"
+            "text_of = lambda rows: dict(text=Text(*(field[rows] for field in text)))\n"
             "loss_module = make_loss_module(",
         )
     )

@@ -10,10 +10,10 @@ import pytest
 from conftest import make_iam
 
 from pyro_vrnn import data as datasets
-from pyro_vrnn.data.byo import validate_h5
 from pyro_vrnn.data.iam import read_transcription
 from pyro_vrnn.data.schema import DataError, write_h5
 from pyro_vrnn.data.text import CHARACTERS
+from pyro_vrnn.data.validate import validate_h5
 
 
 def write_ascii(root, form, lines, ocr=("an OCR line that is not what was written",)):

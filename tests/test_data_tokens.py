@@ -235,3 +235,21 @@ def test_sample_prefix_and_evaluate_tokens_on_a_chess_run(tmp_path, monkeypatch,
     assert figures["unit"] == "nats/token" and figures["tokens"] == train_moves  # every move scored once
     assert 0 < figures["neg_log_px"] < figures["neg_elbo"] + 1 and figures["kl"] >= 0
     assert 0 <= figures["top1"] <= 1 and 0 <= figures["legal_moves"] <= 1 and figures["sampled_moves"] >= 20
+
+
+def test_plays_groups_and_forms_are_split_by_one_seeded_function():
+    """Shakespeare's plays, chess's groups and IAM-OnDB's forms go through data/iam.random_split: round(fraction x n)
+    of a seeded permutation to each held-out split in order (one at least), the rest train. Pinned on 41 names."""
+    from pyro_vrnn.data.chess import split_groups
+    from pyro_vrnn.data.iam import random_split
+    from pyro_vrnn.data.shakespeare import split_plays
+
+    names = [f"n{i:02d}" for i in range(41)]
+    order = [names[i] for i in np.random.default_rng(3).permutation(41)]
+    plays = split_plays(reversed(names), seed=3)  # the names are sorted first: their order does not matter
+    assert [plays[n] for n in order] == ["valid"] * 4 + ["test"] * 4 + ["train"] * 33
+    groups = split_groups(names + names[:5], seed=3)  # a group is split once, however many games it has
+    assert [groups[n] for n in order] == ["valid"] * 2 + ["test"] * 2 + ["train"] * 37
+    assert [random_split(set(names), 3)[n] for n in order] == ["test"] * 2 + ["valid"] * 2 + ["train"] * 37
+    assert list(random_split(["a", "b", "c"], 0).values()).count("train") == 1  # one each at least
+    assert set(random_split(["a", "b"], 0).values()) == {"train"}

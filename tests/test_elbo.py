@@ -25,6 +25,7 @@ from pyro.poutine.util import site_is_subsample
 from pyro.util import check_model_guide_match
 
 from pyro_vrnn import models
+from pyro_vrnn.distributions.diag_normal import DiagNormal
 from pyro_vrnn.infer.objectives import FreeBitsELBO, elbo_terms
 from pyro_vrnn.infer.record import Record
 from pyro_vrnn.train.config import CONDITIONAL_MODELS, TABLE1_MODELS
@@ -322,6 +323,36 @@ def test_smoothing_guide_sites_match_the_model_and_ignore_padding():
     later = x.clone()
     later[0, -1] += 1.0
     assert not torch.allclose(vrnn.backward_states(vrnn.phi_x(later), mask)[0, 0], a[0, 0])
+
+
+def test_free_bits_clamp_a_site_scaled_per_sequence():
+    """A z_t under poutine.scale with a tensor (a weight s_b per sequence) is clamped too, each side weighed as
+    its KL is: max(lambda * sum_b s_b m_t,b, sum_b s_b m_t,b KL_t,b), m the mask; a 0-dim tensor scale is a number.
+    (A lone site with a tensor scale once skipped the clamp: its cost was the plain scaled KL.)"""
+    loc = torch.tensor([[0.0, 0.1, 1.0, 2.0], [0.3, 0.0, 0.0, 0.0]])  # [T, B]: KL_t,b = loc^2 / 2 (unit scales)
+    mask = torch.tensor([[True, True, True, True], [True, True, False, False]])
+
+    def program(means, scale):
+        def run():
+            with pyro.plate("sequences", 4):
+                for t in pyro.markov(range(2)):
+                    with poutine.mask(mask=mask[t]), poutine.scale(scale=scale):
+                        pyro.sample(f"z_{t}", DiagNormal(means[t].unsqueeze(-1), torch.ones(4, 1)))
+
+        return run
+
+    def loss(free_bits, scale):
+        model, guide = program(torch.zeros(2, 4), scale), program(loc, scale)
+        return FreeBitsELBO(free_bits, max_plate_nesting=1).differentiable_loss(model, guide).item()
+
+    kl, lam = loc.pow(2) / 2 * mask, 0.2
+    weights = torch.tensor([1.0, 2.0, 0.5, 3.0])
+    step_0 = 1 * 0.0 + 2 * 0.005 + 0.5 * 0.5 + 3 * 2.0  # above its floor, 0.2 x 6.5
+    step_1 = lam * (1 + 2)  # 0.045 below its floor, over the two real sequences
+    assert loss(lam, weights) == pytest.approx(step_0 + step_1, rel=1e-6)
+    assert loss(0.0, weights) == pytest.approx(float((weights * kl).sum()), rel=1e-6)
+    assert loss(lam, torch.tensor(0.5)) == pytest.approx(loss(lam, 0.5), rel=1e-6)
+    assert loss(lam, 0.5) == pytest.approx(0.5 * (max(lam * 4, float(kl[0].sum())) + max(lam * 2, float(kl[1].sum()))))
 
 
 @pytest.mark.parametrize("guide_name", ["filtering", "smoothing"])

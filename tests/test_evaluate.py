@@ -522,9 +522,43 @@ def test_table1_tabulates_seeds_claims_and_resumes(tmp_path, small_handwriting, 
     assert len(gaps) == 2 and all(c["diff_per_seq"] > 0 for c in gaps)  # Jensen, for every sequence and seed
     assert table1.verdict(3.0, 1.0, ">") == "holds" and table1.verdict(-1.0, 1.0, ">=").startswith("tie")
     assert table1.verdict(-3.0, 1.0, ">=") == "fails"
+    config = json.load(open(tmp_path / "t1" / "vrnn-gauss" / "seed-0" / "config.json"))
+    assert rows["vrnn-gauss"]["free_bits"] == config["free_bits"] and record["latents"] == table1.latent_verdicts(rows)
     started = time.time()
     again, _ = table1.main(argv)  # everything is there: nothing is trained or evaluated again
     assert time.time() - started < 10 and again == rows
+
+
+def test_table1_names_collapsed_latents_and_a_kl_at_the_free_bits_floor():
+    """The latents' verdict on made-up rows: KL per step below 0.01 nats is a collapse; within 5% of the run's
+    --free-bits (either side) is the clamp's floor, whatever its size; exact models and a KL in use get no line."""
+    table1 = load_script("table1")
+    assert table1.COLLAPSED_KL_PER_STEP == 0.01 and table1.FREE_BITS_TOLERANCE == 0.05
+
+    def row(kl, free_bits=0.0, exact=False):
+        return {"exact": exact, "kl_per_step": kl, "free_bits": free_bits}
+
+    rows = {
+        "rnn-gauss": row(float("nan"), exact=True),
+        "vrnn-gauss": row(0.004),
+        "vrnn-gmm": row(0.0101),
+        "vrnn-i-gauss": row(0.0524, free_bits=0.05),
+        "srnn": row(0.0476, free_bits=0.05),
+        "srnn-gmm": row(0.0526, free_bits=0.05),
+    }
+    assert table1.latent_verdicts(rows) == [
+        "VRNN-Gauss: latents collapsed (KL 0.0040 nats a step < 0.01)",
+        "VRNN-I-Gauss: KL at the free-bits floor (0.0524 nats a step, --free-bits 0.05): "
+        "not evidence that z carries information",
+        "SRNN: KL at the free-bits floor (0.0476 nats a step, --free-bits 0.05): "
+        "not evidence that z carries information",
+    ]
+    both = table1.latent_verdicts({"vrnn-gauss": row(0.0051, free_bits=0.005)})  # a floor below the threshold
+    assert [line.split(":")[1].strip() for line in both] == [
+        "latents collapsed (KL 0.0051 nats a step < 0.01)",
+        "KL at the free-bits floor (0.0051 nats a step, --free-bits 0.005)",
+    ]
+    assert table1.latent_verdicts({"vrnn-gauss": row(1.3, free_bits=0.05)}) == []
 
 
 def test_binary_data_are_reported_in_nats_of_the_data_itself(tmp_path, capsys):

@@ -747,3 +747,24 @@ def test_a_run_that_fails_before_writing_leaves_no_run_behind(world, svi, tmp_pa
     (only_lock / ".lock").write_text(str(dead_pid()))
     pyro_vrnn.train.loop.train(tiny_config(world["a"], out=str(only_lock)), quiet=True)
     assert steps_logged(str(only_lock)) == [1]
+
+
+def test_newest_run_is_the_last_checkpoint_written_among_the_models_asked(tmp_path):
+    """evaluate_ll.py and write.py's default run: the directory whose best.pt or last.pt was written last, nested
+    runs too; with models, only theirs (config.json's model); none there is one line that says what to do."""
+    root = tmp_path / "runs"
+    for when, (run, model, checkpoint) in enumerate(
+        [("a", "cvrnn-gmm", "best.pt"), ("t/b/seed-0", "vrnn-gauss", "last.pt"), ("c", "crnn-gmm", None)]
+    ):
+        (root / run).mkdir(parents=True)
+        (root / run / "config.json").write_text(json.dumps({"model": model}))
+        if checkpoint is not None:
+            (root / run / checkpoint).write_bytes(b"")
+            os.utime(root / run / checkpoint, (1000 + when, 1000 + when))
+    newest_run = pyro_vrnn.train.run_directory.newest_run
+    assert newest_run(str(root)) == str(root / "t" / "b" / "seed-0")
+    assert newest_run(str(root), ("cvrnn-gmm", "crnn-gmm")) == str(root / "a")  # c has no checkpoint
+    with pytest.raises(TrainingError, match=r"^no runs of srnn found under .*runs/; train one with run/svi.py --model"):
+        newest_run(str(root), ("srnn",))
+    with pytest.raises(TrainingError, match=r"^no runs found under .*nowhere/; train one with run/svi.py or pass"):
+        newest_run(str(tmp_path / "nowhere"))

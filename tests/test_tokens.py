@@ -17,7 +17,7 @@ from pyro_vrnn import data, models
 from pyro_vrnn.data import DataError, SequenceDataset, validate_h5
 from pyro_vrnn.data.schema import write_h5
 from pyro_vrnn.data.tokens import decode, encode
-from pyro_vrnn.distributions.emissions import TokenCategorical
+from pyro_vrnn.distributions.token_categorical import TokenCategorical
 from pyro_vrnn.infer.record import Record
 
 TOKEN_MODELS = ("rnn-gauss", "vrnn-i-gauss", "vrnn-gauss", "srnn")  # the char-RNN baseline, VRNN-I, VRNN, SRNN
@@ -303,3 +303,40 @@ def test_next_token_filter_of_a_latent_model_is_a_probability_per_step():
     log_probs, _ = next_token_predictions(net, True, x, torch.ones(5, 1, dtype=torch.bool), num_particles=64)
     # each sequence draws its own particles: the sum is 1 up to their Monte Carlo error
     assert log_probs[:, 0].exp().sum().item() == pytest.approx(1.0, abs=0.05)
+
+
+class ToyTokenForward:
+    """A bootstrap filter's model of two tokens: z_t ~ N(0, 1), p(x_t = 0 | z_t) = sigmoid(2 c[b, t] z_t); the
+    state sums the z (it is what resampling moves)."""
+
+    def __init__(self, c):
+        self.c = c  # [B, T]
+
+    def initial_state(self, num_particles):
+        return (self.c.new_zeros(num_particles, self.c.shape[0]),)
+
+    def propose(self, t, state):
+        z = torch.randn(state[0].shape)
+        logits = torch.stack([self.c[:, t] * z, -self.c[:, t] * z], -1)
+        return z, torch.distributions.Categorical(logits=logits)
+
+    def advance(self, t, state, z):
+        return (state[0] + z,)
+
+
+def test_next_token_filter_resamples_only_before_a_real_step():
+    """The bootstrap filter resamples as smc.py's does (smc.resampling_step): when the ESS is below K/2 and the
+    sequence's next step is real. Sequence 1 ends at step 3 with weights spread at that step (c = 6): resampling
+    there would change nothing of its own and would draw random numbers, which shifts every later draw of sequence
+    0. So sequence 0's predictions are, to the bit, those of the same batch where sequence 1's last step is flat."""
+    from pyro_vrnn.infer.next_token import _bootstrap
+
+    x, mask = torch.zeros(2, 8, 1), torch.tensor([[True] * 8, [True] * 3 + [False] * 5])
+    spread, flat = torch.full((2, 8), 0.3), torch.full((2, 8), 0.3)
+    spread[1, 2] = 6.0
+    runs = {}
+    for name, c in (("spread", spread), ("flat", flat)):
+        torch.manual_seed(0)
+        runs[name] = _bootstrap(ToyTokenForward(c), x, mask, num_particles=32)[0]
+    assert torch.equal(runs["spread"][0], runs["flat"][0])
+    assert not torch.equal(runs["spread"][1], runs["flat"][1])  # its own last step differs: the test can tell

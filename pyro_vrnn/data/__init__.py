@@ -51,7 +51,7 @@ import hashlib
 import os
 
 from pyro_vrnn.data.audio import read_audio, write_wav
-from pyro_vrnn.data.byo import prepare_hdf5, validate_h5, validated_fingerprint
+from pyro_vrnn.data.byo import prepare_hdf5, validated_fingerprint
 from pyro_vrnn.data.chess import prepare_chess
 from pyro_vrnn.data.dataset import LengthBucketSampler, SequenceDataset, pad_batch
 from pyro_vrnn.data.hershey import prepare_hershey
@@ -71,6 +71,7 @@ from pyro_vrnn.data.speech import (
 )
 from pyro_vrnn.data.speech_demo import prepare_speech_demo
 from pyro_vrnn.data.tempfiles import TEMP_NAME, remove_path
+from pyro_vrnn.data.validate import validate_h5
 
 DEFAULT_IAM_DIR = os.path.join("data", "iam-ondb")
 

@@ -31,6 +31,7 @@ import time
 
 import numpy as np
 
+from pyro_vrnn.data.iam import random_split
 from pyro_vrnn.data.schema import DataError, StreamWriter, cached_source, summary_line
 
 PREPARATION_VERSION = 1  # bump when the conversion below changes: the cache is rebuilt
@@ -115,9 +116,7 @@ def split_groups(groups, seed=0):
     groups = sorted(set(groups))
     if len(groups) < 3:
         raise DataError(f"{len(groups)} group(s) of games cannot be split into train, valid and test: need 3 or more")
-    held = max(1, round(HELD_OUT * len(groups)))
-    order = np.random.default_rng(seed).permutation(len(groups))
-    return {groups[i]: "valid" if r < held else "test" if r < 2 * held else "train" for r, i in enumerate(order)}
+    return random_split(groups, seed, {"valid": HELD_OUT, "test": HELD_OUT})
 
 
 def prepare_chess(data_dir, cache_dir, verbose=True, seed=0):

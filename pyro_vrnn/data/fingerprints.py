@@ -3,7 +3,7 @@ so that `--resume` with other data of the same kind, dimension, normalization an
 
 It is a sha256 of every split's stored values and offsets, fed chunk by chunk in order, as the values
 are written (schema.StreamWriter, the built-in caches: kept as their root attribute `fingerprint`) or
-read (byo.validate_h5, a user's file: kept in its validated marker in the cache directory). So it is
+read (validate.validate_h5, a user's file: kept in its validated marker in the cache directory). So it is
 computed once per version of the data, never at every start. Values are hashed as the float32 numbers
 training reads (SequenceDataset), so a file's storage type and byte order do not change it, and a
 float32 block is hashed in place, without a copy (preparation runs in bounded memory).

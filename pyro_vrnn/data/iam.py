@@ -51,7 +51,7 @@ IAM_URL = "https://fki.tic.heia-fr.ch/databases/iam-on-line-handwriting-database
 # A line file is "<form id>-<line number>.xml", e.g. a01-000u-01.xml of form a01-000u.
 LINE_FILE = re.compile(r"^(?P<form>.+)-(?P<line>\d+)\.xml$")
 SPLIT_LISTS = {"trainset.txt": "train", "testset_t.txt": "train", "testset_f.txt": "train", "testset_v.txt": "valid"}
-RANDOM_SPLIT = {"valid": 0.05, "test": 0.05}  # the rest is train
+RANDOM_SPLIT = {"test": 0.05, "valid": 0.05}  # in this order from a seeded permutation; the rest is train
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,20 +195,23 @@ def read_split_lists(lists, split_lists=SPLIT_LISTS):
     return split_of
 
 
-def random_split(forms, seed):
-    """{form id: split}: a seeded 90/5/5 split by form (no form spans two splits)."""
-    forms = sorted(forms)
-    order = np.random.default_rng(seed).permutation(len(forms))
-    counts = {split: int(round(fraction * len(forms))) for split, fraction in RANDOM_SPLIT.items()}
-    if len(forms) >= 3:  # one form each at least, so that there is something to validate on
+def random_split(items, seed, held_out=RANDOM_SPLIT):
+    """{item: split}: a seeded permutation of the sorted items, the first round(fraction x n) of it to the first split
+    of `held_out`, the next to the second, the rest to train; one each at least once there are 3 items, so that
+    there is something to validate on. The split of IAM-OnDB's forms (none spans two splits), of the speech sets'
+    speakers, of chess's opening groups and of Shakespeare's plays."""
+    items = sorted(items)
+    order = np.random.default_rng(seed).permutation(len(items))
+    counts = {split: int(round(fraction * len(items))) for split, fraction in held_out.items()}
+    if len(items) >= 3:
         counts = {split: max(1, c) for split, c in counts.items()}
     split_of, start = {}, 0
-    for split in ("test", "valid"):
-        for i in order[start : start + counts[split]]:
-            split_of[forms[i]] = split
-        start += counts[split]
+    for split, count in counts.items():
+        for i in order[start : start + count]:
+            split_of[items[i]] = split
+        start += count
     for i in order[start:]:
-        split_of[forms[i]] = "train"
+        split_of[items[i]] = "train"
     return split_of
 
 

@@ -45,16 +45,10 @@ fletcher32 filter, so that bytes damaged on disk fail to read (an OSError from h
 DataError that names the file) instead of being read as plausible numbers. A user's own file may
 do the same: create_dataset(..., chunks=True, fletcher32=True).
 
-Reading is lazy: `SequenceDataset` (dataset.py) keeps only the offsets in memory and reads one
-sequence's rows per `dataset[i]`, so a 300-hour speech corpus is never loaded. Writing streams:
-`StreamWriter` appends rows to resizable datasets in bounded chunks, accumulates the train
-split's moments on the way (moments.py: float64, Chan et al.'s pairwise update), and normalizes
-in a second pass chunk by chunk; `write_h5` is the all-in-memory convenience on top of it.
-
-Sequences are padded only when a batch is formed (`pad_batch`, dataset.py): the mask marks the
-real steps, and the ELBO sums over them alone (docs/paper.md: "padded with a mask").
-`LengthBucketSampler` puts sequences of similar length together so that little of each batch is
-padding.
+Writing streams: `StreamWriter` appends rows to resizable datasets in bounded chunks, accumulates
+the train split's moments on the way (moments.py: float64, Chan et al.'s pairwise update), and
+normalizes in a second pass chunk by chunk; `write_h5` is the all-in-memory convenience on top of
+it. Reading (lazily, a sequence at a time) and batching (padding, its mask) are dataset.py's.
 """
 
 import os

@@ -31,6 +31,7 @@ import time
 
 import numpy as np
 
+from pyro_vrnn.data.iam import random_split
 from pyro_vrnn.data.schema import DataError, StreamWriter, cached_source, summary_line
 
 PREPARATION_VERSION = 1  # bump when the conversion below changes: the cache is rebuilt
@@ -114,12 +115,7 @@ def split_plays(names, seed=0):
     names = sorted(names)
     if len(names) < 3:
         raise DataError(f"{len(names)} plays cannot be split by play into train, valid and test: need 3 or more")
-    held = max(1, round(0.1 * len(names)))
-    order = np.random.default_rng(seed).permutation(len(names))
-    split_of = {}
-    for rank, index in enumerate(order):
-        split_of[names[index]] = "valid" if rank < held else "test" if rank < 2 * held else "train"
-    return split_of
+    return random_split(names, seed, {"valid": 0.1, "test": 0.1})
 
 
 def prepare_shakespeare(data_dir, cache_dir, verbose=True, seed=0, piece_chars=PIECE_CHARS):

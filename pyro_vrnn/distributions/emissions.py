@@ -13,15 +13,15 @@ families (Table 1's "Gauss" / "GMM" column, per data kind):
   binary data (piano rolls)
             independent Bernoulli bits  dist.Bernoulli(logits=logits).to_event(1)  (no class here)
   tokens (characters, chess moves: x_t one token of a vocabulary of V)
-            one categorical over V      softmax(logits)[x_t]                        TokenCategorical
+            one categorical over V      softmax(logits)[x_t]      TokenCategorical (token_categorical.py)
 
-The three classes are ordinary Pyro `TorchDistribution`s: they broadcast over any leading batch dims
-(a particle dim from vectorized ELBOs or importance sampling, then sequences), score values
+The two mixtures here and TokenCategorical are ordinary Pyro `TorchDistribution`s: they broadcast over any
+leading batch dims (a particle dim from vectorized ELBOs or importance sampling, then sequences), score values
 that broadcast against batch_shape, support `expand` (Pyro's plates call it) and honour
 `validate_args`. Mixtures are summed in log space (logsumexp) so that a component far from the
 data, a peaked scale (the paper's floor is sigma >= 1e-4) or extreme mixture logits never turn
 the log-likelihood into inf or nan. Mixture sampling is not reparameterizable (the component
-index is discrete), so neither class has `rsample`; the ELBO only ever scores observed x_t.
+index is discrete), so neither mixture has `rsample`; the ELBO only ever scores observed x_t.
 
 `with_temperature(tau)` is Graves' sampling "bias": mixture logits / tau and scales * sqrt(tau);
 tau < 1 gives cleaner, more probable samples, tau = 1 is the model itself.
@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from pyro.distributions import constraints
 from torch.distributions.utils import lazy_property
 
-__all__ = ["DiagNormalMixture", "StrokeMixture", "TokenCategorical"]
+__all__ = ["DiagNormalMixture", "StrokeMixture"]
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -78,7 +78,7 @@ def _shape_error(name, msg):
     return ValueError(f"{name}: {msg}")
 
 
-def _check_temperature(tau):
+def check_temperature(tau):
     if not tau > 0:
         raise ValueError(f"temperature must be > 0, got {tau}")
     return math.sqrt(tau)
@@ -179,7 +179,7 @@ class DiagNormalMixture(dist.TorchDistribution):
 
     def with_temperature(self, tau):
         """Graves' sampling bias: mixture logits / tau, scales * sqrt(tau); tau = 1 is the identity."""
-        root_tau = _check_temperature(tau)
+        root_tau = check_temperature(tau)
         return DiagNormalMixture(self.logits / tau, self.loc, self.scale * root_tau, validate_args=self._validate_args)
 
 
@@ -307,7 +307,7 @@ class StrokeMixture(dist.TorchDistribution):
     def with_temperature(self, tau):
         """Graves' sampling bias: mixture logits / tau, scales * sqrt(tau); tau = 1 is the identity.
         The pen bit and the correlations are left alone."""
-        root_tau = _check_temperature(tau)
+        root_tau = check_temperature(tau)
         return StrokeMixture(
             self.pen_logits,
             self.logits / tau,
@@ -316,87 +316,3 @@ class StrokeMixture(dist.TorchDistribution):
             self.corr,
             validate_args=self._validate_args,
         )
-
-
-class _TokenIds(constraints.Constraint):
-    """Support of a token row: one whole number in 0 .. V-1, stored as a float in a row of width 1 (the data of
-    every kind are float rows [T, D]; a float32 holds every id below 2^24 exactly)."""
-
-    event_dim = 1
-
-    def __init__(self, vocabulary_size):
-        self.vocabulary_size = vocabulary_size
-        super().__init__()
-
-    def check(self, value):
-        token = value[..., 0]
-        return (token == token.round()) & (token >= 0) & (token < self.vocabulary_size)
-
-    def __repr__(self):
-        return f"TokenIds(vocabulary_size={self.vocabulary_size})"
-
-
-class TokenCategorical(dist.TorchDistribution):
-    """The emission over a vocabulary of V tokens (characters, chess moves): x_t = (k,), one token id, with
-
-        p(x_t = (k,)) = softmax(logits)_k,   log p = logits_k - logsumexp(logits)
-
-    the cross-entropy loss of a char-RNN. The value is a row of width 1 (event_shape (1,)) holding the id
-    as a float, as every kind's data are float rows [T, D]; padding rows of zeros are token 0, inside the
-    support (and masked out by the programs).
-
-    Args:
-        logits: [..., V] unnormalized log-probabilities; the leading dims are the batch_shape.
-    """
-
-    arg_constraints = {"logits": constraints.independent(constraints.real, 1)}
-    has_rsample = False
-
-    def __init__(self, logits, validate_args=None):
-        if logits.dim() < 1:
-            raise _shape_error("TokenCategorical", f"need logits [..., V]; got {tuple(logits.shape)}")
-        self.logits = logits
-        super().__init__(logits.shape[:-1], torch.Size((1,)), validate_args=validate_args)
-
-    @property
-    def vocabulary_size(self):
-        return self.logits.shape[-1]
-
-    @constraints.dependent_property(is_discrete=True, event_dim=1)
-    def support(self):
-        return _TokenIds(self.vocabulary_size)
-
-    def expand(self, batch_shape, _instance=None):
-        new = self._get_checked_instance(TokenCategorical, _instance)
-        batch_shape = torch.Size(batch_shape)
-        new.logits = self.logits.expand(batch_shape + (self.vocabulary_size,))
-        super(TokenCategorical, new).__init__(batch_shape, self.event_shape, validate_args=False)
-        new._validate_args = self._validate_args
-        return new
-
-    def log_prob(self, value):
-        if self._validate_args:
-            self._validate_sample(value)
-        log_probs = F.log_softmax(self.logits, dim=-1)
-        index = value.long()  # [..., 1]: the id, which gather reads as the position along V
-        batch_shape = torch.broadcast_shapes(log_probs.shape[:-1], index.shape[:-1])
-        log_probs = log_probs.expand(batch_shape + log_probs.shape[-1:])
-        return log_probs.gather(-1, index.expand(batch_shape + (1,))).squeeze(-1)
-
-    def sample(self, sample_shape=torch.Size()):
-        with torch.no_grad():
-            k = dist.Categorical(logits=self.logits, validate_args=False).sample(sample_shape)
-            return k.unsqueeze(-1).to(self.logits.dtype)
-
-    @lazy_property
-    def probs(self):
-        return F.softmax(self.logits, dim=-1)
-
-    def entropy(self):
-        log_probs = F.log_softmax(self.logits, dim=-1)
-        return -(log_probs.exp() * log_probs).sum(-1)
-
-    def with_temperature(self, tau):
-        """Sampling temperature: logits / tau (tau < 1 sharper, 1 the model itself)."""
-        _check_temperature(tau)
-        return TokenCategorical(self.logits / tau, validate_args=self._validate_args)

@@ -9,6 +9,7 @@ particles per sequence, the prior as proposal:
     z_t^k ~ p(z_t | past^k)                                   past: h_{t-1} (VRNN), z_{t-1} and d_t (SRNN)
     p^(x_t = v | x_{<t}) = sum_k wbar_{t-1}^k p(x_t = v | z_t^k, past^k)       the predictive, every token v
     wbar_t^k proportional to wbar_{t-1}^k p(x_t | z_t^k, past^k),  resampled (systematic) when ESS < K/2
+                                                                and step t + 1 is real (smc.resampling_step)
 
 sum_t log p^(x_t | x_{<t}) is the filter's estimate of log p(x), unbiased in p (so a stochastic lower bound on
 log p(x), as FIVO's); the top-1 prediction is the argmax of p^(. | x_{<t}).
@@ -18,7 +19,7 @@ import math
 
 import torch
 
-from pyro_vrnn.infer.smc import systematic_ancestors, take_particles
+from pyro_vrnn.infer.smc import resampling_step, take_particles
 from pyro_vrnn.nn.srnn_networks import SRNN
 from pyro_vrnn.nn.vrnn_networks import State
 
@@ -106,11 +107,8 @@ def _bootstrap(forward, x, mask, num_particles):
         updated = updated - torch.logsumexp(updated, 0)
         log_wbar = torch.where(mask[:, t], updated, log_wbar)
         state = forward.advance(t, state, z)
-        ess = torch.exp(-torch.logsumexp(2 * log_wbar, 0))
-        resample = mask[:, t] & (ess < num_particles / 2)
-        if resample.any():
-            identity = torch.arange(num_particles, device=x.device)[:, None].expand(num_particles, batch)
-            ancestors = torch.where(resample, systematic_ancestors(log_wbar.exp()), identity)
-            state = tuple(None if s is None else take_particles(s, ancestors) for s in state)
-            log_wbar = torch.where(resample, -math.log(num_particles), log_wbar)
+        if t + 1 < steps:  # as smc.py's filter: only before a sequence's next real step
+            ancestors, log_wbar, _ = resampling_step(log_wbar, mask[:, t + 1])
+            if ancestors is not None:
+                state = tuple(None if s is None else take_particles(s, ancestors) for s in state)
     return _finish(log_probs, predictions, mask)

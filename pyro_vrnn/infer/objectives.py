@@ -185,7 +185,9 @@ class FreeBitsELBO(StackedTrace_ELBO):
     Gaussians, as in TraceMeanField_ELBO). While the batch's mean KL at a step is below `free_bits` (lambda
     nats) it counts as lambda and gives no gradient: the guide may carry that much information at every
     step for free, so the optimizer has nothing to gain by collapsing z onto the prior early in training.
-    Above lambda it is the ELBO's own term. Reported bounds (validation, evaluation) are the true ELBO.
+    Above lambda it is the ELBO's own term. Reported bounds (validation, evaluation) are the true ELBO. A site's
+    scale s (the plate's, a KL weight, or a tensor from poutine.scale: a weight per sequence) weighs both sides,
+    max(lambda sum_b s_b, sum_b s_b KL_t,b) over the real sequences: s times the clamp above when s is one number.
 
     The traces and the other sites are StackedTrace_ELBO's (stacked_elbo.py); the KL of all steps is one
     call. With lambda 0 this is TraceMeanField_ELBO's loss, which `--elbo meanfield --scoring batched`
@@ -201,14 +203,12 @@ class FreeBitsELBO(StackedTrace_ELBO):
         for group in stackable_groups(pairs, sites_of=tuple):  # the (q, p) of z_t of all steps: one KL call
             guide_sites = [guide_site for guide_site, _ in group]
             kl = self.step_kl(group)  # [S, (K,) B]: KL_t,b of each step t of the group
-            if len(group) == 1 and not isinstance(guide_sites[0]["scale"], numbers.Number):
-                cost = cost + scale_and_mask(kl[0], guide_sites[0]["scale"], guide_sites[0]["mask"]).sum()
-                continue
             mask = stacked_mask(guide_sites, kl)
-            step_kl = torch.where(mask, kl, kl.new_zeros(())).flatten(1).sum(1)  # [S]: sum_b KL_t,b
-            if self.free_bits > 0:
-                step_kl = torch.clamp(step_kl, min=self.free_bits * mask.flatten(1).sum(1))  # n_t real sequences
-            cost = cost + (stacked_scale(guide_sites, kl) * step_kl).sum()
+            weight = torch.where(mask, broadcast_scales(guide_sites, kl), kl.new_zeros(()))  # s_t,b; 0 on padding
+            step_kl = (torch.where(mask, kl, kl.new_zeros(())) * weight).flatten(1).sum(1)  # [S]: sum_b s KL_t,b
+            if self.free_bits > 0:  # lambda for each real sequence, weighed as its KL is: max(lambda, KL) if s is one
+                step_kl = torch.maximum(step_kl, self.free_bits * weight.flatten(1).sum(1))
+            cost = cost + step_kl.sum()
         return cost
 
     @staticmethod
@@ -227,6 +227,14 @@ class FreeBitsELBO(StackedTrace_ELBO):
             value = guide_site["value"]
             kl = guide_site["fn"].log_prob(value) - model_site["fn"].log_prob(value)
         return kl.unsqueeze(0)
+
+
+def broadcast_scales(sites, like):
+    """The sites' scales, to broadcast with `like` [S, *batch]: numbers (the plate's, times a KL weight) as a column
+    [S, 1, ...], one copy to the device; a tensor scale (a weight per sequence, from poutine.scale) expanded."""
+    if all(isinstance(site["scale"], numbers.Number) for site in sites):
+        return stacked_scale(sites, like).reshape((-1,) + (1,) * (like.dim() - 1))
+    return torch.stack([torch.as_tensor(site["scale"]).to(like).expand(like.shape[1:]) for site in sites])
 
 
 NO_KL_WEIGHT = "a particle bound weighs every site alike; a KL weight (--kl-anneal-epochs) has no place in it"

@@ -70,6 +70,22 @@ def multinomial_ancestors(weights):
 RESAMPLERS = {"systematic": systematic_ancestors, "multinomial": multinomial_ancestors}
 
 
+def resampling_step(log_wbar, next_real, ess_threshold=0.5, resampler=systematic_ancestors):
+    """The resampling after step t, given log wbar_t [K, B] and next_real = mask[:, t + 1] [B]: a sequence resamples
+    when ESS_t < ess_threshold * K and its next step is real (after its last one, resampling would change nothing it
+    reports, and its draw would shift the random numbers of the sequences beside it). Its ancestors are drawn from
+    its detached weights and its wbar_t becomes 1/K. Returns (ancestors [K, B], the identity for the sequences that
+    do not resample, or None where none does: nothing drawn; log wbar_t after; which resampled [B])."""
+    num_particles, batch = log_wbar.shape
+    ess = torch.exp(-torch.logsumexp(2 * log_wbar, dim=0))
+    resample = next_real & (ess < ess_threshold * num_particles)
+    if not resample.any():
+        return None, log_wbar, resample
+    identity = torch.arange(num_particles, device=log_wbar.device)[:, None].expand(num_particles, batch)
+    ancestors = torch.where(resample, resampler(log_wbar.detach().exp()), identity)
+    return ancestors, torch.where(resample, -math.log(num_particles), log_wbar), resample
+
+
 def particle_filter(stepper, num_particles, resampling="systematic", ess_threshold=0.5):
     """Run the filter of the module docstring over the stepper's batch; returns an SMCResult.
 
@@ -82,7 +98,6 @@ def particle_filter(stepper, num_particles, resampling="systematic", ess_thresho
     log_wbar = mask.new_full((num_particles, batch), -math.log(num_particles), dtype=torch.float64)
     log_evidence = log_wbar.new_zeros(batch)
     resamples = torch.zeros(batch, dtype=torch.long, device=mask.device)
-    identity = torch.arange(num_particles, device=mask.device)[:, None].expand(num_particles, batch)
     for t in range(steps):
         real = mask[:, t]
         proposal = stepper.proposal(t, state)
@@ -94,14 +109,12 @@ def particle_filter(stepper, num_particles, resampling="systematic", ess_thresho
         log_wbar = torch.where(real, log_wbar + log_alpha - step_log_evidence, log_wbar)
         if t + 1 == steps:
             break
-        # only before a real step: after a sequence's last one, resampling would change nothing it reports
-        ess = torch.exp(-torch.logsumexp(2 * log_wbar, dim=0))
-        resample = mask[:, t + 1] & (ess < ess_threshold * num_particles)
-        if resample.any():  # a step where no sequence resamples draws nothing and moves nothing
-            drawn = RESAMPLERS[resampling](log_wbar.detach().exp())
-            state = stepper.reorder(state, torch.where(resample, drawn, identity))
-            log_wbar = torch.where(resample, -math.log(num_particles), log_wbar)
-            resamples = resamples + resample
+        ancestors, log_wbar, resampled = resampling_step(
+            log_wbar, mask[:, t + 1], ess_threshold, RESAMPLERS[resampling]
+        )
+        if ancestors is not None:
+            state = stepper.reorder(state, ancestors)
+            resamples = resamples + resampled
     log_weights = log_wbar + log_evidence + math.log(num_particles)
     return SMCResult(log_evidence, log_weights, resamples)
 

@@ -24,8 +24,9 @@ same recurrence, window included. w_{t-1} is a function of h_{t-1}, kappa_{t-2} 
 is still the paper's p(z_t | x_{<t}, z_{<t}), now also given c. The conditional RNN (`--model crnn-gmm`,
 Graves's synthesis network with one LSTM layer) is the same without z.
 
-`text_inputs` turns a batch's strings into what the programs take: `Text(chars [B, U] long, mask [B, U])`,
-character indices into the model's alphabet, padded.
+`text_inputs` turns a batch's strings into what the programs take: `Text(chars [B, U] long, mask [B, U],
+one_hot [B, U, A])`, character indices into the model's alphabet, padded, and the c_u of eq. 47, built once
+per batch by `encode_texts` (the window reads them at every step of the model and of the guide).
 """
 
 import math
@@ -44,13 +45,15 @@ INITIAL_PACE = 0.1
 
 
 class Text(NamedTuple):
-    """A batch's texts: chars [B, U] indices into the alphabet (0 at padding), mask [B, U] True at characters."""
+    """A batch's texts: chars [B, U] indices into the alphabet (0 at padding), mask [B, U] True at characters,
+    one_hot [B, U, A] float, c_u of eq. 47: each character's one-hot vector over the alphabet, 0 at padding."""
 
     chars: torch.Tensor
     mask: torch.Tensor
+    one_hot: torch.Tensor
 
     def to(self, device):
-        return Text(self.chars.to(device), self.mask.to(device))
+        return Text(self.chars.to(device), self.mask.to(device), self.one_hot.to(device))
 
 
 def alphabet_of(texts):
@@ -64,7 +67,8 @@ def unknown_characters(text, alphabet):
 
 
 def encode_texts(texts, alphabet, device=None):
-    """Strings -> Text: each character's index in `alphabet`, padded to the longest text (at least one)."""
+    """Strings -> Text: each character's index in `alphabet`, padded to the longest text (at least one), and their
+    one-hot vectors (float32)."""
     index = {c: i for i, c in enumerate(alphabet)}
     longest = max([1] + [len(t) for t in texts])
     chars = torch.zeros(len(texts), longest, dtype=torch.long)
@@ -75,7 +79,8 @@ def encode_texts(texts, alphabet, device=None):
             raise ValueError(f"characters outside the alphabet: {missing!r}")
         chars[b, : len(text)] = torch.tensor([index[c] for c in text], dtype=torch.long)
         mask[b, : len(text)] = True
-    return Text(chars, mask) if device is None else Text(chars, mask).to(device)
+    text = Text(chars, mask, nn.functional.one_hot(chars, len(alphabet)).float() * mask[..., None])
+    return text if device is None else text.to(device)
 
 
 def no_text(dataset):
@@ -124,10 +129,15 @@ class SoftWindow(nn.Module):
     def forward(self, h, kappa_prev, text):
         """(kappa_t [..., K], w_t [..., B, A]) from h_t [..., B, H] and kappa_{t-1}; padding characters count
         for nothing (c_u = 0 there)."""
+        if text.one_hot.shape[-1] != self.alphabet_size:
+            raise ValueError(
+                f"the text is encoded over {text.one_hot.shape[-1]} characters and the window reads "
+                f"{self.alphabet_size}; encode it with the model's alphabet (text_inputs)"
+            )
         alpha, beta, kappa = self.parameters_of(h, kappa_prev)
         positions = torch.arange(1, text.chars.shape[1] + 1, device=h.device, dtype=h.dtype)  # u = 1..U
         phi = self.weights(alpha, beta, kappa, positions)  # [..., B, U]
-        one_hot = nn.functional.one_hot(text.chars, self.alphabet_size).to(h.dtype) * text.mask[..., None]
+        one_hot = text.one_hot.to(h.dtype)  # c_u, built once per batch (encode_texts); no copy in float32
         return kappa, torch.matmul(phi.unsqueeze(-2), one_hot).squeeze(-2)  # sum_u phi(t, u) c_u (eq. 47)
 
 

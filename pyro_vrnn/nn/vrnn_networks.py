@@ -26,7 +26,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pyro_vrnn.distributions.diag_normal import DiagNormal, as_diag_normal
-from pyro_vrnn.distributions.emissions import DiagNormalMixture, StrokeMixture, TokenCategorical
+from pyro_vrnn.distributions.emissions import DiagNormalMixture, StrokeMixture
+from pyro_vrnn.distributions.token_categorical import TokenCategorical
 from pyro_vrnn.infer.smc import take_particles
 
 CELLS = {"lstm": nn.LSTMCell, "gru": nn.GRUCell}

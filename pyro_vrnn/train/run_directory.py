@@ -344,3 +344,35 @@ def resume_path(resume):
             f"--resume takes a run directory or its last.pt, and {path} is neither: pass the run directory {folder}"
         )
     return path
+
+
+def newest_run(root, models=None):
+    """The run directory under `root` (nested ones too, as table1.py's) whose best.pt or last.pt was written last;
+    with `models`, the newest of the runs of those models (their config.json's "model"). The scripts' default
+    --checkpoint (evaluate_ll.py, write.py)."""
+    checkpoints = [
+        path for name in ("best.pt", "last.pt") for path in glob.glob(os.path.join(root, "**", name), recursive=True)
+    ]
+    if models is not None:
+        checkpoints = [path for path in checkpoints if run_model(os.path.dirname(path)) in models]
+    if not checkpoints:
+        which, train = (
+            ("runs", "run/svi.py")
+            if models is None
+            else (
+                f"runs of {' or '.join(models)}",
+                f"run/svi.py --model {models[0]}",
+            )
+        )
+        raise TrainingError(f"no {which} found under {root}/; train one with {train} or pass --checkpoint")
+    return os.path.dirname(max(checkpoints, key=os.path.getmtime))
+
+
+def run_model(run_dir):
+    """The model of the run in `run_dir` (its config.json's "model"), or None where config.json is not a run's."""
+    try:
+        with open(os.path.join(run_dir, "config.json")) as f:
+            config = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return config.get("model") if isinstance(config, dict) else None
