@@ -1,0 +1,99 @@
+"""pyro_vrnn/report/style.py: slant, letter height and spacing of a line, measured from its pen offsets."""
+
+import math
+
+import numpy as np
+import pytest
+
+from pyro_vrnn.data.iam import strokes_to_offsets
+from pyro_vrnn.report.style import distance, measure, standardized
+
+
+def letters(num, height=1.0, advance=1.5):
+    """A line of `num` letters, each a vertical bar of `height` and a ring beside it (y up, font units)."""
+    strokes = []
+    ring = np.linspace(0.5 * math.pi, 2.5 * math.pi, 41)  # from the top, round, back to the top
+    for k in range(num):
+        x0 = k * advance
+        strokes.append(np.column_stack([np.full(101, x0), np.linspace(0, height, 101)]))
+        strokes.append(np.column_stack([x0 + 0.6 + 0.4 * np.cos(ring), height * (0.5 + 0.5 * np.sin(ring))]))
+    return strokes
+
+
+def line_of(strokes, shear_degrees=0.0, scale=1.0):
+    """(pen, dx, dy) rows of the strokes sheared by x -> x + tan(a) y, then scaled; as a whiteboard's (y down)
+    prepared by the data's own code, which flips y back up."""
+    s = math.tan(math.radians(shear_degrees))
+    return strokes_to_offsets([scale * (xy @ np.array([[1.0, 0.0], [s, -1.0]])) for xy in strokes])
+
+
+@pytest.mark.parametrize("angle", [-5.0, 0.0, 12.0, 25.0])
+def test_a_line_sheared_by_a_known_angle_has_that_slant(angle):
+    style = measure(line_of(letters(6), angle), 6)
+    assert style.slant == pytest.approx(angle, abs=0.05)
+
+
+def test_the_slant_is_that_of_the_strokes_not_of_their_direction():
+    """Down- and upstrokes lean the same way: the same line drawn backwards has the same slant."""
+    strokes = [xy[::-1] for xy in letters(5)[::-1]]
+    assert measure(line_of(strokes, 15.0), 5).slant == pytest.approx(15.0, abs=0.05)
+
+
+def test_scaling_by_two_doubles_height_and_spacing_and_keeps_the_slant():
+    one, two = measure(line_of(letters(6), 10.0), 6), measure(line_of(letters(6), 10.0, scale=2.0), 6)
+    assert two.height == pytest.approx(2 * one.height, rel=1e-9)
+    assert two.spacing == pytest.approx(2 * one.spacing, rel=1e-9)
+    assert two.slant == pytest.approx(one.slant, abs=1e-9)
+
+
+def test_height_is_the_letters_size_and_spacing_the_advance_a_character():
+    """Each bar is one upstroke of height 1, each ring a downstroke and an upstroke of height 1: the median is 1,
+    whatever the ring's width. The letters advance 1.5 and the last ends 1.0 after its bar: an x-range of
+    5 * 1.5 + 1.0 over 6 characters."""
+    style = measure(line_of(letters(6)), 6)
+    assert style.height == pytest.approx(1.0, rel=1e-6)
+    assert style.spacing == pytest.approx((5 * 1.5 + 1.0) / 6, rel=1e-6)
+    assert measure(line_of(letters(6, height=2.0)), 6).height == pytest.approx(2.0, rel=1e-6)
+    wider = measure(line_of(letters(6, advance=3.0)), 6)
+    assert wider.spacing == pytest.approx((5 * 3.0 + 1.0) / 6, rel=1e-6)
+    assert wider.height == pytest.approx(1.0, rel=1e-6)
+
+
+def test_a_tall_capital_or_descender_does_not_change_the_height():
+    """One letter three times as tall among six: the range of heights would triple, the median stroke stays."""
+    strokes = letters(6)
+    strokes[2] = strokes[2] * (1.0, 3.0)
+    assert measure(line_of(strokes), 6).height == pytest.approx(1.0, rel=1e-6)
+
+
+def test_a_tilted_baseline_does_not_make_the_letters_taller():
+    strokes = letters(8)
+    tilt = 0.05  # y += 0.05 x: a line that climbs 0.5 letter heights over its length; the strokes' heights stay
+    tilted = [xy + np.column_stack([np.zeros(len(xy)), tilt * xy[:, 0]]) for xy in strokes]
+    assert measure(line_of(tilted), 8).height == pytest.approx(1.0, rel=1e-6)
+
+
+def test_the_first_offset_leads_in_from_elsewhere_and_is_not_measured():
+    """A written continuation starts with a jump from the end of its priming line: 300 units away, hundreds of times the
+    line's height, it would make the line hundreds of times as tall and wide if it counted."""
+    line = line_of(letters(4), 10.0)
+    jumped = np.vstack([[1.0, -300.0, 300.0], line])
+    assert np.allclose(measure(jumped, 4), measure(line, 4), rtol=0.01)
+
+
+def test_standardized_distance_weighs_each_measure_by_its_spread():
+    reference = np.array([[0.0, 10.0, 5.0], [10.0, 30.0, 5.5], [20.0, 50.0, 6.0]])
+    z = standardized(reference, reference)
+    assert np.allclose(z.mean(0), 0) and np.allclose(z.std(0), 1)
+    # 8.165 degrees of slant (one std) count as much as 16.33 units of height or 0.408 of spacing
+    std = reference.std(0)
+    a = standardized([0.0, 10.0, 5.0], reference)
+    assert distance(a, standardized([std[0], 10.0, 5.0], reference)) == pytest.approx(1.0)
+    assert distance(a, standardized([0.0, 10.0 + std[1], 5.0 + std[2]], reference)) == pytest.approx(math.sqrt(2))
+
+
+def test_a_line_needs_three_columns_and_characters():
+    with pytest.raises(ValueError, match="pen, dx, dy"):
+        measure(np.zeros((5, 2)), 3)
+    with pytest.raises(ValueError, match="number of characters"):
+        measure(line_of(letters(2)), 0)
