@@ -1,12 +1,26 @@
 """pyro_vrnn/report/style.py: slant, letter height and spacing of a line, measured from its pen offsets."""
 
+import json
 import math
+import os
 
 import numpy as np
 import pytest
+from conftest import load_script
 
 from pyro_vrnn.data.iam import strokes_to_offsets
-from pyro_vrnn.report.style import distance, measure, standardized
+from pyro_vrnn.report.figures import Run
+from pyro_vrnn.report.style import (
+    closer_to_first,
+    distance,
+    measure,
+    measure_all,
+    standardized,
+    style_pairs,
+    writer_of,
+)
+from pyro_vrnn.train.config import make_config
+from pyro_vrnn.train.loop import train
 
 
 def letters(num, height=1.0, advance=1.5):
@@ -97,3 +111,61 @@ def test_a_line_needs_three_columns_and_characters():
         measure(np.zeros((5, 2)), 3)
     with pytest.raises(ValueError, match="number of characters"):
         measure(line_of(letters(2)), 0)
+
+
+def test_pairs_are_of_two_writers_and_a_lone_writer_is_never_n():
+    writers = ["a", "a", "b", "b", "b", "c"]
+    pairs = style_pairs(writers, range(6), 200, np.random.default_rng(0))
+    assert all(writers[n] != writers[m] for n, m in pairs)
+    assert {n for n, _ in pairs} == set(range(6)) and {m for _, m in pairs} == set(range(6))
+    # only lines 0, 2 and 4 usable (the others have no text): 4 is b's only one, so it is n or m only against a
+    pairs = style_pairs(writers, [0, 2, 4], 50, np.random.default_rng(1))
+    assert {(writers[n], writers[m]) for n, m in pairs} == {("a", "b"), ("b", "a")}
+    with pytest.raises(ValueError, match="all of one writer"):
+        style_pairs(writers, [2, 3, 4], 5, np.random.default_rng(0))
+    assert writer_of("h00-015-03") == "h00-015" and writer_of("a01-000u-01") == "a01-000u"
+
+
+def test_closer_to_first_by_standardized_distance():
+    """Reference std: slant 10 degrees, height 1, spacing 1. A line 4 degrees from N's slant and 0.9 from M's
+    height is nearer M in raw units (4 against 1.35) but nearer N standardized (0.4 against 0.91)."""
+    reference = np.array([[0.0, 1.0, 1.0], [20.0, 3.0, 3.0]])  # std 10, 1, 1
+    n_style, m_style = np.array([[0.0, 2.0, 2.0]]), np.array([[5.0, 2.9, 2.0]])
+    closer, to_n, to_m = closer_to_first(np.array([[4.0, 2.0, 2.0]]), n_style, m_style, reference)
+    assert closer.tolist() == [True]
+    assert to_n == pytest.approx([0.4]) and to_m == pytest.approx([math.sqrt(0.01 + 0.81)])
+    closer, _, _ = closer_to_first(np.array([[4.0, 2.6, 2.0]]), n_style, m_style, reference)
+    assert closer.tolist() == [False]  # 0.72 from N, 0.32 from M
+
+
+def test_style_script_reports_the_fractions_its_pairs_give(lines_with_text, tmp_path):
+    """run/style.py on a cvrnn-gmm trained for two steps: its fractions are those of the styles it records, each
+    pair is of two lines (the file has no names: each line its own writer), and the unprimed control writes the
+    same phrases."""
+    sizes = dict(hidden=8, z_dim=2, x_features=4, z_features=4, enc_hidden=4, prior_hidden=4, dec_hidden=4)
+    config = make_config(
+        "hdf5",
+        model="cvrnn-gmm",
+        data_dir=lines_with_text,
+        out=str(tmp_path / "run"),
+        batch_size=8,
+        max_steps=2,
+        threads=1,
+        components=2,
+        **sizes,
+    )
+    run_dir = train(config, quiet=True)
+    result = load_script("style").main(["--checkpoint", run_dir, "--pairs", "4", "--bias", "2", "--out", str(tmp_path)])
+    assert json.load(open(os.path.join(tmp_path, "style.json"))) == json.loads(json.dumps(result))
+    test = Run(run_dir).dataset("test")
+    mean, std = np.asarray(test.mean), np.asarray(test.std)
+    real = measure_all([test[i].numpy() * std + mean for i in range(len(test))], test.texts)
+    pairs = result["per_pair"]
+    assert len(pairs) == 4 and all(p["N"] != p["M"] for p in pairs)
+    assert np.allclose([p["N_style"] for p in pairs], real[[p["N"] for p in pairs]])
+    for name in ("primed", "unprimed"):
+        closer, _, _ = closer_to_first(
+            np.array([p[name] for p in pairs]), real[[p["N"] for p in pairs]], real[[p["M"] for p in pairs]], real
+        )
+        assert result[name]["closer_to_N"] == pytest.approx(closer.mean())
+    assert "same_writer" not in result  # no line shares a writer

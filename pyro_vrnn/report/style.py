@@ -94,18 +94,50 @@ def measure(line, num_characters):
 
 
 def measure_all(lines, texts):
-    """[N, 3] array: the Style of each line, with the text it writes."""
-    return np.array([measure(line, len(text)) for line, text in zip(lines, texts)], dtype=np.float64)
+    """[N, 3] array: the Style of each line, with the text it writes (NaN for a line without text)."""
+    styles = [
+        measure(line, len(text)) if text else Style(math.nan, math.nan, math.nan) for line, text in zip(lines, texts)
+    ]
+    return np.array(styles, dtype=np.float64)
 
 
 def standardized(styles, reference):
     """styles [..., 3] as z-scores against `reference` [N, 3] (e.g. the real lines of a split): each measure's
     mean and standard deviation over the reference lines, so that a degree of slant and a unit of height count
-    as much as they vary between lines."""
+    as much as they vary between lines (reference lines that could not be measured, NaN, are left out)."""
     reference = np.asarray(reference, dtype=np.float64)
-    return (np.asarray(styles, dtype=np.float64) - reference.mean(0)) / reference.std(0)
+    return (np.asarray(styles, dtype=np.float64) - np.nanmean(reference, 0)) / np.nanstd(reference, 0)
 
 
 def distance(a, b):
     """Euclidean distance between standardized styles [..., 3]."""
     return np.sqrt(np.sum((np.asarray(a) - np.asarray(b)) ** 2, axis=-1))
+
+
+def writer_of(name):
+    """The writer of a line named as IAM-OnDB names it, form-line (a01-000u-01, hershey's h00-015-03): one form
+    is written by one writer (a hershey form is all of one synthetic writer's lines)."""
+    return name.rsplit("-", 1)[0]
+
+
+def style_pairs(writers, usable, num, rng):
+    """`num` pairs (n, m) of the `usable` line indices: n any, m one of another writer than n's (`writers`: one
+    per line). A line with no other writer's line is never n."""
+    writers, usable = np.asarray(writers), np.asarray(usable, dtype=np.int64)
+    eligible = [n for n in usable if np.any(writers[usable] != writers[n])]
+    if not eligible:
+        raise ValueError("the test lines with text are all of one writer: no pair of two styles")
+    pairs = []
+    for _ in range(num):
+        n = int(rng.choice(eligible))
+        m = int(rng.choice(usable[writers[usable] != writers[n]]))
+        pairs.append((n, m))
+    return pairs
+
+
+def closer_to_first(styles, first, second, reference):
+    """[N] bool: each of `styles` [N, 3] nearer (standardized against `reference`) to `first` [N, 3] than to
+    `second` [N, 3]; and the two distances [N] each."""
+    z, a, b = (standardized(s, reference) for s in (styles, first, second))
+    to_first, to_second = distance(z, a), distance(z, b)
+    return to_first < to_second, to_first, to_second
