@@ -5,11 +5,16 @@ import math
 import os
 
 import numpy as np
+import pyro
+import pyro.poutine as poutine
 import pytest
+import torch
 from conftest import load_script
+from pyro.infer import TraceMeanField_ELBO
 
 from pyro_vrnn.data.iam import strokes_to_offsets
-from pyro_vrnn.report.figures import Run
+from pyro_vrnn.nn.text_window import encode_texts
+from pyro_vrnn.report.figures import Run, latent_activity
 from pyro_vrnn.report.style import (
     closer_to_first,
     distance,
@@ -21,6 +26,7 @@ from pyro_vrnn.report.style import (
 )
 from pyro_vrnn.train.config import make_config
 from pyro_vrnn.train.loop import train
+from pyro_vrnn.train.process import TrainingError
 
 
 def letters(num, height=1.0, advance=1.5):
@@ -138,23 +144,29 @@ def test_closer_to_first_by_standardized_distance():
     assert closer.tolist() == [False]  # 0.72 from N, 0.32 from M
 
 
-def test_style_script_reports_the_fractions_its_pairs_give(lines_with_text, tmp_path):
-    """run/style.py on a cvrnn-gmm trained for two steps: its fractions are those of the styles it records, each
-    pair is of two lines (the file has no names: each line its own writer), and the unprimed control writes the
-    same phrases."""
+@pytest.fixture(scope="module")
+def tiny_cvrnn(lines_with_text, tmp_path_factory):
+    """A cvrnn-gmm trained for two steps on 30 embedded lines with their texts."""
     sizes = dict(hidden=8, z_dim=2, x_features=4, z_features=4, enc_hidden=4, prior_hidden=4, dec_hidden=4)
     config = make_config(
         "hdf5",
         model="cvrnn-gmm",
         data_dir=lines_with_text,
-        out=str(tmp_path / "run"),
+        out=str(tmp_path_factory.mktemp("style") / "run"),
         batch_size=8,
         max_steps=2,
         threads=1,
         components=2,
         **sizes,
     )
-    run_dir = train(config, quiet=True)
+    return train(config, quiet=True)
+
+
+def test_style_script_reports_the_fractions_its_pairs_give(tiny_cvrnn, tmp_path):
+    """run/style.py on a cvrnn-gmm trained for two steps: its fractions are those of the styles it records, each
+    pair is of two lines (the file has no names: each line its own writer), and the unprimed control writes the
+    same phrases."""
+    run_dir = tiny_cvrnn
     result = load_script("style").main(["--checkpoint", run_dir, "--pairs", "4", "--bias", "2", "--out", str(tmp_path)])
     assert json.load(open(os.path.join(tmp_path, "style.json"))) == json.loads(json.dumps(result))
     test = Run(run_dir).dataset("test")
@@ -169,3 +181,34 @@ def test_style_script_reports_the_fractions_its_pairs_give(lines_with_text, tmp_
         )
         assert result[name]["closer_to_N"] == pytest.approx(closer.mean())
     assert "same_writer" not in result  # no line shares a writer
+
+
+def test_figure2_of_a_model_conditioned_on_text_reads_the_line_with_its_text(tiny_cvrnn, tmp_path):
+    """Figure 2 (run/analyze.py) for a cvrnn-gmm: with the same draws of the guide, the ELBO of the line with its
+    text is its log-likelihood less sum_t KL_t; another text moves the window, and so the KL; none is refused."""
+    run = Run(tiny_cvrnn)
+    test = run.dataset("test")
+    line, text = test[0], test.texts[0]
+    x, mask = line[None], torch.ones(1, len(line), dtype=torch.bool)
+    encoded = encode_texts([text], run.vrnn.alphabet)
+    pyro.set_rng_seed(3)
+    kl = latent_activity(run.model, run.guide, run.vrnn, line, text=text)["kl"]
+    pyro.set_rng_seed(3)
+    with torch.no_grad():
+        guide_trace = poutine.trace(run.guide).get_trace(run.vrnn, x, mask, text=encoded)
+        model_trace = poutine.trace(poutine.replay(run.model, trace=guide_trace)).get_trace(
+            run.vrnn, x, mask, text=encoded
+        )
+    model_trace.compute_log_prob()
+    log_likelihood = sum(site["log_prob_sum"].item() for name, site in model_trace.nodes.items() if name[:2] == "x_")
+    pyro.set_rng_seed(3)
+    with torch.no_grad():
+        elbo = -TraceMeanField_ELBO(max_plate_nesting=1).loss(run.model, run.guide, run.vrnn, x, mask, text=encoded)
+    assert elbo == pytest.approx(log_likelihood - kl.sum(), rel=1e-4, abs=1e-3)
+    pyro.set_rng_seed(3)
+    other = latent_activity(run.model, run.guide, run.vrnn, line, text="a" * len(text))["kl"]
+    assert not np.allclose(other, kl)
+    with pytest.raises(TrainingError, match="with its text"):
+        latent_activity(run.model, run.guide, run.vrnn, line)
+    written = load_script("analyze").main(["--checkpoint", tiny_cvrnn, "--split", "test", "--out", str(tmp_path)])
+    assert sorted(os.path.basename(p) for p in written) == ["figure2-test-0.csv", "figure2-test-0.png"]
