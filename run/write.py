@@ -141,11 +141,12 @@ def draw(writings, run, args, out):
             path = os.path.join(out, f"write-{len(written) + 1:02d}.npy")
             np.save(path, line.astype(np.float32))
             written.append(path)
-            rows.append(line)
+            # after a priming line, whose last row lifts the pen, the first offset moves the pen up: not drawn
+            rows.append(line if prime is None else line[1:])
             titles.append(f"sample {len(written)}" + ("" if done else " (stopped at the step cap)"))
     suptitle = f"{args.text!r}, {run.describe()}" + (f", bias {args.bias:g}" if args.bias else "")
     picture = os.path.join(out, "write.png")
-    plots.plot_handwriting(rows, picture, titles, suptitle)
+    plots.plot_handwriting(rows, picture, titles, suptitle, same_scale=True)
     return [picture] + written
 
 
