@@ -95,8 +95,9 @@ def plot_handwriting(sequences, path, titles=None, suptitle=None, prime_steps=0,
         draw_handwriting(ax, sequences[i], prime_steps)
         if same_scale:
             left, middle = points[i][:, 0].min(), (points[i][:, 1].min() + points[i][:, 1].max()) / 2
-            ax.set_xlim(left, left + width)
-            ax.set_ylim(middle - height / 2, middle + height / 2)
+            pad = 0.02 * max(width, height)  # so that the pen's width at the edges is not cut off
+            ax.set_xlim(left - pad, left + width + pad)
+            ax.set_ylim(middle - height / 2 - pad, middle + height / 2 + pad)
 
     return plot_rows(range(len(sequences)), path, draw, 1.4, titles, suptitle)
 
