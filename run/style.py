@@ -3,7 +3,9 @@
     python run/style.py --checkpoint runs/RUN                       # 100 pairs of test lines, bias 0
     python run/style.py --checkpoint runs/RUN --pairs 100 --bias 1 --seed 0
 
-For each of --pairs pairs of test lines (N, M) by two different writers, the model writes a new phrase primed on
+For each of --pairs pairs of test lines (N, M) by two different writers (lines of different forms: a hershey
+form is one writer's; on IAM-OnDB one writer may have written two forms, which can only lower the figure),
+the model writes a new phrase primed on
 line N (run/write.py --style N) and the phrase is measured: slant, letter height and spacing, standardized over
 the test lines. The pair counts when the written line is nearer line N's style than line M's. Two controls on
 the same pairs show what the number means:

@@ -212,3 +212,25 @@ def test_figure2_of_a_model_conditioned_on_text_reads_the_line_with_its_text(tin
         latent_activity(run.model, run.guide, run.vrnn, line)
     written = load_script("analyze").main(["--checkpoint", tiny_cvrnn, "--split", "test", "--out", str(tmp_path)])
     assert sorted(os.path.basename(p) for p in written) == ["figure2-test-0.csv", "figure2-test-0.png"]
+
+
+def test_written_lines_are_drawn_at_one_scale(tmp_path, monkeypatch):
+    """write.png's rows share a scale (plots.plot_handwriting(same_scale=True)): a line twice the size of another
+    spans twice the share of its row, so that a priming line's size and a written one's compare."""
+    from pyro_vrnn.report import plots
+
+    drawn = {}
+
+    def keep(fig, path, dpi=110):
+        drawn["axes"] = [(ax.get_xlim(), ax.get_ylim(), ax.get_position().width) for ax in fig.axes]
+
+    monkeypatch.setattr(plots, "save", keep)
+    small, large = line_of(letters(4)), line_of(letters(4), scale=2.0)
+    plots.plot_handwriting([small, large], str(tmp_path / "rows.png"), same_scale=True)
+    (xs, ys, width_s), (xl, yl, width_l) = drawn["axes"]
+    assert np.ptp(xs) == pytest.approx(np.ptp(xl)) and np.ptp(ys) == pytest.approx(np.ptp(yl))
+    assert width_s == pytest.approx(width_l)
+    # without it, each line fills its row: the small line's axis spans half the units
+    plots.plot_handwriting([small, large], str(tmp_path / "rows.png"))
+    (xs, _, _), (xl, _, _) = drawn["axes"]
+    assert np.ptp(xs) == pytest.approx(np.ptp(xl) / 2, rel=0.1)
