@@ -5,10 +5,9 @@
 
 For each of --pairs pairs of test lines (N, M) by two different writers (lines of different forms: a hershey
 form is one writer's; on IAM-OnDB one writer may have written two forms, which can only lower the figure),
-the model writes a new phrase primed on
-line N (run/write.py --style N) and the phrase is measured: slant, letter height and spacing, standardized over
-the test lines. The pair counts when the written line is nearer line N's style than line M's. Two controls on
-the same pairs show what the number means:
+the model writes a new phrase primed on line N (run/write.py --style N) and the phrase is measured: slant,
+letter height and spacing, standardized over the test lines. The pair counts when the written line is nearer
+line N's style than line M's. Two controls on the same pairs show what the number means:
 
     same writer  another real line by N's writer: how often the measure itself tells N's writer from M's
                  (the most priming could reach);
