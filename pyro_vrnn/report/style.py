@@ -18,7 +18,8 @@ down) where pen_t = 0. Three numbers describe how it is written, whatever it say
 
 A shear by angle a adds a to the slant and leaves the height; scaling a line by k multiplies height and spacing
 by k and leaves the slant (tests/test_style.py). `standardized` puts the three on one scale (z-scores over a set
-of real lines), in which `distance` compares two lines.
+of real lines), in which `distance` compares two lines; `style_pairs` and `closer_to_first` are what
+run/style.py asks with them: is a line written after priming on line N nearer N's style than line M's?
 """
 
 import math
