@@ -12,7 +12,8 @@ that at every step t both Gaussians are at hand (pyro_vrnn/report/figures.py, `l
 and both are drawn in time above the signal: the waveform for speech (Chung et al. 2015, Fig. 2:
 the latent changes line up with changes of the waveform's mode), the features against the time step
 for other real-valued data, the pen offsets with the pen lifts marked and the line itself for
-handwriting, the roll for piano rolls. Writes figure2-SPLIT-INDEX.png
+handwriting, the roll for piano rolls. A model conditioned on text (cvrnn-gmm) reads the line with the
+text it writes, as in training. Writes figure2-SPLIT-INDEX.png
 and .csv (t, delta, kl, and the data) into --out (default: the run directory).
 """
 
@@ -28,8 +29,9 @@ if __name__ == "__main__":  # torch and Pyro take seconds to import: a Ctrl-C me
 import pyro
 
 from pyro_vrnn.data import DataError
-from pyro_vrnn.report.figures import Run, figure2
+from pyro_vrnn.report.figures import Run, check_index, figure2
 from pyro_vrnn.train.checkpoints import resolve_checkpoint
+from pyro_vrnn.train.config import CONDITIONAL_MODELS
 from pyro_vrnn.train.flag_checks import FlagError, check_output_dir, check_seed, parse_device
 from pyro_vrnn.train.process import TrainingError, resolve_device
 
@@ -70,12 +72,16 @@ def main(argv=None):
                 f"{run.config.model} has no latent variables: Figure 2 needs a VRNN "
                 "(vrnn-gmm, vrnn-gauss or vrnn-i-gauss) or an SRNN (srnn, srnn-gmm)"
             )
-        sequence = run.sequence(args.split, args.index, args.data_dir)
+        data = run.dataset(args.split, args.data_dir)
+        check_index(data, args.index, args.split, "--index")
+        sequence = data[args.index]
+        text = data.texts[args.index] if run.config.model in CONDITIONAL_MODELS else None
         os.makedirs(out, exist_ok=True)
         pyro.set_rng_seed(args.seed)
         title = f"{run.describe()}: {args.split} sequence {args.index} ({len(sequence)} steps)"
+        title += f", {text!r}" if text is not None else ""
         written, numbers = figure2(
-            run, sequence, os.path.join(out, f"figure2-{args.split}-{args.index}.png"), args.particles, title
+            run, sequence, os.path.join(out, f"figure2-{args.split}-{args.index}.png"), args.particles, title, text
         )
     except (DataError, TrainingError, FlagError) as error:
         sys.exit(f"error: {error}")

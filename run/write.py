@@ -4,18 +4,20 @@ pyro_vrnn/report/synthesis.py).
     python run/write.py "the quick fox"                                 # the newest cvrnn-gmm / crnn-gmm run
     python run/write.py "the quick fox" --checkpoint runs/RUN --num 4 --bias 1 --seed 2
     python run/write.py "the quick fox" --checkpoint runs/RUN --style 3  # in the style of test line 3
+    python run/write.py "the quick fox" --checkpoint runs/RUN --style 3 40 97 --num 1   # in three styles
 
 Each sample writes the whole text once: z_t from the prior, x_t from the emission, the window moving along the
 text, until it has passed the last character (Graves's criterion: phi(t, U + 1) above phi(t, u) for every
 u <= U), or --max-steps. Writes, into --out (default RUN/write/):
 
-    write.png         the samples, one line each (with --style, the priming line first)
+    write.png         the samples, one line each (with --style, each priming line before its samples)
     write-01.npy ...  each sample's strokes: [T, 3] rows (pen, dx, dy) in the data's own units, pen = 1 at the
                       last point of a stroke (pyro_vrnn/data/iam.py)
 
 --bias B is Graves's sampling bias: mixture weights sharpened by (1 + B), scales divided by e^B; 0 is the model
 itself, 1 to 3 writes more neatly and with less variety. --style N primes the model with test line N and its
-text: the guide runs over that line with its text followed by the new one, and the writing goes on from there.
+text: the guide runs over that line with its text followed by the new one, and the writing goes on from there;
+several lines N give --num samples in each one's style.
 """
 
 import argparse
@@ -50,7 +52,9 @@ def parse_args(argv=None):
     )
     p.add_argument("--num", type=int, default=4, help="samples of the text (default 4)")
     p.add_argument("--bias", type=float, default=0.0, help="Graves's sampling bias B >= 0 (default 0: the model)")
-    p.add_argument("--style", type=int, metavar="N", help="write in the style of test line N (priming)")
+    p.add_argument(
+        "--style", type=int, nargs="+", metavar="N", help="write in the style of test line N (priming); several: each"
+    )
     p.add_argument("--max-steps", type=int, help="steps a sample may take at most (default 40 a character)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--data-dir", help="where the dataset's files are, if not where the run found them (--style)")
@@ -80,16 +84,21 @@ def main(argv=None):
                 f"{run.path} is a {run.config.model}, which writes no given text; pass a run of "
                 f"{' or '.join(CONDITIONAL_MODELS)}"
             )
-        prime = prime_text = None
+        primes = [None]  # (index, line, text) of each priming line
         if args.style is not None:
             test = run.dataset("test", args.data_dir)
-            check_index(test, args.style, "test", "--style")
-            prime, prime_text = test[args.style], test.texts[args.style]
+            for n in args.style:
+                check_index(test, n, "test", "--style")
+            primes = [(n, test[n], test.texts[n]) for n in args.style]
         pyro.set_rng_seed(args.seed)
-        lines, finished = write_lines(run, [args.text] * args.num, args.bias, args.max_steps, prime, prime_text)
+        writings = []  # (prime, lines, finished) for each style
+        for prime in primes:
+            line, text = (None, None) if prime is None else prime[1:]
+            writings.append((prime, *write_lines(run, [args.text] * args.num, args.bias, args.max_steps, line, text)))
         out = args.out or check_output_dir(os.path.join(run.run_dir, "write"), "--out (default)")
         os.makedirs(out, exist_ok=True)
-        written = draw(lines, finished, run, args, prime, prime_text, out)
+        written = draw(writings, run, args, out)
+        finished = [done for _, _, done_each in writings for done in done_each]
     except (DataError, TrainingError, ValueError) as error:
         sys.exit(f"error: {error}")
     for path in written:
@@ -99,21 +108,24 @@ def main(argv=None):
     return written
 
 
-def draw(lines, finished, run, args, prime, prime_text, out):
-    """write.png and write-NN.npy; returns their paths."""
-    written = []
-    for i, line in enumerate(lines):
-        path = os.path.join(out, f"write-{i + 1:02d}.npy")
-        np.save(path, line.astype(np.float32))
-        written.append(path)
-    titles = [f"sample {i + 1}" + ("" if done else " (stopped at the step cap)") for i, done in enumerate(finished)]
-    rows = list(lines)
-    if prime is not None:
-        rows.insert(0, prime.numpy() * np.asarray(run.info["std"]) + np.asarray(run.info["mean"]))
-        titles.insert(0, f"test line {args.style}: {prime_text!r} (the style)")
+def draw(writings, run, args, out):
+    """write.png and write-NN.npy (numbered on across styles); returns their paths."""
+    written, rows, titles = [], [], []
+    for prime, lines, finished in writings:
+        if prime is not None:
+            n, line, text = prime
+            rows.append(line.numpy() * np.asarray(run.info["std"]) + np.asarray(run.info["mean"]))
+            titles.append(f"test line {n}: {text!r} (the style)")
+        for line, done in zip(lines, finished):
+            path = os.path.join(out, f"write-{len(written) + 1:02d}.npy")
+            np.save(path, line.astype(np.float32))
+            written.append(path)
+            # after a priming line, whose last row lifts the pen, the first offset moves the pen up: not drawn
+            rows.append(line if prime is None else line[1:])
+            titles.append(f"sample {len(written)}" + ("" if done else " (stopped at the step cap)"))
     suptitle = f"{args.text!r}, {run.describe()}" + (f", bias {args.bias:g}" if args.bias else "")
     picture = os.path.join(out, "write.png")
-    plots.plot_handwriting(rows, picture, titles, suptitle)
+    plots.plot_handwriting(rows, picture, titles, suptitle, same_scale=True)
     return [picture] + written
 
 

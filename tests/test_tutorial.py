@@ -37,6 +37,7 @@ TINY = {
     "sample.py": ["--length", "15"],
     "figure3.py": ["--num", "2", "--length", "15"],
     "analyze.py": [],
+    "write.py": ["--num", "1", "--max-steps", "40"],
     "evaluate_ll.py": ["--num-samples", "2", "--batch-size", "256"],
 }
 FENCE = re.compile(r"^(?P<indent>[ \t]*)```(?P<lang>\w*)\n(?P<body>.*?)^(?P=indent)```", re.M | re.S)

@@ -93,6 +93,11 @@ def test_write_script_writes_pictures_and_strokes(tiny_run, tmp_path):
     # --style: primed with test line 0 and its text; the default output folder is the run's
     again = write_script.main(["the old", "--checkpoint", tiny_run, "--num", "1", "--style", "0", "--bias", "2"])
     assert os.path.dirname(again[0]) == os.path.join(tiny_run, "write")
+    # several styles: --num samples after each priming line, numbered on
+    out = str(tmp_path / "styles")
+    styles = write_script.main(["the old", "--checkpoint", tiny_run, "--num", "2", "--style", "0", "0", "--out", out])
+    assert sorted(os.listdir(out)) == ["write-01.npy", "write-02.npy", "write-03.npy", "write-04.npy", "write.png"]
+    assert len(styles) == 5
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,7 @@ from pyro_vrnn import data as datasets, models
 from pyro_vrnn.data import write_wav
 from pyro_vrnn.data.tokens import decode
 from pyro_vrnn.infer.objectives import traces
-from pyro_vrnn.nn.text_window import ConditionalVRNN
+from pyro_vrnn.nn.text_window import ConditionalVRNN, encode_texts
 from pyro_vrnn.report import plots
 from pyro_vrnn.report.sampling import generate, to_data_units
 from pyro_vrnn.report.synthesis import phrases, write_lines
@@ -217,8 +217,9 @@ def sample_run(run, num, steps, seed=0, tau=1.0, prime=None):
 
 
 @torch.no_grad()
-def latent_activity(model, guide, vrnn, sequence, particles=1):
-    """Figure 2's numbers for one normalized sequence [T, D]: a dict of [T] numpy arrays
+def latent_activity(model, guide, vrnn, sequence, particles=1, text=None):
+    """Figure 2's numbers for one normalized sequence [T, D] (and, for a model conditioned on text, the `text` that
+    it writes, a string): a dict of [T] numpy arrays
 
         delta  sum_j (mu_z,t^j - mu_z,t-1^j)^2, the squared change of the guide's mean (delta_1 = 0)
         kl     KL(q(z_t | x_<=t, z_<t) || p(z_t | x_<t, z_<t)), analytic (both are diagonal Gaussians)
@@ -231,11 +232,12 @@ def latent_activity(model, guide, vrnn, sequence, particles=1):
     x = torch.as_tensor(sequence, dtype=torch.float32).to(next(vrnn.parameters()).device)
     x = x.expand(particles, -1, -1)  # independent particles as a batch of copies
     mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+    conditioned = {}
     if isinstance(vrnn, ConditionalVRNN):
-        raise TrainingError(
-            "Figure 2 is drawn for the models without text; a text-conditioned one needs its line's text"
-        )
-    guide_trace, model_trace = traces(model, guide, vrnn, x, mask)
+        if text is None:
+            raise TrainingError("a model conditioned on text draws Figure 2 for a line with its text: pass it")
+        conditioned["text"] = encode_texts([text] * particles, vrnn.alphabet, x.device)
+    guide_trace, model_trace = traces(model, guide, vrnn, x, mask, **conditioned)
     names = [f"z_{t + 1}" for t in range(x.shape[1])]
     if names[0] not in guide_trace.nodes:
         raise TrainingError("this model has no latent variables (an RNN baseline): Figure 2 needs a VRNN")
@@ -248,11 +250,12 @@ def latent_activity(model, guide, vrnn, sequence, particles=1):
     return {"delta": delta.mean(0).cpu().numpy(), "kl": kl.mean(0).cpu().numpy(), "mu": mu[0].cpu().numpy()}
 
 
-def figure2(run, sequence, path, particles=1, title=None):
-    """Compute Figure 2's numbers on a normalized sequence and draw them; writes PATH.png and PATH.csv.
+def figure2(run, sequence, path, particles=1, title=None, text=None):
+    """Compute Figure 2's numbers on a normalized sequence (with its `text`, for a model conditioned on text) and
+    draw them; writes PATH.png and PATH.csv.
 
     Returns (paths written, the numbers)."""
-    numbers = latent_activity(run.model, run.guide, run.vrnn, sequence, particles)
+    numbers = latent_activity(run.model, run.guide, run.vrnn, sequence, particles, text)
     kind = run.info["kind"]
     data = to_data_units(sequence, run.info) if kind != "binary" else np.asarray(sequence)
     stem = os.path.splitext(path)[0]

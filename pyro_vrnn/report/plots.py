@@ -84,9 +84,22 @@ def plot_rows(items, path, draw, row_height, titles=None, suptitle=None, xlabel=
     return save(fig, path)
 
 
-def plot_handwriting(sequences, path, titles=None, suptitle=None, prime_steps=0):
-    """One row per line of (pen, dx, dy) rows in data units; writes a PNG at `path`."""
-    return plot_rows(sequences, path, lambda ax, seq: draw_handwriting(ax, seq, prime_steps), 1.4, titles, suptitle)
+def plot_handwriting(sequences, path, titles=None, suptitle=None, prime_steps=0, same_scale=False):
+    """One row per line of (pen, dx, dy) rows in data units; writes a PNG at `path`. same_scale: a data unit is
+    as long in every row, each line at its row's left, so that the lines' sizes compare (else each fills its row)."""
+    points = [np.concatenate(offsets_to_strokes(seq)) for seq in sequences]
+    width = max(np.ptp(p[:, 0]) for p in points)
+    height = max(np.ptp(p[:, 1]) for p in points)
+
+    def draw(ax, i):
+        draw_handwriting(ax, sequences[i], prime_steps)
+        if same_scale:
+            left, middle = points[i][:, 0].min(), (points[i][:, 1].min() + points[i][:, 1].max()) / 2
+            pad = 0.02 * max(width, height)  # so that the pen's width at the edges is not cut off
+            ax.set_xlim(left - pad, left + width + pad)
+            ax.set_ylim(middle - height / 2 - pad, middle + height / 2 + pad)
+
+    return plot_rows(range(len(sequences)), path, draw, 1.4, titles, suptitle)
 
 
 def plot_figure3(columns, path, suptitle=None):
