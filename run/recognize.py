@@ -8,10 +8,13 @@ lines that a model wrote (run/write.py) with a trained one.
     python run/recognize.py --written-by runs/RUN --phrases 100 --bias 1   # CER of what a model writes
 
 Training writes, into --out (default runs/recognizer): recognizer.pt (the weights with the best validation
-CER, written atomically), log.jsonl (one record an epoch: loss, validation CER) and cer.json (the test CER,
-or validation's where the set has no test lines). --read prints what each file says and the CER against
---text. --written-by has a model conditioned on text (run/write.py's) write --phrases phrases of the
-embedded vocabulary that no training line says, reads them, and writes their CER into OUT/written_cer.json.
+CER), last.pt (the weights, Adam's state and the epoch, after every epoch; both written atomically),
+log.jsonl (one record an epoch: loss, validation CER) and cer.json (the test CER, or validation's where the
+set has no test lines). `--resume` goes on from last.pt to --epochs in all (a killed or --max-minutes run):
+the batches of each epoch depend only on the seed and the epoch, so the weights come out as one run's would.
+--read prints what each file says and the CER against --text. --written-by has a model conditioned on text
+(run/write.py's) write --phrases phrases of the embedded vocabulary that no training line says, reads them,
+and writes their CER into OUT/written_cer.json.
 """
 
 import argparse
@@ -49,7 +52,8 @@ def parse_args(argv=None):
     p.add_argument("--data-dir", help="where the dataset's files are")
     p.add_argument("--out", default=os.path.join("runs", "recognizer"), help="default runs/recognizer")
     p.add_argument("--epochs", type=int, default=20, help="passes over the training lines (default 20)")
-    p.add_argument("--max-minutes", type=float, help="stop training after this many minutes")
+    p.add_argument("--max-minutes", type=float, help="stop training after this many minutes (of this call)")
+    p.add_argument("--resume", action="store_true", help="go on from OUT/last.pt up to --epochs in all")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--hidden", type=int, default=128, help="LSTM units each way (default 128)")
@@ -84,10 +88,14 @@ def train(args):
     sampler = datasets.LengthBucketSampler(train_set.lengths[with_text], args.batch_size, seed=args.seed)
     os.makedirs(args.out, exist_ok=True)
     path, log_path = os.path.join(args.out, "recognizer.pt"), os.path.join(args.out, "log.jsonl")
-    best, start = math.inf, time.time()
+    last_path = os.path.join(args.out, "last.pt")
+    best, first, start = math.inf, 0, time.time()
     state = {"alphabet": alphabet, "hidden": args.hidden, "layers": args.layers}
-    with open(log_path, "w") as log:
-        for epoch in range(args.epochs):
+    if args.resume:
+        best, first = resume(args, last_path, state, recognizer, optimizer)
+    epoch = first - 1
+    with open(log_path, "a" if args.resume else "w") as log:
+        for epoch in range(first, args.epochs):
             sampler.set_epoch(epoch)
             total = 0.0
             for batch in tqdm(list(sampler), desc=f"epoch {epoch + 1}/{args.epochs}", leave=False):
@@ -113,6 +121,10 @@ def train(args):
             if cer < best:
                 best = cer
                 save_atomically(dict(state, model=recognizer.state_dict()), path)
+            progress = dict(epoch=epoch + 1, best_cer=best, seed=args.seed, batch_size=args.batch_size, lr=args.lr)
+            save_atomically(
+                dict(state, model=recognizer.state_dict(), optimizer=optimizer.state_dict(), **progress), last_path
+            )
             if args.max_minutes is not None and time.time() - start > 60 * args.max_minutes:
                 print(f"stopping after {args.max_minutes:g} minutes", flush=True)
                 break
@@ -125,6 +137,27 @@ def train(args):
         json.dump(result, f, indent=1)
     print(f"{split} CER {result['cer']:.3f} over {len(truth)} lines; wrote {path}", flush=True)
     return result
+
+
+def resume(args, last_path, state, recognizer, optimizer):
+    """Load last.pt into the recognizer and Adam; (best validation CER so far, epochs done). One line if it is
+    missing or was trained with other settings."""
+    try:
+        saved = torch.load(last_path, weights_only=True)  # data only: a checkpoint never runs code
+    except OSError:
+        raise TrainingError(f"--resume: no {last_path}; train without --resume first") from None
+    except (RuntimeError, pickle.UnpicklingError) as error:
+        raise TrainingError(f"--resume: {last_path} is not a recognizer checkpoint ({error})") from None
+    ours = dict(state, seed=args.seed, batch_size=args.batch_size, lr=args.lr)
+    theirs = {key: saved.get(key) for key in ours}
+    if theirs != ours:
+        changed = ", ".join(f"{k} {theirs[k]!r} (now {ours[k]!r})" for k in ours if theirs[k] != ours[k])
+        raise TrainingError(f"--resume: {last_path} was trained with {changed}; pass the same settings")
+    if saved["epoch"] >= args.epochs:
+        raise TrainingError(f"--resume: {last_path} has done {saved['epoch']} epochs already; raise --epochs")
+    recognizer.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    return saved["best_cer"], saved["epoch"]
 
 
 def load_recognizer(path):

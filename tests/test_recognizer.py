@@ -58,7 +58,7 @@ def test_recognize_script_trains_and_reads(lines_with_text, tmp_path):
     out = str(tmp_path / "rec")
     result = script.main(["--dataset", "hdf5", "--data-dir", lines_with_text, "--out", out, "--epochs", "2",
                           "--hidden", "8", "--layers", "1"])  # fmt: skip
-    assert sorted(os.listdir(out)) == ["cer.json", "log.jsonl", "recognizer.pt"]
+    assert sorted(os.listdir(out)) == ["cer.json", "last.pt", "log.jsonl", "recognizer.pt"]
     with open(os.path.join(out, "cer.json")) as f:
         saved = json.load(f)
     assert saved["split"] == "test" and saved["lines"] == 7 and saved["cer"] == pytest.approx(result["cer"])
@@ -90,3 +90,25 @@ def test_reading_what_a_model_writes(lines_with_text, tmp_path):
     train_texts = set(datasets.load("hdf5", data_dir=lines_with_text, verbose=False)["train"].texts)
     assert result["phrases"] == 3 and not {e["truth"] for e in result["examples"]} & train_texts
     assert result["cer"] >= 0 and os.path.exists(os.path.join(out, "written_cer.json"))
+
+
+def test_a_resumed_recognizer_ends_with_the_weights_of_one_run(lines_with_text, tmp_path):
+    """1 epoch, then --resume to 3, gives the weights of 3 epochs in one call (Adam's state and the epoch's batches
+    are restored); the log holds all three epochs; a mismatched --lr or a finished run is one line."""
+    script = load_script("recognize")
+    flags = ["--dataset", "hdf5", "--data-dir", lines_with_text, "--hidden", "8", "--layers", "1", "--lr", "0.01"]
+    whole, parts = str(tmp_path / "whole"), str(tmp_path / "parts")
+    script.main([*flags, "--out", whole, "--epochs", "3"])
+    script.main([*flags, "--out", parts, "--epochs", "1"])
+    script.main([*flags, "--out", parts, "--epochs", "3", "--resume"])
+    one, two = (torch.load(os.path.join(d, "last.pt"), weights_only=True) for d in (whole, parts))
+    assert one["epoch"] == two["epoch"] == 3
+    for name, value in one["model"].items():
+        assert torch.equal(value, two["model"][name]), name
+    assert [json.loads(line)["epoch"] for line in open(os.path.join(parts, "log.jsonl"))] == [1, 2, 3]
+    with pytest.raises(SystemExit, match="was trained with lr 0.01 \\(now 0.02\\)"):
+        script.main([*flags[:-1], "0.02", "--out", parts, "--epochs", "4", "--resume"])
+    with pytest.raises(SystemExit, match="has done 3 epochs already; raise --epochs"):
+        script.main([*flags, "--out", parts, "--epochs", "3", "--resume"])
+    with pytest.raises(SystemExit, match="no .*last.pt; train without --resume first"):
+        script.main([*flags, "--out", str(tmp_path / "none"), "--epochs", "3", "--resume"])
