@@ -92,7 +92,7 @@ def config_for(args):
                 f"{getattr(config, key)}; drop it or start a new run"
             )
     if "elbo" in overrides:  # another objective: what served the run's gives way unless given, as in make_config
-        if config.elbo in PARTICLE_BOUNDS:  # no KL term to anneal or grant free bits (e.g. hershey's preset)
+        if config.elbo in PARTICLE_BOUNDS:  # no KL term to anneal or grant free bits (e.g. chorales' preset)
             for lever in ("kl_anneal_epochs", "free_bits"):
                 if lever not in overrides:
                     setattr(config, lever, 0.0)

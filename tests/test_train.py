@@ -244,14 +244,14 @@ def test_flags_a_model_has_no_use_for_get_a_note_each():
         "note: --srnn-resq does not apply to vrnn-gmm, which is not an SRNN; it is ignored"
     ]
     assert unused_flags(make_config("hershey", model="srnn-gmm"), {"srnn_resq", "components", "free_bits"}) == []
-    assert unused_flags(make_config("hershey", model="rnn-gauss"), set()) == []  # the preset's free bits: no note
+    assert unused_flags(make_config("chorales", model="rnn-gauss"), set()) == []  # the preset's levers: no note
 
 
 def test_another_objective_on_resume_drops_what_served_the_old_one(tmp_path, hershey_cache):
-    """--elbo may change on resume (run/svi.py's RESUMABLE): the preset's free bits give way to --elbo iwae, as
-    for a new run, and --particles returns to 1 for an ELBO; a KL lever the user passes with iwae is refused."""
+    """--elbo may change on resume (run/svi.py's RESUMABLE): the run's free bits give way to --elbo iwae, as a
+    preset's do for a new run, and --particles returns to 1 for an ELBO; a KL lever passed with iwae is refused."""
     svi_script, run = fresh_script("svi"), str(tmp_path / "run")
-    svi_script.main(["--out", run, "--max-steps", "1", *flags(TINY_SIZES)])  # hershey's preset: free bits 0.05
+    svi_script.main(["--out", run, "--max-steps", "1", "--free-bits", "0.05", *flags(TINY_SIZES)])
     assert load_checkpoint(os.path.join(run, "last.pt"))["config"]["free_bits"] == 0.05
     svi_script.main(["--resume", run, "--elbo", "iwae", "--particles", "2", "--max-steps", "2"])
     state = load_checkpoint(os.path.join(run, "last.pt"))

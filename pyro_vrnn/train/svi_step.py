@@ -13,7 +13,7 @@ model (pyro_vrnn/infer/record.py). The ELBO is the one `make_elbo` picks:
     --elbo trace --scoring steps  Pyro's Trace_ELBO itself
     --elbo meanfield              FreeBitsELBO(0): TraceMeanField_ELBO's, the KL of all steps in one call
                                   (with --scoring steps: Pyro's TraceMeanField_ELBO itself)
-    --free-bits L > 0             FreeBitsELBO(L), with either scoring (the presets: hershey, iam, ...)
+    --free-bits L > 0             FreeBitsELBO(L), with either scoring (the chorales preset)
     --elbo iwae / fivo            IWAEELBO / FIVOELBO (objectives.py)
 
 each the same loss and gradients as Pyro's class it names (tests/test_stacked_elbo.py).
