@@ -42,7 +42,7 @@ from pyro_vrnn.nn.recognizer import Recognizer, character_error_rate, pad, read_
 from pyro_vrnn.nn.text_window import training_alphabet
 from pyro_vrnn.report.figures import Run
 from pyro_vrnn.report.synthesis import phrases, write_lines
-from pyro_vrnn.train.flag_checks import check_output_dir, check_seed
+from pyro_vrnn.train.flag_checks import check_bias, check_output_dir, check_seed
 from pyro_vrnn.train.process import TrainingError
 
 
@@ -228,6 +228,7 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         check_seed(args.seed)
+        check_bias(args.bias)
         if args.epochs < 1 or args.batch_size < 1 or args.hidden < 1 or args.layers < 1:
             raise TrainingError("--epochs, --batch-size, --hidden and --layers must be at least 1")
         if args.threads:

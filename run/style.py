@@ -36,7 +36,7 @@ from pyro_vrnn.report.figures import Run
 from pyro_vrnn.report.style import Style, closer_to_first, measure, measure_all, style_pairs, writer_of
 from pyro_vrnn.report.synthesis import phrases, write_lines
 from pyro_vrnn.train.config import CONDITIONAL_MODELS
-from pyro_vrnn.train.flag_checks import FlagError, check_output_dir, check_seed, parse_device
+from pyro_vrnn.train.flag_checks import FlagError, check_bias, check_output_dir, check_seed, parse_device
 from pyro_vrnn.train.process import TrainingError, resolve_device
 
 
@@ -116,8 +116,7 @@ def main(argv=None):
         parse_device(args.device)
         if args.pairs < 1:
             raise TrainingError("--pairs must be at least 1")
-        if not (args.bias >= 0 and np.isfinite(args.bias)):
-            raise TrainingError(f"--bias is {args.bias}; it must be a finite number, 0 or more")
+        check_bias(args.bias)
         if args.out is not None:
             check_output_dir(args.out, "--out")
         if not os.path.exists(args.checkpoint):

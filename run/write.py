@@ -37,7 +37,7 @@ from pyro_vrnn.report import plots
 from pyro_vrnn.report.figures import Run, check_index
 from pyro_vrnn.report.synthesis import write_lines
 from pyro_vrnn.train.config import CONDITIONAL_MODELS
-from pyro_vrnn.train.flag_checks import check_output_dir, check_seed, parse_device
+from pyro_vrnn.train.flag_checks import check_bias, check_output_dir, check_seed, parse_device
 from pyro_vrnn.train.process import TrainingError, resolve_device
 from pyro_vrnn.train.run_directory import newest_run
 
@@ -71,8 +71,7 @@ def main(argv=None):
         parse_device(args.device)
         if args.num < 1 or (args.max_steps is not None and args.max_steps < 1):
             raise TrainingError("--num and --max-steps must be at least 1")
-        if not (args.bias >= 0 and np.isfinite(args.bias)):
-            raise TrainingError(f"--bias is {args.bias}; it must be a finite number, 0 or more")
+        check_bias(args.bias)
         if args.out is not None:
             check_output_dir(args.out, "--out")
         checkpoint = args.checkpoint or newest_run(DEFAULT_RUNS, CONDITIONAL_MODELS)

@@ -131,3 +131,14 @@ def test_a_style_line_out_of_range_and_an_unconditional_run(tiny_run, tmp_path, 
     with pytest.raises(SystemExit) as stop:
         write_script.main(["the", "--checkpoint", run, "--out", str(tmp_path / "o")])
     assert "is a rnn-gmm, which writes no given text" in str(stop.value.code)
+
+
+@pytest.mark.parametrize("script_name", ["write", "style", "recognize"])
+@pytest.mark.parametrize("bias", ["-1", "nan", "inf"])
+def test_every_script_that_writes_refuses_a_bias_below_zero_or_not_finite(script_name, bias, tmp_path):
+    """One check (flag_checks.check_bias) for the three scripts that take Graves's --bias, before any work."""
+    script = load_script(script_name)
+    run = str(tmp_path / "run")
+    args = {"write": ["some text"], "style": ["--checkpoint", run], "recognize": ["--written-by", run]}[script_name]
+    with pytest.raises(SystemExit, match=f"--bias is {float(bias)}; it must be a finite number, 0 or more"):
+        script.main([*args, "--bias", bias, "--out", str(tmp_path / "out")])

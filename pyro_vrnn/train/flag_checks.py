@@ -28,6 +28,13 @@ def check_seed(seed, flag="--seed", processes=1):
     return seed
 
 
+def check_bias(bias, flag="--bias"):
+    """Graves's sampling bias (pyro_vrnn/report/synthesis.py): a finite number, 0 or more. Returns it."""
+    if not (bias >= 0 and math.isfinite(bias)):
+        raise FlagError(f"{flag} is {bias}; it must be a finite number, 0 or more")
+    return bias
+
+
 def parse_device(name, flag="--device"):
     """The device name, checked: auto, cpu, cuda or cuda:N for a GPU that torch sees. Returns it."""
     text = str(name)
