@@ -349,6 +349,7 @@ def bench_importance(name, data, steps, args, device, clock):
     x, mask = make_batch(data, args.is_batch, steps, device, args.seed + 1)
     k = args.num_samples
     chunk = args.chunk_size
+    budget = None
     if chunk is None:  # as evaluate_dataset chooses it
         budget = args.memory_budget * 2**20 if args.memory_budget else evaluate.memory_budget(device)
         chunk = evaluate.default_chunk_size(k, x.shape[0], steps, vrnn, budget)
@@ -372,7 +373,7 @@ def bench_importance(name, data, steps, args, device, clock):
     result = compare(clock, pyro_estimate, plain, args.is_repeats)
     for key in ("pyro_s", "torch_s", "pyro_wall_s", *(f"{form}_s" for form in reference.FORMS)):
         result[key[: -len("_s")] + "_s_per_seq"] = result.pop(key) / x.shape[0]
-    result.update(num_samples=k, chunk_size=chunk, sequences=x.shape[0])
+    result.update(num_samples=k, chunk_size=chunk, sequences=x.shape[0], memory_budget_bytes=budget)
     if not args.no_memory:  # each plain form's: the per-step one keeps no tensor over all steps
         result["pyro_peak_bytes"] = peak_memory(pyro_estimate, device)
         for form, estimate in plain.items():
@@ -383,6 +384,14 @@ def bench_importance(name, data, steps, args, device, clock):
 
 def mib(n):
     return "-" if n is None else f"{n / 2**20:.0f}"
+
+
+def over_budget(row):
+    """The budget that sized an IS row's chunks, in MiB, marked "(over)" where the Pyro pass went past it."""
+    budget, peak = row.get("memory_budget_bytes"), row.get("pyro_peak_bytes")
+    if budget is None:
+        return "-"
+    return mib(budget) + (" (over)" if peak is not None and peak > budget else "")
 
 
 @one_line_ctrl_c("the rows measured so far are in the --json file, if one was given")
@@ -440,12 +449,13 @@ def measure(args, device):
     if "is" in args.objectives and latent:
         print(
             f"\nimportance-sampled log p(x), K = {args.num_samples} ({args.is_repeats} repeats, "
-            f"{args.is_batch} sequences a batch; per sequence; peak memory in MiB)"
+            f"{args.is_batch} sequences a batch; per sequence; peak memory in MiB, and the budget that sized the "
+            f"chunks, which the Pyro pass should keep within)"
         )
         print(
             f"{'model':14s} {'dim':>4s} {'T':>5s} {'chunk':>5s} {'pyro s/seq':>11s} {'floor s/seq':>12s} "
             f"{'faster':>8s} {'ratio':>6s} {'/step':>6s} {'/batch':>6s} {'pyro MiB':>9s} {'torch MiB':>10s} "
-            f"{'per-step MiB':>13s}"
+            f"{'per-step MiB':>13s} {'budget MiB':>11s}"
         )
         for data in data_rows(args):
             for steps in args.is_steps or args.steps:
@@ -457,7 +467,8 @@ def measure(args, device):
                         f"{name:14s} {str(data):>4s} {steps:5d} {r['chunk_size']:5d} {r['pyro_s_per_seq']:11.4f} "
                         f"{r['torch_s_per_seq']:12.4f} {r['faster_form']:>8s} {r['ratio']:6.2f} "
                         f"{r['ratio_per_step']:6.2f} {r['ratio_batched']:6.2f} {mib(r.get('pyro_peak_bytes')):>9s} "
-                        f"{mib(r.get('torch_peak_bytes')):>10s} {mib(r.get('per_step_peak_bytes')):>13s}",
+                        f"{mib(r.get('torch_peak_bytes')):>10s} {mib(r.get('per_step_peak_bytes')):>13s} "
+                        f"{over_budget(r):>11s}",
                         flush=True,
                     )
     bounds = [o for o in args.objectives if o in ("iwae", "fivo", "smc")]
