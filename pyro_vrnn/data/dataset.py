@@ -225,12 +225,12 @@ class LengthBucketSampler(Sampler):
         base, extra = divmod(max(n, num_batches), num_batches)
         return [base + 1] * extra + [base] * (num_batches - extra)
 
-    def batches(self):
-        """All batches of this epoch, for all ranks (lists of indices)."""
+    def batches(self, epoch=None):
+        """All batches of this epoch (or of `epoch`), for all ranks (lists of indices)."""
         sizes = self._batch_sizes()
         if not sizes:
             return []
-        rng = np.random.default_rng([self.seed, self.epoch])
+        rng = np.random.default_rng([self.seed, self.epoch if epoch is None else int(epoch)])
         if self.shuffle:
             order = rng.permutation(len(self.lengths))
         else:

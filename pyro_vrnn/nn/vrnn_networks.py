@@ -29,6 +29,7 @@ from pyro_vrnn.distributions.diag_normal import DiagNormal, as_diag_normal
 from pyro_vrnn.distributions.emissions import DiagNormalMixture, StrokeMixture
 from pyro_vrnn.distributions.token_categorical import TokenCategorical
 from pyro_vrnn.infer.smc import take_particles
+from pyro_vrnn.nn.normalization import FeatureMLP
 
 CELLS = {"lstm": nn.LSTMCell, "gru": nn.GRUCell}
 BACKWARD_RNNS = {"lstm": nn.LSTM, "gru": nn.GRU}  # the smoothing guide's RNN over x, run back in time
@@ -59,13 +60,16 @@ class TokenFeatures(nn.Module):
         return self.rest(self.embedding(x[..., 0].long()) + self.bias)
 
 
-def feature_net(kind, x_dim, vocabulary_size, width, layers):
-    """phi_x for data of this kind: the paper's ReLU MLP over x_t, or over the one-hot token (TokenFeatures)."""
+def feature_net(kind, x_dim, vocabulary_size, width, layers, feature_norm="none"):
+    """phi_x for data of this kind: the paper's ReLU MLP over x_t (batch-normalized with feature_norm "batch":
+    pyro_vrnn/nn/normalization.py), or over the one-hot token (TokenFeatures)."""
     if kind == "tokens":
         if x_dim != 1 or not vocabulary_size:
             raise ValueError(f"token data are rows of one id over a vocabulary, got D = {x_dim}, V = {vocabulary_size}")
+        if feature_norm != "none":
+            raise ValueError("--feature-norm batch is for real-valued and binary data, not tokens: leave it out")
         return TokenFeatures(vocabulary_size, width, layers)
-    return mlp(x_dim, width, layers)
+    return FeatureMLP(x_dim, width, layers, batch_norm=feature_norm == "batch")
 
 
 def cell_step(rnn, inputs, h, c):
@@ -285,7 +289,7 @@ class VRNN(nn.Module):
             raise ValueError(f"unknown --cell {c.cell!r}; choose one of {', '.join(CELLS)}")
         self.kind, self.x_dim, self.z_dim, self.hidden = kind, x_dim, c.z_dim, c.hidden
         self.latent, self.conditional_prior, self.cell = latent, conditional_prior, c.cell
-        self.phi_x = feature_net(kind, x_dim, vocabulary_size, c.x_features, c.mlp_layers)
+        self.phi_x = feature_net(kind, x_dim, vocabulary_size, c.x_features, c.mlp_layers, c.feature_norm)
         rnn_input, dec_input = c.x_features, c.hidden
         if latent:
             self.phi_z = mlp(c.z_dim, c.z_features, c.mlp_layers)
@@ -367,7 +371,7 @@ class VRNNStepper:
         if guide_name not in ("filtering", "smoothing"):
             raise ValueError(f"unknown guide {guide_name!r} for the VRNN's particle filter")
         self.vrnn, self.x, self.mask = vrnn, x, mask
-        phi_x = vrnn.phi_x(x)  # [B, T, F], every step in one call, as the guides do
+        phi_x = vrnn.phi_x(x, mask)  # [B, T, F], every step in one call, as the guides do
         features = vrnn.backward_states(phi_x, mask) if guide_name == "smoothing" else phi_x
         # one tensor a step: the backward pass then stacks T gradients once, where slicing [:, t] would add T
         # gradients of the whole [B, T, F] (quadratic in T)

@@ -47,6 +47,7 @@ class Config:
     # SRNN: the guide's mean = the prior's mean + a predicted residual (Fraccaro et al.'s "Resq"); off by
     # default: it learns worse on hershey (README, "The SRNN")
     srnn_resq: bool = False
+    feature_norm: str = "none"  # "batch": batch normalization in phi_x (pyro_vrnn/nn/normalization.py; ablations.md)
     components: int = 20  # mixture components of the GMM emissions
     mixture: str = "shared"  # real-valued GMM: "shared" mean and scale + per-component offsets, or "independent"
     min_scale: float = 1e-4  # sigma = softplus(.) + min_scale
@@ -67,6 +68,7 @@ class Config:
     scoring: str = "batched"  # "batched": the model and the ELBO's z_t scored over all steps at once; "steps"
     kl_anneal_epochs: float = 0.0  # KL weight rises linearly from 0 to 1 over this many epochs
     free_bits: float = 0.0  # nats per step of KL that cost nothing (Kingma et al. 2016); 0: the plain ELBO
+    replay: int = 0  # each step also trains on one of the run's last `replay` batches (train/replay.py); 0: off
     seed: int = 0
     device: str = "auto"
     threads: int = 0  # CPU intra-op threads; 0 = PyTorch's default. Small models run best on 1
@@ -217,7 +219,7 @@ AT_LEAST_ONE = NETWORK_SIZES + (
     "particles",
 )
 POSITIVE = ("lr", "clip")
-NOT_NEGATIVE = ("min_scale", "kl_anneal_epochs", "threads", "backward_hidden", "free_bits")
+NOT_NEGATIVE = ("min_scale", "kl_anneal_epochs", "threads", "backward_hidden", "free_bits", "replay")
 MAX_LR = 1e6  # Adam moves every weight by about --lr a step; far larger steps overflow float32 inside Adam
 MAX_THREADS_PER_CPU = 8  # far more threads than CPUs only wait; 100000 fail to start (a segfault)
 FINITE = ("lr", "min_scale", "free_bits", "kl_anneal_epochs")  # --clip inf is allowed: no clipping
@@ -263,6 +265,7 @@ def check_config(config):
             f"--threads is {config.threads}; this machine has {cpus} CPU(s): give at most {cpus} (0: PyTorch's default)"
         )
     check_particle_bound(config)
+    check_feature_norm(config)
     if config.model in CONDITIONAL_MODELS:
         if config.window_components < 1:
             raise ValueError(f"--window-components is {config.window_components}; it must be at least 1")
@@ -278,6 +281,20 @@ def check_config(config):
     check_seed(config.seed, processes=int(os.environ.get("WORLD_SIZE", "1") or 1))
     parse_device(config.device)
     return config
+
+
+def check_feature_norm(config):
+    """--feature-norm batch normalizes phi_x over a batch's real steps in one call: the VRNN family's batched form."""
+    if config.feature_norm not in ("none", "batch"):
+        raise ValueError(f"unknown --feature-norm {config.feature_norm!r}; choose 'none' or 'batch'")
+    if config.feature_norm == "none":
+        return
+    if config.model not in TABLE1_MODELS:
+        raise ValueError(f"--feature-norm batch is built for the Table 1 models, not --model {config.model}")
+    if config.scoring != "batched":
+        raise ValueError(
+            "--feature-norm batch takes its statistics over all steps of a batch at once: use --scoring batched"
+        )
 
 
 def check_particle_bound(config):

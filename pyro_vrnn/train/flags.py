@@ -49,6 +49,12 @@ def add_config_flags(parser, seed=True):
         help="SRNN only: the guide's mean is the prior's mean plus a predicted residual (Fraccaro et al.'s "
         "Resq; default off: it learns worse on hershey, README)",
     )
+    g.add_argument(
+        "--feature-norm",
+        choices=("none", "batch"),
+        help="batch: batch normalization in phi_x over each batch's real steps (pyro_vrnn/nn/normalization.py; "
+        "default none, as the paper; docs/ablations.md)",
+    )
     g = parser.add_argument_group("training")
     g.add_argument("--batch-size", type=int, help="sequences per batch (per process under torchrun)")
     g.add_argument("--lr", type=float, help="Adam learning rate")
@@ -65,6 +71,12 @@ def add_config_flags(parser, seed=True):
     )
     g.add_argument("--particles", type=int, help="K, particles of --elbo iwae or fivo (default 1)")
     g.add_argument("--kl-anneal-epochs", type=float, help="KL weight rises from 0 to 1 over this many epochs")
+    g.add_argument(
+        "--replay",
+        type=int,
+        help="experience replay: each step also trains on one batch drawn from the run's last REPLAY batches "
+        "(pyro_vrnn/train/replay.py; default 0, off; docs/ablations.md)",
+    )
     g.add_argument(
         "--free-bits",
         type=float,

@@ -47,6 +47,7 @@ from pyro_vrnn.train.process import (
     set_threads,
     setup_distributed,
 )
+from pyro_vrnn.train.replay import replayed_batches
 from pyro_vrnn.train.run_directory import RunDirectory, resume_command, resume_path
 from pyro_vrnn.train.svi_step import check_finite, kl_weight, make_elbo, make_loss_module, svi_step, to_device, validate
 
@@ -184,14 +185,16 @@ class Trainer:
             dynamic_ncols=True,
             leave=True,
         )
+        replayed = replayed_batches(self.sampler, epoch, c.replay, c.seed)  # [] a step unless --replay
         try:
             for i, indices in enumerate(self.sampler):
                 if i < p.batch:
                     continue  # already done before the run was resumed
-                x, mask = to_device(datasets.pad_batch([self.train_set[j] for j in indices]), self.device)
-                check_finite(x, "training", indices)
+                trained = indices + replayed[i]  # the step's batch, and the earlier one --replay mixes in
+                x, mask = to_device(datasets.pad_batch([self.train_set[j] for j in trained]), self.device)
+                check_finite(x, "training", trained)
                 kl_scale = kl_weight(c, epoch, i, batches)
-                condition = text_inputs(self.vrnn, self.train_set, indices, self.device)  # {} or the lines' text
+                condition = text_inputs(self.vrnn, self.train_set, trained, self.device)  # {} or the lines' text
                 # Pyro checks shapes and supports on the first step only: clear errors up front, no per-step cost.
                 loss, grad_norm = svi_step(
                     self.loss_module,
@@ -214,7 +217,7 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix(elbo=f"{-loss:.1f}", refresh=False)
                 if p.step % c.log_every == 0:
-                    self.log_train(loss, grad_norm, kl_scale, indices, mask)
+                    self.log_train(loss, grad_norm, kl_scale, trained, mask)
                 # a stop asked for at the run's very last step lets it finish as it would have
                 last_step = (i + 1 == batches and epoch + 1 == c.epochs) or (
                     c.max_steps is not None and p.step >= c.max_steps
