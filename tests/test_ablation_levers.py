@@ -2,6 +2,8 @@
 replay (`--replay N`). What they do to the scores is in docs/ablations.md; here, that they do what they say."""
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -16,6 +18,8 @@ from pyro_vrnn.train.checkpoints import load_checkpoint
 from pyro_vrnn.train.config import check_config, make_config
 from pyro_vrnn.train.loop import train
 from pyro_vrnn.train.replay import replayed_batches
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_batch_norm_statistics_are_those_of_the_real_steps_only():
@@ -112,6 +116,40 @@ def test_replay_draws_from_the_last_batches_and_is_a_function_of_seed_and_step()
     assert second == replayed_batches(sampler, 1, 3, seed=3)
     assert len({tuple(d) for d in second}) > 1  # drawn, not always the same one
     assert replayed_batches(sampler, 1, 0, seed=3) == [[]] * len(sampler)
+    # a window longer than an epoch (10 batches here) reaches back over several
+    before = [b for e in range(3) for b in sampler.batches(e)]
+    fourth = replayed_batches(sampler, 3, 25, seed=3)
+    for i, draw in enumerate(fourth):
+        assert draw in (before + sampler.batches(3)[:i])[-25:]
+    assert any(draw in sampler.batches(0)[5:] + sampler.batches(1) for draw in fourth)  # 2 and 3 epochs back
+
+
+def test_feature_norm_refuses_tokens_and_batches_of_one_real_step_in_one_line(tmp_path):
+    """Checked before the network is built: data of the wrong kind, or a batch that has one step to normalize."""
+    from pyro_vrnn.data.schema import write_h5
+
+    tokens = tmp_path / "tokens.h5"
+    rng = np.random.default_rng(0)
+    seqs = {s: [rng.integers(0, 5, size=(12, 1)) for _ in range(8)] for s in ("train", "valid", "test")}
+    write_h5(str(tokens), seqs, "tokens", "tokens", [0], [1], "test", vocabulary=list("abcde"))
+    ones = tmp_path / "ones.h5"
+    one_step = {s: [rng.normal(size=(1, 2)).astype(np.float32) for _ in range(4)] for s in seqs}
+    write_h5(str(ones), one_step, "real", "ones", [0, 0], [1, 1], "test")
+    for path, flags, message in (
+        (tokens, [], "not tokens"),
+        (ones, ["--batch-size", "1"], "needs at least two real steps in every batch"),
+    ):
+        args = ["--dataset", "hdf5", "--data-dir", str(path), "--feature-norm", "batch", "--out", str(tmp_path / "r")]
+        result = subprocess.run(
+            [sys.executable, os.path.join(ROOT, "run", "svi.py"), *args, *flags, "--max-steps", "1"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+        )
+        assert result.returncode == 1
+        lines = result.stderr.strip().splitlines()
+        assert lines[-1].startswith("error: --feature-norm batch") and message in lines[-1], result.stderr[-1500:]
+        assert "Traceback" not in result.stderr
 
 
 def test_a_run_with_replay_resumes_to_the_same_parameters(tmp_path, small_handwriting):

@@ -214,7 +214,7 @@ class LengthBucketSampler(Sampler):
     def set_epoch(self, epoch):
         self.epoch = int(epoch)
 
-    def _batch_sizes(self):
+    def batch_sizes(self):
         n, size, world = len(self.lengths), self.batch_size, self.world_size
         if self.drop_last:
             return [size] * ((n // size) // world * world)
@@ -227,7 +227,7 @@ class LengthBucketSampler(Sampler):
 
     def batches(self, epoch=None):
         """All batches of this epoch (or of `epoch`), for all ranks (lists of indices)."""
-        sizes = self._batch_sizes()
+        sizes = self.batch_sizes()
         if not sizes:
             return []
         rng = np.random.default_rng([self.seed, self.epoch if epoch is None else int(epoch)])
@@ -252,4 +252,4 @@ class LengthBucketSampler(Sampler):
         return iter(self.batches()[self.rank :: self.world_size])
 
     def __len__(self):
-        return len(self._batch_sizes()) // self.world_size
+        return len(self.batch_sizes()) // self.world_size

@@ -9,7 +9,8 @@ In training, mu and var are the mean and the (biased) variance of W x_t + b over
 batch (mask True): padding never enters them, so a batch padded to any length gives its real steps the
 same features. Running averages of both (momentum 0.1, the variance unbiased, as torch's BatchNorm1d)
 are what evaluation uses (`model.eval()`), so a sequence's score does not depend on its batch there.
-The outcome, measured against the preset: docs/ablations.md.
+Under torchrun each process normalizes over its own batch (not synchronized batch norm), and DDP broadcasts
+rank 0's running averages to the others. The outcome, measured against the preset: docs/ablations.md.
 """
 
 import torch

@@ -56,7 +56,8 @@ class TokenFeatures(nn.Module):
         self.bias = nn.Parameter(torch.zeros(width))
         self.rest = nn.Sequential(nn.ReLU(), mlp(width, width, layers - 1)) if layers else nn.Identity()
 
-    def forward(self, x):
+    def forward(self, x, mask=None):
+        """mask: accepted, as FeatureMLP's, and unused (tokens are not normalized)."""
         return self.rest(self.embedding(x[..., 0].long()) + self.bias)
 
 

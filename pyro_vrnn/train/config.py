@@ -291,9 +291,25 @@ def check_feature_norm(config):
         return
     if config.model not in TABLE1_MODELS:
         raise ValueError(f"--feature-norm batch is built for the Table 1 models, not --model {config.model}")
+    if config.dataset in ("chess", "shakespeare"):
+        raise ValueError("--feature-norm batch is for real-valued and binary data, not tokens: leave it out")
     if config.scoring != "batched":
         raise ValueError(
             "--feature-norm batch takes its statistics over all steps of a batch at once: use --scoring batched"
+        )
+
+
+def check_feature_norm_data(config, kind, lengths, smallest_batch):
+    """--feature-norm batch on the training data: phi_x over real-valued or binary steps, and every batch with at
+    least two real steps to take statistics over (the `smallest_batch` shortest sequences have at least two)."""
+    if config.feature_norm == "none":
+        return
+    if kind == "tokens":
+        raise ValueError("--feature-norm batch is for real-valued and binary data, not tokens: leave it out")
+    if sum(sorted(int(n) for n in lengths)[:smallest_batch]) < 2:
+        raise ValueError(
+            "--feature-norm batch needs at least two real steps in every batch, and a batch of the shortest "
+            "training sequences has one: raise --batch-size or leave --feature-norm out"
         )
 
 

@@ -74,8 +74,8 @@ def add_config_flags(parser, seed=True):
     g.add_argument(
         "--replay",
         type=int,
-        help="experience replay: each step also trains on one batch drawn from the run's last REPLAY batches "
-        "(pyro_vrnn/train/replay.py; default 0, off; docs/ablations.md)",
+        help="experience replay: each step also trains on one batch drawn from the last REPLAY batches "
+        "(twice the sequences a step; pyro_vrnn/train/replay.py; default 0, off; docs/ablations.md)",
     )
     g.add_argument(
         "--free-bits",

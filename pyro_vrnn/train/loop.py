@@ -33,7 +33,14 @@ from pyro_vrnn.train.checkpoints import (
     load_weights,
     vocabulary_size,
 )
-from pyro_vrnn.train.config import EXACT_MODELS, PARTICLE_BOUNDS, config_from_dict, config_to_dict, unused_flags
+from pyro_vrnn.train.config import (
+    EXACT_MODELS,
+    PARTICLE_BOUNDS,
+    check_feature_norm_data,
+    config_from_dict,
+    config_to_dict,
+    unused_flags,
+)
 from pyro_vrnn.train.process import (
     EXIT_CODES,
     Interrupted,
@@ -105,6 +112,13 @@ class Trainer:
         if models.MODELS[c.model].network is models.ConditionalVRNN and not c.alphabet:  # what it can write
             longest = max(len(text) for text in self.train_set.texts or [""])
             self.config = c = dataclasses.replace(c, alphabet=training_alphabet(splits.values()), longest_text=longest)
+        self.sampler = datasets.LengthBucketSampler(
+            self.train_set.lengths, c.batch_size, shuffle=True, seed=c.seed, rank=self.rank, world_size=self.world_size
+        )
+        try:
+            check_feature_norm_data(c, self.train_set.kind, self.train_set.lengths, min(self.sampler.batch_sizes()))
+        except ValueError as error:
+            raise TrainingError(str(error)) from None
         with network_fits(c, self.device):  # a network too big for the memory: one line, not a traceback
             self.data_info = data_info(self.train_set)
             self.model, self.guide, self.vrnn = models.build(
@@ -113,9 +127,6 @@ class Trainer:
             self.vrnn.to(self.device)
             self.loss_module = make_loss_module(c, self.model, self.guide, self.vrnn, self.world_size, self.device)
         self.optimizer = torch.optim.Adam(self.vrnn.parameters(), lr=c.lr)
-        self.sampler = datasets.LengthBucketSampler(
-            self.train_set.lengths, c.batch_size, shuffle=True, seed=c.seed, rank=self.rank, world_size=self.world_size
-        )
 
     def resume(self):
         """Load the checkpoint's weights, optimizer, position and random states; check that it fits."""
