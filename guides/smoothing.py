@@ -23,7 +23,7 @@ def smoothing_guide(vrnn, x, mask, num_sequences=None, kl_scale=1.0, record=None
     """Same arguments and sites (z_1..z_T) as `models.vrnn.vrnn_model`; vrnn built with guide="smoothing"."""
     batch, steps, _ = x.shape
     masks = step_masks(mask)  # mask[:, t]: padding steps count for nothing
-    phi_x = vrnn.phi_x(x, mask)  # phi_x(x_t) of every step in one call (the mask: as guides/filtering.py)
+    phi_x = vrnn.features(x, mask)  # phi_x(x_t) of every step in one call
     a = vrnn.backward_states(phi_x, mask).unbind(1)  # a_t = g(a_{t+1}, phi_x(x_t)): what x_t .. x_T say
     phi_x = phi_x.unbind(1)  # steps (unbind: one stack in the backward pass, as guides/filtering.py)
     state = vrnn.initial_state(x)  # h_0 = 0

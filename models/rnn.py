@@ -35,7 +35,7 @@ def rnn_model_batched(vrnn, x, mask, num_sequences=None, kl_scale=1.0, record=No
     log p(x_t | h_{t-1}) of all steps is one call of phi_dec, observed as one factor per sequence.
     """
     batch, steps, _ = x.shape
-    phi_x = vrnn.phi_x(x, mask).unbind(1)  # phi_x(x_t) of every step in one call, as steps (mask: the guides')
+    phi_x = vrnn.features(x, mask).unbind(1)  # phi_x(x_t) of every step in one call, as steps
     state = vrnn.initial_state(x)  # h_0 = 0
     h_prev = []
     for t in range(steps):

@@ -56,8 +56,7 @@ class TokenFeatures(nn.Module):
         self.bias = nn.Parameter(torch.zeros(width))
         self.rest = nn.Sequential(nn.ReLU(), mlp(width, width, layers - 1)) if layers else nn.Identity()
 
-    def forward(self, x, mask=None):
-        """mask: accepted, as FeatureMLP's, and unused (tokens are not normalized)."""
+    def forward(self, x):
         return self.rest(self.embedding(x[..., 0].long()) + self.bias)
 
 
@@ -291,6 +290,7 @@ class VRNN(nn.Module):
         self.kind, self.x_dim, self.z_dim, self.hidden = kind, x_dim, c.z_dim, c.hidden
         self.latent, self.conditional_prior, self.cell = latent, conditional_prior, c.cell
         self.phi_x = feature_net(kind, x_dim, vocabulary_size, c.x_features, c.mlp_layers, c.feature_norm)
+        self.feature_norm = c.feature_norm == "batch"  # phi_x then takes the mask (`features`)
         rnn_input, dec_input = c.x_features, c.hidden
         if latent:
             self.phi_z = mlp(c.z_dim, c.z_features, c.mlp_layers)
@@ -319,6 +319,11 @@ class VRNN(nn.Module):
         if not self.latent:
             raise ValueError("a model without latent variables has nothing to filter: its log p(x) is exact")
         return VRNNStepper(self, guide_name, x, mask)
+
+    def features(self, x, mask):
+        """phi_x(x_t) of every step of x [B, T, D] in one call: [B, T, F]. With --feature-norm batch, phi_x takes
+        the mask too, so that its batch statistics skip padding (pyro_vrnn/nn/normalization.py)."""
+        return self.phi_x(x, mask) if self.feature_norm else self.phi_x(x)
 
     def initial_state(self, x):
         """h_0 = 0 (and c_0 = 0 for an LSTM) for the batch x [B, T, D]."""
@@ -372,7 +377,7 @@ class VRNNStepper:
         if guide_name not in ("filtering", "smoothing"):
             raise ValueError(f"unknown guide {guide_name!r} for the VRNN's particle filter")
         self.vrnn, self.x, self.mask = vrnn, x, mask
-        phi_x = vrnn.phi_x(x, mask)  # [B, T, F], every step in one call, as the guides do
+        phi_x = vrnn.features(x, mask)  # phi_x(x_t) [B, T, F], every step in one call, as the guides do
         features = vrnn.backward_states(phi_x, mask) if guide_name == "smoothing" else phi_x
         # one tensor a step: the backward pass then stacks T gradients once, where slicing [:, t] would add T
         # gradients of the whole [B, T, F] (quadratic in T)
