@@ -23,7 +23,7 @@ def filtering_guide(vrnn, x, mask, num_sequences=None, kl_scale=1.0, record=None
     masks = step_masks(mask)  # mask[:, t]: padding steps count for nothing
     # phi_x(x_t) of every step in one call (the guide sees all of x), unbound into steps: the backward pass
     # then stacks T gradients once, where indexing phi_x[:, t] would write T gradients of the whole of it
-    phi_x = vrnn.features(x, mask).unbind(1)
+    phi_x = vrnn.features(x, mask).unbind(1)  # phi_x(x); the mask matters only to --feature-norm batch
     state = vrnn.initial_state(x)  # h_0 = 0
     with pyro.plate("sequences", num_sequences or batch, subsample=torch.arange(batch, device=x.device)):
         for t in pyro.markov(range(steps)):
