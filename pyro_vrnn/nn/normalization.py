@@ -16,6 +16,8 @@ rank 0's running averages to the others. The outcome, measured against the prese
 import torch
 import torch.nn as nn
 
+NOT_FOR_TOKENS = "--feature-norm batch is for real-valued and binary data, not tokens: leave it out"
+
 
 class MaskedBatchNorm(nn.Module):
     """Batch normalization of the last dim of [*, F] features, its statistics over the rows where mask is True."""

@@ -29,7 +29,7 @@ from pyro_vrnn.distributions.diag_normal import DiagNormal, as_diag_normal
 from pyro_vrnn.distributions.emissions import DiagNormalMixture, StrokeMixture
 from pyro_vrnn.distributions.token_categorical import TokenCategorical
 from pyro_vrnn.infer.smc import take_particles
-from pyro_vrnn.nn.normalization import FeatureMLP
+from pyro_vrnn.nn.normalization import NOT_FOR_TOKENS, FeatureMLP
 
 CELLS = {"lstm": nn.LSTMCell, "gru": nn.GRUCell}
 BACKWARD_RNNS = {"lstm": nn.LSTM, "gru": nn.GRU}  # the smoothing guide's RNN over x, run back in time
@@ -67,7 +67,7 @@ def feature_net(kind, x_dim, vocabulary_size, width, layers, feature_norm="none"
         if x_dim != 1 or not vocabulary_size:
             raise ValueError(f"token data are rows of one id over a vocabulary, got D = {x_dim}, V = {vocabulary_size}")
         if feature_norm != "none":
-            raise ValueError("--feature-norm batch is for real-valued and binary data, not tokens: leave it out")
+            raise ValueError(NOT_FOR_TOKENS)
         return TokenFeatures(vocabulary_size, width, layers)
     return FeatureMLP(x_dim, width, layers, batch_norm=feature_norm == "batch")
 

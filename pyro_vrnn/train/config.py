@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Optional
 
 from pyro_vrnn.data.byo import train_sizes
+from pyro_vrnn.nn.normalization import NOT_FOR_TOKENS
 from pyro_vrnn.train.flag_checks import check_seed, parse_device
 
 TABLE1_MODELS = ("rnn-gauss", "rnn-gmm", "vrnn-i-gauss", "vrnn-gauss", "vrnn-gmm")  # Chung et al. 2015, Table 1
@@ -292,7 +293,7 @@ def check_feature_norm(config):
     if config.model not in TABLE1_MODELS:
         raise ValueError(f"--feature-norm batch is built for the Table 1 models, not --model {config.model}")
     if config.dataset in ("chess", "shakespeare"):
-        raise ValueError("--feature-norm batch is for real-valued and binary data, not tokens: leave it out")
+        raise ValueError(NOT_FOR_TOKENS)
     if config.scoring != "batched":
         raise ValueError(
             "--feature-norm batch takes its statistics over all steps of a batch at once: use --scoring batched"
@@ -305,7 +306,7 @@ def check_feature_norm_data(config, kind, lengths, smallest_batch):
     if config.feature_norm == "none":
         return
     if kind == "tokens":
-        raise ValueError("--feature-norm batch is for real-valued and binary data, not tokens: leave it out")
+        raise ValueError(NOT_FOR_TOKENS)
     if sum(sorted(int(n) for n in lengths)[:smallest_batch]) < 2:
         raise ValueError(
             "--feature-norm batch needs at least two real steps in every batch, and a batch of the shortest "
