@@ -16,7 +16,7 @@ The last two are conditioned on the text each line writes, through Graves's (201
 (models/conditional.py, guides/text_filtering.py); they have one form, which serves both scorings.
 
 The emission column is for real-valued data; binary data take Bernoulli bits and token data (characters,
-chess moves) one categorical over the vocabulary, whatever the name says (vrnn_networks.EmissionHead).
+chess moves) one categorical over the vocabulary, whatever the name says (heads.EmissionHead).
 
 `model` is the program step by step, as the paper writes it (it also generates); `batched` is the
 same density scored with one network call over all steps (models/vrnn.py). `--scoring` picks which

@@ -1,4 +1,4 @@
-"""The real-valued mixture emission learns (vrnn_networks.EmissionHead, docs/ablations.md): its shared form
+"""The real-valued mixture emission learns (heads.EmissionHead, docs/ablations.md): its shared form
 starts at the standardized data's scale with its components apart, old checkpoints keep their form,
 and on data drawn from a known two-component mixture RNN-GMM scores far above RNN-Gauss on held-out
 sequences at the bring-your-own preset, and above the independent form of the same mixture."""
@@ -9,7 +9,7 @@ import torch
 
 from pyro_vrnn.data.schema import write_h5
 from pyro_vrnn.infer.evaluate import evaluate_checkpoint
-from pyro_vrnn.nn.vrnn_networks import EmissionHead
+from pyro_vrnn.nn.heads import EmissionHead
 from pyro_vrnn.train.config import config_from_dict, config_to_dict, make_config
 from pyro_vrnn.train.loop import train
 

@@ -16,7 +16,7 @@ so p(x, z | d) = prod_t p(z_t | z_{t-1}, d_t) p(x_t | z_t, d_t) and q(z | x) = p
 d depends on x alone: with x observed, f runs over all of x in one call (`forward_states`, an nn.LSTM or
 nn.GRU by --cell), and the guide's d serves the model too (pyro_vrnn/infer/record.py); when x_{t-1} is drawn
 (generation) the same module is stepped one input at a time (`step`). The emission is the VRNN's
-(vrnn_networks.EmissionHead: every data kind). f and g read x through phi_x, the VRNN's feature MLP, where the
+(heads.EmissionHead: every data kind). f and g read x through phi_x, the VRNN's feature MLP, where the
 paper feeds x itself: the two models then see the data alike. Methods accept leading particle dims in front
 of the sequences.
 """
@@ -25,10 +25,9 @@ import torch
 import torch.nn as nn
 
 from pyro_vrnn.distributions.diag_normal import DiagNormal
+from pyro_vrnn.nn.heads import EmissionHead, NormalHead
 from pyro_vrnn.nn.vrnn_networks import (
     BACKWARD_RNNS,
-    EmissionHead,
-    NormalHead,
     State,
     backward_states,
     cat,

@@ -36,7 +36,8 @@ import torch
 import torch.nn as nn
 
 from pyro_vrnn.data.schema import DataError
-from pyro_vrnn.nn.vrnn_networks import CELLS, EmissionHead, NormalHead, cat, cell_step, mlp
+from pyro_vrnn.nn.heads import EmissionHead, NormalHead
+from pyro_vrnn.nn.vrnn_networks import CELLS, cat, cell_step, mlp
 
 WINDOW_COMPONENTS = 10  # K of Graves's window (he used 10)
 # exp(kappa^) starts near this many characters a step: about ten pen points a character in the handwriting

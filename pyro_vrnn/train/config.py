@@ -346,7 +346,7 @@ def config_from_dict(values):
 def unused_flags(config, passed, kind=None):
     """A note for each flag in `passed` (the fields set on the command line) that config.model, or its data of `kind`
     (where known), has no use for. Notes, not errors: table1.py passes one set of flags to every model it trains."""
-    if kind == "binary":  # Bernoulli bits, whatever the model's name says (vrnn_networks.EmissionHead)
+    if kind == "binary":  # Bernoulli bits, whatever the model's name says (heads.EmissionHead)
         notes = [
             f"note: --{name} does not apply to binary data, whose emission is Bernoulli whatever the model; it is "
             "ignored"

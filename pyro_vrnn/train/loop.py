@@ -56,7 +56,16 @@ from pyro_vrnn.train.process import (
 )
 from pyro_vrnn.train.replay import replayed_batches
 from pyro_vrnn.train.run_directory import RunDirectory, resume_command, resume_path
-from pyro_vrnn.train.svi_step import check_finite, kl_weight, make_elbo, make_loss_module, svi_step, to_device, validate
+from pyro_vrnn.train.svi_step import (
+    check_finite,
+    divergence_advice,
+    kl_weight,
+    make_elbo,
+    make_loss_module,
+    svi_step,
+    to_device,
+    validate,
+)
 
 
 class Trainer:
@@ -188,14 +197,8 @@ class Trainer:
         epoch = p.epoch
         self.sampler.set_epoch(epoch)
         batches = len(self.sampler)
-        bar = tqdm(
-            total=batches,
-            initial=p.batch,
-            disable=not self.main or self.quiet,
-            desc=f"epoch {epoch + 1}/{c.epochs}",
-            dynamic_ncols=True,
-            leave=True,
-        )
+        desc, disable = f"epoch {epoch + 1}/{c.epochs}", not self.main or self.quiet
+        bar = tqdm(total=batches, initial=p.batch, disable=disable, desc=desc, dynamic_ncols=True)
         replayed = replayed_batches(self.sampler, epoch, c.replay, c.seed)  # [] a step unless --replay
         try:
             for i, indices in enumerate(self.sampler):
@@ -220,7 +223,8 @@ class Trainer:
                 )
                 self.first_step = False
                 if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-                    self.divergence = self.diverged(x)
+                    message, self.divergence = divergence_advice(x, p.step + 1, self.run_dir, c.elbo, self.world_size)
+                    self.say(message)
                     return "nan"
                 p.step, p.batch = p.step + 1, i + 1
                 p.epoch_loss += loss * len(indices)
@@ -346,36 +350,6 @@ class Trainer:
                 "time": time.time() - self.start,
             }
         )
-
-    def diverged(self, x):
-        """Say why the loss became non-finite and what to do; returns the cause for the error line."""
-        step = self.progress.step + 1
-        largest = x.abs().max().item()
-        again = f" (with --overwrite to train into {self.run_dir.path} again)"
-        if largest > 1e4:  # standardized data are O(1): values this large are the data's fault, not the optimizer's
-            self.say(
-                f"\nthe loss became non-finite at step {step} on a batch with values up to {largest:.3g}: "
-                f"standardize the data (mean 0, std 1, statistics from train) and start again{again}"
-            )
-            return (
-                f" on a batch with values up to {largest:.3g}: the data are not standardized; standardize them "
-                f"(mean 0, std 1, statistics from train) and start again{again}"
-            )
-        remedy = "a lower --lr, a smaller --clip" + (
-            "" if self.config.elbo in PARTICLE_BOUNDS else ", --kl-anneal-epochs 1 or --elbo meanfield"
-        )
-        if os.path.isfile(self.run_dir.file("last.pt")):
-            self.say(
-                f"\nthe loss or its gradient became non-finite at step {step}; {self.run_dir.path}/last.pt holds "
-                f"the last good checkpoint. Resume it with {remedy} (as is, it would diverge again): "
-                f"{resume_command(self.run_dir.path, self.world_size)} --lr ..."
-            )
-        else:
-            self.say(
-                f"\nthe loss or its gradient became non-finite at step {step}, before the first checkpoint; "
-                f"start again with {remedy}{again}"
-            )
-        return "; see the message above"
 
     def finish(self, after_training):
         reason = self.stop_reason or "epochs"

@@ -20,6 +20,7 @@ each the same loss and gradients as Pyro's class it names (tests/test_stacked_el
 """
 
 import math
+import os
 
 import pyro
 import torch
@@ -31,7 +32,9 @@ from pyro_vrnn.infer.objectives import FIVOELBO, IWAEELBO, FreeBitsELBO, elbo_te
 from pyro_vrnn.infer.record import Record
 from pyro_vrnn.infer.stacked_elbo import StackedTrace_ELBO
 from pyro_vrnn.nn.text_window import text_inputs
+from pyro_vrnn.train.config import PARTICLE_BOUNDS
 from pyro_vrnn.train.process import TrainingError, all_reduce_sum
+from pyro_vrnn.train.run_directory import resume_command
 
 ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}
 
@@ -124,6 +127,37 @@ def check_finite(x, split, indices):
 
 
 @torch.no_grad()
+def divergence_advice(x, step, run_dir, elbo, world_size):
+    """Why the loss of `step` on batch x became non-finite, and what to do: (the message to print, the end of the
+    error line)."""
+    largest = x.abs().max().item()
+    again = f" (with --overwrite to train into {run_dir.path} again)"
+    if largest > 1e4:  # standardized data are O(1): values this large are the data's fault, not the optimizer's
+        message = (
+            f"\nthe loss became non-finite at step {step} on a batch with values up to {largest:.3g}: "
+            f"standardize the data (mean 0, std 1, statistics from train) and start again{again}"
+        )
+        return message, (
+            f" on a batch with values up to {largest:.3g}: the data are not standardized; standardize them "
+            f"(mean 0, std 1, statistics from train) and start again{again}"
+        )
+    remedy = "a lower --lr, a smaller --clip" + (
+        "" if elbo in PARTICLE_BOUNDS else ", --kl-anneal-epochs 1 or --elbo meanfield"
+    )
+    if os.path.isfile(run_dir.file("last.pt")):
+        message = (
+            f"\nthe loss or its gradient became non-finite at step {step}; {run_dir.path}/last.pt holds "
+            f"the last good checkpoint. Resume it with {remedy} (as is, it would diverge again): "
+            f"{resume_command(run_dir.path, world_size)} --lr ..."
+        )
+    else:
+        message = (
+            f"\nthe loss or its gradient became non-finite at step {step}, before the first checkpoint; "
+            f"start again with {remedy}{again}"
+        )
+    return message, "; see the message above"
+
+
 def validate(model, guide, vrnn, dataset, batch_size, device, rank=0, world_size=1, bound=None):
     """Mean ELBO per sequence and per time step on a split, with its reconstruction and KL parts; with a particle
     `bound` (IWAEELBO, FIVOELBO: the run's objective), its mean too ("bound_per_seq"), which training then
