@@ -60,7 +60,8 @@ def build(name, files, bank, seed=0):
     spec, rng = SETS[name], np.random.default_rng(seed)
     files = sorted(files)
     files = [files[i] for i in rng.permutation(len(files))[: max(3, round(spec["file_share"] * len(files)))]]
-    cut = [round(0.8 * len(files)), round(0.9 * len(files))]
+    held_out = max(1, round(0.1 * len(files)))  # files for each of valid and test
+    cut = [len(files) - 2 * held_out, len(files) - held_out]
     splits = {"train": files[: cut[0]], "valid": files[cut[0] : cut[1]], "test": files[cut[1] :]}
     out = {}
     for split, paths in splits.items():

@@ -217,3 +217,34 @@ def test_every_dataset_is_registered():
         "hdf5",
     } <= set(data.DATASETS)
     assert set(data.SPEECH) <= set(data.DATASETS) - {"hdf5", "hershey", "iam", "chorales"}  # audio frames
+
+
+def test_the_mfcc_sets_of_the_ablations_are_standardized_pieces_that_load(tmp_path, capsys):
+    """benchmarks/mfcc_sets.py (docs/ablations.md's bring-your-own speech sets), on WAV files of tones: the pieces
+    are 10-20 frames, no file feeds two splits, train is standardized, and the file trains through --dataset hdf5.
+    A tone's MFCCs follow its pitch: the c1 of a low tone and of a high one differ."""
+    from pyro_vrnn.benchmarks import mfcc_sets
+    from pyro_vrnn.data.audio import write_wav
+
+    rng = np.random.default_rng(0)
+    time = np.arange(16000) / 16000  # one second: 98 frames of 25 ms every 10 ms
+    files = []
+    for i in range(12):
+        path = str(tmp_path / "wav" / f"{i:02d}.wav")
+        write_wav(path, 0.3 * np.sin(2 * np.pi * (200 + 300 * i) * time) + 0.01 * rng.normal(size=time.size))
+        files.append(path)
+    bank = mfcc_sets.mel_filterbank()
+    low, high = (mfcc_sets.mfcc(0.3 * np.sin(2 * np.pi * f * time), bank) for f in (300, 3000))
+    assert low.shape == (98, 12) and abs(low[:, 0].mean() - high[:, 0].mean()) > 1
+    splits, mean, std = mfcc_sets.build("short12", files, bank, seed=0)
+    assert all(10 <= len(s) <= 20 for seqs in splits.values() for s in seqs)
+    # a quarter of the 12 files, one to each split: each file's 98 frames make 4 pieces of 20 and one of 18
+    assert [len(splits[s]) for s in ("train", "valid", "test")] == [5, 5, 5]
+    train = np.concatenate(splits["train"])
+    np.testing.assert_allclose(train.mean(0), 0, atol=1e-4)
+    np.testing.assert_allclose(train.std(0), 1, atol=1e-4)
+    path = str(tmp_path / "short12.h5")
+    mfcc_sets.write(path, splits, mean, std)
+    loaded = data.load("hdf5", data_dir=path, cache_dir=str(tmp_path / "cache"))
+    assert loaded["train"].kind == "real" and loaded["train"].dim == 12 and len(loaded["test"]) == 5
+    assert "standardize" not in capsys.readouterr().err  # no warning: the attributes say how it was scaled
