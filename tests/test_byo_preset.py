@@ -49,7 +49,7 @@ def test_the_preset_grows_with_the_data_within_bounds():
 
 def test_the_file_sizes_the_run_and_flags_override_it(tmp_path):
     path = write_noise(tmp_path / "mine.h5", sequences=243, steps=20, dim=12)
-    assert train_sizes(path) == (243, 243 * 20, 12)
+    assert train_sizes(path) == (243, 243 * 20, 12, "real")
     config = make_config("hdf5", data_dir=path)
     preset = byo_preset(243, 243 * 20, 12)
     assert {k: getattr(config, k) for k in preset} == preset
@@ -60,6 +60,31 @@ def test_the_file_sizes_the_run_and_flags_override_it(tmp_path):
     (tmp_path / "text.h5").write_text("not hdf5")
     for data_dir in (None, str(tmp_path / "absent.h5"), str(tmp_path / "text.h5")):
         assert make_config("hdf5", data_dir=data_dir).hidden == Config.hidden
+
+
+def test_the_preset_picks_the_lever_that_keeps_z_in_use_for_the_data_and_model(tmp_path):
+    """docs/ablations.md, "The bring-your-own preset's lever": binary data anneal the KL weight over ~400 updates,
+    real data with a single-Gaussian VRNN take free bits, a mixture emission and the RNNs neither; a flag given,
+    and a particle bound (no KL term), win over the preset's lever."""
+    real = write_noise(tmp_path / "real.h5", sequences=243, steps=20, dim=12)
+    rng = np.random.default_rng(0)
+    rolls = {
+        s: [(rng.random((30, 88)) < 0.1).astype(np.float32) for _ in range(n)]
+        for s, n in (("train", 700), ("valid", 20))
+    }
+    binary = str(tmp_path / "rolls.h5")
+    write_h5(binary, rolls, kind="binary", name="rolls", mean=np.zeros(88), std=np.ones(88), source="tests")
+    assert train_sizes(binary) == (700, 700 * 30, 88, "binary")
+    # 700 rolls in batches of 32: 22 updates an epoch, so 19 epochs make the 400 updates
+    levers = {m: make_config("hdf5", data_dir=binary, model=m) for m in ("vrnn-gauss", "vrnn-gmm", "srnn", "rnn-gauss")}
+    assert [(c.kl_anneal_epochs, c.free_bits) for c in levers.values()] == [(19, 0.0)] * 3 + [(0.0, 0.0)]
+    assert levers["vrnn-gauss"].batch_size == 32
+    gauss, gmm = make_config("hdf5", data_dir=real, model="vrnn-gauss"), make_config("hdf5", data_dir=real)
+    assert (gauss.free_bits, gauss.kl_anneal_epochs) == (0.05, 0.0)
+    assert (gmm.model, gmm.free_bits, gmm.kl_anneal_epochs) == ("vrnn-gmm", 0.0, 0.0)
+    assert make_config("hdf5", data_dir=real, model="vrnn-gauss", free_bits=0.0).free_bits == 0.0  # the flag wins
+    fivo = make_config("hdf5", data_dir=binary, model="vrnn-gauss", elbo="fivo", particles=4)
+    assert (fivo.kl_anneal_epochs, fivo.free_bits) == (0.0, 0.0)  # no KL term to weigh
 
 
 def test_a_few_hundred_short_sequences_train_to_early_stopping(tmp_path, monkeypatch):

@@ -36,7 +36,7 @@ import sys
 import h5py
 
 from pyro_vrnn.data.fingerprints import Fingerprint
-from pyro_vrnn.data.schema import SPLITS, DataError, summary_line
+from pyro_vrnn.data.schema import SPLITS, DataError, as_text, summary_line
 from pyro_vrnn.data.validate import SCHEMA_HINT, validate_h5
 
 # bump when validate.py's checks change: files validated before are checked again (5: warnings, rates)
@@ -56,9 +56,9 @@ def _stamp(path):
 
 
 def train_sizes(path):
-    """(sequences, steps, D) of a file's train split from the shapes of its arrays, no value read:
-    `--dataset hdf5` sizes its network from them before the data loads (config.byo_preset). None
-    where the file cannot be read so; validate_h5 then says what is wrong."""
+    """(sequences, steps, D, kind) of a file's train split from the shapes of its arrays and its "kind" attribute, no
+    value read: `--dataset hdf5` sizes its network, and picks its lever against a collapsed z, from them before the
+    data loads (config.byo_preset). None where the file cannot be read so; validate_h5 then says what is wrong."""
     path = os.path.expanduser(os.fspath(path))
     if not os.path.isfile(path):  # a FIFO would block the open forever
         return None
@@ -67,9 +67,10 @@ def train_sizes(path):
             data, offsets = f["train"]["data"], f["train"]["offsets"]
             sequences, steps = offsets.shape[0] - 1, data.shape[0]
             dim = data.shape[1] if data.ndim == 2 else 1
-    except (OSError, KeyError, TypeError, ValueError, IndexError, AttributeError):  # e.g. train/data a group
-        return None
-    return (sequences, steps, dim) if sequences > 0 and steps > 0 and dim > 0 else None
+            kind = as_text(f.attrs.get("kind", ""))
+    except (OSError, KeyError, TypeError, ValueError, IndexError, AttributeError, UnicodeDecodeError):
+        return None  # e.g. train/data a group
+    return (sequences, steps, dim, kind) if sequences > 0 and steps > 0 and dim > 0 else None
 
 
 def prepare_hdf5(data_dir, cache_dir, verbose=True):

@@ -124,9 +124,15 @@ PRESETS = {
 # The other polyphonic sets take JSB's networks; their sequences are 10 times as many steps.
 for _name in ("nottingham", "musedata", "piano-midi"):
     PRESETS[_name] = dict(PRESETS["jsb"], epochs=30, patience=5, kl_anneal_epochs=3)
+# MuseData's pieces are long too (470 steps on average): annealed over 3 epochs (99 updates) z collapsed (KL 0.0013
+# nats a step); over 10, a third of the budget as Piano-midi.de's 20 of 60, it carries 0.73 (docs/benchmarks.md).
+PRESETS["musedata"].update(kl_anneal_epochs=10)
 # Piano-midi.de has 87 pieces, 6 batches of 16: 30 epochs were 180 updates, after which the RNN scored 10.91 nats a
-# step on test. Batches of 4 for 60 epochs (1,320 updates, Nottingham's count) gave 8.56 (docs/benchmarks.md).
-PRESETS["piano-midi"].update(batch_size=4, epochs=60, patience=20)
+# step on test. Batches of 4 for 60 epochs (1,320 updates, Nottingham's count) gave 8.56 (docs/benchmarks.md). Its
+# pieces are long (870 steps on average): with the KL weight annealed over 3 epochs (66 updates) the VRNN's z
+# collapsed (KL 0.002 nats a step); over 20 (440 updates) z carries 0.74 a step and the VRNN gains 0.25 +- 0.05
+# nats a step of log p(x), paired on the test pieces (docs/benchmarks.md).
+PRESETS["piano-midi"].update(batch_size=4, epochs=60, patience=20, kl_anneal_epochs=20)
 # The other speech sets take Blizzard's networks with the paper's 2000 LSTM units.
 for _name in ("timit", "timit-core", "accent", "onomatopoeia", "audio"):
     PRESETS[_name] = dict(PRESETS["blizzard"], hidden=2000, batch_size=64)
@@ -138,8 +144,12 @@ def _power_of_two(x, low, high):
     return int(min(high, max(low, 2 ** round(math.log2(max(x, 1))))))
 
 
-def byo_preset(num_sequences, total_steps, dim):
-    """The settings of `--dataset hdf5` from its training split: N sequences, S steps of D numbers.
+BYO_KL_ANNEAL_UPDATES = 400  # binary data: the KL weight rises over about this many updates (byo_preset)
+
+
+def byo_preset(num_sequences, total_steps, dim, kind="real", model="vrnn-gmm"):
+    """The settings of `--dataset hdf5` from its training split: N sequences, S steps of D numbers of `kind`, for
+    `model`.
 
     Sizes grow as the square root of the numbers to fit, S * D, so that the LSTM's ~6 H^2 weights
     (phi widths H / 2) stay about half their count: 64 units for 5k frames of 12, 128 for 30k, the
@@ -150,12 +160,24 @@ def byo_preset(num_sequences, total_steps, dim):
     for the small networks, the paper's 3e-4 from 512 units. Training ends by early stopping:
     patience of about 400 steps (10 to 50 epochs) within a budget of 20,000 steps (50 to 1000
     epochs). Networks of up to 256 units run fastest on one CPU thread.
+
+    The lever that keeps z in use, chosen by log p(x) and the ELBO at this budget (docs/ablations.md, "The
+    bring-your-own preset's lever"): binary data (piano rolls) anneal the KL weight over the first ~400 updates,
+    the lesson of Piano-midi.de, where 66 updates of annealing left z collapsed and 440 put it to use; real data
+    with a single-Gaussian VRNN take free bits of 0.05 nats a step. A mixture emission, handwriting and tokens
+    train the plain ELBO: on speech frames no lever scored higher for VRNN-GMM.
     """
     hidden = _power_of_two(math.sqrt(total_steps * dim / 12), 32, 1024)
     batch_size = _power_of_two(num_sequences / 16, 8, 64)
     batches = math.ceil(num_sequences / batch_size)
     features = hidden // 2
+    levers = {}  # none for a model without latent variables
+    if kind == "binary" and model not in EXACT_MODELS:
+        levers["kl_anneal_epochs"] = math.ceil(BYO_KL_ANNEAL_UPDATES / batches)
+    elif kind == "real" and model in ("vrnn-gauss", "vrnn-i-gauss"):
+        levers["free_bits"] = 0.05
     return dict(
+        levers,
         hidden=hidden,
         z_dim=min(64, max(4, hidden // 8)),
         x_features=features,
@@ -185,7 +207,7 @@ def make_config(dataset="hershey", **overrides):
     values = dict(PRESETS.get(dataset, {}))
     sizes = train_sizes(overrides["data_dir"]) if dataset == "hdf5" and overrides.get("data_dir") else None
     if sizes is not None:
-        values.update(byo_preset(*sizes))
+        values.update(byo_preset(*sizes, model=overrides.get("model") or values.get("model", Config.model)))
     given = {k: v for k, v in overrides.items() if v is not None}
     values.update(given)
     if values.get("elbo") in PARTICLE_BOUNDS:  # a preset's KL levers serve the ELBO; these bounds have no KL term
