@@ -350,3 +350,22 @@ def test_validation_reports_the_trained_bound(small_handwriting):
         assert metrics["bound_per_seq"] > metrics["elbo_per_seq"] + 1, (name, metrics)
         steps = int(valid.lengths.sum())
         assert metrics["bound_per_step"] == pytest.approx(metrics["bound_per_seq"] * len(valid) / steps)
+
+
+def test_validation_builds_no_autograd_graph(small_handwriting):
+    """validate scores without gradients: a K-particle bound built under autograd would hold every particle's graph
+    for nothing (a decorator once slid off validate onto the function above it)."""
+    valid = datasets.load("hdf5", data_dir=small_handwriting, verbose=False)["valid"]
+    config, model, guide, vrnn = build("vrnn-gmm", "handwriting", 3)
+    bound, graphs = make_elbo("iwae", particles=4), []
+    per_sequence = bound.per_sequence
+
+    def recording(*args, **kwargs):
+        result = per_sequence(*args, **kwargs)
+        graphs.append((torch.is_grad_enabled(), result[0].requires_grad))
+        return result
+
+    bound.per_sequence = recording
+    validate(model, guide, vrnn, valid, 8, torch.device("cpu"), bound=bound)
+    assert graphs and all(state == (False, False) for state in graphs)
+    assert torch.is_grad_enabled()  # and the caller's state is restored

@@ -83,8 +83,29 @@ def test_the_preset_picks_the_lever_that_keeps_z_in_use_for_the_data_and_model(t
     assert (gauss.free_bits, gauss.kl_anneal_epochs) == (0.05, 0.0)
     assert (gmm.model, gmm.free_bits, gmm.kl_anneal_epochs) == ("vrnn-gmm", 0.0, 0.0)
     assert make_config("hdf5", data_dir=real, model="vrnn-gauss", free_bits=0.0).free_bits == 0.0  # the flag wins
+    assert make_config("hdf5", data_dir=binary, kl_anneal_epochs=0.0).kl_anneal_epochs == 0.0
+    # the updates are counted in the batches that train: 700 rolls in batches of 100 make 7 an epoch
+    assert make_config("hdf5", data_dir=binary, batch_size=100).kl_anneal_epochs == 58
     fivo = make_config("hdf5", data_dir=binary, model="vrnn-gauss", elbo="fivo", particles=4)
     assert (fivo.kl_anneal_epochs, fivo.free_bits) == (0.0, 0.0)  # no KL term to weigh
+
+
+def test_early_stopping_waits_for_the_kl_annealing_to_end(tmp_path, monkeypatch):
+    """Until the KL weight reaches 1 the model trains on another objective: epochs without a better validation ELBO
+    are not counted against --patience before then. A learning rate of 1e-9 learns nothing, so the stochastic
+    validation ELBO improves only by chance, and patience alone would stop the run within the annealing."""
+    monkeypatch.setenv("PYRO_VRNN_CACHE", str(tmp_path / "cache"))
+    path = write_noise(tmp_path / "noise.h5", sequences=64, steps=8, dim=2)
+    sizes = dict(hidden=8, z_dim=2, x_features=8, z_features=8, enc_hidden=8, prior_hidden=8, dec_hidden=8)
+    common = dict(model="vrnn-gauss", data_dir=path, device="cpu", lr=1e-9, batch_size=16, epochs=30, **sizes)
+    stopped = {}
+    for anneal in (0.0, 8.0):
+        config = make_config("hdf5", out=str(tmp_path / f"run{anneal}"), kl_anneal_epochs=anneal, patience=2, **common)
+        with open(os.path.join(train(config, quiet=True), "log.jsonl")) as f:
+            records = [json.loads(line) for line in f]
+        stopped[anneal] = sum(r["event"] == "epoch" for r in records)
+        assert records[-1]["reason"] == "early_stopping"
+    assert stopped[0.0] < 8 + 2 <= stopped[8.0]
 
 
 def test_a_few_hundred_short_sequences_train_to_early_stopping(tmp_path, monkeypatch):

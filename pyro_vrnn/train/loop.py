@@ -223,7 +223,7 @@ class Trainer:
                 )
                 self.first_step = False
                 if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-                    message, self.divergence = divergence_advice(x, p.step + 1, self.run_dir, c.elbo, self.world_size)
+                    message, self.divergence = divergence_advice(x, p.step + 1, self.run_dir, c, self.world_size)
                     self.say(message)
                     return "nan"
                 p.step, p.batch = p.step + 1, i + 1
@@ -260,7 +260,9 @@ class Trainer:
         score = metrics.get("bound_per_seq", metrics["elbo_per_seq"])  # the objective trained
         improved = score > p.best_valid
         p.epoch, p.batch, p.epoch_loss, p.epoch_sequences = p.epoch + 1, 0, 0.0, 0.0
-        p.bad_epochs = 0 if improved else p.bad_epochs + 1
+        # Early stopping counts from the end of KL annealing: until then the model trains on another objective.
+        annealing = p.epoch <= c.kl_anneal_epochs and c.model not in EXACT_MODELS
+        p.bad_epochs = 0 if improved or annealing else p.bad_epochs + 1
         p.best_valid = max(p.best_valid, score)
         # what training maximized: the ELBO, or a particle bound, or the ELBO with free bits or a KL weight
         trained, weighed = (f"{c.elbo.upper()}(K={c.particles})" if bound is not None else "ELBO"), ""

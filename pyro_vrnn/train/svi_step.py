@@ -126,10 +126,9 @@ def check_finite(x, split, indices):
         )
 
 
-@torch.no_grad()
-def divergence_advice(x, step, run_dir, elbo, world_size):
+def divergence_advice(x, step, run_dir, config, world_size):
     """Why the loss of `step` on batch x became non-finite, and what to do: (the message to print, the end of the
-    error line)."""
+    error line). The remedies offered are those the run does not use already."""
     largest = x.abs().max().item()
     again = f" (with --overwrite to train into {run_dir.path} again)"
     if largest > 1e4:  # standardized data are O(1): values this large are the data's fault, not the optimizer's
@@ -141,9 +140,13 @@ def divergence_advice(x, step, run_dir, elbo, world_size):
             f" on a batch with values up to {largest:.3g}: the data are not standardized; standardize them "
             f"(mean 0, std 1, statistics from train) and start again{again}"
         )
-    remedy = "a lower --lr, a smaller --clip" + (
-        "" if elbo in PARTICLE_BOUNDS else ", --kl-anneal-epochs 1 or --elbo meanfield"
-    )
+    remedies = ["a lower --lr", "a smaller --clip"]
+    if config.elbo not in PARTICLE_BOUNDS:  # which have no KL term to weigh
+        if not config.kl_anneal_epochs:
+            remedies.append("--kl-anneal-epochs 1")
+        if not config.free_bits and config.elbo != "meanfield":  # free bits take the KL in closed form already
+            remedies.append("--elbo meanfield")
+    remedy = ", ".join(remedies[:-1]) + " or " + remedies[-1]
     if os.path.isfile(run_dir.file("last.pt")):
         message = (
             f"\nthe loss or its gradient became non-finite at step {step}; {run_dir.path}/last.pt holds "
@@ -158,6 +161,7 @@ def divergence_advice(x, step, run_dir, elbo, world_size):
     return message, "; see the message above"
 
 
+@torch.no_grad()
 def validate(model, guide, vrnn, dataset, batch_size, device, rank=0, world_size=1, bound=None):
     """Mean ELBO per sequence and per time step on a split, with its reconstruction and KL parts; with a particle
     `bound` (IWAEELBO, FIVOELBO: the run's objective), its mean too ("bound_per_seq"), which training then
