@@ -1,4 +1,4 @@
-"""`--dataset hdf5` sizes itself from the user's data (config.byo_preset): sensible numbers at every
+"""`--dataset hdf5` sizes itself from the user's data (pyro_vrnn/train/byo_preset.py): sensible numbers at every
 size, explicit flags first, and a few hundred short sequences trained to early stopping."""
 
 import json

@@ -58,7 +58,7 @@ def _stamp(path):
 def train_sizes(path):
     """(sequences, steps, D, kind) of a file's train split from the shapes of its arrays and its "kind" attribute, no
     value read: `--dataset hdf5` sizes its network, and picks its lever against a collapsed z, from them before the
-    data loads (config.byo_preset). None where the file cannot be read so; validate_h5 then says what is wrong."""
+    data loads (train/byo_preset.py). None where the file cannot be read so; validate_h5 then says what is wrong."""
     path = os.path.expanduser(os.fspath(path))
     if not os.path.isfile(path):  # a FIFO would block the open forever
         return None
