@@ -8,7 +8,7 @@ at least the shortest length), every dimension
 standardized with the train split's statistics (kept as the `mean` and `std` attributes):
 
     short12: pieces of 20 frames (10-20), from a quarter of the files (about 4,800 training frames)
-    mfcc12:  pieces of 100 frames (50-100) (about 29,000 training frames)
+    mfcc12:  pieces of 100 frames (50-100) (about 28,500 training frames)
 
     python -m pyro_vrnn.benchmarks.mfcc_sets OUT_DIR     # writes OUT_DIR/short12.h5 and OUT_DIR/mfcc12.h5
 """
@@ -41,6 +41,8 @@ def mel_filterbank(low_hz=20.0, high_hz=7600.0):
 def mfcc(samples, bank):
     """[frames, 12]: c1..c12 of the DCT-II (orthonormal) of the log mel energies of each Hamming frame."""
     count = 1 + (len(samples) - FRAME) // HOP
+    if count < 1:  # a clip shorter than one frame
+        return np.zeros((0, COEFFICIENTS), np.float32)
     frames = np.stack([samples[i * HOP : i * HOP + FRAME] for i in range(count)]) * np.hamming(FRAME)
     power = np.abs(np.fft.rfft(frames, FFT)) ** 2 / FFT
     log_energy = np.log(power @ bank.T + 1e-10)
@@ -92,6 +94,9 @@ def main():
     root = "/usr/share/asterisk/sounds/en_US_f_Allison"  # Debian's asterisk-core-sounds-en-g722
     files = [os.path.join(d, f) for d, _, names in os.walk(root) for f in names if f.endswith(".g722")]
     files = [f for f in files if "/silence/" not in f]
+    if not files:
+        hint = "apt-get install asterisk-core-sounds-en-g722, pip install g722"
+        raise SystemExit(f"no .g722 prompts under {root}: {hint}")
     os.makedirs(args.out, exist_ok=True)
     bank = mel_filterbank()
     for name in SETS:

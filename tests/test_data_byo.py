@@ -221,7 +221,7 @@ def test_every_dataset_is_registered():
 
 def test_the_mfcc_sets_of_the_ablations_are_standardized_pieces_that_load(tmp_path, capsys):
     """benchmarks/mfcc_sets.py (docs/ablations.md's bring-your-own speech sets), on WAV files of tones: the pieces
-    are 10-20 frames, no file feeds two splits, train is standardized, and the file trains through --dataset hdf5.
+    are 10-20 frames, each split gets a file, train is standardized, and the file trains through --dataset hdf5.
     A tone's MFCCs follow its pitch: the c1 of a low tone and of a high one differ."""
     from pyro_vrnn.benchmarks import mfcc_sets
     from pyro_vrnn.data.audio import write_wav
