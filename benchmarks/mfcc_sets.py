@@ -16,10 +16,10 @@ standardized with the train split's statistics (kept as the `mean` and `std` att
 import argparse
 import os
 
-import h5py
 import numpy as np
 
 from pyro_vrnn.data.audio import read_audio
+from pyro_vrnn.data.schema import write_h5
 
 SAMPLE_RATE, FRAME, HOP, FFT, BANDS, COEFFICIENTS = 16000, 400, 160, 512, 26, 12
 SETS = {"short12": dict(piece=(10, 20), file_share=0.25, train_sequences=243, held_out_sequences=60),
@@ -75,17 +75,6 @@ def build(name, files, bank, seed=0):
     return {split: [(s - mean) / std for s in seqs] for split, seqs in out.items()}, mean, std
 
 
-def write(path, splits, mean, std):
-    """The schema of pyro_vrnn/data/byo.py's docstring, kind "real"."""
-    with h5py.File(path, "w") as f:
-        f.attrs["kind"] = "real"
-        f.attrs["mean"], f.attrs["std"] = mean, std
-        for split, seqs in splits.items():
-            group = f.create_group(split)
-            group["data"] = np.concatenate(seqs).astype(np.float32)
-            group["offsets"] = np.cumsum([0] + [len(s) for s in seqs])
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", help="folder to write short12.h5 and mfcc12.h5 into")
@@ -101,7 +90,8 @@ def main():
     bank = mel_filterbank()
     for name in SETS:
         splits, mean, std = build(name, files, bank, args.seed)
-        write(os.path.join(args.out, f"{name}.h5"), splits, mean, std)
+        path = os.path.join(args.out, f"{name}.h5")
+        write_h5(path, splits, kind="real", name=name, mean=mean, std=std, source=root)  # atomically, with checksums
         sizes = ", ".join(f"{s} {len(v)} ({sum(map(len, v)):,} frames)" for s, v in splits.items())
         print(f"{name}: {sizes}")
 

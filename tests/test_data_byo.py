@@ -7,6 +7,7 @@ import pytest
 
 from pyro_vrnn import data
 from pyro_vrnn.data import DataError, SequenceDataset, validate_h5
+from pyro_vrnn.data.schema import write_h5
 from pyro_vrnn.train.checkpoints import data_info
 
 
@@ -244,7 +245,7 @@ def test_the_mfcc_sets_of_the_ablations_are_standardized_pieces_that_load(tmp_pa
     np.testing.assert_allclose(train.mean(0), 0, atol=1e-4)
     np.testing.assert_allclose(train.std(0), 1, atol=1e-4)
     path = str(tmp_path / "short12.h5")
-    mfcc_sets.write(path, splits, mean, std)
+    write_h5(path, splits, kind="real", name="short12", mean=mean, std=std, source="tones")  # as mfcc_sets.main
     loaded = data.load("hdf5", data_dir=path, cache_dir=str(tmp_path / "cache"))
     assert loaded["train"].kind == "real" and loaded["train"].dim == 12 and len(loaded["test"]) == 5
     assert "standardize" not in capsys.readouterr().err  # no warning: the attributes say how it was scaled

@@ -11,7 +11,7 @@ def _power_of_two(x, low, high):
     return int(min(high, max(low, 2 ** round(math.log2(max(x, 1))))))
 
 
-BYO_KL_ANNEAL_UPDATES = 400  # binary data: the KL weight rises over about this many updates (byo_preset)
+BYO_KL_ANNEAL_UPDATES = 400  # binary data: the KL weight rises over about this many updates (byo_lever)
 
 
 def byo_preset(num_sequences, total_steps, dim):
